@@ -1,0 +1,24 @@
+//! The server binary: parse flags, start logging, hand over to the library.
+
+use clap::Parser;
+use user_service::config::{Cli, Settings};
+use user_service::startup::{Application, termination_signal};
+use user_service::telemetry;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let result = async {
+        let app = Application::build(Settings::from(cli)).await?;
+        app.run_until(termination_signal()).await
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{}", user_service::error::chain(&err));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Validated domain types: once constructed, a value satisfies every rule of its field.
+
+mod fields;
+mod user;
+
+pub(crate) use fields::Violations;
+pub use fields::{
+    Email, FieldViolation, FullName, Metadata, MetadataPatch, Password, Role, Status, Username,
+    ValidationError, limits,
+};
+pub use user::{Etag, EventKind, NewUser, User, UserDraft, UserEvent, UserId, UserPatch};

@@ -1,0 +1,181 @@
+//! A user as stored, the validated inputs that create or change one, and change events.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use super::fields::{
+    Email, FieldViolation, FullName, Metadata, MetadataPatch, Role, Status, Username,
+};
+use crate::password::PasswordHash;
+
+/// A user id: a UUIDv7, so ids sort roughly by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Uuid);
+
+impl UserId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// `field` names where the id came from (`user_id`, `user_ids[2]`, ...).
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldViolation> {
+        if raw.is_empty() {
+            return Err(FieldViolation::new(field, "must not be empty"));
+        }
+        Uuid::try_parse(raw).map(Self).map_err(|_| {
+            FieldViolation::new(
+                field,
+                format!("must be a user id (a UUID as returned by CreateUser), got {raw:?}"),
+            )
+        })
+    }
+
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for UserId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The version of a user a conditional write expects: the revision of its last change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Etag(i64);
+
+impl Etag {
+    pub fn parse(raw: &str) -> Result<Self, FieldViolation> {
+        raw.parse::<i64>()
+            .ok()
+            .filter(|revision| *revision > 0)
+            .map(Self)
+            .ok_or_else(|| {
+                FieldViolation::new(
+                    "etag",
+                    format!("must be an etag as returned in User.etag, got {raw:?}"),
+                )
+            })
+    }
+
+    pub fn of_revision(revision: i64) -> Self {
+        Self(revision)
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Etag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A stored user. Holds no password hash: that never leaves storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub username: Username,
+    pub email: Email,
+    pub full_name: FullName,
+    pub role: Role,
+    pub status: Status,
+    /// Nanoseconds since the Unix epoch; strictly increasing across users.
+    pub created_at_ns: i64,
+    pub updated_at_ns: i64,
+    pub metadata: Metadata,
+    /// The revision of the last change to this user.
+    pub revision: i64,
+}
+
+impl User {
+    pub fn etag(&self) -> Etag {
+        Etag::of_revision(self.revision)
+    }
+}
+
+/// A validated CreateUser, with the password already hashed.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: Username,
+    pub email: Email,
+    pub full_name: FullName,
+    pub password_hash: PasswordHash,
+    pub role: Role,
+    pub metadata: Metadata,
+}
+
+/// A validated partial update: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub username: Option<Username>,
+    pub email: Option<Email>,
+    pub full_name: Option<FullName>,
+    pub role: Option<Role>,
+    pub metadata: MetadataPatch,
+    pub etag: Option<Etag>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created = 1,
+    Updated = 2,
+    Deleted = 3,
+}
+
+impl EventKind {
+    pub fn from_i64(raw: i64) -> Option<Self> {
+        [Self::Created, Self::Updated, Self::Deleted]
+            .into_iter()
+            .find(|kind| *kind as i64 == raw)
+    }
+}
+
+/// A committed change, as watchers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEvent {
+    pub revision: i64,
+    pub event_id: Uuid,
+    pub kind: EventKind,
+    pub at_ns: i64,
+    /// The user after the change (for a deletion: as it was when deleted).
+    pub user: User,
+}
+
+/// A validated CreateUser before its password is hashed.
+#[derive(Debug, Clone)]
+pub struct UserDraft {
+    pub username: Username,
+    pub email: Email,
+    pub full_name: FullName,
+    pub password: super::Password,
+    pub role: Role,
+    pub metadata: Metadata,
+}
+
+impl UserDraft {
+    pub fn with_hash(self, password_hash: PasswordHash) -> NewUser {
+        NewUser {
+            username: self.username,
+            email: self.email,
+            full_name: self.full_name,
+            password_hash,
+            role: self.role,
+            metadata: self.metadata,
+        }
+    }
+}

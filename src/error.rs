@@ -1,0 +1,124 @@
+//! The one service error, and its mapping to gRPC status codes.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::{UserId, ValidationError};
+use crate::password::HashError;
+use crate::storage::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// INVALID_ARGUMENT, with a `BadRequest` detail listing each field violation.
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    /// NOT_FOUND.
+    #[error("user {0} not found")]
+    NotFound(UserId),
+    /// ALREADY_EXISTS.
+    #[error("{field} {value:?} is already taken")]
+    AlreadyExists { field: &'static str, value: String },
+    /// ABORTED: a conditional write found the user changed since the caller read it.
+    #[error(
+        "etag \"{expected}\" does not match the user's current etag \"{current}\": read the user again and retry"
+    )]
+    EtagMismatch { expected: i64, current: i64 },
+    /// OUT_OF_RANGE: a watch asked to resume before the oldest retained event.
+    #[error(
+        "start_revision {requested} is no longer retained: the oldest available revision is {oldest}"
+    )]
+    Compacted { requested: i64, oldest: i64 },
+    /// UNAVAILABLE: the server is shutting down; retry against another instance or later.
+    #[error("the server is shutting down{0}")]
+    ShuttingDown(String),
+    /// DEADLINE_EXCEEDED: the caller's deadline passed.
+    #[error("the deadline passed")]
+    DeadlineExceeded,
+    /// INTERNAL, with an opaque message; the cause is logged.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ServiceError {
+    pub fn code(&self) -> Code {
+        match self {
+            ServiceError::Invalid(_) => Code::InvalidArgument,
+            ServiceError::NotFound(_) => Code::NotFound,
+            ServiceError::AlreadyExists { .. } => Code::AlreadyExists,
+            ServiceError::EtagMismatch { .. } => Code::Aborted,
+            ServiceError::Compacted { .. } => Code::OutOfRange,
+            ServiceError::ShuttingDown(_) => Code::Unavailable,
+            ServiceError::DeadlineExceeded => Code::DeadlineExceeded,
+            ServiceError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(id) => ServiceError::NotFound(id),
+            StoreError::AlreadyExists { field, value } => {
+                ServiceError::AlreadyExists { field, value }
+            }
+            StoreError::EtagMismatch { expected, current } => {
+                ServiceError::EtagMismatch { expected, current }
+            }
+            StoreError::Compacted { requested, oldest } => {
+                ServiceError::Compacted { requested, oldest }
+            }
+            StoreError::Invalid(violations) => ServiceError::Invalid(violations),
+            StoreError::UnsupportedUrl(_) | StoreError::Backend(_) => {
+                ServiceError::Internal(Box::new(err))
+            }
+        }
+    }
+}
+
+impl From<HashError> for ServiceError {
+    fn from(err: HashError) -> Self {
+        ServiceError::Internal(Box::new(err))
+    }
+}
+
+/// The cause and every source under it, for the log.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<ServiceError> for Status {
+    fn from(err: ServiceError) -> Self {
+        let code = err.code();
+        match &err {
+            ServiceError::Invalid(invalid) => {
+                let violations: Vec<_> = invalid
+                    .violations
+                    .iter()
+                    .map(|v| tonic_types::FieldViolation::new(&v.field, &v.description))
+                    .collect();
+                Status::with_error_details(
+                    code,
+                    err.to_string(),
+                    ErrorDetails::with_bad_request(violations),
+                )
+            }
+            ServiceError::Internal(cause) => {
+                tracing::error!(error = %chain(cause.as_ref()), "request failed");
+                Status::new(code, err.to_string())
+            }
+            ServiceError::NotFound(_)
+            | ServiceError::AlreadyExists { .. }
+            | ServiceError::EtagMismatch { .. }
+            | ServiceError::Compacted { .. }
+            | ServiceError::ShuttingDown(_)
+            | ServiceError::DeadlineExceeded => Status::new(code, err.to_string()),
+        }
+    }
+}

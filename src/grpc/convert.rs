@@ -1,0 +1,123 @@
+//! Conversions between wire messages and domain types. Every write RPC parses through here.
+
+use prost_types::Timestamp;
+
+use crate::domain::{
+    Email, Etag, EventKind, FieldViolation, FullName, Metadata, MetadataPatch, Password, Role,
+    User, UserDraft, UserEvent, UserId, UserPatch, Username, ValidationError, Violations,
+};
+use crate::pb;
+
+pub fn timestamp(ns: i64) -> Timestamp {
+    Timestamp {
+        seconds: ns.div_euclid(1_000_000_000),
+        // Always in 0..1e9, so it fits.
+        nanos: ns.rem_euclid(1_000_000_000) as i32,
+    }
+}
+
+pub fn user_to_pb(user: User) -> pb::User {
+    pb::User {
+        id: user.id.to_string(),
+        etag: user.etag().to_string(),
+        username: user.username.as_str().to_owned(),
+        email: user.email.as_str().to_owned(),
+        full_name: user.full_name.as_str().to_owned(),
+        role: user.role as i32,
+        status: user.status as i32,
+        created_at: Some(timestamp(user.created_at_ns)),
+        updated_at: Some(timestamp(user.updated_at_ns)),
+        metadata: user.metadata.entries().clone().into_iter().collect(),
+    }
+}
+
+pub fn event_to_pb(event: UserEvent) -> pb::UserEvent {
+    let kind = match event.kind {
+        EventKind::Created => pb::EventType::Created,
+        EventKind::Updated => pb::EventType::Updated,
+        EventKind::Deleted => pb::EventType::Deleted,
+    };
+    pb::UserEvent {
+        event_id: event.event_id.to_string(),
+        r#type: kind as i32,
+        user: Some(user_to_pb(event.user)),
+        timestamp: Some(timestamp(event.at_ns)),
+        revision: event.revision,
+        failure: None,
+    }
+}
+
+pub fn parse_user_id(field: &str, raw: &str) -> Result<UserId, ValidationError> {
+    UserId::parse(field, raw).map_err(|violation| ValidationError {
+        violations: vec![violation],
+    })
+}
+
+pub fn parse_etag(raw: Option<&str>) -> Result<Option<Etag>, ValidationError> {
+    raw.map(Etag::parse)
+        .transpose()
+        .map_err(|violation| ValidationError {
+            violations: vec![violation],
+        })
+}
+
+/// The one parser for a user to create: CreateUser and BatchCreateUsers both use it.
+pub fn parse_create(request: pb::CreateUserRequest) -> Result<UserDraft, ValidationError> {
+    let mut violations = Violations::default();
+    let username = violations.check(Username::parse(request.username));
+    let email = violations.check(Email::parse(request.email));
+    let full_name = violations.check(FullName::parse(request.full_name));
+    let password = violations.check(Password::parse(request.password));
+    let role = violations.check(Role::parse_for_create(request.role));
+    let metadata = violations.check(Metadata::parse(request.metadata));
+    violations.finish(|| {
+        Some(UserDraft {
+            username: username?,
+            email: email?,
+            full_name: full_name?,
+            password: password?,
+            role: role?,
+            metadata: metadata?,
+        })
+    })
+}
+
+/// The one parser for an update: UpdateUser and SyncUsers both use it.
+pub fn parse_update(
+    request: pb::UpdateUserRequest,
+) -> Result<(UserId, UserPatch), ValidationError> {
+    let mut violations = Violations::default();
+    let id = violations.check(UserId::parse("user_id", &request.user_id));
+    let username = violations.check(request.username.map(Username::parse).transpose());
+    let email = violations.check(request.email.map(Email::parse).transpose());
+    let full_name = violations.check(request.full_name.map(FullName::parse).transpose());
+    let role = violations.check(request.role.map(|raw| Role::parse("role", raw)).transpose());
+    let metadata = violations.check(MetadataPatch::parse(request.metadata));
+    let etag = violations.check(request.etag.as_deref().map(Etag::parse).transpose());
+    violations.finish(|| {
+        Some((
+            id?,
+            UserPatch {
+                username: username?,
+                email: email?,
+                full_name: full_name?,
+                role: role?,
+                metadata: metadata?,
+                etag: etag?,
+            },
+        ))
+    })
+}
+
+/// A filter enum: 0 means no filter; any other number must be defined.
+pub fn parse_filter<T>(
+    field: &str,
+    raw: i32,
+    parse: impl FnOnce(&str, i32) -> Result<T, FieldViolation>,
+) -> Result<Option<T>, FieldViolation> {
+    if raw == 0 {
+        Ok(None)
+    } else {
+        parse(field, raw).map(Some)
+    }
+}

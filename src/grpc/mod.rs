@@ -1,0 +1,225 @@
+//! The UserService RPC handlers: convert the request, call storage, convert the answer.
+
+mod batch;
+pub mod convert;
+pub mod deadline;
+pub mod page_token;
+mod sync;
+mod watch;
+
+use std::pin::Pin;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::domain::{FieldViolation, Role, Status as UserStatus, ValidationError};
+use crate::error::ServiceError;
+use crate::password::PasswordHasher;
+use crate::pb::{self, user_service_server::UserService};
+use crate::shutdown::Shutdown;
+use crate::storage::{ListQuery, Store};
+use convert::{parse_create, parse_etag, parse_filter, parse_update, parse_user_id, user_to_pb};
+
+/// ListUsers page size when the request gives 0.
+pub const DEFAULT_PAGE_SIZE: usize = 10;
+/// ListUsers never returns more than this many users at once.
+pub const MAX_PAGE_SIZE: usize = 100;
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::UserEvent, Status>> + Send>>;
+
+#[derive(Clone)]
+pub struct UserServiceImpl {
+    store: Store,
+    hasher: PasswordHasher,
+    shutdown: Shutdown,
+    max_batch_items: usize,
+}
+
+impl UserServiceImpl {
+    pub fn new(
+        store: Store,
+        hasher: PasswordHasher,
+        shutdown: Shutdown,
+        max_batch_items: usize,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            shutdown,
+            max_batch_items,
+        }
+    }
+
+    /// Validates, applies and returns the committed update: UpdateUser and SyncUsers share it.
+    async fn apply_update(
+        &self,
+        request: pb::UpdateUserRequest,
+    ) -> Result<crate::domain::UserEvent, ServiceError> {
+        let (id, patch) = parse_update(request)?;
+        Ok(self.store.update(id, patch).await?)
+    }
+}
+
+fn invalid(violation: FieldViolation) -> ServiceError {
+    ServiceError::Invalid(ValidationError {
+        violations: vec![violation],
+    })
+}
+
+#[tonic::async_trait]
+impl UserService for UserServiceImpl {
+    #[tracing::instrument(skip_all, fields(username = %request.get_ref().username))]
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let draft = parse_create(request.into_inner()).map_err(ServiceError::from)?;
+        let hash = self
+            .hasher
+            .hash(draft.password.clone())
+            .await
+            .map_err(ServiceError::from)?;
+        let event = self
+            .store
+            .create(draft.with_hash(hash))
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(user_id = %event.user.id, "user created");
+        Ok(Response::new(pb::CreateUserResponse {
+            user: Some(user_to_pb(event.user)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
+        let id =
+            parse_user_id("user_id", &request.get_ref().user_id).map_err(ServiceError::from)?;
+        let user = self.store.get(id).await.map_err(ServiceError::from)?;
+        Ok(Response::new(pb::GetUserResponse {
+            user: Some(user_to_pb(user)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::UpdateUserResponse>, Status> {
+        let event = self.apply_update(request.into_inner()).await?;
+        Ok(Response::new(pb::UpdateUserResponse {
+            user: Some(user_to_pb(event.user)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let request = request.into_inner();
+        let id = parse_user_id("user_id", &request.user_id).map_err(ServiceError::from)?;
+        let etag = parse_etag(request.etag.as_deref()).map_err(ServiceError::from)?;
+        let event = self
+            .store
+            .delete(id, etag)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::DeleteUserResponse {
+            success: true,
+            message: format!("user {} deleted", event.user.id),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(page_size = request.get_ref().page_size))]
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match usize::try_from(request.page_size) {
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(size) => size.min(MAX_PAGE_SIZE),
+            Err(_) => {
+                return Err(invalid(FieldViolation::new(
+                    "page_size",
+                    format!(
+                        "must not be negative (0 means {DEFAULT_PAGE_SIZE}, the most is {MAX_PAGE_SIZE}), got {}",
+                        request.page_size
+                    ),
+                ))
+                .into());
+            }
+        };
+        let filters = page_token::Filters {
+            status: parse_filter("status_filter", request.status_filter, UserStatus::parse)
+                .map_err(invalid)?,
+            role: parse_filter("role_filter", request.role_filter, Role::parse).map_err(invalid)?,
+        };
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(page_token::decode(token, filters).map_err(invalid)?),
+        };
+        let page = self
+            .store
+            .list(ListQuery {
+                status: filters.status,
+                role: filters.role,
+                after,
+                limit,
+            })
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: page.users.into_iter().map(user_to_pb).collect(),
+            next_page_token: page
+                .next
+                .map(|cursor| page_token::encode(cursor, filters))
+                .unwrap_or_default(),
+            total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
+        }))
+    }
+
+    type WatchUsersStream = EventStream;
+
+    #[tracing::instrument(skip_all, fields(include_all = request.get_ref().include_all, start_revision = request.get_ref().start_revision))]
+    async fn watch_users(
+        &self,
+        request: Request<pb::WatchUsersRequest>,
+    ) -> Result<Response<Self::WatchUsersStream>, Status> {
+        let deadline = deadline::from_metadata(request.metadata());
+        let stream = watch::start(
+            self.store.clone(),
+            request.into_inner(),
+            self.shutdown.clone(),
+            deadline,
+        )?;
+        Ok(Response::new(stream))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn batch_create_users(
+        &self,
+        request: Request<Streaming<pb::CreateUserRequest>>,
+    ) -> Result<Response<pb::BatchCreateUsersResponse>, Status> {
+        let response = batch::run(self, request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
+    type SyncUsersStream = EventStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn sync_users(
+        &self,
+        request: Request<Streaming<pb::UpdateUserRequest>>,
+    ) -> Result<Response<Self::SyncUsersStream>, Status> {
+        let deadline = deadline::from_metadata(request.metadata());
+        Ok(Response::new(sync::start(
+            self.clone(),
+            request.into_inner(),
+            deadline,
+        )))
+    }
+}

@@ -1,0 +1,227 @@
+//! WatchUsers: replay from the stored log, then follow live commits, with no gap and no
+//! duplicate. A watcher that falls behind the live buffer catches up from the log instead of
+//! losing events, and never slows writers or other watchers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::convert::{event_to_pb, parse_user_id};
+use super::{EventStream, deadline, invalid};
+use crate::domain::{FieldViolation, UserEvent, UserId, ValidationError};
+use crate::error::ServiceError;
+use crate::pb;
+use crate::shutdown::Shutdown;
+use crate::storage::Store;
+
+/// Events read from the log per query while catching up.
+const REPLAY_BATCH: usize = 256;
+/// Events queued for one client before its watcher waits for it to read.
+const CLIENT_BUFFER: usize = 64;
+
+enum Selection {
+    All,
+    Users(HashSet<UserId>),
+}
+
+impl Selection {
+    fn parse(request: &pb::WatchUsersRequest) -> Result<Self, ServiceError> {
+        if request.include_all {
+            return Ok(Selection::All);
+        }
+        if request.user_ids.is_empty() {
+            return Err(invalid(FieldViolation::new(
+                "user_ids",
+                "must name at least one user, or set include_all",
+            )));
+        }
+        let mut violations = Vec::new();
+        let mut ids = HashSet::new();
+        for (index, raw) in request.user_ids.iter().enumerate() {
+            match parse_user_id(&format!("user_ids[{index}]"), raw) {
+                Ok(id) => {
+                    ids.insert(id);
+                }
+                Err(err) => violations.extend(err.violations),
+            }
+        }
+        if violations.is_empty() {
+            Ok(Selection::Users(ids))
+        } else {
+            Err(ServiceError::Invalid(ValidationError { violations }))
+        }
+    }
+
+    fn matches(&self, event: &UserEvent) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Users(ids) => ids.contains(&event.user.id),
+        }
+    }
+}
+
+/// Why a watch ended without an error for the client.
+enum End {
+    ClientGone,
+}
+
+struct Watcher {
+    store: Store,
+    selection: Selection,
+    /// The revision of the next event to consider; everything before it was handled.
+    next: i64,
+    client: mpsc::Sender<Result<pb::UserEvent, Status>>,
+    shutdown: Shutdown,
+    deadline: Option<Instant>,
+}
+
+pub fn start(
+    store: Store,
+    request: pb::WatchUsersRequest,
+    shutdown: Shutdown,
+    deadline: Option<Instant>,
+) -> Result<EventStream, ServiceError> {
+    let selection = Selection::parse(&request)?;
+    if request.start_revision < 0 {
+        return Err(invalid(FieldViolation::new(
+            "start_revision",
+            format!(
+                "must be 0 (live events only) or a revision to resume from, got {}",
+                request.start_revision
+            ),
+        )));
+    }
+    // Subscribe before reading the head, so nothing committed in between is missed.
+    let live = store.subscribe();
+    let next = match request.start_revision {
+        0 => store.head_revision() + 1,
+        start => {
+            let oldest = store.oldest_revision();
+            if start < oldest {
+                return Err(ServiceError::Compacted {
+                    requested: start,
+                    oldest,
+                });
+            }
+            start
+        }
+    };
+    let (client, receiver) = mpsc::channel(CLIENT_BUFFER);
+    let watcher = Watcher {
+        store,
+        selection,
+        next,
+        client,
+        shutdown,
+        deadline,
+    };
+    tokio::spawn(watcher.run(live));
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}
+
+impl Watcher {
+    async fn run(mut self, live: broadcast::Receiver<Arc<UserEvent>>) {
+        if let Err(err) = self.follow(live).await {
+            let _ = self.client.send(Err(err.into())).await;
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        mut live: broadcast::Receiver<Arc<UserEvent>>,
+    ) -> Result<End, ServiceError> {
+        if let Some(end) = self.catch_up().await? {
+            return Ok(end);
+        }
+        loop {
+            let received = tokio::select! {
+                received = live.recv() => received,
+                () = self.client.closed() => return Ok(End::ClientGone),
+                () = self.shutdown.triggered() => return Err(self.shutting_down()),
+                () = deadline::reached(self.deadline) => return Err(ServiceError::DeadlineExceeded),
+            };
+            let event = match received {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(
+                        missed,
+                        next = self.next,
+                        "watcher fell behind; reading the log"
+                    );
+                    if let Some(end) = self.catch_up().await? {
+                        return Ok(end);
+                    }
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err(self.shutting_down()),
+            };
+            if event.revision > self.next {
+                // Something before this event never reached us live: the log has it.
+                if let Some(end) = self.catch_up().await? {
+                    return Ok(end);
+                }
+            }
+            if event.revision >= self.next {
+                if let Some(end) = self.deliver(&event).await? {
+                    return Ok(end);
+                }
+            }
+        }
+    }
+
+    /// Sends every logged event from `next` on.
+    async fn catch_up(&mut self) -> Result<Option<End>, ServiceError> {
+        loop {
+            let oldest = self.store.oldest_revision();
+            if self.next < oldest {
+                return Err(ServiceError::Compacted {
+                    requested: self.next,
+                    oldest,
+                });
+            }
+            let batch = self.store.events_from(self.next, REPLAY_BATCH).await?;
+            if let Some(first) = batch.first() {
+                if first.revision > self.next {
+                    // Pruned while we read.
+                    return Err(ServiceError::Compacted {
+                        requested: self.next,
+                        oldest: first.revision,
+                    });
+                }
+            }
+            let full = batch.len() == REPLAY_BATCH;
+            for event in &batch {
+                if let Some(end) = self.deliver(event).await? {
+                    return Ok(Some(end));
+                }
+            }
+            if !full {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn deliver(&mut self, event: &UserEvent) -> Result<Option<End>, ServiceError> {
+        self.next = event.revision + 1;
+        if !self.selection.matches(event) {
+            return Ok(None);
+        }
+        let message = Ok(event_to_pb(event.clone()));
+        tokio::select! {
+            sent = self.client.send(message) => Ok(sent.err().map(|_| End::ClientGone)),
+            () = self.shutdown.triggered() => Err(self.shutting_down()),
+            () = deadline::reached(self.deadline) => Err(ServiceError::DeadlineExceeded),
+        }
+    }
+
+    fn shutting_down(&self) -> ServiceError {
+        ServiceError::ShuttingDown(format!(
+            ": resume the watch with start_revision {}",
+            self.next
+        ))
+    }
+}

@@ -1,0 +1,17 @@
+//! user-service: a gRPC user directory on durable embedded storage.
+//!
+//! Data flows one way: wire (`pb`) -> conversion (`grpc::convert`) -> `domain` -> `storage`,
+//! and back. `startup` assembles the server.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod password;
+pub mod pb;
+pub mod shutdown;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

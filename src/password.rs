@@ -1,0 +1,160 @@
+//! Argon2id password hashing on a bounded pool that uses every core, off the async runtime.
+
+use std::fmt;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::domain::Password;
+
+/// An Argon2id hash in PHC string format. Never printed: `Debug` shows a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    pub(crate) fn as_phc(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash(<redacted>)")
+    }
+}
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Settings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Argon2Settings {
+    /// The OWASP minimum recommendation for Argon2id.
+    pub const OWASP_MINIMUM: Self = Self {
+        memory_kib: 19_456,
+        iterations: 2,
+        parallelism: 1,
+    };
+
+    /// Whether these settings are weaker than the OWASP minimum in any dimension.
+    pub fn below_recommendation(&self) -> bool {
+        self.memory_kib < Self::OWASP_MINIMUM.memory_kib
+            || self.iterations < Self::OWASP_MINIMUM.iterations
+    }
+}
+
+impl Default for Argon2Settings {
+    fn default() -> Self {
+        Self::OWASP_MINIMUM
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("invalid Argon2 parameters: {0}")]
+    Params(argon2::Error),
+    #[error("password hashing failed: {0}")]
+    Hash(argon2::password_hash::Error),
+    #[error("password hashing task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Hashes passwords with at most one job per core at a time, so a burst of sign-ups uses
+/// every core without running out of memory (each job holds `memory_kib` of RAM).
+#[derive(Clone)]
+pub struct PasswordHasher {
+    params: Params,
+    permits: Arc<Semaphore>,
+}
+
+impl PasswordHasher {
+    pub fn new(settings: Argon2Settings) -> Result<Self, HashError> {
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(HashError::Params)?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(cores)),
+        })
+    }
+
+    /// How many hashes may run at once.
+    pub fn workers(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    fn argon2(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    pub async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the hashing semaphore is never closed");
+        let argon2 = self.argon2();
+        tokio::task::spawn_blocking(move || {
+            argon2
+                .hash_password(password.expose().as_bytes())
+                .map(|hash| PasswordHash(hash.to_string()))
+                .map_err(HashError::Hash)
+        })
+        .await?
+    }
+
+    /// Whether `password` matches `hash`. A malformed stored hash never matches.
+    pub async fn verify(&self, password: Password, hash: PasswordHash) -> Result<bool, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the hashing semaphore is never closed");
+        let argon2 = self.argon2();
+        let matched = tokio::task::spawn_blocking(move || {
+            argon2
+                .verify_password(password.expose().as_bytes(), hash.as_phc())
+                .is_ok()
+        })
+        .await?;
+        Ok(matched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHEAP: Argon2Settings = Argon2Settings {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    #[tokio::test]
+    async fn a_hash_is_argon2id_in_phc_format_and_verifies_only_its_password() {
+        let hasher = PasswordHasher::new(CHEAP).unwrap();
+        let password = Password::parse("correct horse".into()).unwrap();
+        let hash = hasher.hash(password.clone()).await.unwrap();
+        assert!(hash.as_phc().starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        assert!(hasher.verify(password, hash.clone()).await.unwrap());
+        let wrong = Password::parse("battery staple".into()).unwrap();
+        assert!(!hasher.verify(wrong, hash).await.unwrap());
+    }
+
+    #[test]
+    fn settings_below_the_owasp_minimum_are_flagged() {
+        assert!(CHEAP.below_recommendation());
+        assert!(!Argon2Settings::default().below_recommendation());
+    }
+}

@@ -1,0 +1,225 @@
+//! Start-up in one place: open storage, bind the listener, assemble the services, serve until
+//! told to stop, then shut down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::Settings;
+use crate::grpc::UserServiceImpl;
+use crate::password::{HashError, PasswordHasher};
+use crate::pb::{self, user_service_server::UserServiceServer};
+use crate::shutdown::{self, Shutdown};
+use crate::storage::{Store, StoreError};
+
+/// The service name health reports on, besides the whole server ("").
+const SERVICE_NAME: &str = "userservice.UserService";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open storage")]
+    Storage(#[from] StoreError),
+    #[error("invalid password hashing settings")]
+    Hashing(#[from] HashError),
+    #[error("cannot build the reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the server failed")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A bound, ready server. `local_addr` is the real address (useful with port 0).
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    store: Store,
+    hasher: PasswordHasher,
+    settings: Settings,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        if settings.argon2.below_recommendation() {
+            tracing::warn!(
+                memory_kib = settings.argon2.memory_kib,
+                iterations = settings.argon2.iterations,
+                "Argon2 settings are below the OWASP minimum (19456 KiB, 2 iterations): fine for tests, weak for real passwords"
+            );
+        }
+        let hasher = PasswordHasher::new(settings.argon2)?;
+        let store = Store::open(&settings.storage).await?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            store,
+            hasher,
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `stop` resolves, then: health turns NOT_SERVING, open streams end,
+    /// in-flight calls get the grace period to finish, and storage is closed.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), StartupError> {
+        let Self {
+            listener,
+            local_addr,
+            store,
+            hasher,
+            settings,
+        } = self;
+        let (trigger, shutdown) = shutdown::channel();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        set_health(&reporter, ServingStatus::Serving).await;
+
+        let users = UserServiceServer::new(UserServiceImpl::new(
+            store.clone(),
+            hasher,
+            shutdown.clone(),
+            settings.max_batch_items,
+        ))
+        .max_decoding_message_size(settings.max_message_bytes)
+        .max_encoding_message_size(settings.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd);
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let monitor = tokio::spawn(monitor_health(
+            store.clone(),
+            reporter.clone(),
+            shutdown.clone(),
+            settings.health_check_interval,
+        ));
+
+        let mut server_stop = shutdown.clone();
+        let server = Server::builder()
+            .http2_keepalive_interval(Some(settings.keepalive_interval))
+            .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(users)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move { server_stop.triggered().await },
+            );
+        tracing::info!(%local_addr, database = %settings.storage.database_url, "serving");
+
+        tokio::pin!(server);
+        let served = tokio::select! {
+            served = &mut server => served,
+            () = stop => {
+                tracing::info!(grace = ?settings.shutdown_grace, "shutting down");
+                set_health(&reporter, ServingStatus::NotServing).await;
+                trigger.trigger();
+                match tokio::time::timeout(settings.shutdown_grace, &mut server).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        tracing::warn!("calls still open after the grace period were cut off");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        monitor.abort();
+        store.close().await?;
+        tracing::info!("stopped");
+        Ok(served?)
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Reports NOT_SERVING while the database cannot answer, and SERVING once it can again.
+async fn monitor_health(
+    store: Store,
+    reporter: HealthReporter,
+    mut shutdown: Shutdown,
+    interval: Duration,
+) {
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.triggered() => return,
+        }
+        let ping = store.ping().await;
+        if shutdown.is_triggered() {
+            return;
+        }
+        match (healthy, ping) {
+            (true, Err(err)) => {
+                tracing::error!(error = %err, "the database is unusable: reporting NOT_SERVING");
+                set_health(&reporter, ServingStatus::NotServing).await;
+                healthy = false;
+            }
+            (false, Ok(())) => {
+                tracing::info!("the database is usable again: reporting SERVING");
+                set_health(&reporter, ServingStatus::Serving).await;
+                healthy = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler does not fail on a running runtime");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

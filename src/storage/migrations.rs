@@ -1,0 +1,89 @@
+//! Versioned schema migrations, applied in order at start-up and recorded in `user_version`.
+
+use rusqlite::Connection;
+
+use super::{StoreError, StoreResult};
+
+/// Each entry moves the schema from version `index` to `index + 1`. Never edit a shipped
+/// entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, the event log, and per-(status, role) counts kept by triggers.
+    r#"
+    CREATE TABLE users (
+        id            BLOB    NOT NULL PRIMARY KEY,
+        username      TEXT    NOT NULL,
+        username_key  TEXT    NOT NULL,
+        email         TEXT    NOT NULL,
+        email_key     TEXT    NOT NULL,
+        full_name     TEXT    NOT NULL,
+        password_hash TEXT    NOT NULL,
+        role          INTEGER NOT NULL,
+        status        INTEGER NOT NULL,
+        metadata      BLOB    NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL,
+        revision      INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE UNIQUE INDEX users_username_key ON users (username_key);
+    CREATE UNIQUE INDEX users_email_key ON users (email_key);
+    CREATE INDEX users_newest ON users (created_at DESC, id DESC);
+    CREATE INDEX users_status_newest ON users (status, created_at DESC, id DESC);
+    CREATE INDEX users_role_newest ON users (role, created_at DESC, id DESC);
+    CREATE INDEX users_status_role_newest ON users (status, role, created_at DESC, id DESC);
+
+    CREATE TABLE user_counts (
+        status INTEGER NOT NULL,
+        role   INTEGER NOT NULL,
+        n      INTEGER NOT NULL,
+        PRIMARY KEY (status, role)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TRIGGER users_counted_on_insert AFTER INSERT ON users BEGIN
+        INSERT INTO user_counts (status, role, n) VALUES (NEW.status, NEW.role, 1)
+            ON CONFLICT (status, role) DO UPDATE SET n = n + 1;
+    END;
+
+    CREATE TRIGGER users_counted_on_delete AFTER DELETE ON users BEGIN
+        UPDATE user_counts SET n = n - 1 WHERE status = OLD.status AND role = OLD.role;
+    END;
+
+    CREATE TRIGGER users_counted_on_update AFTER UPDATE OF status, role ON users
+    WHEN OLD.status != NEW.status OR OLD.role != NEW.role BEGIN
+        UPDATE user_counts SET n = n - 1 WHERE status = OLD.status AND role = OLD.role;
+        INSERT INTO user_counts (status, role, n) VALUES (NEW.status, NEW.role, 1)
+            ON CONFLICT (status, role) DO UPDATE SET n = n + 1;
+    END;
+
+    CREATE TABLE events (
+        revision INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id BLOB    NOT NULL,
+        kind     INTEGER NOT NULL,
+        user_id  BLOB    NOT NULL,
+        at       INTEGER NOT NULL,
+        user     BLOB    NOT NULL
+    ) STRICT;
+    "#,
+];
+
+/// Brings the database to the newest schema; each step commits on its own.
+pub(super) fn run(conn: &mut Connection) -> StoreResult<()> {
+    let current: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Backend(
+            format!(
+                "the database schema is version {current}, newer than this server knows ({})",
+                MIGRATIONS.len()
+            )
+            .into(),
+        ));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "applied database migration");
+    }
+    Ok(())
+}
