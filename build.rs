@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Ordered maps encode in a stable order, so the wire bytes are deterministic.
+        .btree_map(".")
         .compile_fds(fds)?;
 
     // The original contract, unchanged, compiled into a client-only module that the

@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod health;
 pub mod password;
 pub mod pb;
 pub mod shutdown;

@@ -3,24 +3,19 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
-
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 use crate::config::Settings;
 use crate::grpc::UserServiceImpl;
+use crate::health;
 use crate::password::{HashError, PasswordHasher};
 use crate::pb::{self, user_service_server::UserServiceServer};
-use crate::shutdown::{self, Shutdown};
+use crate::shutdown;
 use crate::storage::{Store, StoreError};
-
-/// The service name health reports on, besides the whole server ("").
-const SERVICE_NAME: &str = "userservice.UserService";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -99,8 +94,8 @@ impl Application {
             settings,
         } = self;
         let (trigger, shutdown) = shutdown::channel();
-        let (reporter, health) = tonic_health::server::health_reporter();
-        set_health(&reporter, ServingStatus::Serving).await;
+        let (reporter, health_service) = health::service(shutdown.clone());
+        health::set_all(&reporter, ServingStatus::Serving).await;
 
         let users = UserServiceServer::new(UserServiceImpl::new(
             store.clone(),
@@ -122,7 +117,7 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let monitor = tokio::spawn(monitor_health(
+        let monitor = tokio::spawn(health::monitor(
             store.clone(),
             reporter.clone(),
             shutdown.clone(),
@@ -134,7 +129,7 @@ impl Application {
             .http2_keepalive_interval(Some(settings.keepalive_interval))
             .http2_keepalive_timeout(Some(settings.keepalive_timeout))
             .max_concurrent_streams(settings.max_concurrent_streams)
-            .add_service(health)
+            .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(users)
@@ -149,7 +144,7 @@ impl Application {
             served = &mut server => served,
             () = stop => {
                 tracing::info!(grace = ?settings.shutdown_grace, "shutting down");
-                set_health(&reporter, ServingStatus::NotServing).await;
+                health::set_all(&reporter, ServingStatus::NotServing).await;
                 trigger.trigger();
                 match tokio::time::timeout(settings.shutdown_grace, &mut server).await {
                     Ok(served) => served,
@@ -164,44 +159,6 @@ impl Application {
         store.close().await?;
         tracing::info!("stopped");
         Ok(served?)
-    }
-}
-
-async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    reporter.set_service_status(SERVICE_NAME, status).await;
-}
-
-/// Reports NOT_SERVING while the database cannot answer, and SERVING once it can again.
-async fn monitor_health(
-    store: Store,
-    reporter: HealthReporter,
-    mut shutdown: Shutdown,
-    interval: Duration,
-) {
-    let mut healthy = true;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = shutdown.triggered() => return,
-        }
-        let ping = store.ping().await;
-        if shutdown.is_triggered() {
-            return;
-        }
-        match (healthy, ping) {
-            (true, Err(err)) => {
-                tracing::error!(error = %err, "the database is unusable: reporting NOT_SERVING");
-                set_health(&reporter, ServingStatus::NotServing).await;
-                healthy = false;
-            }
-            (false, Ok(())) => {
-                tracing::info!("the database is usable again: reporting SERVING");
-                set_health(&reporter, ServingStatus::Serving).await;
-                healthy = true;
-            }
-            _ => {}
-        }
     }
 }
 

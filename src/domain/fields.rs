@@ -75,10 +75,10 @@ impl Violations {
 
     /// `Ok(value)` when nothing was violated; `value` is only built in that case.
     pub(crate) fn finish<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, ValidationError> {
-        if self.0.is_empty() {
-            if let Some(value) = value() {
-                return Ok(value);
-            }
+        if self.0.is_empty()
+            && let Some(value) = value()
+        {
+            return Ok(value);
         }
         Err(ValidationError { violations: self.0 })
     }

@@ -27,7 +27,7 @@ pub fn user_to_pb(user: User) -> pb::User {
         status: user.status as i32,
         created_at: Some(timestamp(user.created_at_ns)),
         updated_at: Some(timestamp(user.updated_at_ns)),
-        metadata: user.metadata.entries().clone().into_iter().collect(),
+        metadata: user.metadata.entries().clone(),
     }
 }
 

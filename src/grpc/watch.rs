@@ -165,10 +165,10 @@ impl Watcher {
                     return Ok(end);
                 }
             }
-            if event.revision >= self.next {
-                if let Some(end) = self.deliver(&event).await? {
-                    return Ok(end);
-                }
+            if event.revision >= self.next
+                && let Some(end) = self.deliver(&event).await?
+            {
+                return Ok(end);
             }
         }
     }
@@ -184,14 +184,14 @@ impl Watcher {
                 });
             }
             let batch = self.store.events_from(self.next, REPLAY_BATCH).await?;
-            if let Some(first) = batch.first() {
-                if first.revision > self.next {
-                    // Pruned while we read.
-                    return Err(ServiceError::Compacted {
-                        requested: self.next,
-                        oldest: first.revision,
-                    });
-                }
+            if let Some(first) = batch.first()
+                && first.revision > self.next
+            {
+                // Pruned while we read.
+                return Err(ServiceError::Compacted {
+                    requested: self.next,
+                    oldest: first.revision,
+                });
             }
             let full = batch.len() == REPLAY_BATCH;
             for event in &batch {

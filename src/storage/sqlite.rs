@@ -26,8 +26,9 @@ use crate::domain::{
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_IDLE_READERS: usize = 8;
-/// Events beyond the retention window that may pile up before the log is pruned.
-const PRUNE_SLACK: i64 = 1024;
+/// At most this many events beyond the retention window pile up before the log is pruned
+/// (an eighth of the window when that is smaller), so pruning is an occasional batch.
+const MAX_PRUNE_SLACK: i64 = 1024;
 
 const USER_COLUMNS: &str =
     "id, username, email, full_name, role, status, metadata, created_at, updated_at, revision";
@@ -59,20 +60,20 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Maps the unique indexes' violations to the field that is taken.
 fn unique_violation(err: rusqlite::Error, username: &str, email: &str) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(failure, Some(message)) = &err {
-        if failure.code == rusqlite::ErrorCode::ConstraintViolation {
-            if message.contains("users.username_key") {
-                return StoreError::AlreadyExists {
-                    field: "username",
-                    value: username.to_owned(),
-                };
-            }
-            if message.contains("users.email_key") {
-                return StoreError::AlreadyExists {
-                    field: "email",
-                    value: email.to_owned(),
-                };
-            }
+    if let rusqlite::Error::SqliteFailure(failure, Some(message)) = &err
+        && failure.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        if message.contains("users.username_key") {
+            return StoreError::AlreadyExists {
+                field: "username",
+                value: username.to_owned(),
+            };
+        }
+        if message.contains("users.email_key") {
+            return StoreError::AlreadyExists {
+                field: "email",
+                value: email.to_owned(),
+            };
         }
     }
     err.into()
@@ -326,7 +327,8 @@ impl SqliteStore {
     /// Drops events that fell out of the retention window. A failure only delays pruning.
     fn prune(&self, conn: &Connection, head: i64) {
         let keep_from = head - self.retention + 1;
-        if keep_from - self.oldest.load(Ordering::Acquire) < PRUNE_SLACK {
+        let slack = (self.retention / 8).clamp(1, MAX_PRUNE_SLACK);
+        if keep_from - self.oldest.load(Ordering::Acquire) < slack {
             return;
         }
         match conn.execute("DELETE FROM events WHERE revision < ?1", [keep_from]) {

@@ -1,0 +1,25 @@
+# The README's commands. Needs only a Rust toolchain: no protoc, no system libraries.
+CARGO ?= cargo
+
+.PHONY: run test lint snapshots build
+
+## Serve on 127.0.0.1:50051 with the embedded database in ./data/users.db.
+run:
+	$(CARGO) run --release --locked --bin user-service
+
+## Unit, integration and snapshot tests. With CI set, any snapshot diff fails.
+test:
+	$(CARGO) test --locked --all-targets
+
+## Formatting and clippy, warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## Review pending snapshot changes (installs cargo-insta on first use).
+snapshots:
+	@command -v cargo-insta >/dev/null 2>&1 || $(CARGO) install cargo-insta --locked
+	$(CARGO) insta test --review
+
+build:
+	$(CARGO) build --release --locked

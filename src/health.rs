@@ -1,0 +1,116 @@
+//! The standard `grpc.health.v1` service, with health that follows the database and watch
+//! streams that end when shutdown begins (so a health watcher cannot hold shutdown open).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_check_response};
+use tonic_health::server::{HealthReporter, HealthService};
+
+use crate::shutdown::Shutdown;
+use crate::storage::Store;
+
+/// The names health reports on: the whole server, and the user service.
+pub const SERVICE_NAMES: [&str; 2] = ["", "userservice.UserService"];
+
+pub struct DrainingHealth {
+    inner: HealthService,
+    shutdown: Shutdown,
+}
+
+/// The health service and the reporter that sets its statuses.
+pub fn service(shutdown: Shutdown) -> (HealthReporter, HealthServer<DrainingHealth>) {
+    let reporter = HealthReporter::new();
+    let inner = HealthService::from_health_reporter(reporter.clone());
+    (
+        reporter,
+        HealthServer::new(DrainingHealth { inner, shutdown }),
+    )
+}
+
+pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Health for DrainingHealth {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        self.inner.check(request).await
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let mut updates = self.inner.watch(request).await?.into_inner();
+        let mut shutdown = self.shutdown.clone();
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    update = updates.next() => match update {
+                        Some(update) => if sender.send(update).await.is_err() { return },
+                        None => return,
+                    },
+                    () = shutdown.triggered() => {
+                        let last = HealthCheckResponse {
+                            status: health_check_response::ServingStatus::NotServing as i32,
+                        };
+                        let _ = sender.send(Ok(last)).await;
+                        return;
+                    }
+                    () = sender.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// Reports NOT_SERVING while the database cannot answer, and SERVING once it can again.
+pub async fn monitor(
+    store: Store,
+    reporter: HealthReporter,
+    mut shutdown: Shutdown,
+    interval: Duration,
+) {
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.triggered() => return,
+        }
+        let ping = store.ping().await;
+        if shutdown.is_triggered() {
+            return;
+        }
+        match (healthy, ping) {
+            (true, Err(err)) => {
+                tracing::error!(error = %crate::error::chain(&err), "the database is unusable: reporting NOT_SERVING");
+                set_all(&reporter, ServingStatus::NotServing).await;
+                healthy = false;
+            }
+            (false, Ok(())) => {
+                tracing::info!("the database is usable again: reporting SERVING");
+                set_all(&reporter, ServingStatus::Serving).await;
+                healthy = true;
+            }
+            _ => {}
+        }
+    }
+}

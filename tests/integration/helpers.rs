@@ -1,0 +1,164 @@
+//! `TestApp`: the real server, started through the production start-up code on port 0 with
+//! a fresh database, and clients to talk to it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+use user_service::config::Settings;
+use user_service::password::Argon2Settings;
+use user_service::pb::user_service_client::UserServiceClient;
+use user_service::pb::{self, CreateUserRequest};
+use user_service::startup::{Application, StartupError};
+
+/// Hashing this cheap keeps tests fast; production defaults are the OWASP minimum.
+pub const CHEAP_ARGON2: Argon2Settings = Argon2Settings {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
+
+pub fn test_settings(database: &Path) -> Settings {
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Settings::default()
+    };
+    settings.storage.database_url = format!("sqlite://{}", database.display());
+    settings.argon2 = CHEAP_ARGON2;
+    settings.shutdown_grace = Duration::from_secs(5);
+    settings.health_check_interval = Duration::from_millis(100);
+    settings
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub database: PathBuf,
+    /// Keeps the database directory alive for as long as the app (and its restarts) need it.
+    dir: Option<TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), StartupError>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let database = dir.path().join("data").join("users.db");
+        let mut app = Self::start(database, adjust).await;
+        app.dir = Some(dir);
+        app
+    }
+
+    async fn start(database: PathBuf, adjust: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = test_settings(&database);
+        adjust(&mut settings);
+        let app = Application::build(settings)
+            .await
+            .expect("the server starts");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            database,
+            dir: None,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::from_shared(format!("http://{}", self.addr)).expect("a valid address")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        self.endpoint()
+            .connect()
+            .await
+            .expect("the client connects")
+    }
+
+    pub async fn client(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel().await)
+    }
+
+    /// Begins a graceful shutdown and returns the server's result once it has stopped.
+    pub async fn stop(mut self) -> (Result<(), StartupError>, Self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = (&mut self.server)
+            .await
+            .expect("the server task does not panic");
+        (result, self)
+    }
+
+    /// Stops gracefully, then starts a new server on the same database.
+    pub async fn restart(self) -> Self {
+        let (result, mut old) = self.stop().await;
+        result.expect("the server stops cleanly");
+        let mut app = Self::start(old.database.clone(), |_| {}).await;
+        app.dir = old.dir.take();
+        app
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn new_user(username: &str) -> CreateUserRequest {
+    CreateUserRequest {
+        username: username.to_owned(),
+        email: format!("{}@example.com", username.to_lowercase()),
+        full_name: format!("{username} Tester"),
+        password: "correct horse battery".to_owned(),
+        role: 0,
+        metadata: Default::default(),
+    }
+}
+
+pub async fn create(client: &mut UserServiceClient<Channel>, username: &str) -> pb::User {
+    client
+        .create_user(new_user(username))
+        .await
+        .unwrap_or_else(|status| panic!("creating {username} failed: {status:?}"))
+        .into_inner()
+        .user
+        .expect("CreateUserResponse carries the user")
+}
+
+/// Creates `count` users named `{prefix}{i}` through BatchCreateUsers.
+pub async fn create_many(
+    client: &mut UserServiceClient<Channel>,
+    prefix: &str,
+    count: usize,
+) -> Vec<pb::User> {
+    let requests: Vec<_> = (0..count)
+        .map(|i| new_user(&format!("{prefix}{i}")))
+        .collect();
+    let response = client
+        .batch_create_users(tokio_stream::iter(requests))
+        .await
+        .expect("the batch is accepted")
+        .into_inner();
+    assert!(
+        response.errors.is_empty(),
+        "batch errors: {:?}",
+        response.errors
+    );
+    response.users
+}

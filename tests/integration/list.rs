@@ -1,0 +1,211 @@
+//! ListUsers: order, page sizes, page tokens, filters and counts.
+
+use std::collections::HashSet;
+
+use tonic::Code;
+use tonic::transport::Channel;
+use user_service::pb::user_service_client::UserServiceClient;
+use user_service::pb::{
+    CreateUserRequest, DeleteUserRequest, ListUsersRequest, ListUsersResponse, UserRole, UserStatus,
+};
+
+use crate::helpers::{TestApp, create_many, new_user};
+
+async fn list(
+    client: &mut UserServiceClient<Channel>,
+    request: ListUsersRequest,
+) -> ListUsersResponse {
+    client
+        .list_users(request)
+        .await
+        .expect("ListUsers succeeds")
+        .into_inner()
+}
+
+fn page(size: i32, token: &str) -> ListUsersRequest {
+    ListUsersRequest {
+        page_size: size,
+        page_token: token.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn pages_list_every_user_once_newest_first() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let created = create_many(&mut client, "pager", 7).await;
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let response = list(&mut client, page(3, &token)).await;
+        assert_eq!(response.total_count, 7, "total_count counts every match");
+        assert!(response.users.len() <= 3);
+        seen.extend(response.users.into_iter().map(|user| user.username));
+        if response.next_page_token.is_empty() {
+            break;
+        }
+        token = response.next_page_token;
+    }
+    let newest_first: Vec<_> = created
+        .iter()
+        .rev()
+        .map(|user| user.username.clone())
+        .collect();
+    assert_eq!(seen, newest_first);
+}
+
+#[tokio::test]
+async fn page_size_zero_means_ten_and_large_sizes_are_capped_at_one_hundred() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    create_many(&mut client, "many", 105).await;
+    assert_eq!(list(&mut client, page(0, "")).await.users.len(), 10);
+    assert_eq!(list(&mut client, page(1000, "")).await.users.len(), 100);
+    let negative = client.list_users(page(-1, "")).await.unwrap_err();
+    assert_eq!(negative.code(), Code::InvalidArgument);
+    assert!(
+        negative.message().contains("page_size"),
+        "{}",
+        negative.message()
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_and_undefined_filters_are_invalid_arguments() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    create_many(&mut client, "tok", 3).await;
+    let first = list(&mut client, page(1, "")).await;
+
+    let cases = [
+        page(1, "garbage!"),
+        ListUsersRequest {
+            status_filter: UserStatus::Active as i32,
+            ..page(1, &first.next_page_token)
+        },
+        ListUsersRequest {
+            status_filter: 9,
+            ..page(1, "")
+        },
+        ListUsersRequest {
+            role_filter: -3,
+            ..page(1, "")
+        },
+    ];
+    for request in cases {
+        let status = client.list_users(request.clone()).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{request:?} got {status:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_stays_valid_when_the_user_it_points_past_is_deleted() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let users = create_many(&mut client, "gone", 4).await;
+    let first = list(&mut client, page(2, "")).await;
+    let last_shown = first.users.last().unwrap().id.clone();
+    client
+        .delete_user(DeleteUserRequest {
+            user_id: last_shown,
+            etag: None,
+        })
+        .await
+        .unwrap();
+
+    let second = list(&mut client, page(2, &first.next_page_token)).await;
+    let names: Vec<_> = second.users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(
+        names,
+        [users[1].username.as_str(), users[0].username.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn users_created_during_a_listing_neither_shift_nor_repeat_its_pages() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let before: HashSet<_> = create_many(&mut client, "early", 9)
+        .await
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut round = 0;
+    loop {
+        let response = list(&mut client, page(2, &token)).await;
+        seen.extend(response.users.into_iter().map(|u| u.id));
+        create_many(&mut client, &format!("late{round}_"), 3).await;
+        round += 1;
+        if response.next_page_token.is_empty() {
+            break;
+        }
+        token = response.next_page_token;
+    }
+    let unique: HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no user is listed twice");
+    assert_eq!(
+        unique, before,
+        "exactly the users that existed at the start"
+    );
+}
+
+#[tokio::test]
+async fn filters_select_by_role_and_status_with_exact_counts() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    create_many(&mut client, "plain", 3).await;
+    for name in ["boss1", "boss2"] {
+        let request = CreateUserRequest {
+            role: UserRole::Admin as i32,
+            ..new_user(name)
+        };
+        client.create_user(request).await.unwrap();
+    }
+
+    let admins = list(
+        &mut client,
+        ListUsersRequest {
+            role_filter: UserRole::Admin as i32,
+            ..page(10, "")
+        },
+    )
+    .await;
+    assert_eq!(admins.total_count, 2);
+    assert!(
+        admins
+            .users
+            .iter()
+            .all(|u| u.role == UserRole::Admin as i32)
+    );
+    assert_eq!(admins.users.len(), 2);
+
+    let active_users = list(
+        &mut client,
+        ListUsersRequest {
+            role_filter: UserRole::User as i32,
+            status_filter: UserStatus::Active as i32,
+            ..page(10, "")
+        },
+    )
+    .await;
+    assert_eq!(active_users.total_count, 3);
+
+    let suspended = list(
+        &mut client,
+        ListUsersRequest {
+            status_filter: UserStatus::Suspended as i32,
+            ..page(10, "")
+        },
+    )
+    .await;
+    assert_eq!((suspended.total_count, suspended.users.len()), (0, 0));
+}

@@ -1,0 +1,165 @@
+//! Health, reflection, compression and graceful shutdown.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic::codec::CompressionEncoding;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient as ReflectionV1;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest as V1Request;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse as V1Response;
+use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as ReflectionV1Alpha;
+use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+use user_service::pb::user_service_client::UserServiceClient;
+use user_service::pb::{GetUserRequest, WatchUsersRequest};
+
+use crate::helpers::{TestApp, create};
+
+const SERVICES: [&str; 2] = ["", "userservice.UserService"];
+
+#[tokio::test]
+async fn health_reports_serving_for_the_server_and_the_user_service() {
+    let app = TestApp::spawn().await;
+    let mut health = HealthClient::new(app.channel().await);
+    for service in SERVICES {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            response.status,
+            ServingStatus::Serving as i32,
+            "service {service:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services_over_v1_and_v1alpha() {
+    let app = TestApp::spawn().await;
+    let channel = app.channel().await;
+
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(V1Request::ListServices(String::new())),
+    };
+    let mut v1 = ReflectionV1::new(channel.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(V1Response::ListServicesResponse(list)) =
+        v1.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1 did not list services");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"userservice.UserService".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
+
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::FileContainingSymbol(
+            "userservice.UserService".into(),
+        )),
+    };
+    let mut alpha = ReflectionV1Alpha::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(AlphaResponse::FileDescriptorResponse(files)) =
+        alpha.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1alpha did not describe the service");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn gzip_and_zstd_are_accepted_and_used_for_responses_on_request() {
+    let app = TestApp::spawn().await;
+    let mut plain = app.client().await;
+    let user = create(&mut plain, "squeezed").await;
+    for encoding in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
+        let mut client = UserServiceClient::new(app.channel().await)
+            .send_compressed(encoding)
+            .accept_compressed(encoding);
+        let response = client
+            .get_user(GetUserRequest {
+                user_id: user.id.clone(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("{encoding:?}: {status:?}"));
+        let used = response
+            .metadata()
+            .get("grpc-encoding")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let expected = match encoding {
+            CompressionEncoding::Gzip => "gzip",
+            _ => "zstd",
+        };
+        assert_eq!(used.as_deref(), Some(expected));
+        assert_eq!(response.into_inner().user.unwrap(), user);
+    }
+}
+
+#[tokio::test]
+async fn shutdown_turns_health_not_serving_and_ends_open_watches_promptly() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let mut health = HealthClient::new(app.channel().await)
+        .watch(HealthCheckRequest {
+            service: "userservice.UserService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
+    let mut events = client
+        .watch_users(WatchUsersRequest {
+            user_ids: vec![],
+            include_all: true,
+            start_revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let started = std::time::Instant::now();
+    let (result, _app) = app.stop().await;
+
+    result.expect("the server stopped cleanly");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        health.message().await.unwrap().unwrap().status,
+        ServingStatus::NotServing as i32,
+        "health turns NOT_SERVING when shutdown begins"
+    );
+    let ended = events.message().await.unwrap_err();
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended.message().contains("start_revision"),
+        "{}",
+        ended.message()
+    );
+}

@@ -1,0 +1,591 @@
+//! Snapshots reviewers see change: wire bytes, status codes and messages, the API surface,
+//! and the validation limits.
+
+use std::fmt::Write as _;
+
+use prost::Message;
+use tonic::Status;
+use user_service::domain::{
+    Email, EventKind, FullName, Metadata, Role, Status as UserStatus, User, UserEvent, UserId,
+    Username, limits,
+};
+use user_service::grpc::convert::{event_to_pb, user_to_pb};
+use user_service::grpc::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_token};
+use user_service::pb;
+use user_service::storage::Cursor;
+
+use crate::helpers::{TestApp, create, new_user};
+
+macro_rules! snapshot {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({
+            snapshot_path => "../../snapshots",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!($name, $value);
+        })
+    };
+}
+
+const FIXED_ID: &str = "0192a3b4-c5d6-7e8f-9012-3456789abcde";
+const FIXED_TIME_NS: i64 = 1_731_000_000_123_456_789;
+
+fn fixed_user() -> User {
+    User {
+        id: UserId::parse("id", FIXED_ID).unwrap(),
+        username: Username::parse("ann_lee".into()).unwrap(),
+        email: Email::parse("ann@example.com".into()).unwrap(),
+        full_name: FullName::parse("Ann Lee".into()).unwrap(),
+        role: Role::User,
+        status: UserStatus::Active,
+        created_at_ns: FIXED_TIME_NS,
+        updated_at_ns: FIXED_TIME_NS + 1_000,
+        metadata: Metadata::parse([("team".to_string(), "core".to_string())]).unwrap(),
+        revision: 42,
+    }
+}
+
+fn fixed_event(kind: EventKind) -> UserEvent {
+    UserEvent {
+        revision: 42,
+        event_id: uuid::Uuid::parse_str("0192a3b4-c5d6-7e8f-9012-000000000042").unwrap(),
+        kind,
+        at_ns: FIXED_TIME_NS + 1_000,
+        user: fixed_user(),
+    }
+}
+
+fn wire(label: &str, message: &(impl Message + std::fmt::Debug)) -> String {
+    let hex: String = message
+        .encode_to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("== {label}\nhex: {hex}\n{message:#?}\n\n")
+}
+
+fn update_request() -> pb::UpdateUserRequest {
+    pb::UpdateUserRequest {
+        user_id: FIXED_ID.into(),
+        username: None,
+        email: Some("ann.lee@example.com".into()),
+        full_name: None,
+        role: Some(pb::UserRole::Moderator as i32),
+        metadata: [("team".to_string(), String::new())].into(),
+        etag: Some("42".into()),
+    }
+}
+
+#[test]
+fn wire_messages_of_every_rpc() {
+    let user = || Some(user_to_pb(fixed_user()));
+    let create_request = pb::CreateUserRequest {
+        metadata: [("team".to_string(), "core".to_string())].into(),
+        ..new_user("ann_lee")
+    };
+    let token = page_token::encode(
+        Cursor {
+            created_at_ns: FIXED_TIME_NS,
+            id: UserId::parse("id", FIXED_ID).unwrap(),
+        },
+        page_token::Filters {
+            status: Some(UserStatus::Active),
+            role: None,
+        },
+    );
+    let cases = [
+        ("create_user", [
+            wire("CreateUserRequest", &create_request),
+            wire("CreateUserResponse", &pb::CreateUserResponse { user: user() }),
+        ].concat()),
+        ("get_user", [
+            wire("GetUserRequest", &pb::GetUserRequest { user_id: FIXED_ID.into() }),
+            wire("GetUserResponse", &pb::GetUserResponse { user: user() }),
+        ].concat()),
+        ("update_user", [
+            wire("UpdateUserRequest", &update_request()),
+            wire("UpdateUserResponse", &pb::UpdateUserResponse { user: user() }),
+        ].concat()),
+        ("delete_user", [
+            wire("DeleteUserRequest", &pb::DeleteUserRequest { user_id: FIXED_ID.into(), etag: Some("42".into()) }),
+            wire("DeleteUserResponse", &pb::DeleteUserResponse {
+                success: true,
+                message: format!("user {FIXED_ID} deleted"),
+            }),
+        ].concat()),
+        ("list_users", [
+            wire("ListUsersRequest", &pb::ListUsersRequest {
+                page_size: 1,
+                page_token: String::new(),
+                status_filter: pb::UserStatus::Active as i32,
+                role_filter: 0,
+            }),
+            wire("ListUsersResponse", &pb::ListUsersResponse {
+                users: vec![user_to_pb(fixed_user())],
+                next_page_token: token,
+                total_count: 2,
+            }),
+        ].concat()),
+        ("watch_users", [
+            wire("WatchUsersRequest", &pb::WatchUsersRequest {
+                user_ids: vec![FIXED_ID.into()],
+                include_all: false,
+                start_revision: 40,
+            }),
+            wire("UserEvent", &event_to_pb(fixed_event(EventKind::Created))),
+        ].concat()),
+        ("batch_create_users", [
+            wire("CreateUserRequest (one of the stream)", &new_user("ann_lee")),
+            wire("BatchCreateUsersResponse", &pb::BatchCreateUsersResponse {
+                users: vec![user_to_pb(fixed_user())],
+                errors: vec!["item 1 (username \"x\"): username: must be 3-30 characters of ASCII letters, digits or '_', got 1 characters".into()],
+            }),
+        ].concat()),
+        ("sync_users", [
+            wire("UpdateUserRequest (one of the stream)", &update_request()),
+            wire("UserEvent (applied)", &event_to_pb(fixed_event(EventKind::Updated))),
+            wire("UserEvent (failed)", &pb::UserEvent {
+                failure: Some(pb::SyncFailure {
+                    user_id: FIXED_ID.into(),
+                    code: tonic::Code::NotFound as i32,
+                    message: format!("user {FIXED_ID} not found"),
+                }),
+                ..Default::default()
+            }),
+        ].concat()),
+    ];
+    for (rpc, text) in cases {
+        snapshot!(format!("wire_{rpc}"), text);
+    }
+}
+
+fn describe(result: Result<impl std::fmt::Debug, Status>) -> String {
+    match result {
+        Ok(_) => "OK".into(),
+        Err(status) => format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+#[tokio::test]
+async fn status_codes_and_messages_for_bad_input() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let ann = create(&mut client, "ann").await;
+    let unknown = "0192a3b4-0000-7000-8000-000000000000".to_string();
+    let mut table = String::new();
+    let mut row = |rpc: &str, case: &str, outcome: String| {
+        writeln!(table, "{rpc:<16} | {case:<40} | {outcome}").unwrap();
+    };
+
+    let create_cases: Vec<(&str, pb::CreateUserRequest)> = vec![
+        (
+            "username too short",
+            pb::CreateUserRequest {
+                username: "ab".into(),
+                ..new_user("x")
+            },
+        ),
+        (
+            "username too long",
+            pb::CreateUserRequest {
+                username: "a".repeat(31),
+                ..new_user("x")
+            },
+        ),
+        (
+            "username not ASCII",
+            pb::CreateUserRequest {
+                username: "jörg".into(),
+                ..new_user("joerg")
+            },
+        ),
+        (
+            "email malformed",
+            pb::CreateUserRequest {
+                email: "ann.example.com".into(),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "email without dotted domain",
+            pb::CreateUserRequest {
+                email: "bob@localhost".into(),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "email too long",
+            pb::CreateUserRequest {
+                email: format!("{}@{}.com", "b".repeat(64), "c".repeat(190)),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "password 7 characters",
+            pb::CreateUserRequest {
+                password: "ééééééé".into(),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "password 129 characters",
+            pb::CreateUserRequest {
+                password: "p".repeat(129),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "full_name with a newline",
+            pb::CreateUserRequest {
+                full_name: "Bob\nB".into(),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "full_name too long",
+            pb::CreateUserRequest {
+                full_name: "f".repeat(129),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "role undefined",
+            pb::CreateUserRequest {
+                role: 7,
+                ..new_user("bob")
+            },
+        ),
+        (
+            "metadata 33 entries",
+            pb::CreateUserRequest {
+                metadata: (0..33)
+                    .map(|i| (format!("k{i:02}"), "v".to_string()))
+                    .collect(),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "metadata key with a space",
+            pb::CreateUserRequest {
+                metadata: [("a b".to_string(), "v".to_string())].into(),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "metadata value too long",
+            pb::CreateUserRequest {
+                metadata: [("k".to_string(), "v".repeat(513))].into(),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "metadata empty value",
+            pb::CreateUserRequest {
+                metadata: [("k".to_string(), String::new())].into(),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "username taken (other case)",
+            pb::CreateUserRequest {
+                email: "ann2@example.com".into(),
+                ..new_user("ANN")
+            },
+        ),
+        (
+            "email taken (other case)",
+            pb::CreateUserRequest {
+                email: "ANN@example.com".into(),
+                ..new_user("ann2")
+            },
+        ),
+        ("everything wrong", pb::CreateUserRequest::default()),
+    ];
+    for (case, request) in create_cases {
+        row(
+            "CreateUser",
+            case,
+            describe(client.create_user(request).await),
+        );
+    }
+
+    for (case, user_id) in [
+        ("empty user_id", String::new()),
+        ("malformed user_id", "42".to_string()),
+        ("unknown user_id", unknown.clone()),
+    ] {
+        row(
+            "GetUser",
+            case,
+            describe(client.get_user(pb::GetUserRequest { user_id }).await),
+        );
+    }
+
+    let update_cases: Vec<(&str, pb::UpdateUserRequest)> = vec![
+        (
+            "unknown user_id",
+            pb::UpdateUserRequest {
+                user_id: unknown.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "role UNSPECIFIED",
+            pb::UpdateUserRequest {
+                user_id: ann.id.clone(),
+                role: Some(0),
+                ..Default::default()
+            },
+        ),
+        (
+            "malformed etag",
+            pb::UpdateUserRequest {
+                user_id: ann.id.clone(),
+                etag: Some("W/\"x\"".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "stale etag",
+            pb::UpdateUserRequest {
+                user_id: ann.id.clone(),
+                etag: Some("999".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "bad username and email",
+            pb::UpdateUserRequest {
+                user_id: ann.id.clone(),
+                username: Some("a-b".into()),
+                email: Some("@".into()),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (case, request) in update_cases {
+        row(
+            "UpdateUser",
+            case,
+            describe(client.update_user(request).await),
+        );
+    }
+
+    for (case, request) in [
+        (
+            "unknown user_id",
+            pb::DeleteUserRequest {
+                user_id: unknown.clone(),
+                etag: None,
+            },
+        ),
+        (
+            "stale etag",
+            pb::DeleteUserRequest {
+                user_id: ann.id.clone(),
+                etag: Some("999".into()),
+            },
+        ),
+    ] {
+        row(
+            "DeleteUser",
+            case,
+            describe(client.delete_user(request).await),
+        );
+    }
+
+    let list_cases = [
+        (
+            "negative page_size",
+            pb::ListUsersRequest {
+                page_size: -5,
+                ..Default::default()
+            },
+        ),
+        (
+            "malformed page_token",
+            pb::ListUsersRequest {
+                page_token: "not-a-token".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "undefined status_filter",
+            pb::ListUsersRequest {
+                status_filter: 12,
+                ..Default::default()
+            },
+        ),
+        (
+            "undefined role_filter",
+            pb::ListUsersRequest {
+                role_filter: 12,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (case, request) in list_cases {
+        row(
+            "ListUsers",
+            case,
+            describe(client.list_users(request).await),
+        );
+    }
+    let token = page_token::encode(
+        Cursor {
+            created_at_ns: 1,
+            id: UserId::parse("id", &unknown).unwrap(),
+        },
+        page_token::Filters {
+            status: None,
+            role: None,
+        },
+    );
+    let other_filters = pb::ListUsersRequest {
+        page_token: token,
+        role_filter: 2,
+        ..Default::default()
+    };
+    row(
+        "ListUsers",
+        "token with other filters",
+        describe(client.list_users(other_filters).await),
+    );
+
+    let watch_cases = [
+        ("selects nothing", pb::WatchUsersRequest::default()),
+        (
+            "malformed user_ids",
+            pb::WatchUsersRequest {
+                user_ids: vec!["x".into(), unknown.clone(), String::new()],
+                ..Default::default()
+            },
+        ),
+        (
+            "negative start_revision",
+            pb::WatchUsersRequest {
+                include_all: true,
+                start_revision: -1,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (case, request) in watch_cases {
+        row(
+            "WatchUsers",
+            case,
+            describe(client.watch_users(request).await),
+        );
+    }
+
+    snapshot!("status_codes", table);
+}
+
+fn field_type(
+    message: &prost_types::DescriptorProto,
+    field: &prost_types::FieldDescriptorProto,
+) -> String {
+    use prost_types::field_descriptor_proto::Type;
+    let map_entry = message.nested_type.iter().find(|nested| {
+        nested
+            .options
+            .as_ref()
+            .is_some_and(|options| options.map_entry())
+            && field.type_name().ends_with(&format!(".{}", nested.name()))
+    });
+    if let Some(entry) = map_entry {
+        let key = field_type(entry, &entry.field[0]);
+        let value = field_type(entry, &entry.field[1]);
+        return format!("map<{key}, {value}>");
+    }
+    match field.r#type() {
+        Type::Message | Type::Enum => field.type_name().trim_start_matches('.').to_owned(),
+        other => other
+            .as_str_name()
+            .trim_start_matches("TYPE_")
+            .to_lowercase(),
+    }
+}
+
+#[test]
+fn api_surface_of_the_compiled_schema() {
+    use prost_types::field_descriptor_proto::Label;
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
+    let mut out = String::new();
+    for file in set
+        .file
+        .iter()
+        .filter(|file| file.package() == "userservice")
+    {
+        writeln!(out, "file {} (package {})", file.name(), file.package()).unwrap();
+        for service in &file.service {
+            writeln!(out, "service {}", service.name()).unwrap();
+            for method in &service.method {
+                let stream = |yes: bool| if yes { "stream " } else { "" };
+                writeln!(
+                    out,
+                    "  rpc {}({}{}) returns ({}{})",
+                    method.name(),
+                    stream(method.client_streaming()),
+                    method.input_type().trim_start_matches('.'),
+                    stream(method.server_streaming()),
+                    method.output_type().trim_start_matches('.'),
+                )
+                .unwrap();
+            }
+        }
+        for message in &file.message_type {
+            writeln!(out, "message {}", message.name()).unwrap();
+            for field in &message.field {
+                let is_map = field_type(message, field).starts_with("map<");
+                let label = if field.proto3_optional() {
+                    "optional "
+                } else if field.label() == Label::Repeated && !is_map {
+                    "repeated "
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "  {} = {}: {label}{}",
+                    field.name(),
+                    field.number(),
+                    field_type(message, field)
+                )
+                .unwrap();
+            }
+        }
+        for enumeration in &file.enum_type {
+            writeln!(out, "enum {}", enumeration.name()).unwrap();
+            for value in &enumeration.value {
+                writeln!(out, "  {} = {}", value.name(), value.number()).unwrap();
+            }
+        }
+    }
+    snapshot!("api_surface", out);
+}
+
+#[test]
+fn validation_limits() {
+    let out = format!(
+        "username: {}-{} characters, ASCII letters, digits, '_'\n\
+         email: at most {} characters, RFC 5322 address with a dotted domain\n\
+         password: {}-{} characters\n\
+         full_name: at most {} characters, no control characters\n\
+         metadata: at most {} entries; key 1-{} of [A-Za-z0-9_.-]; value 1-{} characters, no control characters\n\
+         ListUsers page_size: 0 means {}, at most {}\n",
+        limits::USERNAME_MIN_CHARS,
+        limits::USERNAME_MAX_CHARS,
+        limits::EMAIL_MAX_CHARS,
+        limits::PASSWORD_MIN_CHARS,
+        limits::PASSWORD_MAX_CHARS,
+        limits::FULL_NAME_MAX_CHARS,
+        limits::METADATA_MAX_ENTRIES,
+        limits::METADATA_KEY_MAX_CHARS,
+        limits::METADATA_VALUE_MAX_CHARS,
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+    );
+    snapshot!("validation_limits", out);
+}

@@ -1,0 +1,149 @@
+//! BatchCreateUsers and SyncUsers.
+
+use std::time::Duration;
+
+use tonic::Code;
+use user_service::pb::{CreateUserRequest, EventType, UpdateUserRequest};
+
+use crate::helpers::{TestApp, create, new_user};
+use crate::watch::next_event;
+
+#[tokio::test]
+async fn a_batch_creates_the_valid_items_and_reports_each_invalid_one_by_position_and_name() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    create(&mut client, "existing").await;
+    let requests = vec![
+        new_user("first"),
+        CreateUserRequest {
+            password: "short".into(),
+            ..new_user("weakpass")
+        },
+        new_user("existing"),
+        CreateUserRequest {
+            email: "not-an-email".into(),
+            ..new_user("bademail")
+        },
+        new_user("second"),
+        CreateUserRequest {
+            email: "first2@example.com".into(),
+            ..new_user("FIRST")
+        },
+    ];
+
+    let response = client
+        .batch_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+
+    let created: Vec<_> = response.users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(created, ["first", "second"]);
+    assert_eq!(response.errors.len(), 4, "{:#?}", response.errors);
+    let expectations = [
+        ("item 1 (username \"weakpass\")", "password"),
+        ("item 2 (username \"existing\")", "already taken"),
+        ("item 3 (username \"bademail\")", "email"),
+        ("item 5 (username \"FIRST\")", "already taken"),
+    ];
+    for (error, (prefix, reason)) in response.errors.iter().zip(expectations) {
+        assert!(
+            error.starts_with(prefix) && error.contains(reason),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_past_its_limit_creates_only_the_first_items_and_says_so() {
+    let app = TestApp::spawn_with(|settings| settings.max_batch_items = 3).await;
+    let mut client = app.client().await;
+    let requests: Vec<_> = (0..5).map(|i| new_user(&format!("capped{i}"))).collect();
+    let response = client
+        .batch_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.users.len(), 3);
+    assert_eq!(response.errors.len(), 1, "{:?}", response.errors);
+    assert!(
+        response.errors[0].starts_with("items 3 to 4: not created"),
+        "{}",
+        response.errors[0]
+    );
+}
+
+#[tokio::test]
+async fn sync_answers_every_update_in_order_and_a_bad_one_does_not_end_the_stream() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let user = create(&mut client, "synced").await;
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let updates = vec![
+        UpdateUserRequest {
+            user_id: user.id.clone(),
+            full_name: Some("One".into()),
+            ..Default::default()
+        },
+        UpdateUserRequest {
+            user_id: user.id.clone(),
+            email: Some("broken".into()),
+            ..Default::default()
+        },
+        UpdateUserRequest {
+            user_id: unknown.clone(),
+            full_name: Some("Nobody".into()),
+            ..Default::default()
+        },
+        UpdateUserRequest {
+            user_id: user.id.clone(),
+            full_name: Some("Two".into()),
+            ..Default::default()
+        },
+    ];
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let mut replies = client
+        .sync_users(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Send one at a time: each reply arrives before the next update is sent.
+    let mut answers = Vec::new();
+    for update in updates {
+        sender.send(update).await.unwrap();
+        answers.push(next_event(&mut replies).await);
+    }
+    drop(sender);
+
+    assert_eq!(answers[0].r#type, EventType::Updated as i32);
+    assert_eq!(answers[0].user.as_ref().unwrap().full_name, "One");
+    assert!(answers[0].revision > 0 && answers[0].failure.is_none());
+
+    let invalid = answers[1].failure.as_ref().expect("a failure reply");
+    assert_ne!(answers[1].r#type, EventType::Updated as i32);
+    assert_eq!(
+        (invalid.code, invalid.user_id.as_str()),
+        (Code::InvalidArgument as i32, user.id.as_str())
+    );
+    assert!(invalid.message.contains("email"), "{}", invalid.message);
+
+    let missing = answers[2].failure.as_ref().expect("a failure reply");
+    assert_eq!(
+        (missing.code, missing.user_id.as_str()),
+        (Code::NotFound as i32, unknown.as_str())
+    );
+
+    assert_eq!(
+        answers[3].user.as_ref().unwrap().full_name,
+        "Two",
+        "the stream went on"
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), replies.message())
+        .await
+        .unwrap();
+    assert!(
+        matches!(end, Ok(None)),
+        "the replies end when the updates do: {end:?}"
+    );
+}

@@ -1,0 +1,409 @@
+//! CreateUser, GetUser, UpdateUser and DeleteUser, successes and failures.
+
+use prost::Message;
+use tonic::Code;
+use user_service::pb::{
+    CreateUserRequest, DeleteUserRequest, GetUserRequest, UpdateUserRequest, UserRole, UserStatus,
+};
+
+use crate::helpers::{TestApp, create, new_user};
+
+#[tokio::test]
+async fn a_created_user_can_be_read_back() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let mut request = new_user("Ann_Lee");
+    request.metadata.insert("team".into(), "core".into());
+
+    // Act
+    let created = client
+        .create_user(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let fetched = client
+        .get_user(GetUserRequest {
+            user_id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+
+    // Assert
+    assert_eq!(fetched, created, "GetUser returns what CreateUser returned");
+    assert_eq!(created.username, "Ann_Lee");
+    assert_eq!(
+        created.role,
+        UserRole::User as i32,
+        "UNSPECIFIED role means USER"
+    );
+    assert_eq!(
+        created.status,
+        UserStatus::Active as i32,
+        "new users are ACTIVE"
+    );
+    assert_eq!(created.created_at, created.updated_at);
+    assert!(!created.etag.is_empty(), "a user carries an etag");
+    assert_eq!(
+        created.metadata.get("team").map(String::as_str),
+        Some("core")
+    );
+    let id = uuid::Uuid::parse_str(&created.id).expect("the id is a UUID");
+    assert_eq!(id.get_version_num(), 7, "ids are UUIDv7");
+}
+
+#[tokio::test]
+async fn no_response_carries_the_password_or_its_hash() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let created = create(&mut client, "secretive").await;
+    let fetched = client
+        .get_user(GetUserRequest {
+            user_id: created.id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bytes = fetched.encode_to_vec();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains("argon2"), "a hash leaked: {text}");
+    assert!(
+        !text.contains("correct horse"),
+        "the password leaked: {text}"
+    );
+}
+
+#[tokio::test]
+async fn usernames_and_emails_are_unique_regardless_of_letter_case() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    create(&mut client, "casey").await;
+
+    let mut same_name = new_user("CASEY");
+    same_name.email = "other@example.com".into();
+    let status = client.create_user(same_name).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(
+        status.message().contains("username"),
+        "{}",
+        status.message()
+    );
+
+    let mut same_email = new_user("casey2");
+    same_email.email = "CASEY@Example.com".into();
+    let status = client.create_user(same_email).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(status.message().contains("email"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_creates_of_one_name_make_exactly_one_user() {
+    let app = TestApp::spawn().await;
+    let channel = app.channel().await;
+    let attempts = (0..32).map(|i| {
+        let mut client =
+            user_service::pb::user_service_client::UserServiceClient::new(channel.clone());
+        tokio::spawn(async move {
+            let mut request = new_user("racer");
+            request.email = format!("racer{i}@example.com");
+            client
+                .create_user(request)
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        })
+    });
+    let mut created = 0;
+    let mut refused = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(()) => created += 1,
+            Err(Code::AlreadyExists) => refused += 1,
+            Err(other) => panic!("unexpected code {other:?}"),
+        }
+    }
+    assert_eq!((created, refused), (1, 31));
+}
+
+#[tokio::test]
+async fn get_user_tells_a_missing_id_from_an_unknown_one() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let empty = client
+        .get_user(GetUserRequest {
+            user_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument, "{empty:?}");
+    assert!(empty.message().contains("user_id"), "{}", empty.message());
+    let unknown = client
+        .get_user(GetUserRequest {
+            user_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+}
+
+#[tokio::test]
+async fn an_update_changes_only_the_fields_it_sets_and_merges_metadata() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let mut request = new_user("partial");
+    request.metadata.insert("keep".into(), "1".into());
+    request.metadata.insert("drop".into(), "2".into());
+    let before = client
+        .create_user(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+
+    let after = client
+        .update_user(UpdateUserRequest {
+            user_id: before.id.clone(),
+            full_name: Some("Renamed".into()),
+            metadata: [
+                ("drop".to_string(), String::new()),
+                ("new".to_string(), "3".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+
+    assert_eq!(after.full_name, "Renamed");
+    assert_eq!(after.username, before.username, "unset fields stay");
+    assert_eq!(after.email, before.email, "unset fields stay");
+    assert_eq!(after.role, before.role, "unset fields stay");
+    let keys: Vec<_> = after
+        .metadata
+        .keys()
+        .map(String::as_str)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        keys,
+        ["keep", "new"],
+        "metadata is merged; an empty value removes a key"
+    );
+    assert_eq!(
+        after.created_at, before.created_at,
+        "created_at never changes"
+    );
+    let (b, a) = (before.updated_at.unwrap(), after.updated_at.unwrap());
+    assert!(
+        (a.seconds, a.nanos) > (b.seconds, b.nanos),
+        "updated_at advances"
+    );
+    assert_ne!(after.etag, before.etag, "the etag changes with every write");
+}
+
+#[tokio::test]
+async fn a_stale_etag_aborts_the_write_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let original = create(&mut client, "etagged").await;
+    let current = client
+        .update_user(UpdateUserRequest {
+            user_id: original.id.clone(),
+            full_name: Some("First".into()),
+            etag: Some(original.etag.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("the current etag is accepted")
+        .into_inner()
+        .user
+        .unwrap();
+
+    let stale_update = client
+        .update_user(UpdateUserRequest {
+            user_id: original.id.clone(),
+            full_name: Some("Second".into()),
+            etag: Some(original.etag.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale_update.code(), Code::Aborted, "{stale_update:?}");
+
+    let stale_delete = client
+        .delete_user(DeleteUserRequest {
+            user_id: original.id.clone(),
+            etag: Some(original.etag.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale_delete.code(), Code::Aborted, "{stale_delete:?}");
+
+    let now = client
+        .get_user(GetUserRequest {
+            user_id: original.id.clone(),
+        })
+        .await
+        .expect("the user still exists")
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(now, current, "the refused writes changed nothing");
+}
+
+#[tokio::test]
+async fn an_update_obeys_the_same_rules_as_create() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let taken = create(&mut client, "taken").await;
+    let user = create(&mut client, "mover").await;
+    let cases = [
+        (
+            UpdateUserRequest {
+                username: Some("TAKEN".into()),
+                ..Default::default()
+            },
+            Code::AlreadyExists,
+        ),
+        (
+            UpdateUserRequest {
+                email: Some(taken.email.clone()),
+                ..Default::default()
+            },
+            Code::AlreadyExists,
+        ),
+        (
+            UpdateUserRequest {
+                username: Some("no".into()),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            UpdateUserRequest {
+                email: Some("nope".into()),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            UpdateUserRequest {
+                role: Some(0),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            UpdateUserRequest {
+                role: Some(42),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+        (
+            UpdateUserRequest {
+                etag: Some("x".into()),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+        ),
+    ];
+    for (mut request, expected) in cases {
+        request.user_id = user.id.clone();
+        let status = client.update_user(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), expected, "{request:?} got {status:?}");
+    }
+    let unknown = client
+        .update_user(UpdateUserRequest {
+            user_id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let role = client
+        .update_user(UpdateUserRequest {
+            user_id: user.id.clone(),
+            role: Some(UserRole::Moderator as i32),
+            ..Default::default()
+        })
+        .await
+        .expect("a defined role is accepted")
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(role.role, UserRole::Moderator as i32);
+}
+
+#[tokio::test]
+async fn a_deleted_user_is_gone_and_frees_its_username_and_email() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let user = create(&mut client, "leaver").await;
+
+    let deleted = client
+        .delete_user(DeleteUserRequest {
+            user_id: user.id.clone(),
+            etag: Some(user.etag.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.success);
+
+    let gone = client
+        .get_user(GetUserRequest {
+            user_id: user.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    let again = client
+        .delete_user(DeleteUserRequest {
+            user_id: user.id.clone(),
+            etag: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+
+    let reborn = create(&mut client, "leaver").await;
+    assert_ne!(reborn.id, user.id);
+}
+
+#[tokio::test]
+async fn create_reports_every_broken_rule_at_once() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let status = client
+        .create_user(CreateUserRequest {
+            username: "x".into(),
+            email: "nope".into(),
+            password: "short".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    for field in ["username", "email", "password"] {
+        assert!(
+            status.message().contains(field),
+            "{field} missing from {}",
+            status.message()
+        );
+    }
+    let details = tonic_types::StatusExt::get_details_bad_request(&status)
+        .expect("a BadRequest detail is attached");
+    assert_eq!(details.field_violations.len(), 3);
+}

@@ -1,0 +1,199 @@
+//! WatchUsers: live events, filters, resumption, slow watchers, retention and deadlines.
+
+use std::time::Duration;
+
+use tonic::{Code, Request, Streaming};
+use user_service::pb::{EventType, UpdateUserRequest, UserEvent, WatchUsersRequest};
+
+use crate::helpers::{TestApp, create, create_many};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+pub async fn next_event(stream: &mut Streaming<UserEvent>) -> UserEvent {
+    tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("an event arrives in time")
+        .expect("the stream is healthy")
+        .expect("the stream is still open")
+}
+
+fn everyone(start_revision: i64) -> WatchUsersRequest {
+    WatchUsersRequest {
+        user_ids: vec![],
+        include_all: true,
+        start_revision,
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_sees_creates_updates_and_deletes_in_commit_order() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let mut events = client.watch_users(everyone(0)).await.unwrap().into_inner();
+
+    let user = create(&mut client, "watched").await;
+    client
+        .update_user(UpdateUserRequest {
+            user_id: user.id.clone(),
+            full_name: Some("W".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .delete_user(user_service::pb::DeleteUserRequest {
+            user_id: user.id.clone(),
+            etag: None,
+        })
+        .await
+        .unwrap();
+
+    let kinds = [EventType::Created, EventType::Updated, EventType::Deleted];
+    let mut last_revision = 0;
+    for kind in kinds {
+        let event = next_event(&mut events).await;
+        assert_eq!(event.r#type, kind as i32, "{event:?}");
+        assert_eq!(event.user.as_ref().unwrap().id, user.id);
+        assert!(
+            event.revision > last_revision,
+            "revisions strictly increase"
+        );
+        assert!(!event.event_id.is_empty() && event.timestamp.is_some());
+        last_revision = event.revision;
+    }
+}
+
+#[tokio::test]
+async fn a_watch_on_user_ids_sees_only_those_users() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let followed = create(&mut client, "followed").await;
+    let request = WatchUsersRequest {
+        user_ids: vec![followed.id.clone()],
+        include_all: false,
+        start_revision: 0,
+    };
+    let mut events = client.watch_users(request).await.unwrap().into_inner();
+
+    create(&mut client, "ignored").await;
+    client
+        .update_user(UpdateUserRequest {
+            user_id: followed.id.clone(),
+            full_name: Some("F".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let event = next_event(&mut events).await;
+    assert_eq!(
+        event.user.unwrap().id,
+        followed.id,
+        "the other user's event is filtered out"
+    );
+    assert_eq!(event.r#type, EventType::Updated as i32);
+}
+
+#[tokio::test]
+async fn a_watch_that_selects_nothing_or_names_bad_ids_is_invalid() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let cases = [
+        WatchUsersRequest {
+            user_ids: vec![],
+            include_all: false,
+            start_revision: 0,
+        },
+        WatchUsersRequest {
+            user_ids: vec!["not-an-id".into()],
+            include_all: false,
+            start_revision: 0,
+        },
+        everyone(-1),
+    ];
+    for request in cases {
+        let status = client.watch_users(request.clone()).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{request:?} got {status:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_watch_from_a_revision_replays_history_then_continues_live_without_gap_or_duplicate() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let history = create_many(&mut client, "past", 5).await;
+
+    let mut events = client.watch_users(everyone(2)).await.unwrap().into_inner();
+    let live = create(&mut client, "present").await;
+
+    let mut revisions = Vec::new();
+    let mut names = Vec::new();
+    for _ in 0..5 {
+        let event = next_event(&mut events).await;
+        revisions.push(event.revision);
+        names.push(event.user.unwrap().username);
+    }
+    assert_eq!(revisions, [2, 3, 4, 5, 6]);
+    let expected: Vec<_> = history[1..]
+        .iter()
+        .map(|u| u.username.clone())
+        .chain([live.username])
+        .collect();
+    assert_eq!(names, expected);
+}
+
+#[tokio::test]
+async fn a_slow_watcher_catches_up_from_the_log_without_losing_events() {
+    let app = TestApp::spawn_with(|settings| settings.storage.event_buffer = 4).await;
+    let mut client = app.client().await;
+    let mut events = client.watch_users(everyone(0)).await.unwrap().into_inner();
+
+    // The watcher reads nothing while far more events than its live buffer are committed.
+    let created = create_many(&mut client, "burst", 300).await;
+
+    for (index, user) in created.iter().enumerate() {
+        let event = next_event(&mut events).await;
+        assert_eq!(event.revision, index as i64 + 1, "no gap, no duplicate");
+        assert_eq!(event.user.unwrap().id, user.id);
+    }
+}
+
+#[tokio::test]
+async fn resuming_before_the_retained_log_is_out_of_range_and_names_the_oldest_revision() {
+    let app = TestApp::spawn_with(|settings| settings.storage.event_retention = 4).await;
+    let mut client = app.client().await;
+    create_many(&mut client, "old", 40).await;
+
+    let status = client.watch_users(everyone(1)).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("oldest available revision"),
+        "{}",
+        status.message()
+    );
+
+    let mut recent = client
+        .watch_users(everyone(37))
+        .await
+        .expect("a retained revision")
+        .into_inner();
+    assert_eq!(next_event(&mut recent).await.revision, 37);
+}
+
+#[tokio::test]
+async fn a_watch_ends_with_deadline_exceeded_when_the_callers_deadline_passes() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let mut request = Request::new(everyone(0));
+    request.set_timeout(Duration::from_millis(300));
+    let mut events = client.watch_users(request).await.unwrap().into_inner();
+    let ended = tokio::time::timeout(PATIENCE, events.message())
+        .await
+        .expect("the stream ends in time")
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
+}
