@@ -124,6 +124,24 @@ fn check_etag(user: &User, expected: Option<Etag>) -> StoreResult<()> {
     }
 }
 
+/// The page query: keyset pagination on the `(created_at, id)` indexes, so a page costs the
+/// same wherever it starts and however many users there are.
+fn list_sql(query: &ListQuery) -> String {
+    let mut sql = format!("SELECT {USER_COLUMNS} FROM users WHERE 1 = 1");
+    if query.status.is_some() {
+        sql.push_str(" AND status = :status");
+    }
+    if query.role.is_some() {
+        sql.push_str(" AND role = :role");
+    }
+    if query.after.is_some() {
+        sql.push_str(" AND (created_at, id) < (:created_at, :id)");
+    }
+    // One more than asked tells whether another page follows.
+    sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT :limit + 1");
+    sql
+}
+
 /// Changes made inside the open write transaction, published only once it commits.
 struct Pending {
     head: i64,
@@ -500,23 +518,18 @@ impl SqliteStore {
         });
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
 
-        let mut sql = format!("SELECT {USER_COLUMNS} FROM users WHERE 1 = 1");
         let mut args: Vec<(&str, &dyn ToSql)> = vec![(":limit", &limit)];
         if let Some(status) = &status {
-            sql.push_str(" AND status = :status");
             args.push((":status", status));
         }
         if let Some(role) = &role {
-            sql.push_str(" AND role = :role");
             args.push((":role", role));
         }
         if let Some((created_at, id)) = &cursor {
-            sql.push_str(" AND (created_at, id) < (:created_at, :id)");
             args.push((":created_at", created_at));
             args.push((":id", id));
         }
-        // One more than asked tells whether another page follows.
-        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT :limit + 1");
+        let sql = list_sql(&query);
 
         self.readers.with(|conn| {
             let tx = conn.transaction()?;
@@ -594,13 +607,14 @@ impl SqliteStore {
         self.oldest.load(Ordering::Acquire)
     }
 
+    /// Opens a fresh connection and reads through it, so a database file that went missing or
+    /// became unreadable is noticed even while pooled connections still hold it open.
     pub(super) fn ping(&self) -> StoreResult<()> {
-        self.readers.with(|conn| {
-            conn.query_row("SELECT count(*) FROM user_counts", [], |row| {
-                row.get::<_, i64>(0)
-            })?;
-            Ok(())
-        })
+        let conn = self.readers.open()?;
+        conn.query_row("SELECT count(*) FROM user_counts", [], |row| {
+            row.get::<_, i64>(0)
+        })?;
+        Ok(())
     }
 
     pub(super) fn close(&self) -> StoreResult<()> {
@@ -611,5 +625,51 @@ impl SqliteStore {
             conn.close().map_err(|(_, err)| StoreError::from(err))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Role;
+
+    #[test]
+    fn every_listing_reads_an_index_in_order_and_never_sorts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(&dir.path().join("plan.db"), &StorageSettings::default()).unwrap();
+        let cursor = Cursor {
+            created_at_ns: 1,
+            id: UserId::new(),
+        };
+        for status in [None, Some(Status::Active)] {
+            for role in [None, Some(Role::Admin)] {
+                for after in [None, Some(cursor)] {
+                    let query = ListQuery {
+                        status,
+                        role,
+                        after,
+                        limit: 10,
+                    };
+                    let plan: Vec<String> = store
+                        .readers
+                        .with(|conn| {
+                            let mut statement =
+                                conn.prepare(&format!("EXPLAIN QUERY PLAN {}", list_sql(&query)))?;
+                            // Unbound parameters are NULL, which is enough for a plan.
+                            let mut rows = statement.raw_query();
+                            let mut details = Vec::new();
+                            while let Some(row) = rows.next()? {
+                                details.push(row.get::<_, String>(3)?);
+                            }
+                            Ok(details)
+                        })
+                        .unwrap();
+                    let plan = plan.join("; ");
+                    assert!(plan.contains("USING INDEX"), "{query:?}: {plan}");
+                    assert!(!plan.contains("TEMP B-TREE"), "{query:?} sorts: {plan}");
+                }
+            }
+        }
     }
 }

@@ -163,3 +163,36 @@ async fn shutdown_turns_health_not_serving_and_ends_open_watches_promptly() {
         ended.message()
     );
 }
+
+#[tokio::test]
+async fn health_is_not_serving_while_the_database_is_unusable_and_recovers_after() {
+    let app = TestApp::spawn().await;
+    let mut health = HealthClient::new(app.channel().await)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = |message: Option<tonic_health::pb::HealthCheckResponse>| message.unwrap().status;
+    assert_eq!(
+        status(health.message().await.unwrap()),
+        ServingStatus::Serving as i32
+    );
+
+    let folder = app.database.parent().unwrap().to_owned();
+    let moved = folder.with_extension("moved");
+    std::fs::rename(&folder, &moved).unwrap();
+    let during = tokio::time::timeout(Duration::from_secs(5), health.message()).await;
+    std::fs::rename(&moved, &folder).unwrap();
+
+    assert_eq!(
+        status(during.expect("health changes in time").unwrap()),
+        ServingStatus::NotServing as i32
+    );
+    let after = tokio::time::timeout(Duration::from_secs(5), health.message())
+        .await
+        .expect("health recovers in time")
+        .unwrap();
+    assert_eq!(status(after), ServingStatus::Serving as i32);
+}
