@@ -1,10 +1,13 @@
 //! Server configuration: command-line flags, each with an environment fallback.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::auth::jwt::JwtSettings;
 use crate::password::Argon2Settings;
 use crate::storage::StorageSettings;
 
@@ -86,6 +89,82 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// File holding the HS256 secret for bearer tokens (at least 32 bytes).
+    #[arg(long, conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// The HS256 secret itself (prefer the file or the environment over a flag).
+    #[arg(long, env = "USER_SERVICE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RS256, ES256 or EdDSA) that verifies bearer tokens.
+    #[arg(long, env = "USER_SERVICE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// PEM Ed25519 private key that signs Login tokens (with --jwt-public-key).
+    #[arg(long, env = "USER_SERVICE_JWT_PRIVATE_KEY")]
+    pub jwt_private_key: Option<PathBuf>,
+
+    /// Required `iss` claim, also written into minted tokens.
+    #[arg(long, env = "USER_SERVICE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, also written into minted tokens.
+    #[arg(long, env = "USER_SERVICE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Lifetime of tokens issued by Login, in seconds.
+    #[arg(long, env = "USER_SERVICE_TOKEN_TTL_SECS", default_value_t = 3600)]
+    pub token_ttl_secs: u64,
+
+    /// Let anyone create an account without a token (always with role USER).
+    #[arg(long, env = "USER_SERVICE_ALLOW_SIGNUP")]
+    pub allow_signup: bool,
+
+    /// Calls per second each caller may make, sustained; 0 turns rate limiting off.
+    #[arg(
+        long,
+        env = "USER_SERVICE_RATE_LIMIT_PER_SECOND",
+        default_value_t = 100
+    )]
+    pub rate_limit_per_second: u32,
+
+    /// Calls a caller may make at once before the sustained rate applies.
+    #[arg(long, env = "USER_SERVICE_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+
+    /// A proxy whose x-forwarded-for / forwarded headers are believed (repeatable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "USER_SERVICE_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
+
+    /// Login attempts per minute per username and per client address.
+    #[arg(long, env = "USER_SERVICE_LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = NonZeroU32::new(10).unwrap())]
+    pub login_attempts_per_minute: NonZeroU32,
+
+    /// Calls handled at once, server-wide; past it calls get UNAVAILABLE at once.
+    #[arg(
+        long,
+        env = "USER_SERVICE_MAX_CONCURRENT_CALLS",
+        default_value_t = 1024
+    )]
+    pub max_concurrent_calls: usize,
+
+    /// PEM certificate chain to serve TLS with (with --tls-key).
+    #[arg(long, env = "USER_SERVICE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "USER_SERVICE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mTLS).
+    #[arg(long, env = "USER_SERVICE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Log line format.
     #[arg(long, env = "USER_SERVICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -105,17 +184,82 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How often the database is checked for the health service.
     pub health_check_interval: Duration,
+    pub jwt: JwtSettings,
+    pub allow_signup: bool,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub login_attempts_per_minute: NonZeroU32,
+    pub max_concurrent_calls: usize,
+    pub tls: Option<TlsSettings>,
+}
+
+/// PEM material for serving TLS, and for requiring client certificates.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}")]
+pub struct ConfigError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read_optional(path: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
+    path.map(|path| read(path)).transpose()
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Cli::parse_from(["user-service"]).into()
+        Settings::from_cli(Cli::parse_from(["user-service"])).expect("the defaults name no files")
     }
 }
 
-impl From<Cli> for Settings {
-    fn from(cli: Cli) -> Self {
-        Self {
+impl Settings {
+    /// Reads the files the flags name.
+    pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let secret = match (&cli.jwt_secret_file, &cli.jwt_secret) {
+            (Some(path), _) => Some(trim_secret(read(path)?)),
+            (None, Some(secret)) => Some(secret.as_bytes().to_vec()),
+            (None, None) => None,
+        };
+        let tls = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+                client_ca_pem: read_optional(cli.tls_client_ca.as_ref())?,
+            }),
+            _ => None,
+        };
+        let jwt = JwtSettings {
+            secret,
+            public_key_pem: read_optional(cli.jwt_public_key.as_ref())?,
+            private_key_pem: read_optional(cli.jwt_private_key.as_ref())?,
+            issuer: cli.jwt_issuer.clone(),
+            audience: cli.jwt_audience.clone(),
+            token_ttl: Duration::from_secs(cli.token_ttl_secs),
+        };
+        Ok(Self {
+            jwt,
+            allow_signup: cli.allow_signup,
+            rate_limit_per_second: cli.rate_limit_per_second,
+            rate_limit_burst: cli.rate_limit_burst,
+            trusted_proxies: cli.trusted_proxies.clone(),
+            login_attempts_per_minute: cli.login_attempts_per_minute,
+            max_concurrent_calls: cli.max_concurrent_calls,
+            tls,
             listen: cli.listen,
             storage: StorageSettings {
                 database_url: cli.database_url,
@@ -135,6 +279,14 @@ impl From<Cli> for Settings {
             keepalive_timeout: Duration::from_secs(cli.keepalive_timeout_secs),
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
             health_check_interval: Duration::from_secs(5),
-        }
+        })
     }
+}
+
+/// A secret file usually ends with a newline that is not part of the secret.
+fn trim_secret(mut secret: Vec<u8>) -> Vec<u8> {
+    while secret.last().is_some_and(u8::is_ascii_whitespace) {
+        secret.pop();
+    }
+    secret
 }

@@ -18,6 +18,18 @@ pub enum ServiceError {
     /// ALREADY_EXISTS.
     #[error("{field} {value:?} is already taken")]
     AlreadyExists { field: &'static str, value: String },
+    /// UNAUTHENTICATED: no usable credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// PERMISSION_DENIED: the caller is known but may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// FAILED_PRECONDITION: the server is not set up for this call.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// RESOURCE_EXHAUSTED: too many attempts; retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// ABORTED: a conditional write found the user changed since the caller read it.
     #[error(
         "etag \"{expected}\" does not match the user's current etag \"{current}\": read the user again and retry"
@@ -45,6 +57,10 @@ impl ServiceError {
             ServiceError::Invalid(_) => Code::InvalidArgument,
             ServiceError::NotFound(_) => Code::NotFound,
             ServiceError::AlreadyExists { .. } => Code::AlreadyExists,
+            ServiceError::Unauthenticated(_) => Code::Unauthenticated,
+            ServiceError::PermissionDenied(_) => Code::PermissionDenied,
+            ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
             ServiceError::EtagMismatch { .. } => Code::Aborted,
             ServiceError::Compacted { .. } => Code::OutOfRange,
             ServiceError::ShuttingDown(_) => Code::Unavailable,
@@ -71,6 +87,16 @@ impl From<StoreError> for ServiceError {
             StoreError::UnsupportedUrl(_) | StoreError::Backend(_) => {
                 ServiceError::Internal(Box::new(err))
             }
+        }
+    }
+}
+
+impl From<crate::auth::policy::Denied> for ServiceError {
+    fn from(denied: crate::auth::policy::Denied) -> Self {
+        use crate::auth::policy::Denied;
+        match denied {
+            Denied::NeedsToken => ServiceError::Unauthenticated(denied.to_string()),
+            Denied::Forbidden { .. } => ServiceError::PermissionDenied(denied.to_string()),
         }
     }
 }
@@ -115,6 +141,10 @@ impl From<ServiceError> for Status {
             }
             ServiceError::NotFound(_)
             | ServiceError::AlreadyExists { .. }
+            | ServiceError::Unauthenticated(_)
+            | ServiceError::PermissionDenied(_)
+            | ServiceError::FailedPrecondition(_)
+            | ServiceError::ResourceExhausted(_)
             | ServiceError::EtagMismatch { .. }
             | ServiceError::Compacted { .. }
             | ServiceError::ShuttingDown(_)

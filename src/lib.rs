@@ -5,11 +5,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod middleware;
 pub mod password;
 pub mod pb;
 pub mod shutdown;

@@ -14,6 +14,11 @@ use crate::domain::Password;
 pub struct PasswordHash(String);
 
 impl PasswordHash {
+    /// Storage rebuilds a hash it wrote.
+    pub(crate) fn from_phc(phc: String) -> Self {
+        Self(phc)
+    }
+
     pub(crate) fn as_phc(&self) -> &str {
         &self.0
     }

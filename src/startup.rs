@@ -3,17 +3,25 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
+use crate::auth::jwt::{Jwt, KeyError};
 use crate::config::Settings;
+use crate::domain::{Password, Role};
 use crate::grpc::UserServiceImpl;
+use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};
 use crate::health;
+use crate::middleware::{AccessLogLayer, AuthLayer, LoadShedLayer, RateLimitLayer};
 use crate::password::{HashError, PasswordHasher};
-use crate::pb::{self, user_service_server::UserServiceServer};
+use crate::pb::{
+    self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
+};
 use crate::shutdown;
 use crate::storage::{Store, StoreError};
 
@@ -29,6 +37,10 @@ pub enum StartupError {
     Storage(#[from] StoreError),
     #[error("invalid password hashing settings")]
     Hashing(#[from] HashError),
+    #[error("invalid token key settings")]
+    Keys(#[from] KeyError),
+    #[error("invalid TLS settings")]
+    Tls(#[source] tonic::transport::Error),
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("the server failed")]
@@ -41,8 +53,12 @@ pub struct Application {
     local_addr: SocketAddr,
     store: Store,
     hasher: PasswordHasher,
+    jwt: Arc<Jwt>,
     settings: Settings,
 }
+
+/// How often idle rate-limit keys are forgotten.
+const FORGET_IDLE_KEYS_EVERY: Duration = Duration::from_secs(60);
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
@@ -54,6 +70,20 @@ impl Application {
             );
         }
         let hasher = PasswordHasher::new(settings.argon2)?;
+        let (jwt, generated) = Jwt::new(&settings.jwt)?;
+        if generated.is_some() {
+            let (token, _) = jwt
+                .mint(
+                    "dev-admin",
+                    Role::Admin,
+                    Some(Duration::from_secs(24 * 3600)),
+                )
+                .expect("a generated secret can sign");
+            tracing::warn!(
+                "no JWT key configured: generated a random secret for this run only. \
+                 DEVELOPMENT ONLY, an admin token valid for 24 hours: {token}"
+            );
+        }
         let store = Store::open(&settings.storage).await?;
         let listener =
             TcpListener::bind(settings.listen)
@@ -71,6 +101,7 @@ impl Application {
             local_addr,
             store,
             hasher,
+            jwt: Arc::new(jwt),
             settings,
         })
     }
@@ -83,6 +114,11 @@ impl Application {
         &self.store
     }
 
+    /// The token verifier and minter this server uses.
+    pub fn jwt(&self) -> Arc<Jwt> {
+        self.jwt.clone()
+    }
+
     /// Serves until `stop` resolves, then: health turns NOT_SERVING, open streams end,
     /// in-flight calls get the grace period to finish, and storage is closed.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), StartupError> {
@@ -91,17 +127,35 @@ impl Application {
             local_addr,
             store,
             hasher,
+            jwt,
             settings,
         } = self;
         let (trigger, shutdown) = shutdown::channel();
         let (reporter, health_service) = health::service(shutdown.clone());
         health::set_all(&reporter, ServingStatus::Serving).await;
 
+        let decoy = hasher
+            .hash(Password::parse(uuid::Uuid::now_v7().to_string()).expect("36 characters"))
+            .await?;
+        let login_limits = Arc::new(LoginLimits::new(
+            settings.login_attempts_per_minute,
+            settings.trusted_proxies.clone(),
+        ));
+        let auth = AuthServiceServer::new(AuthServiceImpl::new(
+            store.clone(),
+            hasher.clone(),
+            jwt.clone(),
+            login_limits.clone(),
+            decoy,
+        ))
+        .max_decoding_message_size(settings.max_message_bytes)
+        .max_encoding_message_size(settings.max_message_bytes);
         let users = UserServiceServer::new(UserServiceImpl::new(
             store.clone(),
             hasher,
             shutdown.clone(),
             settings.max_batch_items,
+            settings.allow_signup,
         ))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes)
@@ -124,15 +178,43 @@ impl Application {
             settings.health_check_interval,
         ));
 
+        let rate_limit = RateLimitLayer::new(
+            settings.rate_limit_per_second,
+            settings.rate_limit_burst,
+            settings.trusted_proxies.clone(),
+        );
+        let forget = tokio::spawn(forget_idle_keys(
+            rate_limit.clone(),
+            login_limits,
+            shutdown.clone(),
+        ));
+        // The architecture diagram's order, outermost first.
+        let middleware = tower::ServiceBuilder::new()
+            .layer(AccessLogLayer)
+            .layer(AuthLayer::new(jwt, store.clone()))
+            .layer(rate_limit)
+            .layer(LoadShedLayer::new(settings.max_concurrent_calls));
+
+        let mut builder = Server::builder();
+        if let Some(tls) = &settings.tls {
+            let mut config =
+                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(ca) = &tls.client_ca_pem {
+                config = config.client_ca_root(Certificate::from_pem(ca));
+            }
+            builder = builder.tls_config(config).map_err(StartupError::Tls)?;
+        }
         let mut server_stop = shutdown.clone();
-        let server = Server::builder()
+        let server = builder
             .http2_keepalive_interval(Some(settings.keepalive_interval))
             .http2_keepalive_timeout(Some(settings.keepalive_timeout))
             .max_concurrent_streams(settings.max_concurrent_streams)
+            .layer(middleware)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(users)
+            .add_service(auth)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move { server_stop.triggered().await },
@@ -156,9 +238,25 @@ impl Application {
             }
         };
         monitor.abort();
+        forget.abort();
         store.close().await?;
         tracing::info!("stopped");
         Ok(served?)
+    }
+}
+
+async fn forget_idle_keys(
+    rate_limit: RateLimitLayer,
+    login_limits: Arc<LoginLimits>,
+    mut shutdown: shutdown::Shutdown,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(FORGET_IDLE_KEYS_EVERY) => {}
+            () = shutdown.triggered() => return,
+        }
+        rate_limit.forget_idle_keys();
+        login_limits.forget_idle_keys();
     }
 }
 

@@ -10,14 +10,17 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let result = async {
-        let app = Application::build(Settings::from(cli)).await?;
-        app.run_until(termination_signal()).await
+        type BoxError = Box<dyn std::error::Error>;
+        let settings = Settings::from_cli(cli)?;
+        let app = Application::build(settings).await?;
+        app.run_until(termination_signal()).await?;
+        Ok::<(), BoxError>(())
     }
     .await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{}", user_service::error::chain(&err));
+            tracing::error!("{}", user_service::error::chain(err.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -246,6 +246,19 @@ impl Role {
             })
     }
 
+    /// The name used in token claims and policy tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+            Role::Moderator => "moderator",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|role| role.name() == name)
+    }
+
     /// At creation UNSPECIFIED means USER.
     pub fn parse_for_create(raw: i32) -> Result<Self, FieldViolation> {
         if raw == 0 {
@@ -273,6 +286,19 @@ impl Status {
         Status::Suspended,
         Status::Deleted,
     ];
+
+    /// A status a user can be given: ACTIVE, INACTIVE or SUSPENDED (DELETED is DeleteUser).
+    pub fn parse_settable(raw: i32) -> Result<Self, FieldViolation> {
+        match Self::parse("status", raw) {
+            Ok(Status::Deleted) | Err(_) => Err(FieldViolation::new(
+                "status",
+                format!(
+                    "must be USER_STATUS_ACTIVE (1), USER_STATUS_INACTIVE (2) or USER_STATUS_SUSPENDED (3), got {raw}; use DeleteUser to delete"
+                ),
+            )),
+            Ok(status) => Ok(status),
+        }
+    }
 
     pub fn parse(field: &str, raw: i32) -> Result<Self, FieldViolation> {
         Self::ALL

@@ -126,6 +126,7 @@ pub struct UserPatch {
     pub email: Option<Email>,
     pub full_name: Option<FullName>,
     pub role: Option<Role>,
+    pub status: Option<Status>,
     pub metadata: MetadataPatch,
     pub etag: Option<Etag>,
 }

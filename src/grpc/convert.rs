@@ -4,7 +4,7 @@ use prost_types::Timestamp;
 
 use crate::domain::{
     Email, Etag, EventKind, FieldViolation, FullName, Metadata, MetadataPatch, Password, Role,
-    User, UserDraft, UserEvent, UserId, UserPatch, Username, ValidationError, Violations,
+    Status, User, UserDraft, UserEvent, UserId, UserPatch, Username, ValidationError, Violations,
 };
 use crate::pb;
 
@@ -92,6 +92,7 @@ pub fn parse_update(
     let email = violations.check(request.email.map(Email::parse).transpose());
     let full_name = violations.check(request.full_name.map(FullName::parse).transpose());
     let role = violations.check(request.role.map(|raw| Role::parse("role", raw)).transpose());
+    let status = violations.check(request.status.map(Status::parse_settable).transpose());
     let metadata = violations.check(MetadataPatch::parse(request.metadata));
     let etag = violations.check(request.etag.as_deref().map(Etag::parse).transpose());
     violations.finish(|| {
@@ -102,6 +103,7 @@ pub fn parse_update(
                 email: email?,
                 full_name: full_name?,
                 role: role?,
+                status: status?,
                 metadata: metadata?,
                 etag: etag?,
             },

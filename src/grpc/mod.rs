@@ -1,5 +1,6 @@
 //! The UserService RPC handlers: convert the request, call storage, convert the answer.
 
+pub mod auth_service;
 mod batch;
 pub mod convert;
 pub mod deadline;
@@ -12,6 +13,8 @@ use std::pin::Pin;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Caller;
+use crate::auth::policy::{Access, Changes, authorize};
 use crate::domain::{FieldViolation, Role, Status as UserStatus, ValidationError};
 use crate::error::ServiceError;
 use crate::password::PasswordHasher;
@@ -33,6 +36,16 @@ pub struct UserServiceImpl {
     hasher: PasswordHasher,
     shutdown: Shutdown,
     max_batch_items: usize,
+    allow_signup: bool,
+}
+
+/// The caller the auth middleware attached; anonymous when there is none.
+fn caller<T>(request: &Request<T>) -> Caller {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or(Caller::Anonymous)
 }
 
 impl UserServiceImpl {
@@ -41,21 +54,47 @@ impl UserServiceImpl {
         hasher: PasswordHasher,
         shutdown: Shutdown,
         max_batch_items: usize,
+        allow_signup: bool,
     ) -> Self {
         Self {
             store,
             hasher,
             shutdown,
             max_batch_items,
+            allow_signup,
         }
     }
 
-    /// Validates, applies and returns the committed update: UpdateUser and SyncUsers share it.
+    fn authorize(&self, caller: &Caller, access: &Access<'_>) -> Result<(), ServiceError> {
+        Ok(authorize(caller, access, self.allow_signup)?)
+    }
+
+    /// Validates, authorizes, applies and returns the committed update: UpdateUser and
+    /// SyncUsers share it.
     async fn apply_update(
         &self,
+        caller: &Caller,
         request: pb::UpdateUserRequest,
     ) -> Result<crate::domain::UserEvent, ServiceError> {
-        let (id, patch) = parse_update(request)?;
+        let (id, mut patch) = parse_update(request)?;
+        // Only a moderator acting on someone else is judged by the target's role. Pinning the
+        // etag read for that decision makes the write fail if the role changed meanwhile.
+        let target_role = if caller.role() == Some(Role::Moderator) && caller.user_id() != Some(id)
+        {
+            let target = self.store.get(id).await?;
+            patch.etag = patch.etag.or(Some(target.etag()));
+            Some(target.role)
+        } else {
+            None
+        };
+        self.authorize(
+            caller,
+            &Access::Update {
+                target: id,
+                target_role,
+                changes: Changes::of(&patch),
+            },
+        )?;
         Ok(self.store.update(id, patch).await?)
     }
 }
@@ -73,7 +112,13 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
-        let draft = parse_create(request.into_inner()).map_err(ServiceError::from)?;
+        let caller = caller(&request);
+        self.authorize(&caller, &Access::Create)?;
+        let mut draft = parse_create(request.into_inner()).map_err(ServiceError::from)?;
+        if caller == Caller::Anonymous {
+            // Sign-up never grants more than USER, whatever was asked.
+            draft.role = Role::User;
+        }
         let hash = self
             .hasher
             .hash(draft.password.clone())
@@ -97,6 +142,7 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<pb::GetUserResponse>, Status> {
         let id =
             parse_user_id("user_id", &request.get_ref().user_id).map_err(ServiceError::from)?;
+        self.authorize(&caller(&request), &Access::Read { target: id })?;
         let user = self.store.get(id).await.map_err(ServiceError::from)?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user_to_pb(user)),
@@ -108,7 +154,8 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::UpdateUserResponse>, Status> {
-        let event = self.apply_update(request.into_inner()).await?;
+        let caller = caller(&request);
+        let event = self.apply_update(&caller, request.into_inner()).await?;
         Ok(Response::new(pb::UpdateUserResponse {
             user: Some(user_to_pb(event.user)),
         }))
@@ -119,8 +166,10 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let id = parse_user_id("user_id", &request.user_id).map_err(ServiceError::from)?;
+        self.authorize(&caller, &Access::Delete { target: id })?;
         let etag = parse_etag(request.etag.as_deref()).map_err(ServiceError::from)?;
         let event = self
             .store
@@ -138,6 +187,7 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.authorize(&caller(&request), &Access::List)?;
         let request = request.into_inner();
         let limit = match usize::try_from(request.page_size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
@@ -190,12 +240,8 @@ impl UserService for UserServiceImpl {
         request: Request<pb::WatchUsersRequest>,
     ) -> Result<Response<Self::WatchUsersStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata());
-        let stream = watch::start(
-            self.store.clone(),
-            request.into_inner(),
-            self.shutdown.clone(),
-            deadline,
-        )?;
+        let caller = caller(&request);
+        let stream = watch::start(self, &caller, request.into_inner(), deadline)?;
         Ok(Response::new(stream))
     }
 
@@ -204,6 +250,7 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<Streaming<pb::CreateUserRequest>>,
     ) -> Result<Response<pb::BatchCreateUsersResponse>, Status> {
+        self.authorize(&caller(&request), &Access::BatchCreate)?;
         let response = batch::run(self, request.into_inner()).await?;
         Ok(Response::new(response))
     }
@@ -216,8 +263,10 @@ impl UserService for UserServiceImpl {
         request: Request<Streaming<pb::UpdateUserRequest>>,
     ) -> Result<Response<Self::SyncUsersStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata());
+        let caller = caller(&request);
         Ok(Response::new(sync::start(
             self.clone(),
+            caller,
             request.into_inner(),
             deadline,
         )))

@@ -8,6 +8,7 @@ use tonic::{Status, Streaming};
 
 use super::convert::event_to_pb;
 use super::{EventStream, UserServiceImpl, deadline};
+use crate::auth::Caller;
 use crate::error::ServiceError;
 use crate::pb;
 
@@ -27,6 +28,7 @@ fn failure(user_id: String, status: &Status) -> pb::UserEvent {
 
 pub fn start(
     service: UserServiceImpl,
+    caller: Caller,
     mut inbound: Streaming<pb::UpdateUserRequest>,
     deadline: Option<Instant>,
 ) -> EventStream {
@@ -50,7 +52,7 @@ pub fn start(
             let reply = match message {
                 Ok(Some(request)) => {
                     let user_id = request.user_id.clone();
-                    match service.apply_update(request).await {
+                    match service.apply_update(&caller, request).await {
                         Ok(event) => event_to_pb(event),
                         Err(err) => failure(user_id, &Status::from(err)),
                     }

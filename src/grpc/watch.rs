@@ -11,7 +11,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::convert::{event_to_pb, parse_user_id};
-use super::{EventStream, deadline, invalid};
+use super::{EventStream, UserServiceImpl, deadline, invalid};
+use crate::auth::Caller;
+use crate::auth::policy::Access;
 use crate::domain::{FieldViolation, UserEvent, UserId, ValidationError};
 use crate::error::ServiceError;
 use crate::pb;
@@ -80,12 +82,24 @@ struct Watcher {
 }
 
 pub fn start(
-    store: Store,
+    service: &UserServiceImpl,
+    caller: &Caller,
     request: pb::WatchUsersRequest,
-    shutdown: Shutdown,
     deadline: Option<Instant>,
 ) -> Result<EventStream, ServiceError> {
     let selection = Selection::parse(&request)?;
+    let only = match &selection {
+        Selection::All => None,
+        Selection::Users(ids) => Some(ids.iter().copied().collect::<Vec<_>>()),
+    };
+    service.authorize(
+        caller,
+        &Access::Watch {
+            only: only.as_deref(),
+        },
+    )?;
+    let store = service.store.clone();
+    let shutdown = service.shutdown.clone();
     if request.start_revision < 0 {
         return Err(invalid(FieldViolation::new(
             "start_revision",

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+use crate::password::PasswordHash;
+
 use crate::domain::{
     Etag, NewUser, Role, Status, User, UserEvent, UserId, UserPatch, ValidationError,
 };
@@ -146,6 +148,11 @@ impl Store {
             }
             s.clone().blocking(move |s| s.load(id)).await
         })
+    }
+
+    /// The user with this username, compared without letter case, and their password hash.
+    pub async fn credentials(&self, username: String) -> StoreResult<Option<(User, PasswordHash)>> {
+        on_backend!(self, s => s.clone().blocking(move |s| s.credentials(&username)).await)
     }
 
     pub async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<UserEvent> {

@@ -23,6 +23,7 @@ use super::{
 use crate::domain::{
     Etag, EventKind, NewUser, Status, User, UserEvent, UserId, UserPatch, ValidationError,
 };
+use crate::password::PasswordHash;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_IDLE_READERS: usize = 8;
@@ -445,6 +446,9 @@ impl SqliteStore {
             if let Some(role) = patch.role {
                 user.role = role;
             }
+            if let Some(status) = patch.status {
+                user.status = status;
+            }
             if !patch.metadata.is_empty() {
                 user.metadata =
                     user.metadata
@@ -487,6 +491,24 @@ impl SqliteStore {
                 .execute([id.as_uuid().as_bytes()])?;
             user.revision = pending.next_revision();
             pending.record(tx, EventKind::Deleted, &user)
+        })
+    }
+
+    /// The user with this username (any letter case) and their password hash, for login.
+    pub(super) fn credentials(&self, username: &str) -> StoreResult<Option<(User, PasswordHash)>> {
+        let key = username.to_ascii_lowercase();
+        self.readers.with(|conn| {
+            let found = conn
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = ?1"
+                ))?
+                .query_row([key], |row| {
+                    Ok((read_user(row)?, row.get::<_, String>(10)?))
+                })
+                .optional()?;
+            found
+                .map(|(raw, hash)| Ok((raw.into_user()?, PasswordHash::from_phc(hash))))
+                .transpose()
         })
     }
 

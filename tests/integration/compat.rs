@@ -26,7 +26,11 @@ fn request(name: &str) -> CreateUserRequest {
 #[tokio::test]
 async fn a_client_generated_from_the_original_contract_uses_every_rpc() {
     let app = TestApp::spawn().await;
-    let mut client = UserServiceClient::new(app.channel().await);
+    let token = app.token("old-client", user_service::domain::Role::Admin);
+    let mut client = UserServiceClient::with_interceptor(
+        app.channel().await,
+        crate::helpers::Bearer::new(Some(&token)),
+    );
 
     let mut watch = client
         .watch_users(WatchUsersRequest {

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use user_service::pb::user_service_client::UserServiceClient;
@@ -10,7 +11,10 @@ use user_service::pb::{
     WatchUsersRequest,
 };
 
-use crate::helpers::{TestApp, create, create_many};
+use user_service::auth::jwt::{Jwt, JwtSettings};
+use user_service::domain::Role;
+
+use crate::helpers::{Bearer, Client, TEST_SECRET, TestApp, create, create_many};
 use crate::watch::next_event;
 
 #[tokio::test]
@@ -91,19 +95,28 @@ async fn everything_committed_is_there_after_a_restart_and_a_watch_replays_acros
 }
 
 /// The server binary, started on port 0; its address is read from its log.
-struct ServerProcess {
-    child: Child,
+pub struct ServerProcess {
+    pub child: Child,
     addr: String,
+    /// Log lines printed after the server started serving.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
-    fn start(database: &std::path::Path) -> Self {
+    pub fn start(database: &std::path::Path) -> Self {
+        Self::start_with(database, &[])
+    }
+
+    /// Starts the binary with extra flags and keeps its log lines in `log`.
+    pub fn start_with(database: &std::path::Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_user-service"))
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
             .arg("--database-url")
             .arg(format!("sqlite://{}", database.display()))
+            .args(extra)
             .env("RUST_LOG", "info")
+            .env("USER_SERVICE_JWT_SECRET", crate::helpers::TEST_SECRET)
             .stderr(Stdio::piped())
             .spawn()
             .expect("the server binary starts");
@@ -117,12 +130,40 @@ impl ServerProcess {
             }
         }
         let addr = addr.expect("the server logs the address it serves on");
-        // Keep reading so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // Keep reading, so the server never blocks on a full pipe, and keep what it says.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         Self {
             child,
             addr: format!("http://{addr}"),
+            log,
         }
+    }
+}
+
+impl ServerProcess {
+    /// An admin client; the process shares the tests' secret.
+    pub async fn client(&self) -> Result<Client, tonic::transport::Error> {
+        let channel = tonic::transport::Endpoint::from_shared(self.addr.clone())?
+            .connect()
+            .await?;
+        let jwt = Jwt::new(&JwtSettings {
+            secret: Some(TEST_SECRET.as_bytes().to_vec()),
+            token_ttl: Duration::from_secs(600),
+            ..JwtSettings::default()
+        })
+        .expect("the test secret is valid")
+        .0;
+        let (token, _) = jwt.mint("test-admin", Role::Admin, None).unwrap();
+        Ok(UserServiceClient::with_interceptor(
+            channel,
+            Bearer::new(Some(&token)),
+        ))
     }
 }
 
@@ -138,9 +179,7 @@ async fn acknowledged_writes_survive_kill_dash_nine() {
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("users.db");
     let mut server = ServerProcess::start(&database);
-    let mut client = UserServiceClient::connect(server.addr.clone())
-        .await
-        .unwrap();
+    let mut client = server.client().await.unwrap();
     let created = create_many(&mut client, "durable", 50).await;
     let last = create(&mut client, "lastword").await;
 
@@ -149,9 +188,7 @@ async fn acknowledged_writes_survive_kill_dash_nine() {
     drop(client);
 
     let server = ServerProcess::start(&database);
-    let mut client = UserServiceClient::connect(server.addr.clone())
-        .await
-        .unwrap();
+    let mut client = server.client().await.unwrap();
     for user in created.iter().chain([&last]) {
         let fetched = tokio::time::timeout(
             Duration::from_secs(5),

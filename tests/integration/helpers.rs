@@ -3,13 +3,19 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use user_service::auth::jwt::Jwt;
 use user_service::config::Settings;
+use user_service::domain::Role;
 use user_service::password::Argon2Settings;
 use user_service::pb::user_service_client::UserServiceClient;
 use user_service::pb::{self, CreateUserRequest};
@@ -22,6 +28,35 @@ pub const CHEAP_ARGON2: Argon2Settings = Argon2Settings {
     parallelism: 1,
 };
 
+/// The HS256 secret test servers use, so tests can mint their own tokens.
+pub const TEST_SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+
+/// Adds `authorization: Bearer <token>` to every call, or nothing for an anonymous client.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&str>) -> Self {
+        Self(token.map(|token| format!("Bearer {token}").parse().expect("an ASCII token")))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Client = UserServiceClient<InterceptedService<Channel, Bearer>>;
+
 pub fn test_settings(database: &Path) -> Settings {
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -31,12 +66,17 @@ pub fn test_settings(database: &Path) -> Settings {
     settings.argon2 = CHEAP_ARGON2;
     settings.shutdown_grace = Duration::from_secs(5);
     settings.health_check_interval = Duration::from_millis(100);
+    settings.jwt.secret = Some(TEST_SECRET.as_bytes().to_vec());
+    settings.jwt.token_ttl = Duration::from_secs(600);
+    settings.rate_limit_per_second = 0;
     settings
 }
 
 pub struct TestApp {
     pub addr: SocketAddr,
     pub database: PathBuf,
+    pub jwt: Arc<Jwt>,
+    settings: Settings,
     /// Keeps the database directory alive for as long as the app (and its restarts) need it.
     dir: Option<TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -59,10 +99,15 @@ impl TestApp {
     async fn start(database: PathBuf, adjust: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = test_settings(&database);
         adjust(&mut settings);
-        let app = Application::build(settings)
+        Self::start_with(database, settings).await
+    }
+
+    async fn start_with(database: PathBuf, settings: Settings) -> Self {
+        let app = Application::build(settings.clone())
             .await
             .expect("the server starts");
         let addr = app.local_addr();
+        let jwt = app.jwt();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
@@ -70,6 +115,8 @@ impl TestApp {
         Self {
             addr,
             database,
+            jwt,
+            settings,
             dir: None,
             stop: Some(stop),
             server,
@@ -87,8 +134,27 @@ impl TestApp {
             .expect("the client connects")
     }
 
-    pub async fn client(&self) -> UserServiceClient<Channel> {
-        UserServiceClient::new(self.channel().await)
+    /// A token this server accepts, for `subject` (a user id or a service name).
+    pub fn token(&self, subject: &str, role: Role) -> String {
+        self.jwt
+            .mint(subject, role, None)
+            .expect("the test secret signs")
+            .0
+    }
+
+    /// A client acting as an admin service, which may do everything.
+    pub async fn client(&self) -> Client {
+        self.client_on(self.channel().await)
+    }
+
+    pub fn client_on(&self, channel: Channel) -> Client {
+        let token = self.token("test-admin", Role::Admin);
+        UserServiceClient::with_interceptor(channel, Bearer::new(Some(&token)))
+    }
+
+    /// A client that sends `token`, or no token at all.
+    pub async fn client_with(&self, token: Option<&str>) -> Client {
+        UserServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
     }
 
     /// Begins a graceful shutdown and returns the server's result once it has stopped.
@@ -106,7 +172,7 @@ impl TestApp {
     pub async fn restart(self) -> Self {
         let (result, mut old) = self.stop().await;
         result.expect("the server stops cleanly");
-        let mut app = Self::start(old.database.clone(), |_| {}).await;
+        let mut app = Self::start_with(old.database.clone(), old.settings.clone()).await;
         app.dir = old.dir.take();
         app
     }
@@ -131,7 +197,7 @@ pub fn new_user(username: &str) -> CreateUserRequest {
     }
 }
 
-pub async fn create(client: &mut UserServiceClient<Channel>, username: &str) -> pb::User {
+pub async fn create(client: &mut Client, username: &str) -> pb::User {
     client
         .create_user(new_user(username))
         .await
@@ -142,11 +208,7 @@ pub async fn create(client: &mut UserServiceClient<Channel>, username: &str) -> 
 }
 
 /// Creates `count` users named `{prefix}{i}` through BatchCreateUsers.
-pub async fn create_many(
-    client: &mut UserServiceClient<Channel>,
-    prefix: &str,
-    count: usize,
-) -> Vec<pb::User> {
+pub async fn create_many(client: &mut Client, prefix: &str, count: usize) -> Vec<pb::User> {
     let requests: Vec<_> = (0..count)
         .map(|i| new_user(&format!("{prefix}{i}")))
         .collect();

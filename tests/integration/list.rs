@@ -3,18 +3,13 @@
 use std::collections::HashSet;
 
 use tonic::Code;
-use tonic::transport::Channel;
-use user_service::pb::user_service_client::UserServiceClient;
 use user_service::pb::{
     CreateUserRequest, DeleteUserRequest, ListUsersRequest, ListUsersResponse, UserRole, UserStatus,
 };
 
-use crate::helpers::{TestApp, create_many, new_user};
+use crate::helpers::{Client, TestApp, create_many, new_user};
 
-async fn list(
-    client: &mut UserServiceClient<Channel>,
-    request: ListUsersRequest,
-) -> ListUsersResponse {
+async fn list(client: &mut Client, request: ListUsersRequest) -> ListUsersResponse {
     client
         .list_users(request)
         .await

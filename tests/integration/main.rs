@@ -1,5 +1,6 @@
 //! Integration tests: the real server over real gRPC connections.
 
+mod auth;
 mod compat;
 mod durability;
 mod helpers;
@@ -7,5 +8,6 @@ mod list;
 mod server;
 mod snapshots;
 mod streams;
+mod tls;
 mod users;
 mod watch;

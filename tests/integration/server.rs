@@ -13,7 +13,6 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse as V1R
 use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as ReflectionV1Alpha;
 use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
-use user_service::pb::user_service_client::UserServiceClient;
 use user_service::pb::{GetUserRequest, WatchUsersRequest};
 
 use crate::helpers::{TestApp, create};
@@ -94,7 +93,9 @@ async fn gzip_and_zstd_are_accepted_and_used_for_responses_on_request() {
     let mut plain = app.client().await;
     let user = create(&mut plain, "squeezed").await;
     for encoding in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
-        let mut client = UserServiceClient::new(app.channel().await)
+        let mut client = app
+            .client()
+            .await
             .send_compressed(encoding)
             .accept_compressed(encoding);
         let response = client

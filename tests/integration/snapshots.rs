@@ -12,6 +12,7 @@ use user_service::domain::{
 use user_service::grpc::convert::{event_to_pb, user_to_pb};
 use user_service::grpc::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_token};
 use user_service::pb;
+use user_service::pb::auth_service_client::AuthServiceClient;
 use user_service::storage::Cursor;
 
 use crate::helpers::{TestApp, create, new_user};
@@ -74,6 +75,7 @@ fn update_request() -> pb::UpdateUserRequest {
         role: Some(pb::UserRole::Moderator as i32),
         metadata: [("team".to_string(), String::new())].into(),
         etag: Some("42".into()),
+        status: None,
     }
 }
 
@@ -478,6 +480,96 @@ async fn status_codes_and_messages_for_bad_input() {
             describe(client.watch_users(request).await),
         );
     }
+
+    let anonymous = app.client_with(None).await;
+    let garbage = app.client_with(Some("not.a.token")).await;
+    let plain = create(&mut client, "plain").await;
+    let as_plain = app
+        .client_with(Some(&app.token(&plain.id, Role::User)))
+        .await;
+    let list = || pb::ListUsersRequest::default();
+    let auth_cases = [
+        ("no token", anonymous, list()),
+        ("malformed token", garbage, list()),
+        ("user lists", as_plain, list()),
+    ];
+    for (case, mut caller, request) in auth_cases {
+        row(
+            "ListUsers",
+            case,
+            describe(caller.list_users(request).await),
+        );
+    }
+    let mut as_plain = app
+        .client_with(Some(&app.token(&plain.id, Role::User)))
+        .await;
+    let raise = pb::UpdateUserRequest {
+        user_id: plain.id.clone(),
+        role: Some(pb::UserRole::Admin as i32),
+        ..Default::default()
+    };
+    row(
+        "UpdateUser",
+        "user raises own role",
+        describe(as_plain.update_user(raise).await),
+    );
+    let other = pb::GetUserRequest {
+        user_id: ann.id.clone(),
+    };
+    row(
+        "GetUser",
+        "user reads another",
+        describe(as_plain.get_user(other).await),
+    );
+    let batch = tokio_stream::iter([new_user("sneaky")]);
+    row(
+        "BatchCreateUsers",
+        "user batch-creates",
+        describe(as_plain.batch_create_users(batch).await),
+    );
+    let status = pb::UpdateUserRequest {
+        user_id: ann.id.clone(),
+        status: Some(pb::UserStatus::Deleted as i32),
+        ..Default::default()
+    };
+    row(
+        "UpdateUser",
+        "status DELETED",
+        describe(client.update_user(status).await),
+    );
+
+    let mut login = AuthServiceClient::new(app.channel().await);
+    let wrong = pb::LoginRequest {
+        username: "ann".into(),
+        password: "wrong password".into(),
+    };
+    row(
+        "Login",
+        "wrong password",
+        describe(login.login(wrong).await),
+    );
+    let unknown = pb::LoginRequest {
+        username: "nobody".into(),
+        password: "wrong password".into(),
+    };
+    row(
+        "Login",
+        "unknown username",
+        describe(login.login(unknown).await),
+    );
+
+    let limited = TestApp::spawn_with(|settings| {
+        settings.rate_limit_per_second = 1;
+        settings.rate_limit_burst = 1;
+    })
+    .await;
+    let mut limited_client = limited.client().await;
+    let _within_burst = limited_client.list_users(list()).await;
+    row(
+        "ListUsers",
+        "past the rate limit",
+        describe(limited_client.list_users(list()).await),
+    );
 
     snapshot!("status_codes", table);
 }

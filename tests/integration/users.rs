@@ -106,8 +106,7 @@ async fn thirty_two_concurrent_creates_of_one_name_make_exactly_one_user() {
     let app = TestApp::spawn().await;
     let channel = app.channel().await;
     let attempts = (0..32).map(|i| {
-        let mut client =
-            user_service::pb::user_service_client::UserServiceClient::new(channel.clone());
+        let mut client = app.client_on(channel.clone());
         tokio::spawn(async move {
             let mut request = new_user("racer");
             request.email = format!("racer{i}@example.com");

@@ -1,0 +1,279 @@
+//! Bearer tokens: verification with the algorithm pinned to the configured key, and minting.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Role;
+
+/// The claims this service reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// A user id, or the name of a service.
+    pub sub: String,
+    /// `admin`, `moderator` or `user`.
+    pub role: String,
+    /// Expiry, seconds since the Unix epoch. Required: validation refuses a token without it
+    /// (the default only lets that check, rather than parsing, report it).
+    #[serde(default)]
+    pub exp: u64,
+    #[serde(default)]
+    pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Where the keys come from. With none of them the server makes a random secret.
+#[derive(Debug, Clone, Default)]
+pub struct JwtSettings {
+    /// HS256 shared secret.
+    pub secret: Option<Vec<u8>>,
+    /// PEM public key: RS256, ES256 or EdDSA, told apart by the key itself.
+    pub public_key_pem: Option<Vec<u8>>,
+    /// PEM Ed25519 private key, for signing Login tokens with EdDSA.
+    pub private_key_pem: Option<Vec<u8>>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Lifetime of tokens this server mints.
+    pub token_ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("configure either a JWT secret or a public key, not both")]
+    SecretAndPublicKey,
+    #[error("--jwt-private-key needs the matching --jwt-public-key")]
+    PrivateKeyWithoutPublicKey,
+    #[error("the JWT secret must be at least 32 bytes, got {0}")]
+    ShortSecret(usize),
+    #[error("the JWT public key is not an RSA, P-256 or Ed25519 public key in PEM form")]
+    UnreadablePublicKey,
+    #[error("the JWT private key is not an Ed25519 private key in PEM form")]
+    UnreadablePrivateKey,
+    #[error("no random source for the JWT secret")]
+    Random(#[from] getrandom::Error),
+}
+
+/// Why a token was refused; the text is for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    #[error("the token is signed with an algorithm this server does not accept")]
+    WrongAlgorithm,
+    #[error("the token is for another audience")]
+    WrongAudience,
+    #[error("the token is from another issuer")]
+    WrongIssuer,
+    #[error("the token has no expiry (exp)")]
+    MissingExpiry,
+    #[error("the token's role claim must be admin, moderator or user")]
+    UnknownRole,
+    #[error("the token is malformed")]
+    Malformed,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("this server cannot sign tokens: it holds only a public key")]
+pub struct CannotSign;
+
+/// Verifies tokens, and mints them when it holds a signing key.
+pub struct Jwt {
+    decoding: DecodingKey,
+    validation: Validation,
+    signing: Option<(EncodingKey, Algorithm)>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    ttl: Duration,
+}
+
+/// A secret made at start because none was configured: good only for development.
+pub struct GeneratedSecret;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {
+    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+        return Ok((key, Algorithm::EdDSA));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        return Ok((key, Algorithm::ES256));
+    }
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    Err(KeyError::UnreadablePublicKey)
+}
+
+impl Jwt {
+    /// Builds the verifier. Returns `Some(GeneratedSecret)` when no key was configured and a
+    /// random secret was made.
+    pub fn new(settings: &JwtSettings) -> Result<(Self, Option<GeneratedSecret>), KeyError> {
+        let mut generated = None;
+        let (decoding, signing, algorithm) = match (
+            &settings.secret,
+            &settings.public_key_pem,
+            &settings.private_key_pem,
+        ) {
+            (Some(_), Some(_), _) => return Err(KeyError::SecretAndPublicKey),
+            (None, None, Some(_)) => return Err(KeyError::PrivateKeyWithoutPublicKey),
+            (Some(secret), None, _) => {
+                if secret.len() < 32 {
+                    return Err(KeyError::ShortSecret(secret.len()));
+                }
+                let signing = (EncodingKey::from_secret(secret), Algorithm::HS256);
+                (
+                    DecodingKey::from_secret(secret),
+                    Some(signing),
+                    Algorithm::HS256,
+                )
+            }
+            (None, Some(pem), private) => {
+                let (decoding, algorithm) = public_key(pem)?;
+                let signing = match private {
+                    Some(pem) if algorithm == Algorithm::EdDSA => {
+                        let key = EncodingKey::from_ed_pem(pem)
+                            .map_err(|_| KeyError::UnreadablePrivateKey)?;
+                        Some((key, Algorithm::EdDSA))
+                    }
+                    Some(_) => return Err(KeyError::UnreadablePrivateKey),
+                    None => None,
+                };
+                (decoding, signing, algorithm)
+            }
+            (None, None, None) => {
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret)?;
+                generated = Some(GeneratedSecret);
+                let signing = (EncodingKey::from_secret(&secret), Algorithm::HS256);
+                (
+                    DecodingKey::from_secret(&secret),
+                    Some(signing),
+                    Algorithm::HS256,
+                )
+            }
+        };
+        // One algorithm, the key's: never `none`, never HS256 with a public key as secret.
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.leeway = 5;
+        validation.validate_aud = settings.audience.is_some();
+        if let Some(audience) = &settings.audience {
+            validation.set_audience(&[audience]);
+        }
+        if let Some(issuer) = &settings.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        let jwt = Self {
+            decoding,
+            validation,
+            signing,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            ttl: settings.token_ttl,
+        };
+        Ok((jwt, generated))
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Checks signature, algorithm, expiry, issuer and audience, and reads the role.
+    pub fn verify(&self, token: &str) -> Result<(Claims, Role), TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|err| match err.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    TokenError::WrongAlgorithm
+                }
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => {
+                    TokenError::MissingExpiry
+                }
+                ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                    TokenError::WrongAudience
+                }
+                ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => TokenError::WrongIssuer,
+                _ => TokenError::Malformed,
+            })?;
+        let role = Role::from_name(&data.claims.role).ok_or(TokenError::UnknownRole)?;
+        Ok((data.claims, role))
+    }
+
+    /// Signs a token for `subject` with `role`, valid for `ttl` (the configured lifetime when
+    /// `None`). Returns the token and its expiry in seconds since the epoch.
+    pub fn mint(
+        &self,
+        subject: &str,
+        role: Role,
+        ttl: Option<Duration>,
+    ) -> Result<(String, u64), CannotSign> {
+        let (key, algorithm) = self.signing.as_ref().ok_or(CannotSign)?;
+        let issued = now();
+        let claims = Claims {
+            sub: subject.to_owned(),
+            role: role.name().to_owned(),
+            exp: issued + ttl.unwrap_or(self.ttl).as_secs(),
+            iat: issued,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(*algorithm), &claims, key)
+            .expect("signing with a key that was parsed at start-up does not fail");
+        Ok((token, claims.exp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hs256() -> Jwt {
+        let settings = JwtSettings {
+            secret: Some(vec![7; 32]),
+            token_ttl: Duration::from_secs(60),
+            ..Default::default()
+        };
+        Jwt::new(&settings).unwrap().0
+    }
+
+    #[test]
+    fn a_minted_token_verifies_with_its_subject_and_role() {
+        let jwt = hs256();
+        let (token, _) = jwt.mint("billing", Role::Moderator, None).unwrap();
+        let (claims, role) = jwt.verify(&token).unwrap();
+        assert_eq!((claims.sub.as_str(), role), ("billing", Role::Moderator));
+    }
+
+    #[test]
+    fn a_short_secret_is_refused() {
+        let settings = JwtSettings {
+            secret: Some(b"short".to_vec()),
+            ..Default::default()
+        };
+        assert!(matches!(Jwt::new(&settings), Err(KeyError::ShortSecret(5))));
+    }
+
+    #[test]
+    fn without_keys_a_random_secret_is_generated() {
+        let (jwt, generated) = Jwt::new(&JwtSettings::default()).unwrap();
+        assert!(generated.is_some());
+        let (token, _) = jwt.mint("dev", Role::Admin, None).unwrap();
+        assert!(jwt.verify(&token).is_ok());
+        let (other, _) = Jwt::new(&JwtSettings::default()).unwrap();
+        assert_eq!(other.verify(&token).unwrap_err(), TokenError::BadSignature);
+    }
+}

@@ -1,0 +1,320 @@
+//! Who may do what. The rules, as the README states them:
+//!
+//! | caller    | may                                                                  |
+//! |-----------|----------------------------------------------------------------------|
+//! | admin     | everything                                                           |
+//! | moderator | read, list and watch everyone; suspend or reactivate users whose role |
+//! |           | is USER; read, update (not role or status) and delete themselves     |
+//! | user      | read, update (not role or status) and delete themselves; watch only  |
+//! |           | their own id                                                         |
+//! | anonymous | CreateUser when sign-up is on (the role is always USER); nothing else |
+//!
+//! SyncUsers messages are judged like the UpdateUser each carries.
+
+use super::Caller;
+use crate::domain::{Role, Status, UserId, UserPatch};
+
+/// What an update would change, as far as the policy cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub role: bool,
+    pub status: Option<Status>,
+    /// Username, email, full name or metadata.
+    pub profile: bool,
+}
+
+impl Changes {
+    pub fn of(patch: &UserPatch) -> Self {
+        Self {
+            role: patch.role.is_some(),
+            status: patch.status,
+            profile: patch.username.is_some()
+                || patch.email.is_some()
+                || patch.full_name.is_some()
+                || !patch.metadata.is_empty(),
+        }
+    }
+}
+
+/// One request, described for the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access<'a> {
+    Create,
+    BatchCreate,
+    Read {
+        target: UserId,
+    },
+    List,
+    /// `None` watches everyone.
+    Watch {
+        only: Option<&'a [UserId]>,
+    },
+    /// `target_role` is known only where the decision needs it (a moderator acting on
+    /// someone else).
+    Update {
+        target: UserId,
+        target_role: Option<Role>,
+        changes: Changes,
+    },
+    Delete {
+        target: UserId,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// UNAUTHENTICATED: the call needs a token.
+    #[error("this call needs a bearer token in the authorization metadata")]
+    NeedsToken,
+    /// PERMISSION_DENIED.
+    #[error("{role} may not {what}")]
+    Forbidden {
+        role: &'static str,
+        what: &'static str,
+    },
+}
+
+fn forbidden(role: Role, what: &'static str) -> Result<(), Denied> {
+    Err(Denied::Forbidden {
+        role: role.name(),
+        what,
+    })
+}
+
+/// Decides one request. `signup` is whether anonymous sign-up is on.
+pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(), Denied> {
+    let Some(role) = caller.role() else {
+        return match access {
+            Access::Create if signup => Ok(()),
+            _ => Err(Denied::NeedsToken),
+        };
+    };
+    let me = caller.user_id();
+    let is_me = |target: &UserId| me == Some(*target);
+    match (role, access) {
+        (Role::Admin, _) => Ok(()),
+
+        (Role::Moderator, Access::Read { .. } | Access::List | Access::Watch { .. }) => Ok(()),
+        (
+            Role::Moderator,
+            Access::Update {
+                target,
+                target_role,
+                changes,
+            },
+        ) if !is_me(target) => {
+            let only_status = !changes.role && !changes.profile;
+            let suspends_or_reactivates =
+                matches!(changes.status, Some(Status::Suspended | Status::Active));
+            if *target_role == Some(Role::User) && only_status && suspends_or_reactivates {
+                Ok(())
+            } else {
+                forbidden(
+                    role,
+                    "change other users beyond suspending or reactivating a USER",
+                )
+            }
+        }
+
+        (Role::Moderator | Role::User, Access::Read { target } | Access::Delete { target })
+            if is_me(target) =>
+        {
+            Ok(())
+        }
+        (
+            Role::Moderator | Role::User,
+            Access::Update {
+                target, changes, ..
+            },
+        ) if is_me(target) => {
+            if changes.role {
+                forbidden(role, "change their own role")
+            } else if changes.status.is_some() {
+                forbidden(role, "change their own status")
+            } else {
+                Ok(())
+            }
+        }
+        (Role::User, Access::Watch { only: Some(ids) })
+            if !ids.is_empty() && ids.iter().all(is_me) =>
+        {
+            Ok(())
+        }
+
+        (_, Access::Create) => forbidden(role, "create users"),
+        (_, Access::BatchCreate) => forbidden(role, "batch-create users"),
+        (_, Access::List) => forbidden(role, "list users"),
+        (_, Access::Watch { .. }) => forbidden(role, "watch users other than themselves"),
+        (_, Access::Read { .. }) => forbidden(role, "read other users"),
+        (_, Access::Update { .. }) => forbidden(role, "update other users"),
+        (_, Access::Delete { .. }) => forbidden(role, "delete other users"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(role: Role, id: UserId) -> Caller {
+        Caller::User { id, role }
+    }
+
+    fn status_only(status: Status) -> Changes {
+        Changes {
+            status: Some(status),
+            ..Changes::default()
+        }
+    }
+
+    const PROFILE: Changes = Changes {
+        role: false,
+        status: None,
+        profile: true,
+    };
+    const ROLE: Changes = Changes {
+        role: true,
+        status: None,
+        profile: false,
+    };
+
+    /// Every row of the policy: (caller role or None for anonymous, access, allowed?).
+    #[test]
+    fn the_policy_table_row_by_row() {
+        let me = UserId::new();
+        let other = UserId::new();
+        let mine = [me];
+        let theirs = [other];
+        let update = |target, target_role, changes| Access::Update {
+            target,
+            target_role: Some(target_role),
+            changes,
+        };
+        let rows: Vec<(Option<Role>, Access<'_>, bool)> = vec![
+            (Some(Role::Admin), Access::Create, true),
+            (Some(Role::Admin), Access::BatchCreate, true),
+            (Some(Role::Admin), Access::List, true),
+            (Some(Role::Admin), Access::Watch { only: None }, true),
+            (Some(Role::Admin), update(other, Role::Admin, ROLE), true),
+            (Some(Role::Admin), Access::Delete { target: other }, true),
+            (Some(Role::Moderator), Access::Read { target: other }, true),
+            (Some(Role::Moderator), Access::List, true),
+            (Some(Role::Moderator), Access::Watch { only: None }, true),
+            (
+                Some(Role::Moderator),
+                update(other, Role::User, status_only(Status::Suspended)),
+                true,
+            ),
+            (
+                Some(Role::Moderator),
+                update(other, Role::User, status_only(Status::Active)),
+                true,
+            ),
+            (
+                Some(Role::Moderator),
+                update(other, Role::User, status_only(Status::Inactive)),
+                false,
+            ),
+            (
+                Some(Role::Moderator),
+                update(other, Role::Admin, status_only(Status::Suspended)),
+                false,
+            ),
+            (
+                Some(Role::Moderator),
+                update(other, Role::Moderator, status_only(Status::Suspended)),
+                false,
+            ),
+            (
+                Some(Role::Moderator),
+                update(other, Role::User, PROFILE),
+                false,
+            ),
+            (
+                Some(Role::Moderator),
+                update(other, Role::User, ROLE),
+                false,
+            ),
+            (
+                Some(Role::Moderator),
+                update(me, Role::Moderator, PROFILE),
+                true,
+            ),
+            (
+                Some(Role::Moderator),
+                update(me, Role::Moderator, ROLE),
+                false,
+            ),
+            (
+                Some(Role::Moderator),
+                Access::Delete { target: other },
+                false,
+            ),
+            (Some(Role::Moderator), Access::Create, false),
+            (Some(Role::Moderator), Access::BatchCreate, false),
+            (Some(Role::User), Access::Read { target: me }, true),
+            (Some(Role::User), Access::Read { target: other }, false),
+            (Some(Role::User), update(me, Role::User, PROFILE), true),
+            (Some(Role::User), update(me, Role::User, ROLE), false),
+            (
+                Some(Role::User),
+                update(me, Role::User, status_only(Status::Active)),
+                false,
+            ),
+            (Some(Role::User), update(other, Role::User, PROFILE), false),
+            (Some(Role::User), Access::Delete { target: me }, true),
+            (Some(Role::User), Access::Delete { target: other }, false),
+            (Some(Role::User), Access::Watch { only: Some(&mine) }, true),
+            (
+                Some(Role::User),
+                Access::Watch {
+                    only: Some(&theirs),
+                },
+                false,
+            ),
+            (Some(Role::User), Access::Watch { only: None }, false),
+            (Some(Role::User), Access::List, false),
+            (Some(Role::User), Access::Create, false),
+            (Some(Role::User), Access::BatchCreate, false),
+        ];
+        for (role, access, allowed) in rows {
+            let who = match role {
+                Some(role) => caller(role, me),
+                None => Caller::Anonymous,
+            };
+            let decision = authorize(&who, &access, false);
+            assert_eq!(
+                decision.is_ok(),
+                allowed,
+                "{role:?} {access:?}: {decision:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn anonymous_callers_may_only_sign_up_and_only_when_sign_up_is_on() {
+        assert_eq!(authorize(&Caller::Anonymous, &Access::Create, true), Ok(()));
+        assert_eq!(
+            authorize(&Caller::Anonymous, &Access::Create, false),
+            Err(Denied::NeedsToken)
+        );
+        assert_eq!(
+            authorize(&Caller::Anonymous, &Access::List, true),
+            Err(Denied::NeedsToken)
+        );
+    }
+
+    #[test]
+    fn a_service_token_acts_with_its_role_and_owns_no_account() {
+        let service = Caller::Service {
+            name: "billing".into(),
+            role: Role::User,
+        };
+        let target = UserId::new();
+        assert!(authorize(&service, &Access::Read { target }, false).is_err());
+        let admin = Caller::Service {
+            name: "ops".into(),
+            role: Role::Admin,
+        };
+        assert!(authorize(&admin, &Access::Delete { target }, false).is_ok());
+    }
+}

@@ -1,0 +1,151 @@
+//! AuthService.Login: a username and password for an access token.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tonic::{Request, Response, Status};
+
+use super::convert::{timestamp, user_to_pb};
+use crate::auth::jwt::Jwt;
+use crate::domain::{Password, Status as UserStatus, Username, ValidationError, Violations};
+use crate::error::ServiceError;
+use crate::middleware::client_ip;
+use crate::password::{PasswordHash, PasswordHasher};
+use crate::pb::{self, auth_service_server::AuthService};
+use crate::storage::Store;
+
+/// Password guessing limits: per username and per client address, tighter than the general
+/// rate limit.
+pub struct LoginLimits {
+    by_username: DefaultKeyedRateLimiter<String>,
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl LoginLimits {
+    /// `per_minute` attempts a minute sustained, in bursts of at most that many.
+    pub fn new(per_minute: NonZeroU32, trusted_proxies: Vec<IpAddr>) -> Self {
+        let quota = Quota::per_minute(per_minute);
+        Self {
+            by_username: RateLimiter::keyed(quota),
+            by_address: RateLimiter::keyed(quota),
+            trusted_proxies,
+        }
+    }
+
+    fn check(&self, username: &str, address: Option<IpAddr>) -> Result<(), ServiceError> {
+        let refused = |wait: std::time::Duration| {
+            ServiceError::ResourceExhausted(format!(
+                "too many login attempts: retry in {} s",
+                wait.as_secs().max(1)
+            ))
+        };
+        let now = DefaultClock::default().now();
+        self.by_username
+            .check_key(&username.to_ascii_lowercase())
+            .map_err(|not_until| refused(not_until.wait_time_from(now)))?;
+        if let Some(address) = address {
+            self.by_address
+                .check_key(&address)
+                .map_err(|not_until| refused(not_until.wait_time_from(now)))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets keys whose limit has fully recovered, so the maps stay bounded.
+    pub fn forget_idle_keys(&self) {
+        self.by_username.retain_recent();
+        self.by_address.retain_recent();
+        self.by_username.shrink_to_fit();
+        self.by_address.shrink_to_fit();
+    }
+}
+
+pub struct AuthServiceImpl {
+    store: Store,
+    hasher: PasswordHasher,
+    jwt: Arc<Jwt>,
+    limits: Arc<LoginLimits>,
+    /// Checked against when the username does not exist, so a miss costs a full hash too.
+    decoy: PasswordHash,
+}
+
+impl AuthServiceImpl {
+    pub fn new(
+        store: Store,
+        hasher: PasswordHasher,
+        jwt: Arc<Jwt>,
+        limits: Arc<LoginLimits>,
+        decoy: PasswordHash,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            jwt,
+            limits,
+            decoy,
+        }
+    }
+}
+
+const WRONG: &str = "the username or password is wrong";
+
+#[tonic::async_trait]
+impl AuthService for AuthServiceImpl {
+    #[tracing::instrument(skip_all)]
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let headers = request.metadata().clone().into_headers();
+        let address = client_ip(request.extensions(), &headers, &self.limits.trusted_proxies);
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let username = violations.check(Username::parse(request.username));
+        let password = violations.check(Password::parse(request.password));
+        let (username, password) = violations
+            .finish(|| Some((username?, password?)))
+            .map_err(|invalid: ValidationError| ServiceError::from(invalid))?;
+        self.limits.check(username.as_str(), address)?;
+
+        let found = self
+            .store
+            .credentials(username.as_str().to_owned())
+            .await
+            .map_err(ServiceError::from)?;
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, self.decoy.clone()),
+        };
+        let matched = self
+            .hasher
+            .verify(password, hash)
+            .await
+            .map_err(ServiceError::from)?;
+        let user = match user {
+            Some(user) if matched => user,
+            _ => return Err(ServiceError::Unauthenticated(WRONG.into()).into()),
+        };
+        if user.status != UserStatus::Active {
+            return Err(ServiceError::Unauthenticated(format!(
+                "the account is {}",
+                format!("{:?}", user.status).to_lowercase()
+            ))
+            .into());
+        }
+        let (token, expires) = self
+            .jwt
+            .mint(&user.id.to_string(), user.role, None)
+            .map_err(|err| ServiceError::FailedPrecondition(err.to_string()))?;
+        tracing::info!(user_id = %user.id, "logged in");
+        let expires_ns = i64::try_from(expires).unwrap_or(i64::MAX / 1_000_000_000) * 1_000_000_000;
+        Ok(Response::new(pb::LoginResponse {
+            access_token: token,
+            expires_at: Some(timestamp(expires_ns)),
+            user: Some(user_to_pb(user)),
+        }))
+    }
+}

@@ -1,0 +1,166 @@
+//! Outermost layer: one structured line per call with method, peer, principal, gRPC code and
+//! duration. The code comes from `grpc-status` (trailers-only headers, or the trailers).
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body::{Body, Frame, SizeHint};
+use tonic::Code;
+use tower::{Layer, Service};
+
+use super::peer_addr;
+
+/// Where the auth layer, further in, leaves the caller's principal for the log line.
+#[derive(Clone, Default)]
+pub struct PrincipalSlot(Arc<OnceLock<String>>);
+
+impl PrincipalSlot {
+    pub fn set(&self, principal: String) {
+        let _ = self.0.set(principal);
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct AccessLogLayer;
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?.to_str().ok()?;
+    value.parse::<i32>().ok().map(Code::from_i32)
+}
+
+/// One call in flight; logs exactly once, when the response ends or is dropped.
+struct CallRecord {
+    method: String,
+    peer: Option<std::net::SocketAddr>,
+    principal: PrincipalSlot,
+    started: Instant,
+    code: Option<Code>,
+    logged: bool,
+}
+
+impl CallRecord {
+    fn finish(&mut self, code: Option<Code>) {
+        if self.logged {
+            return;
+        }
+        self.logged = true;
+        // No status at all means the response was abandoned: the client went away.
+        let code = code.or(self.code).unwrap_or(Code::Cancelled);
+        let peer = self.peer.map(|peer| peer.to_string());
+        let peer = peer.as_deref().unwrap_or("-");
+        let principal = self.principal.0.get().map_or("-", String::as_str);
+        let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let method = self.method.as_str();
+        match code {
+            Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss => {
+                tracing::warn!(target: "user_service::access", method, peer, principal, code = ?code, micros, "call");
+            }
+            _ => {
+                tracing::info!(target: "user_service::access", method, peer, principal, code = ?code, micros, "call");
+            }
+        }
+    }
+}
+
+/// The response body, watched for the trailers that carry the gRPC status.
+pub struct LoggedBody<B> {
+    inner: B,
+    record: CallRecord,
+}
+
+impl<B> Drop for LoggedBody<B> {
+    fn drop(&mut self) {
+        self.record.finish(None);
+    }
+}
+
+impl<B> Body for LoggedBody<B>
+where
+    B: Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_code) {
+                    self.record.finish(Some(code));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.record.finish(Some(Code::Internal)),
+            Poll::Ready(None) => self.record.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AccessLog<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Body + Unpin,
+{
+    type Response = http::Response<LoggedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let principal = PrincipalSlot::default();
+        request.extensions_mut().insert(principal.clone());
+        let record = CallRecord {
+            method: request.uri().path().to_owned(),
+            peer: peer_addr(request.extensions()),
+            principal,
+            started: Instant::now(),
+            code: None,
+            logged: false,
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut record = record;
+            match response.await {
+                Ok(response) => {
+                    record.code = grpc_code(response.headers());
+                    Ok(response.map(|inner| LoggedBody { inner, record }))
+                }
+                Err(err) => {
+                    record.finish(Some(Code::Internal));
+                    Err(err)
+                }
+            }
+        })
+    }
+}

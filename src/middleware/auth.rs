@@ -1,0 +1,143 @@
+//! Second layer: turns the bearer token into a `Caller` for the handlers (and a principal for
+//! the access log and the rate limiter). Bad tokens stop here with UNAUTHENTICATED; what an
+//! authenticated caller may do is decided by `auth::policy` in the handlers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::Status;
+use tower::{Layer, Service, ServiceExt};
+
+use super::access_log::PrincipalSlot;
+use super::{Response, is_infrastructure, status_response};
+use crate::auth::Caller;
+use crate::auth::jwt::Jwt;
+use crate::domain::{Status as UserStatus, UserId};
+use crate::storage::{Store, StoreError};
+
+/// Calls that anyone may make without a token.
+const OPEN_METHODS: [&str; 1] = ["/userservice.AuthService/Login"];
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    jwt: Arc<Jwt>,
+    store: Store,
+}
+
+impl AuthLayer {
+    pub fn new(jwt: Arc<Jwt>, store: Store) -> Self {
+        Self { jwt, store }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl AuthLayer {
+    /// Who the `authorization` value names. A token whose subject is a stored user stands for
+    /// that user as they are now: a suspended, inactive or deleted user's token stops working.
+    async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, Status> {
+        let Some(value) = authorization else {
+            return Ok(Caller::Anonymous);
+        };
+        let token = std::str::from_utf8(value)
+            .ok()
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
+            })
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| {
+                Status::unauthenticated("the authorization metadata must be 'Bearer <token>'")
+            })?;
+        let (claims, role) = self
+            .jwt
+            .verify(token)
+            .map_err(|err| Status::unauthenticated(err.to_string()))?;
+        let Ok(id) = UserId::parse("sub", &claims.sub) else {
+            return Ok(Caller::Service {
+                name: claims.sub,
+                role,
+            });
+        };
+        match self.store.get(id).await {
+            Ok(user) if user.status == UserStatus::Active => Ok(Caller::User {
+                id,
+                role: user.role,
+            }),
+            Ok(user) => Err(Status::unauthenticated(format!(
+                "the token's user is {}",
+                format!("{:?}", user.status).to_lowercase()
+            ))),
+            Err(StoreError::NotFound(_)) => {
+                Err(Status::unauthenticated("the token's user no longer exists"))
+            }
+            Err(err) => {
+                tracing::error!(error = %crate::error::chain(&err), "authentication lookup failed");
+                Err(Status::internal("internal error"))
+            }
+        }
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for Auth<S>
+where
+    S: Service<http::Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is checked on the clone that serves each call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        let path = request.uri().path();
+        if is_infrastructure(path) || OPEN_METHODS.contains(&path) {
+            request.extensions_mut().insert(Caller::Anonymous);
+            return Box::pin(inner.oneshot(request));
+        }
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let authorization = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|value| value.as_bytes().to_vec());
+            let caller = match layer.authenticate(authorization.as_deref()).await {
+                Ok(caller) => caller,
+                Err(status) => return Ok(status_response(status)),
+            };
+            if let (Some(slot), Some(principal)) = (
+                request.extensions().get::<PrincipalSlot>(),
+                caller.principal(),
+            ) {
+                slot.set(principal);
+            }
+            request.extensions_mut().insert(caller);
+            inner.oneshot(request).await
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! The tower layers every call passes through, in the architecture diagram's order:
+//! access log -> authentication -> rate limit -> load shedding -> the services.
+//! `startup` assembles them.
+
+pub mod access_log;
+pub mod auth;
+pub mod load_shed;
+pub mod rate_limit;
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::Extensions;
+use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+pub use access_log::AccessLogLayer;
+pub use auth::AuthLayer;
+pub use load_shed::LoadShedLayer;
+pub use rate_limit::RateLimitLayer;
+
+type Response = http::Response<tonic::body::Body>;
+
+/// A complete gRPC error response (trailers-only: HTTP 200 with `grpc-status` in the headers).
+fn status_response(status: Status) -> Response {
+    status.into_http()
+}
+
+/// Calls that need no token and are never limited: health checks and reflection.
+fn is_infrastructure(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
+/// The TCP peer of the connection, over plain TCP or TLS.
+fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.get_ref().remote_addr())
+        })
+}
+
+/// The client's IP: the TCP peer, unless the peer is a trusted proxy, in which case the
+/// nearest untrusted hop of `x-forwarded-for` (or `forwarded: for=`) is the client.
+pub fn client_ip(
+    extensions: &Extensions,
+    headers: &http::HeaderMap,
+    trusted_proxies: &[IpAddr],
+) -> Option<IpAddr> {
+    let peer = peer_addr(extensions)?.ip();
+    if !trusted_proxies.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded_for = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let hops = if forwarded_for.is_empty() {
+        headers
+            .get_all("forwarded")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .flat_map(|element| element.split(';'))
+            .filter_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                key.eq_ignore_ascii_case("for")
+                    .then(|| value.trim_matches('"').trim_start_matches('[').to_owned())
+            })
+            .map(|value| match value.split_once(']') {
+                Some((v6, _)) => v6.to_owned(),
+                None => value,
+            })
+            .collect()
+    } else {
+        forwarded_for
+    };
+    hops.iter()
+        .rev()
+        .filter_map(|hop| {
+            hop.parse::<IpAddr>()
+                .ok()
+                .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+        })
+        .find(|ip| !trusted_proxies.contains(ip))
+        .or(Some(peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, headers: &[(&'static str, &str)]) -> http::Request<()> {
+        let mut request = http::Request::new(());
+        for (name, value) in headers {
+            request.headers_mut().append(*name, value.parse().unwrap());
+        }
+        let info = TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(peer.parse().unwrap()),
+        };
+        request.extensions_mut().insert(info);
+        request
+    }
+
+    #[test]
+    fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
+        let request = request("203.0.113.9:5000", &[("x-forwarded-for", "198.51.100.1")]);
+        assert_eq!(
+            client_ip(request.extensions(), request.headers(), &[]),
+            "203.0.113.9".parse().ok()
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_nearest_untrusted_hop() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let request = request(
+            "10.0.0.2:5000",
+            &[("x-forwarded-for", "198.51.100.7, 203.0.113.1, 10.0.0.2")],
+        );
+        assert_eq!(
+            client_ip(request.extensions(), request.headers(), &[proxy]),
+            "203.0.113.1".parse().ok()
+        );
+    }
+
+    #[test]
+    fn the_forwarded_header_is_read_when_x_forwarded_for_is_absent() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let request = request(
+            "10.0.0.2:5000",
+            &[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https")],
+        );
+        assert_eq!(
+            client_ip(request.extensions(), request.headers(), &[proxy]),
+            "2001:db8::1".parse().ok()
+        );
+    }
+}

@@ -1,0 +1,813 @@
+//! Authentication, the access policy row by row, escalation attempts, Login, rate limiting,
+//! load shedding, TLS and the access log.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use user_service::domain::Role;
+use user_service::pb::auth_service_client::AuthServiceClient;
+use user_service::pb::{
+    CreateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, LoginRequest,
+    UpdateUserRequest, UserRole, UserStatus, WatchUsersRequest,
+};
+
+use crate::helpers::{Client, TestApp, create, create_many, new_user};
+
+/// One call, made to see which code it gets.
+enum Op {
+    Get(String),
+    List,
+    WatchAll,
+    WatchOnly(String),
+    Update(UpdateUserRequest),
+    Delete(String),
+    Create(CreateUserRequest),
+    Batch(Vec<CreateUserRequest>),
+    Sync(UpdateUserRequest),
+}
+
+async fn attempt(client: &mut Client, op: Op) -> Code {
+    let code = |result: Result<(), tonic::Status>| result.err().map_or(Code::Ok, |s| s.code());
+    match op {
+        Op::Get(user_id) => code(client.get_user(GetUserRequest { user_id }).await.map(drop)),
+        Op::List => code(
+            client
+                .list_users(ListUsersRequest::default())
+                .await
+                .map(drop),
+        ),
+        Op::WatchAll => {
+            let request = WatchUsersRequest {
+                include_all: true,
+                ..Default::default()
+            };
+            code(client.watch_users(request).await.map(drop))
+        }
+        Op::WatchOnly(id) => {
+            let request = WatchUsersRequest {
+                user_ids: vec![id],
+                ..Default::default()
+            };
+            code(client.watch_users(request).await.map(drop))
+        }
+        Op::Update(request) => code(client.update_user(request).await.map(drop)),
+        Op::Delete(user_id) => code(
+            client
+                .delete_user(DeleteUserRequest {
+                    user_id,
+                    etag: None,
+                })
+                .await
+                .map(drop),
+        ),
+        Op::Create(request) => code(client.create_user(request).await.map(drop)),
+        Op::Batch(requests) => {
+            let response = client
+                .batch_create_users(tokio_stream::iter(requests))
+                .await;
+            code(response.map(drop))
+        }
+        Op::Sync(request) => {
+            let mut replies = client
+                .sync_users(tokio_stream::iter([request]))
+                .await
+                .expect("the sync stream opens")
+                .into_inner();
+            let reply = replies
+                .message()
+                .await
+                .unwrap()
+                .expect("one reply per update");
+            reply
+                .failure
+                .map_or(Code::Ok, |failure| Code::from_i32(failure.code))
+        }
+    }
+}
+
+fn update(user_id: &str) -> UpdateUserRequest {
+    UpdateUserRequest {
+        user_id: user_id.into(),
+        ..Default::default()
+    }
+}
+
+async fn create_with_role(client: &mut Client, name: &str, role: UserRole) -> String {
+    let request = CreateUserRequest {
+        role: role as i32,
+        ..new_user(name)
+    };
+    client
+        .create_user(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn the_access_policy_holds_row_by_row_through_the_real_server() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let alice = create_with_role(&mut admin, "alice", UserRole::User).await;
+    let bob = create_with_role(&mut admin, "bob", UserRole::User).await;
+    let moderator = create_with_role(&mut admin, "mod", UserRole::Moderator).await;
+    let boss = create_with_role(&mut admin, "boss", UserRole::Admin).await;
+
+    let as_user = |id: &str, role| app.token(id, role);
+    let rows: Vec<(&str, Option<String>, Op, Code)> = vec![
+        (
+            "anonymous reads",
+            None,
+            Op::Get(alice.clone()),
+            Code::Unauthenticated,
+        ),
+        ("anonymous lists", None, Op::List, Code::Unauthenticated),
+        (
+            "anonymous signs up while sign-up is off",
+            None,
+            Op::Create(new_user("newbie")),
+            Code::Unauthenticated,
+        ),
+        (
+            "user reads self",
+            Some(as_user(&alice, Role::User)),
+            Op::Get(alice.clone()),
+            Code::Ok,
+        ),
+        (
+            "user reads another",
+            Some(as_user(&alice, Role::User)),
+            Op::Get(bob.clone()),
+            Code::PermissionDenied,
+        ),
+        (
+            "user lists",
+            Some(as_user(&alice, Role::User)),
+            Op::List,
+            Code::PermissionDenied,
+        ),
+        (
+            "user watches everyone",
+            Some(as_user(&alice, Role::User)),
+            Op::WatchAll,
+            Code::PermissionDenied,
+        ),
+        (
+            "user watches self",
+            Some(as_user(&alice, Role::User)),
+            Op::WatchOnly(alice.clone()),
+            Code::Ok,
+        ),
+        (
+            "user watches another",
+            Some(as_user(&alice, Role::User)),
+            Op::WatchOnly(bob.clone()),
+            Code::PermissionDenied,
+        ),
+        (
+            "user renames self",
+            Some(as_user(&alice, Role::User)),
+            Op::Update(UpdateUserRequest {
+                full_name: Some("Al".into()),
+                ..update(&alice)
+            }),
+            Code::Ok,
+        ),
+        (
+            "user raises own role",
+            Some(as_user(&alice, Role::User)),
+            Op::Update(UpdateUserRequest {
+                role: Some(UserRole::Admin as i32),
+                ..update(&alice)
+            }),
+            Code::PermissionDenied,
+        ),
+        (
+            "user changes own status",
+            Some(as_user(&alice, Role::User)),
+            Op::Update(UpdateUserRequest {
+                status: Some(UserStatus::Active as i32),
+                ..update(&alice)
+            }),
+            Code::PermissionDenied,
+        ),
+        (
+            "user renames another",
+            Some(as_user(&alice, Role::User)),
+            Op::Update(UpdateUserRequest {
+                full_name: Some("B".into()),
+                ..update(&bob)
+            }),
+            Code::PermissionDenied,
+        ),
+        (
+            "user syncs self",
+            Some(as_user(&alice, Role::User)),
+            Op::Sync(UpdateUserRequest {
+                full_name: Some("Ali".into()),
+                ..update(&alice)
+            }),
+            Code::Ok,
+        ),
+        (
+            "user syncs another",
+            Some(as_user(&alice, Role::User)),
+            Op::Sync(UpdateUserRequest {
+                full_name: Some("B".into()),
+                ..update(&bob)
+            }),
+            Code::PermissionDenied,
+        ),
+        (
+            "user creates",
+            Some(as_user(&alice, Role::User)),
+            Op::Create(new_user("made_by_alice")),
+            Code::PermissionDenied,
+        ),
+        (
+            "user batch-creates admins",
+            Some(as_user(&alice, Role::User)),
+            Op::Batch(vec![CreateUserRequest {
+                role: UserRole::Admin as i32,
+                ..new_user("sneaky")
+            }]),
+            Code::PermissionDenied,
+        ),
+        (
+            "user deletes another",
+            Some(as_user(&alice, Role::User)),
+            Op::Delete(bob.clone()),
+            Code::PermissionDenied,
+        ),
+        (
+            "moderator reads another",
+            Some(as_user(&moderator, Role::User)),
+            Op::Get(bob.clone()),
+            Code::Ok,
+        ),
+        (
+            "moderator lists",
+            Some(as_user(&moderator, Role::User)),
+            Op::List,
+            Code::Ok,
+        ),
+        (
+            "moderator watches everyone",
+            Some(as_user(&moderator, Role::User)),
+            Op::WatchAll,
+            Code::Ok,
+        ),
+        (
+            "moderator suspends a user",
+            Some(as_user(&moderator, Role::User)),
+            Op::Update(UpdateUserRequest {
+                status: Some(UserStatus::Suspended as i32),
+                ..update(&bob)
+            }),
+            Code::Ok,
+        ),
+        (
+            "moderator reactivates a user",
+            Some(as_user(&moderator, Role::User)),
+            Op::Update(UpdateUserRequest {
+                status: Some(UserStatus::Active as i32),
+                ..update(&bob)
+            }),
+            Code::Ok,
+        ),
+        (
+            "moderator renames a user",
+            Some(as_user(&moderator, Role::User)),
+            Op::Update(UpdateUserRequest {
+                full_name: Some("B".into()),
+                ..update(&bob)
+            }),
+            Code::PermissionDenied,
+        ),
+        (
+            "moderator suspends an admin",
+            Some(as_user(&moderator, Role::User)),
+            Op::Update(UpdateUserRequest {
+                status: Some(UserStatus::Suspended as i32),
+                ..update(&boss)
+            }),
+            Code::PermissionDenied,
+        ),
+        (
+            "moderator deletes a user",
+            Some(as_user(&moderator, Role::User)),
+            Op::Delete(bob.clone()),
+            Code::PermissionDenied,
+        ),
+        (
+            "moderator creates",
+            Some(as_user(&moderator, Role::User)),
+            Op::Create(new_user("made_by_mod")),
+            Code::PermissionDenied,
+        ),
+        (
+            "admin changes a role",
+            Some(as_user(&boss, Role::User)),
+            Op::Update(UpdateUserRequest {
+                role: Some(UserRole::Moderator as i32),
+                ..update(&bob)
+            }),
+            Code::Ok,
+        ),
+        (
+            "admin creates",
+            Some(as_user(&boss, Role::User)),
+            Op::Create(new_user("made_by_boss")),
+            Code::Ok,
+        ),
+        (
+            "admin batch-creates",
+            Some(as_user(&boss, Role::User)),
+            Op::Batch(vec![new_user("batched_by_boss")]),
+            Code::Ok,
+        ),
+        (
+            "admin deletes another",
+            Some(as_user(&boss, Role::User)),
+            Op::Delete(bob.clone()),
+            Code::Ok,
+        ),
+        (
+            "user deletes self",
+            Some(as_user(&alice, Role::User)),
+            Op::Delete(alice.clone()),
+            Code::Ok,
+        ),
+    ];
+    for (row, token, op, expected) in rows {
+        let mut client = app.client_with(token.as_deref()).await;
+        assert_eq!(attempt(&mut client, op).await, expected, "{row}");
+    }
+}
+
+#[tokio::test]
+async fn a_stored_users_current_role_counts_not_the_role_in_their_token() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let plain = create(&mut admin, "plainuser").await;
+    // The token claims admin, but the stored user is a plain USER.
+    let mut client = app
+        .client_with(Some(&app.token(&plain.id, Role::Admin)))
+        .await;
+    assert_eq!(attempt(&mut client, Op::List).await, Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_suspended_or_deleted_users_token_stops_working_on_the_next_call() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let user = create(&mut admin, "soonsuspended").await;
+    let mut client = app
+        .client_with(Some(&app.token(&user.id, Role::User)))
+        .await;
+    assert_eq!(
+        attempt(&mut client, Op::Get(user.id.clone())).await,
+        Code::Ok
+    );
+
+    let suspend = UpdateUserRequest {
+        status: Some(UserStatus::Suspended as i32),
+        ..update(&user.id)
+    };
+    admin.update_user(suspend).await.unwrap();
+    let status = client
+        .get_user(GetUserRequest {
+            user_id: user.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains("suspended"),
+        "{}",
+        status.message()
+    );
+
+    admin
+        .delete_user(DeleteUserRequest {
+            user_id: user.id.clone(),
+            etag: None,
+        })
+        .await
+        .unwrap();
+    let status = client
+        .get_user(GetUserRequest {
+            user_id: user.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains("no longer exists"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn sign_up_when_allowed_always_makes_a_plain_user() {
+    let app = TestApp::spawn_with(|settings| settings.allow_signup = true).await;
+    let mut anonymous = app.client_with(None).await;
+    let request = CreateUserRequest {
+        role: UserRole::Admin as i32,
+        ..new_user("upstart")
+    };
+    let user = anonymous
+        .create_user(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        user.role,
+        UserRole::User as i32,
+        "sign-up asked for ADMIN and got USER"
+    );
+    assert_eq!(
+        attempt(&mut anonymous, Op::List).await,
+        Code::Unauthenticated
+    );
+}
+
+fn forged(header: &str, claims: &serde_json::Value, signature: &str) -> String {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    format!(
+        "{}.{}.{}",
+        b64(header.as_bytes()),
+        b64(claims.to_string().as_bytes()),
+        signature
+    )
+}
+
+fn in_an_hour() -> u64 {
+    jsonwebtoken::get_current_timestamp() + 3600
+}
+
+#[tokio::test]
+async fn bad_tokens_are_unauthenticated_with_a_reason() {
+    let app = TestApp::spawn().await;
+    let claims = |exp: u64| serde_json::json!({ "sub": "svc", "role": "admin", "exp": exp });
+    let sign = |claims: &serde_json::Value, secret: &[u8]| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let cases = [
+        ("garbage", "not.a.token".to_string(), "malformed"),
+        (
+            "expired",
+            sign(
+                &claims(jsonwebtoken::get_current_timestamp() - 3600),
+                crate::helpers::TEST_SECRET.as_bytes(),
+            ),
+            "expired",
+        ),
+        (
+            "wrong signature",
+            sign(
+                &claims(in_an_hour()),
+                b"some-other-secret-of-thirty-two-bytes",
+            ),
+            "signature",
+        ),
+        (
+            "alg none",
+            forged(r#"{"alg":"none","typ":"JWT"}"#, &claims(in_an_hour()), ""),
+            "token",
+        ),
+        (
+            "no expiry",
+            sign(
+                &serde_json::json!({ "sub": "svc", "role": "admin" }),
+                crate::helpers::TEST_SECRET.as_bytes(),
+            ),
+            "exp",
+        ),
+        (
+            "unknown role",
+            sign(
+                &serde_json::json!({ "sub": "svc", "role": "root", "exp": in_an_hour() }),
+                crate::helpers::TEST_SECRET.as_bytes(),
+            ),
+            "role",
+        ),
+    ];
+    for (case, token, reason) in cases {
+        let mut client = app.client_with(Some(&token)).await;
+        let status = client
+            .list_users(ListUsersRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{case}: {status:?}");
+        assert!(
+            status.message().contains(reason),
+            "{case}: {}",
+            status.message()
+        );
+    }
+
+    let mut client = app.client_with(None).await;
+    let status = client
+        .list_users(ListUsersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(
+        status.message().contains("bearer token"),
+        "{}",
+        status.message()
+    );
+
+    let mut basic = user_service::pb::user_service_client::UserServiceClient::with_interceptor(
+        app.channel().await,
+        |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
+            Ok(request)
+        },
+    );
+    let status = basic
+        .list_users(ListUsersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("Bearer"), "{}", status.message());
+}
+
+const RSA_PUBLIC: &str = include_str!("../fixtures/jwt/rsa_public.pem");
+const RSA_PRIVATE: &str = include_str!("../fixtures/jwt/rsa_private.pem");
+
+#[tokio::test]
+async fn with_an_rsa_key_the_algorithm_is_pinned_and_issuer_and_audience_are_checked() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.jwt.secret = None;
+        settings.jwt.public_key_pem = Some(RSA_PUBLIC.as_bytes().to_vec());
+        settings.jwt.issuer = Some("https://issuer.example".into());
+        settings.jwt.audience = Some("user-service".into());
+    })
+    .await;
+    let claims = |iss: &str, aud: &str| serde_json::json!({ "sub": "svc", "role": "admin", "exp": in_an_hour(), "iss": iss, "aud": aud });
+    let rs256 = |claims: &serde_json::Value| {
+        let key = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &key).unwrap()
+    };
+    // The classic confusion attack: HS256 with the public key as the shared secret.
+    let confused = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims("https://issuer.example", "user-service"),
+        &EncodingKey::from_secret(RSA_PUBLIC.as_bytes()),
+    )
+    .unwrap();
+    let cases = [
+        (
+            "valid RS256",
+            rs256(&claims("https://issuer.example", "user-service")),
+            Code::Ok,
+        ),
+        (
+            "HS256 signed with the RSA public key",
+            confused,
+            Code::Unauthenticated,
+        ),
+        (
+            "wrong issuer",
+            rs256(&claims("https://evil.example", "user-service")),
+            Code::Unauthenticated,
+        ),
+        (
+            "wrong audience",
+            rs256(&claims("https://issuer.example", "other-service")),
+            Code::Unauthenticated,
+        ),
+    ];
+    for (case, token, expected) in cases {
+        let mut client = app.client_with(Some(&token)).await;
+        assert_eq!(attempt(&mut client, Op::List).await, expected, "{case}");
+    }
+}
+
+async fn login(
+    app: &TestApp,
+    username: &str,
+    password: &str,
+) -> Result<user_service::pb::LoginResponse, tonic::Status> {
+    let mut client = AuthServiceClient::new(app.channel().await);
+    client
+        .login(LoginRequest {
+            username: username.into(),
+            password: password.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn login_returns_a_working_token_and_refuses_wrong_unknown_and_suspended_alike() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let user = create(&mut admin, "loginner").await;
+    let suspended = create(&mut admin, "benched").await;
+    admin
+        .update_user(UpdateUserRequest {
+            status: Some(UserStatus::Suspended as i32),
+            ..update(&suspended.id)
+        })
+        .await
+        .unwrap();
+
+    let response = login(&app, "LOGINNER", "correct horse battery")
+        .await
+        .expect("login succeeds");
+    assert_eq!(response.user.as_ref().unwrap().id, user.id);
+    assert!(response.expires_at.is_some());
+    let mut client = app.client_with(Some(&response.access_token)).await;
+    assert_eq!(
+        attempt(&mut client, Op::Get(user.id.clone())).await,
+        Code::Ok,
+        "the token works"
+    );
+    assert_eq!(
+        attempt(&mut client, Op::List).await,
+        Code::PermissionDenied,
+        "as a plain user"
+    );
+
+    let wrong = login(&app, "loginner", "not the password")
+        .await
+        .unwrap_err();
+    let unknown = login(&app, "nobody_here", "not the password")
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert_eq!(
+        (unknown.code(), unknown.message()),
+        (wrong.code(), wrong.message()),
+        "no enumeration"
+    );
+    let benched = login(&app, "benched", "correct horse battery")
+        .await
+        .unwrap_err();
+    assert_eq!(benched.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn login_attempts_are_limited_per_username() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.login_attempts_per_minute = std::num::NonZeroU32::new(2).unwrap();
+    })
+    .await;
+    for _ in 0..2 {
+        let status = login(&app, "target", "guess-guess").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let limited = login(&app, "target", "guess-guess").await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+}
+
+#[tokio::test]
+async fn a_client_past_its_burst_is_refused_while_others_and_health_are_served() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.rate_limit_per_second = 1;
+        settings.rate_limit_burst = 3;
+    })
+    .await;
+    let mut greedy = app
+        .client_with(Some(&app.token("greedy", Role::Admin)))
+        .await;
+    for call in 0..3 {
+        assert_eq!(
+            attempt(&mut greedy, Op::List).await,
+            Code::Ok,
+            "call {call} is within the burst"
+        );
+    }
+    let refused = greedy
+        .list_users(ListUsersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let retry_after = refused
+        .metadata()
+        .get("retry-after")
+        .expect("retry-after is set");
+    assert!(retry_after.to_str().unwrap().parse::<u64>().unwrap() >= 1);
+
+    let mut other = app
+        .client_with(Some(&app.token("patient", Role::Admin)))
+        .await;
+    assert_eq!(
+        attempt(&mut other, Op::List).await,
+        Code::Ok,
+        "another caller is still served"
+    );
+
+    let mut health = HealthClient::new(app.channel().await);
+    for _ in 0..20 {
+        health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health is never limited");
+    }
+}
+
+#[tokio::test]
+async fn past_the_concurrency_limit_calls_are_shed_at_once() {
+    let app = TestApp::spawn_with(|settings| settings.max_concurrent_calls = 1).await;
+    let mut holder = app.client().await;
+    // An unfinished batch keeps its call, and so the only slot, busy.
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    sender.send(new_user("holder")).await.unwrap();
+    let held = tokio::spawn(async move {
+        holder
+            .batch_create_users(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    let mut other = app.client().await;
+    let mut shed = None;
+    for _ in 0..50 {
+        match other.list_users(ListUsersRequest::default()).await {
+            Err(status) if status.code() == Code::Unavailable => {
+                shed = Some(status);
+                break;
+            }
+            // The batch may not have reached the server yet.
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let shed = shed.expect("a call past the limit is refused");
+    assert!(shed.message().contains("limit"), "{}", shed.message());
+    drop(sender);
+    held.await.unwrap().expect("the held call completes");
+    assert_eq!(
+        attempt(&mut other, Op::List).await,
+        Code::Ok,
+        "the slot is free again"
+    );
+}
+
+#[tokio::test]
+async fn the_access_log_records_the_grpc_code_of_a_failed_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::durability::ServerProcess::start(&dir.path().join("users.db"));
+    let mut client = server.client().await.unwrap();
+    let missing = "0192a3b4-0000-7000-8000-000000000000".to_string();
+    let status = client
+        .get_user(GetUserRequest { user_id: missing })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    create_many(&mut client, "logged", 1).await;
+
+    let line = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = server
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| line.contains("\"method\":\"/userservice.UserService/GetUser\""))
+                .cloned();
+            match found {
+                Some(line) => break line,
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                None => panic!("no access log line for GetUser"),
+            }
+        }
+    };
+    assert!(line.contains("\"code\":\"NotFound\""), "{line}");
+    assert!(
+        line.contains("\"principal\":\"service:test-admin\""),
+        "{line}"
+    );
+    assert!(line.contains("\"peer\":\"127.0.0.1:"), "{line}");
+    assert!(line.contains("\"micros\":"), "{line}");
+    let all = server.log.lock().unwrap().join("\n");
+    assert!(
+        !all.contains(crate::helpers::TEST_SECRET),
+        "a secret reached the log"
+    );
+    assert!(!all.contains("correct horse"), "a password reached the log");
+    assert!(!all.contains("Bearer "), "a token reached the log");
+}
