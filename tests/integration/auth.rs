@@ -811,3 +811,33 @@ async fn the_access_log_records_the_grpc_code_of_a_failed_call() {
     assert!(!all.contains("correct horse"), "a password reached the log");
     assert!(!all.contains("Bearer "), "a token reached the log");
 }
+
+#[tokio::test]
+async fn without_a_configured_key_the_logged_development_token_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::durability::ServerProcess::start_without_key(&dir.path().join("users.db"));
+    let line = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|line| line.contains("DEVELOPMENT ONLY"))
+        .cloned()
+        .expect("the development token is logged at start");
+    let token = line
+        .split("24 hours: ")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the line ends with the token")
+        .to_owned();
+
+    let channel = server.channel().await.unwrap();
+    let mut client = user_service::pb::user_service_client::UserServiceClient::with_interceptor(
+        channel,
+        crate::helpers::Bearer::new(Some(&token)),
+    );
+    client
+        .list_users(ListUsersRequest::default())
+        .await
+        .expect("the development token is an admin token");
+}

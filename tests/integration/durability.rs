@@ -98,40 +98,50 @@ async fn everything_committed_is_there_after_a_restart_and_a_watch_replays_acros
 pub struct ServerProcess {
     pub child: Child,
     addr: String,
-    /// Log lines printed after the server started serving.
+    /// Every log line so far.
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
     pub fn start(database: &std::path::Path) -> Self {
-        Self::start_with(database, &[])
+        Self::launch(database, Some(TEST_SECRET))
     }
 
-    /// Starts the binary with extra flags and keeps its log lines in `log`.
-    pub fn start_with(database: &std::path::Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_user-service"))
+    /// Starts the binary as `make run` would: with no key configured.
+    pub fn start_without_key(database: &std::path::Path) -> Self {
+        Self::launch(database, None)
+    }
+
+    fn launch(database: &std::path::Path, secret: Option<&str>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
+        command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
             .arg("--database-url")
             .arg(format!("sqlite://{}", database.display()))
-            .args(extra)
             .env("RUST_LOG", "info")
-            .env("USER_SERVICE_JWT_SECRET", crate::helpers::TEST_SECRET)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the server binary starts");
+            .env_remove("USER_SERVICE_JWT_SECRET")
+            .stderr(Stdio::piped());
+        if let Some(secret) = secret {
+            command.env("USER_SERVICE_JWT_SECRET", secret);
+        }
+        let mut child = command.spawn().expect("the server binary starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
         let mut addr = None;
         for line in lines.by_ref() {
             let line = line.expect("the log is readable");
             if let Some(rest) = line.split("\"local_addr\":\"").nth(1) {
                 addr = rest.split('"').next().map(str::to_owned);
+            }
+            seen.push(line);
+            if addr.is_some() {
                 break;
             }
         }
         let addr = addr.expect("the server logs the address it serves on");
         // Keep reading, so the server never blocks on a full pipe, and keep what it says.
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(seen));
         let kept = log.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
@@ -148,10 +158,14 @@ impl ServerProcess {
 
 impl ServerProcess {
     /// An admin client; the process shares the tests' secret.
-    pub async fn client(&self) -> Result<Client, tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(self.addr.clone())?
+    pub async fn channel(&self) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        tonic::transport::Endpoint::from_shared(self.addr.clone())?
             .connect()
-            .await?;
+            .await
+    }
+
+    pub async fn client(&self) -> Result<Client, tonic::transport::Error> {
+        let channel = self.channel().await?;
         let jwt = Jwt::new(&JwtSettings {
             secret: Some(TEST_SECRET.as_bytes().to_vec()),
             token_ttl: Duration::from_secs(600),
