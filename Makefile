@@ -1,7 +1,7 @@
 # The README's commands. Needs only a Rust toolchain: no protoc, no system libraries.
 CARGO ?= cargo
 
-.PHONY: run test lint snapshots build
+.PHONY: run test lint snapshots build bench
 
 ## Serve on 127.0.0.1:50051 with the embedded database in ./data/users.db.
 run:
@@ -20,6 +20,10 @@ lint:
 snapshots:
 	@command -v cargo-insta >/dev/null 2>&1 || $(CARGO) install cargo-insta --locked
 	$(CARGO) insta test --review
+
+## Benchmarks: print figures, assert nothing.
+bench:
+	$(CARGO) bench --locked --bench hot_path
 
 build:
 	$(CARGO) build --release --locked

@@ -165,6 +165,10 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Write one access log line per call (target user_service::access).
+    #[arg(long, env = "USER_SERVICE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+
     /// Log line format.
     #[arg(long, env = "USER_SERVICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -192,6 +196,7 @@ pub struct Settings {
     pub login_attempts_per_minute: NonZeroU32,
     pub max_concurrent_calls: usize,
     pub tls: Option<TlsSettings>,
+    pub access_log: bool,
 }
 
 /// PEM material for serving TLS, and for requiring client certificates.
@@ -260,6 +265,7 @@ impl Settings {
             login_attempts_per_minute: cli.login_attempts_per_minute,
             max_concurrent_calls: cli.max_concurrent_calls,
             tls,
+            access_log: cli.access_log,
             listen: cli.listen,
             storage: StorageSettings {
                 database_url: cli.database_url,

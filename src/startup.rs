@@ -190,7 +190,9 @@ impl Application {
         ));
         // The architecture diagram's order, outermost first.
         let middleware = tower::ServiceBuilder::new()
-            .layer(AccessLogLayer)
+            .layer(AccessLogLayer {
+                enabled: settings.access_log,
+            })
             .layer(AuthLayer::new(jwt, store.clone()))
             .layer(rate_limit)
             .layer(LoadShedLayer::new(settings.max_concurrent_calls));

@@ -40,7 +40,7 @@ pub struct UserServiceImpl {
 }
 
 /// The caller the auth middleware attached; anonymous when there is none.
-fn caller<T>(request: &Request<T>) -> Caller {
+fn caller_of<T>(request: &Request<T>) -> Caller {
     request
         .extensions()
         .get::<Caller>()
@@ -112,7 +112,7 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
-        let caller = caller(&request);
+        let caller = caller_of(&request);
         self.authorize(&caller, &Access::Create)?;
         let mut draft = parse_create(request.into_inner()).map_err(ServiceError::from)?;
         if caller == Caller::Anonymous {
@@ -142,7 +142,7 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<pb::GetUserResponse>, Status> {
         let id =
             parse_user_id("user_id", &request.get_ref().user_id).map_err(ServiceError::from)?;
-        self.authorize(&caller(&request), &Access::Read { target: id })?;
+        self.authorize(&caller_of(&request), &Access::Read { target: id })?;
         let user = self.store.get(id).await.map_err(ServiceError::from)?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user_to_pb(user)),
@@ -154,7 +154,7 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::UpdateUserResponse>, Status> {
-        let caller = caller(&request);
+        let caller = caller_of(&request);
         let event = self.apply_update(&caller, request.into_inner()).await?;
         Ok(Response::new(pb::UpdateUserResponse {
             user: Some(user_to_pb(event.user)),
@@ -166,7 +166,7 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let caller = caller(&request);
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let id = parse_user_id("user_id", &request.user_id).map_err(ServiceError::from)?;
         self.authorize(&caller, &Access::Delete { target: id })?;
@@ -187,7 +187,7 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        self.authorize(&caller(&request), &Access::List)?;
+        self.authorize(&caller_of(&request), &Access::List)?;
         let request = request.into_inner();
         let limit = match usize::try_from(request.page_size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
@@ -240,7 +240,7 @@ impl UserService for UserServiceImpl {
         request: Request<pb::WatchUsersRequest>,
     ) -> Result<Response<Self::WatchUsersStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata());
-        let caller = caller(&request);
+        let caller = caller_of(&request);
         let stream = watch::start(self, &caller, request.into_inner(), deadline)?;
         Ok(Response::new(stream))
     }
@@ -250,7 +250,7 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<Streaming<pb::CreateUserRequest>>,
     ) -> Result<Response<pb::BatchCreateUsersResponse>, Status> {
-        self.authorize(&caller(&request), &Access::BatchCreate)?;
+        self.authorize(&caller_of(&request), &Access::BatchCreate)?;
         let response = batch::run(self, request.into_inner()).await?;
         Ok(Response::new(response))
     }
@@ -263,7 +263,7 @@ impl UserService for UserServiceImpl {
         request: Request<Streaming<pb::UpdateUserRequest>>,
     ) -> Result<Response<Self::SyncUsersStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata());
-        let caller = caller(&request);
+        let caller = caller_of(&request);
         Ok(Response::new(sync::start(
             self.clone(),
             caller,

@@ -22,20 +22,27 @@ impl PrincipalSlot {
     }
 }
 
-#[derive(Clone, Copy, Default)]
-pub struct AccessLogLayer;
+/// `enabled: false` passes calls straight through (for operators who log elsewhere).
+#[derive(Clone, Copy)]
+pub struct AccessLogLayer {
+    pub enabled: bool,
+}
 
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner }
+        AccessLog {
+            inner,
+            enabled: self.enabled,
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct AccessLog<S> {
     inner: S,
+    enabled: bool,
 }
 
 fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
@@ -80,12 +87,20 @@ impl CallRecord {
 /// The response body, watched for the trailers that carry the gRPC status.
 pub struct LoggedBody<B> {
     inner: B,
-    record: CallRecord,
+    record: Option<CallRecord>,
+}
+
+impl<B> LoggedBody<B> {
+    fn finish(&mut self, code: Option<Code>) {
+        if let Some(record) = &mut self.record {
+            record.finish(code);
+        }
+    }
 }
 
 impl<B> Drop for LoggedBody<B> {
     fn drop(&mut self) {
-        self.record.finish(None);
+        self.finish(None);
     }
 }
 
@@ -104,11 +119,11 @@ where
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(grpc_code) {
-                    self.record.finish(Some(code));
+                    self.finish(Some(code));
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.record.finish(Some(Code::Internal)),
-            Poll::Ready(None) => self.record.finish(None),
+            Poll::Ready(Some(Err(_))) => self.finish(Some(Code::Internal)),
+            Poll::Ready(None) => self.finish(None),
             Poll::Pending => {}
         }
         polled
@@ -138,6 +153,16 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        if !self.enabled {
+            let response = self.inner.call(request);
+            return Box::pin(async move {
+                let response = response.await?;
+                Ok(response.map(|inner| LoggedBody {
+                    inner,
+                    record: None,
+                }))
+            });
+        }
         let principal = PrincipalSlot::default();
         request.extensions_mut().insert(principal.clone());
         let record = CallRecord {
@@ -154,7 +179,10 @@ where
             match response.await {
                 Ok(response) => {
                     record.code = grpc_code(response.headers());
-                    Ok(response.map(|inner| LoggedBody { inner, record }))
+                    Ok(response.map(|inner| LoggedBody {
+                        inner,
+                        record: Some(record),
+                    }))
                 }
                 Err(err) => {
                     record.finish(Some(Code::Internal));
