@@ -102,14 +102,22 @@ impl PasswordHasher {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
     }
 
-    pub async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
+    /// Runs one Argon2 job on the blocking pool once a core is free.
+    async fn run<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(Argon2<'static>) -> R + Send + 'static,
+    ) -> Result<R, HashError> {
         let _permit = self
             .permits
             .acquire()
             .await
             .expect("the hashing semaphore is never closed");
         let argon2 = self.argon2();
-        tokio::task::spawn_blocking(move || {
+        Ok(tokio::task::spawn_blocking(move || job(argon2)).await?)
+    }
+
+    pub async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
+        self.run(move |argon2| {
             argon2
                 .hash_password(password.expose().as_bytes())
                 .map(|hash| PasswordHash(hash.to_string()))
@@ -120,19 +128,12 @@ impl PasswordHasher {
 
     /// Whether `password` matches `hash`. A malformed stored hash never matches.
     pub async fn verify(&self, password: Password, hash: PasswordHash) -> Result<bool, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("the hashing semaphore is never closed");
-        let argon2 = self.argon2();
-        let matched = tokio::task::spawn_blocking(move || {
+        self.run(move |argon2| {
             argon2
                 .verify_password(password.expose().as_bytes(), hash.as_phc())
                 .is_ok()
         })
-        .await?;
-        Ok(matched)
+        .await
     }
 }
 

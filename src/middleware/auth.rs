@@ -2,7 +2,6 @@
 //! the access log and the rate limiter). Bad tokens stop here with UNAUTHENTICATED; what an
 //! authenticated caller may do is decided by `auth::policy` in the handlers.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -10,7 +9,7 @@ use tonic::Status;
 use tower::{Layer, Service, ServiceExt};
 
 use super::access_log::PrincipalSlot;
-use super::{Response, is_infrastructure, status_response};
+use super::{BoxFuture, Response, is_infrastructure, status_response};
 use crate::auth::Caller;
 use crate::auth::jwt::Jwt;
 use crate::domain::{Status as UserStatus, UserId};
@@ -106,7 +105,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = BoxFuture<S::Error>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness is checked on the clone that serves each call.

@@ -2,7 +2,6 @@
 //! UNAVAILABLE at once instead of queueing without bound. A streaming call holds its slot only
 //! until its response starts, so long-lived watches do not use the cap up.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -10,7 +9,7 @@ use tokio::sync::Semaphore;
 use tonic::Status;
 use tower::{Layer, Service, ServiceExt};
 
-use super::{Response, is_infrastructure, status_response};
+use super::{BoxFuture, Response, is_infrastructure, status_response};
 
 #[derive(Clone)]
 pub struct LoadShedLayer {
@@ -53,7 +52,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = BoxFuture<S::Error>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))

@@ -20,6 +20,9 @@ pub use rate_limit::RateLimitLayer;
 
 type Response = http::Response<tonic::body::Body>;
 
+/// The future every layer here returns.
+type BoxFuture<E> = std::pin::Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
+
 /// A complete gRPC error response (trailers-only: HTTP 200 with `grpc-status` in the headers).
 fn status_response(status: Status) -> Response {
     status.into_http()

@@ -3,7 +3,6 @@
 //! Health checks and reflection are never limited.
 
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use tower_governor::GovernorError;
 use tower_governor::governor::{Governor, GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 
-use super::{Response, client_ip, is_infrastructure, status_response};
+use super::{BoxFuture, Response, client_ip, is_infrastructure, status_response};
 use crate::auth::Caller;
 
 /// The rate limiter's key: `principal:<who>` for authenticated calls, `ip:<addr>` otherwise.
@@ -132,7 +131,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = BoxFuture<S::Error>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))

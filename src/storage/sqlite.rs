@@ -143,6 +143,54 @@ fn list_sql(query: &ListQuery) -> String {
     sql
 }
 
+/// Writes every column of `user`: a new row with its password hash, or, without one, an
+/// update of the existing row (whose hash stays). Unique violations name the taken field.
+fn write_row(conn: &Connection, user: &User, new_hash: Option<&PasswordHash>) -> StoreResult<()> {
+    let (username, email) = (user.username.as_str(), user.email.as_str());
+    let full_name = user.full_name.as_str();
+    let (username_key, email_key) = (user.username.key(), user.email.key());
+    let (role, status) = (user.role as i64, user.status as i64);
+    let metadata = encode_metadata(&user.metadata);
+    let mut args: Vec<(&str, &dyn ToSql)> = vec![
+        (":id", user.id.as_uuid().as_bytes()),
+        (":username", &username),
+        (":username_key", &username_key),
+        (":email", &email),
+        (":email_key", &email_key),
+        (":full_name", &full_name),
+        (":role", &role),
+        (":status", &status),
+        (":metadata", &metadata),
+        (":updated_at", &user.updated_at_ns),
+        (":revision", &user.revision),
+    ];
+    let hash;
+    let sql = match new_hash {
+        Some(new_hash) => {
+            hash = new_hash.as_phc();
+            args.push((":password_hash", &hash));
+            args.push((":created_at", &user.created_at_ns));
+            "INSERT INTO users (id, username, username_key, email, email_key, full_name,
+                                password_hash, role, status, metadata, created_at, updated_at,
+                                revision)
+             VALUES (:id, :username, :username_key, :email, :email_key, :full_name,
+                     :password_hash, :role, :status, :metadata, :created_at, :updated_at,
+                     :revision)"
+        }
+        None => {
+            "UPDATE users SET username = :username, username_key = :username_key,
+                    email = :email, email_key = :email_key, full_name = :full_name,
+                    role = :role, status = :status, metadata = :metadata,
+                    updated_at = :updated_at, revision = :revision
+             WHERE id = :id"
+        }
+    };
+    conn.prepare_cached(sql)?
+        .execute(args.as_slice())
+        .map_err(|err| unique_violation(err, username, email))?;
+    Ok(())
+}
+
 /// Changes made inside the open write transaction, published only once it commits.
 struct Pending {
     head: i64,
@@ -373,28 +421,7 @@ impl SqliteStore {
             metadata: new.metadata,
             revision: pending.next_revision(),
         };
-        tx.prepare_cached(
-            "INSERT INTO users (id, username, username_key, email, email_key, full_name,
-                                password_hash, role, status, metadata, created_at, updated_at,
-                                revision)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?
-        .execute(params![
-            user.id.as_uuid().as_bytes(),
-            user.username.as_str(),
-            user.username.key(),
-            user.email.as_str(),
-            user.email.key(),
-            user.full_name.as_str(),
-            new.password_hash.as_phc(),
-            user.role as i64,
-            user.status as i64,
-            encode_metadata(&user.metadata),
-            user.created_at_ns,
-            user.updated_at_ns,
-            user.revision,
-        ])
-        .map_err(|err| unique_violation(err, user.username.as_str(), user.email.as_str()))?;
+        write_row(tx, &user, Some(&new.password_hash))?;
         pending.record(tx, EventKind::Created, &user)
     }
 
@@ -459,26 +486,7 @@ impl SqliteStore {
             }
             user.updated_at_ns = now_ns().max(user.updated_at_ns + 1);
             user.revision = pending.next_revision();
-            tx.prepare_cached(
-                "UPDATE users SET username = ?2, username_key = ?3, email = ?4, email_key = ?5,
-                        full_name = ?6, role = ?7, status = ?8, metadata = ?9, updated_at = ?10,
-                        revision = ?11
-                 WHERE id = ?1",
-            )?
-            .execute(params![
-                user.id.as_uuid().as_bytes(),
-                user.username.as_str(),
-                user.username.key(),
-                user.email.as_str(),
-                user.email.key(),
-                user.full_name.as_str(),
-                user.role as i64,
-                user.status as i64,
-                encode_metadata(&user.metadata),
-                user.updated_at_ns,
-                user.revision,
-            ])
-            .map_err(|err| unique_violation(err, user.username.as_str(), user.email.as_str()))?;
+            write_row(tx, &user, None)?;
             pending.record(tx, EventKind::Updated, &user)
         })
     }
