@@ -23,6 +23,9 @@ use crate::shutdown::Shutdown;
 use crate::storage::{ListQuery, Store};
 use convert::{parse_create, parse_etag, parse_filter, parse_update, parse_user_id, user_to_pb};
 
+/// Initial metadata of a WatchUsers response: the first revision the stream covers.
+pub const WATCH_START_REVISION: &str = "x-watch-start-revision";
+
 /// ListUsers page size when the request gives 0.
 pub const DEFAULT_PAGE_SIZE: usize = 10;
 /// ListUsers never returns more than this many users at once.
@@ -241,8 +244,14 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<Self::WatchUsersStream>, Status> {
         let deadline = deadline::from_metadata(request.metadata());
         let caller = caller_of(&request);
-        let stream = watch::start(self, &caller, request.into_inner(), deadline)?;
-        Ok(Response::new(stream))
+        let (stream, start) = watch::start(self, &caller, request.into_inner(), deadline)?;
+        let mut response = Response::new(stream);
+        // Every event from this revision on will be delivered: a client that saw none can
+        // resume from here after a disconnect without missing any.
+        response
+            .metadata_mut()
+            .insert(WATCH_START_REVISION, start.into());
+        Ok(response)
     }
 
     #[tracing::instrument(skip_all)]

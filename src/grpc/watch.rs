@@ -86,7 +86,7 @@ pub fn start(
     caller: &Caller,
     request: pb::WatchUsersRequest,
     deadline: Option<Instant>,
-) -> Result<EventStream, ServiceError> {
+) -> Result<(EventStream, i64), ServiceError> {
     let selection = Selection::parse(&request)?;
     let only = match &selection {
         Selection::All => None,
@@ -134,7 +134,7 @@ pub fn start(
         deadline,
     };
     tokio::spawn(watcher.run(live));
-    Ok(Box::pin(ReceiverStream::new(receiver)))
+    Ok((Box::pin(ReceiverStream::new(receiver)), next))
 }
 
 impl Watcher {

@@ -172,7 +172,10 @@ impl TestApp {
     pub async fn restart(self) -> Self {
         let (result, mut old) = self.stop().await;
         result.expect("the server stops cleanly");
-        let mut app = Self::start_with(old.database.clone(), old.settings.clone()).await;
+        // The same address, so clients that reconnect find the new server.
+        let mut settings = old.settings.clone();
+        settings.listen = old.addr;
+        let mut app = Self::start_with(old.database.clone(), settings).await;
         app.dir = old.dir.take();
         app
     }

@@ -9,5 +9,6 @@ mod server;
 mod snapshots;
 mod streams;
 mod tls;
+mod userctl;
 mod users;
 mod watch;

@@ -1,0 +1,291 @@
+//! The connection: address, TLS, token, per-call timeout, retries of UNAVAILABLE, and the
+//! exit code each failure maps to.
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Status};
+
+use crate::pb::auth_service_client::AuthServiceClient;
+use crate::pb::user_service_client::UserServiceClient;
+
+/// Exit codes, one per failure class (documented in the README and `userctl --help`).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const OTHER: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NOT_FOUND: u8 = 3;
+    pub const PERMISSION: u8 = 4;
+    pub const UNAVAILABLE: u8 = 5;
+}
+
+/// A failure to report: what to print, and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+
+    pub fn other(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::OTHER,
+            message: message.into(),
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The canonical name of a gRPC code, as in `google.rpc.Code`.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        let code = match status.code() {
+            Code::NotFound => exit::NOT_FOUND,
+            Code::Unauthenticated | Code::PermissionDenied => exit::PERMISSION,
+            Code::Unavailable | Code::DeadlineExceeded => exit::UNAVAILABLE,
+            _ => exit::OTHER,
+        };
+        Self {
+            code,
+            message: format!("{}: {}", code_name(status.code()), status.message()),
+        }
+    }
+}
+
+impl From<tonic::transport::Error> for Failure {
+    fn from(err: tonic::transport::Error) -> Self {
+        Self {
+            code: exit::UNAVAILABLE,
+            message: format!("cannot reach the server: {err}"),
+        }
+    }
+}
+
+/// Sends `authorization: Bearer <token>` when there is a token.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Users = UserServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// How to reach the server.
+pub struct Target {
+    pub addr: String,
+    pub token: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+pub struct Connection {
+    channel: Channel,
+    bearer: Bearer,
+    pub timeout: Duration,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path)
+        .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))
+}
+
+impl Connection {
+    /// Connects lazily: the first call dials, and a dropped connection is dialled again.
+    pub fn open(target: &Target) -> Result<Self, Failure> {
+        let tls = target.tls_ca.is_some() || target.tls_cert.is_some();
+        let addr = if target.addr.contains("://") {
+            target.addr.clone()
+        } else if tls {
+            format!("https://{}", target.addr)
+        } else {
+            format!("http://{}", target.addr)
+        };
+        let mut endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(|_| Failure::usage(format!("{addr:?} is not a server address")))?
+            .connect_timeout(target.timeout)
+            .tcp_nodelay(true);
+        if tls || addr.starts_with("https://") {
+            let mut config = ClientTlsConfig::new();
+            if let Some(ca) = &target.tls_ca {
+                config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            match (&target.tls_cert, &target.tls_key) {
+                (Some(cert), Some(key)) => {
+                    config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+                }
+                (None, None) => {}
+                _ => return Err(Failure::usage("--tls-cert and --tls-key go together")),
+            }
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|err| Failure::usage(err.to_string()))?;
+        }
+        let bearer = match &target.token {
+            Some(token) => Bearer(Some(format!("Bearer {token}").parse().map_err(|_| {
+                Failure::usage("the token has characters a header cannot hold")
+            })?)),
+            None => Bearer(None),
+        };
+        Ok(Self {
+            channel: endpoint.connect_lazy(),
+            bearer,
+            timeout: target.timeout,
+        })
+    }
+
+    pub fn users(&self) -> Users {
+        UserServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+            .max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A unary request with the call timeout.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+}
+
+/// Backoff between attempts: 100 ms doubling to at most `cap`.
+pub fn backoff(attempt: u32, cap: Duration) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(cap)
+}
+
+/// Repeats a call that is safe to repeat while it fails with UNAVAILABLE, with backoff,
+/// five attempts at most. Every other outcome is final.
+pub async fn retrying<T, F, Fut>(mut call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(status) if status.code() == Code::Unavailable && attempt + 1 < ATTEMPTS => {
+                tokio::time::sleep(backoff(attempt, Duration::from_secs(3))).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Where `login` keeps the token: `$USERCTL_CONFIG_DIR`, else `$XDG_CONFIG_HOME/userctl`,
+/// else `~/.config/userctl`.
+pub fn token_file() -> Option<PathBuf> {
+    let dir = std::env::var_os("USERCTL_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CONFIG_HOME").map(|dir| PathBuf::from(dir).join("userctl"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config").join("userctl"))
+        })?;
+    Some(dir.join("token"))
+}
+
+pub fn stored_token() -> Option<String> {
+    let token = std::fs::read_to_string(token_file()?).ok()?;
+    let token = token.trim();
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+/// Writes the token readable by its owner only (mode 0600).
+pub fn store_token(token: &str) -> Result<PathBuf, Failure> {
+    use std::io::Write;
+    let path = token_file()
+        .ok_or_else(|| Failure::other("no config directory: set HOME or USERCTL_CONFIG_DIR"))?;
+    let fail = |err: std::io::Error| {
+        Failure::other(format!(
+            "cannot store the token in {}: {err}",
+            path.display()
+        ))
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let mut file = options.open(&path).map_err(fail)?;
+        // An existing file keeps its old mode on open: set it explicitly.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(fail)?;
+        file.write_all(token.as_bytes()).map_err(fail)?;
+    }
+    #[cfg(not(unix))]
+    {
+        let mut file = options.open(&path).map_err(fail)?;
+        file.write_all(token.as_bytes()).map_err(fail)?;
+    }
+    Ok(path)
+}

@@ -1,0 +1,354 @@
+//! The one-call commands: create, get, update, delete, list, login, token, health.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use super::client::{Connection, Failure, retrying, store_token};
+use super::input::{role, status};
+use super::render::{list_json, rfc3339, user_json, user_record, user_table};
+use crate::auth::jwt::{Jwt, JwtSettings};
+use crate::domain::Role;
+use crate::pb;
+
+fn key_value(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{raw:?} is not KEY=VALUE"))
+}
+
+fn print_user(user: Option<pb::User>, json: bool) -> Result<(), Failure> {
+    let user = user.ok_or_else(|| Failure::other("the server answered without a user"))?;
+    if json {
+        println!("{}", user_json(&user));
+    } else {
+        print!("{}", user_record(&user));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    username: String,
+    #[arg(long)]
+    email: String,
+    #[arg(long, default_value = "")]
+    full_name: String,
+    /// Asked for without echo when not given.
+    #[arg(long, env = "USERCTL_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// user, admin or moderator.
+    #[arg(long, value_parser = role)]
+    role: Option<i32>,
+    /// Metadata entry KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_parser = key_value)]
+    metadata: Vec<(String, String)>,
+}
+
+fn password_or_prompt(password: Option<String>) -> Result<String, Failure> {
+    match password {
+        Some(password) => Ok(password),
+        None => rpassword::prompt_password("Password: ").map_err(|err| {
+            Failure::usage(format!("no password given and none could be read: {err}"))
+        }),
+    }
+}
+
+pub async fn create(connection: &Connection, args: CreateArgs, json: bool) -> Result<(), Failure> {
+    let request = pb::CreateUserRequest {
+        username: args.username,
+        email: args.email,
+        full_name: args.full_name,
+        password: password_or_prompt(args.password)?,
+        role: args.role.unwrap_or_default(),
+        metadata: args.metadata.into_iter().collect(),
+    };
+    // Not retried: a create that reached the server must not be made twice.
+    let response = connection
+        .users()
+        .create_user(connection.request(request))
+        .await?;
+    print_user(response.into_inner().user, json)
+}
+
+pub async fn get(connection: &Connection, id: String, json: bool) -> Result<(), Failure> {
+    let client = connection.users();
+    let response = retrying(|| {
+        let request = connection.request(pb::GetUserRequest {
+            user_id: id.clone(),
+        });
+        let mut client = client.clone();
+        async move { client.get_user(request).await }
+    })
+    .await?;
+    print_user(response.into_inner().user, json)
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// The user's id.
+    id: String,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    full_name: Option<String>,
+    /// user, admin or moderator.
+    #[arg(long, value_parser = role)]
+    role: Option<i32>,
+    /// active, inactive or suspended.
+    #[arg(long, value_parser = status)]
+    status: Option<i32>,
+    /// Set metadata KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_parser = key_value)]
+    metadata: Vec<(String, String)>,
+    /// Remove metadata KEY (repeatable).
+    #[arg(long = "remove-meta")]
+    remove_metadata: Vec<String>,
+    /// Update only if the user is still at this etag.
+    #[arg(long)]
+    etag: Option<String>,
+}
+
+pub async fn update(connection: &Connection, args: UpdateArgs, json: bool) -> Result<(), Failure> {
+    let mut metadata: std::collections::BTreeMap<_, _> = args.metadata.into_iter().collect();
+    for key in args.remove_metadata {
+        metadata.insert(key, String::new());
+    }
+    let request = pb::UpdateUserRequest {
+        user_id: args.id,
+        username: args.username,
+        email: args.email,
+        full_name: args.full_name,
+        role: args.role,
+        status: args.status,
+        metadata,
+        etag: args.etag,
+    };
+    let response = connection
+        .users()
+        .update_user(connection.request(request))
+        .await?;
+    print_user(response.into_inner().user, json)
+}
+
+pub async fn delete(
+    connection: &Connection,
+    id: String,
+    etag: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let request = pb::DeleteUserRequest { user_id: id, etag };
+    let response = connection
+        .users()
+        .delete_user(connection.request(request))
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "success": response.success, "message": response.message })
+        );
+    } else {
+        println!("{}", response.message);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Only users with this status: active, inactive or suspended.
+    #[arg(long, value_parser = status)]
+    status: Option<i32>,
+    /// Only users with this role: user, admin or moderator.
+    #[arg(long, value_parser = role)]
+    role: Option<i32>,
+    /// Users per page (the server allows 1-100).
+    #[arg(long, default_value_t = 20)]
+    page_size: i32,
+    /// Continue from a next_page_token.
+    #[arg(long, default_value = "")]
+    page_token: String,
+    /// Follow page tokens to the end (with -o json: one user per line).
+    #[arg(long)]
+    all: bool,
+}
+
+pub async fn list(connection: &Connection, args: ListArgs, json: bool) -> Result<(), Failure> {
+    let client = connection.users();
+    let mut token = args.page_token;
+    let mut shown = 0;
+    loop {
+        let request = pb::ListUsersRequest {
+            page_size: args.page_size,
+            page_token: token.clone(),
+            status_filter: args.status.unwrap_or_default(),
+            role_filter: args.role.unwrap_or_default(),
+        };
+        let page = retrying(|| {
+            let mut client = client.clone();
+            let request = connection.request(request.clone());
+            async move { client.list_users(request).await }
+        })
+        .await?
+        .into_inner();
+        shown += page.users.len();
+        match (json, args.all) {
+            (true, true) => {
+                for user in &page.users {
+                    println!("{}", user_json(user));
+                }
+            }
+            (true, false) => println!("{}", list_json(&page)),
+            (false, all) => {
+                let table = user_table(&page.users);
+                // Print the header once when following pages.
+                let skip_header = all && !token.is_empty();
+                print!(
+                    "{}",
+                    if skip_header {
+                        table.split_once('\n').map_or("", |(_, rest)| rest)
+                    } else {
+                        &table
+                    }
+                );
+            }
+        }
+        if !args.all || page.next_page_token.is_empty() {
+            if !json {
+                eprintln!("{shown} of {} users", page.total_count);
+                if !page.next_page_token.is_empty() {
+                    eprintln!("next page: --page-token {}", page.next_page_token);
+                }
+            }
+            return Ok(());
+        }
+        token = page.next_page_token;
+    }
+}
+
+pub async fn login(
+    connection: &Connection,
+    username: String,
+    password: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let request = pb::LoginRequest {
+        username,
+        password: password_or_prompt(password)?,
+    };
+    let response = connection
+        .auth()
+        .login(connection.request(request))
+        .await?
+        .into_inner();
+    let path = store_token(&response.access_token)?;
+    let expires = response
+        .expires_at
+        .as_ref()
+        .map(rfc3339)
+        .unwrap_or_default();
+    let user = response.user.unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "user": user_json(&user), "expiresAt": expires, "tokenFile": path })
+        );
+    } else {
+        println!(
+            "logged in as {}; the token, valid until {expires}, is stored in {}",
+            user.username,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// The token's subject: a user id, or a service name.
+    #[arg(long)]
+    subject: String,
+    /// admin, moderator or user.
+    #[arg(long, value_parser = parse_role)]
+    role: Role,
+    /// Lifetime, such as 90s, 30m, 1h or 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// File holding the secret; otherwise USER_SERVICE_JWT_SECRET.
+    #[arg(long, conflicts_with = "jwt_secret")]
+    jwt_secret_file: Option<PathBuf>,
+    #[arg(long, env = "USER_SERVICE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// `iss` claim, when the server requires one.
+    #[arg(long, env = "USER_SERVICE_JWT_ISSUER")]
+    issuer: Option<String>,
+    /// `aud` claim, when the server requires one.
+    #[arg(long, env = "USER_SERVICE_JWT_AUDIENCE")]
+    audience: Option<String>,
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    Role::from_name(raw).ok_or_else(|| format!("{raw:?} is not admin, moderator or user"))
+}
+
+pub fn token(args: TokenArgs) -> Result<(), Failure> {
+    let secret = match (args.jwt_secret_file, args.jwt_secret) {
+        (Some(path), _) => std::fs::read_to_string(&path)
+            .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?
+            .trim_end()
+            .as_bytes()
+            .to_vec(),
+        (None, Some(secret)) => secret.into_bytes(),
+        (None, None) => {
+            return Err(Failure::usage(
+                "give --jwt-secret-file or set USER_SERVICE_JWT_SECRET",
+            ));
+        }
+    };
+    let settings = JwtSettings {
+        secret: Some(secret),
+        issuer: args.issuer,
+        audience: args.audience,
+        token_ttl: args.ttl,
+        ..JwtSettings::default()
+    };
+    let (jwt, _) = Jwt::new(&settings).map_err(|err| Failure::usage(err.to_string()))?;
+    let (token, _) = jwt
+        .mint(&args.subject, args.role, None)
+        .map_err(|err| Failure::other(err.to_string()))?;
+    println!("{token}");
+    Ok(())
+}
+
+pub async fn health(connection: &Connection, service: String, json: bool) -> Result<(), Failure> {
+    let client = HealthClient::new(connection.channel());
+    let response = retrying(|| {
+        let mut client = client.clone();
+        let request = connection.request(HealthCheckRequest {
+            service: service.clone(),
+        });
+        async move { client.check(request).await }
+    })
+    .await?
+    .into_inner();
+    let status = response.status().as_str_name();
+    if json {
+        println!("{}", serde_json::json!({ "status": status }));
+    } else {
+        println!("{status}");
+    }
+    if response.status() == tonic_health::pb::health_check_response::ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(Failure {
+            code: super::exit::UNAVAILABLE,
+            message: format!("the server reports {status}"),
+        })
+    }
+}

@@ -1,0 +1,288 @@
+//! Reading users from JSON Lines and CSV, one row at a time, never the whole file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::client::Failure;
+use crate::pb;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
+
+impl Format {
+    /// The explicit format, else the file's extension (.jsonl, .ndjson, .json or .csv).
+    pub fn of(path: &Path, explicit: Option<Format>) -> Result<Self, Failure> {
+        if let Some(format) = explicit {
+            return Ok(format);
+        }
+        match path.extension().and_then(|ext| ext.to_str()) {
+            Some("jsonl" | "ndjson" | "json") => Ok(Format::Jsonl),
+            Some("csv") => Ok(Format::Csv),
+            _ => Err(Failure::usage(format!(
+                "cannot tell the format of {} from its extension: pass --format jsonl or --format csv",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// `admin`, `ADMIN`, `USER_ROLE_ADMIN` or the number.
+pub fn role(raw: &str) -> Result<i32, String> {
+    enum_value(raw, "USER_ROLE_", |name| {
+        pb::UserRole::from_str_name(name).map(|r| r as i32)
+    })
+    .ok_or_else(|| format!("role {raw:?} is not user, admin or moderator"))
+}
+
+/// `active`, `SUSPENDED`, `USER_STATUS_INACTIVE` or the number.
+pub fn status(raw: &str) -> Result<i32, String> {
+    enum_value(raw, "USER_STATUS_", |name| {
+        pb::UserStatus::from_str_name(name).map(|s| s as i32)
+    })
+    .ok_or_else(|| format!("status {raw:?} is not active, inactive or suspended"))
+}
+
+fn enum_value(raw: &str, prefix: &str, lookup: impl Fn(&str) -> Option<i32>) -> Option<i32> {
+    if let Ok(number) = raw.parse::<i32>() {
+        return Some(number);
+    }
+    let upper = raw.to_ascii_uppercase();
+    lookup(&upper).or_else(|| lookup(&format!("{prefix}{upper}")))
+}
+
+fn field<'a>(
+    object: &'a serde_json::Map<String, Value>,
+    snake: &str,
+    camel: &str,
+) -> Option<&'a Value> {
+    object.get(snake).or_else(|| object.get(camel))
+}
+
+fn string(
+    object: &serde_json::Map<String, Value>,
+    snake: &str,
+    camel: &str,
+) -> Result<Option<String>, String> {
+    match field(object, snake, camel) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(other) => Err(format!("{snake} must be a string, got {other}")),
+    }
+}
+
+fn enum_field(
+    object: &serde_json::Map<String, Value>,
+    name: &str,
+    parse: fn(&str) -> Result<i32, String>,
+) -> Result<Option<i32>, String> {
+    match object.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => parse(text).map(Some),
+        Some(Value::Number(number)) => number
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| format!("{name} {number} is out of range")),
+        Some(other) => Err(format!("{name} must be a string or a number, got {other}")),
+    }
+}
+
+fn metadata(object: &serde_json::Map<String, Value>) -> Result<BTreeMap<String, String>, String> {
+    match object.get("metadata") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(entries)) => entries
+            .iter()
+            .map(|(key, value)| match value {
+                Value::String(text) => Ok((key.clone(), text.clone())),
+                other => Err(format!(
+                    "metadata value of {key:?} must be a string, got {other}"
+                )),
+            })
+            .collect(),
+        Some(other) => Err(format!("metadata must be an object, got {other}")),
+    }
+}
+
+fn object(line: &str) -> Result<serde_json::Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(other) => Err(format!("expected a JSON object, got {other}")),
+        Err(err) => Err(format!("not valid JSON: {err}")),
+    }
+}
+
+/// One JSON Lines row as a CreateUserRequest (snake_case or lowerCamelCase keys).
+pub fn create_from_json(line: &str) -> Result<pb::CreateUserRequest, String> {
+    let object = object(line)?;
+    Ok(pb::CreateUserRequest {
+        username: string(&object, "username", "username")?.unwrap_or_default(),
+        email: string(&object, "email", "email")?.unwrap_or_default(),
+        full_name: string(&object, "full_name", "fullName")?.unwrap_or_default(),
+        password: string(&object, "password", "password")?.unwrap_or_default(),
+        role: enum_field(&object, "role", role)?.unwrap_or_default(),
+        metadata: metadata(&object)?,
+    })
+}
+
+/// One JSON Lines row as an UpdateUserRequest; only the keys present are set.
+pub fn update_from_json(line: &str) -> Result<pb::UpdateUserRequest, String> {
+    let object = object(line)?;
+    Ok(pb::UpdateUserRequest {
+        user_id: string(&object, "user_id", "userId")?
+            .ok_or_else(|| "user_id is missing".to_owned())?,
+        username: string(&object, "username", "username")?,
+        email: string(&object, "email", "email")?,
+        full_name: string(&object, "full_name", "fullName")?,
+        role: enum_field(&object, "role", role)?,
+        status: enum_field(&object, "status", status)?,
+        metadata: metadata(&object)?,
+        etag: string(&object, "etag", "etag")?,
+    })
+}
+
+/// A row read from the file: its line number, bytes read so far, and the request or why
+/// it could not be read.
+pub struct Row<T> {
+    pub line: u64,
+    pub bytes_read: u64,
+    pub parsed: Result<T, String>,
+}
+
+/// Rows of a JSON Lines file, skipping blank lines.
+pub fn json_lines<T>(
+    path: &Path,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<impl Iterator<Item = Row<T>> + use<T>, Failure> {
+    let file = File::open(path)
+        .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?;
+    let mut bytes_read = 0;
+    Ok(BufReader::new(file)
+        .lines()
+        .enumerate()
+        .filter_map(move |(index, line)| {
+            let line_number = index as u64 + 1;
+            let parsed = match line {
+                Ok(line) => {
+                    bytes_read += line.len() as u64 + 1;
+                    if line.trim().is_empty() {
+                        return None;
+                    }
+                    parse(&line)
+                }
+                Err(err) => Err(format!("unreadable line: {err}")),
+            };
+            Some(Row {
+                line: line_number,
+                bytes_read,
+                parsed,
+            })
+        }))
+}
+
+/// Rows of a CSV file with a header: username, email, full_name, password, role, and any
+/// `meta.KEY` column as metadata.
+pub fn csv_rows(
+    path: &Path,
+) -> Result<impl Iterator<Item = Row<pb::CreateUserRequest>> + use<>, Failure> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_path(path)
+        .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?;
+    let headers = reader
+        .headers()
+        .map_err(|err| {
+            Failure::usage(format!(
+                "cannot read the CSV header of {}: {err}",
+                path.display()
+            ))
+        })?
+        .clone();
+    let mut records = reader.into_records();
+    Ok(std::iter::from_fn(move || {
+        let record = records.next()?;
+        let (line, bytes_read) = match &record {
+            Ok(record) => record
+                .position()
+                .map_or((0, 0), |position| (position.line(), position.byte())),
+            Err(err) => err
+                .position()
+                .map_or((0, 0), |position| (position.line(), position.byte())),
+        };
+        let parsed = record
+            .map_err(|err| format!("unreadable CSV row: {err}"))
+            .and_then(|record| {
+                let mut request = pb::CreateUserRequest::default();
+                for (name, value) in headers.iter().zip(record.iter()) {
+                    match name {
+                        "username" => request.username = value.to_owned(),
+                        "email" => request.email = value.to_owned(),
+                        "full_name" | "fullName" => request.full_name = value.to_owned(),
+                        "password" => request.password = value.to_owned(),
+                        "role" if value.is_empty() => {}
+                        "role" => request.role = role(value)?,
+                        other => match other.strip_prefix("meta.") {
+                            Some(key) if !value.is_empty() => {
+                                request.metadata.insert(key.to_owned(), value.to_owned());
+                            }
+                            Some(_) => {}
+                            None => return Err(format!("unknown column {other:?}")),
+                        },
+                    }
+                }
+                Ok(request)
+            });
+        Some(Row {
+            line,
+            bytes_read,
+            parsed,
+        })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_and_statuses_are_read_by_short_name_full_name_or_number() {
+        assert_eq!(role("admin"), Ok(2));
+        assert_eq!(role("USER_ROLE_MODERATOR"), Ok(3));
+        assert_eq!(role("1"), Ok(1));
+        assert!(role("root").is_err());
+        assert_eq!(status("suspended"), Ok(3));
+    }
+
+    #[test]
+    fn a_json_row_takes_snake_or_camel_case_keys() {
+        let request = create_from_json(
+            r#"{"username":"ann","fullName":"Ann","role":"admin","metadata":{"team":"core"}}"#,
+        )
+        .unwrap();
+        assert_eq!(request.full_name, "Ann");
+        assert_eq!(request.role, 2);
+        assert_eq!(
+            request.metadata.get("team").map(String::as_str),
+            Some("core")
+        );
+        assert!(create_from_json("[1]").is_err());
+        assert!(create_from_json("{").is_err());
+    }
+
+    #[test]
+    fn an_update_row_sets_only_the_keys_it_has() {
+        let request = update_from_json(r#"{"user_id":"u1","status":"suspended"}"#).unwrap();
+        assert_eq!(request.status, Some(3));
+        assert_eq!(request.username, None);
+        assert!(
+            update_from_json(r#"{"username":"x"}"#).is_err(),
+            "user_id is required"
+        );
+    }
+}

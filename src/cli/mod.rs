@@ -1,0 +1,192 @@
+//! userctl, the command-line client: every RPC as a command, readable or JSON output, and
+//! exit codes per failure class.
+
+mod client;
+mod commands;
+mod import;
+mod input;
+mod render;
+mod sync;
+mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use client::{Connection, Target};
+pub use client::{Failure, exit};
+pub use render::{event_json, rfc3339, user_json};
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 1 other failure, 2 usage (bad flags or input file), \
+3 not found, 4 permission (UNAUTHENTICATED or PERMISSION_DENIED), 5 unavailable (UNAVAILABLE or \
+DEADLINE_EXCEEDED).";
+
+#[derive(Parser)]
+#[command(name = "userctl", version, about = "The command-line client for user-service", after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Server address.
+    #[arg(
+        long,
+        global = true,
+        env = "USERCTL_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    addr: String,
+    /// Bearer token; else the one `userctl login` stored.
+    #[arg(long, global = true, env = "USERCTL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificate that signed the server's certificate (turns TLS on).
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one (with --tls-key).
+    #[arg(long, global = true)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true)]
+    tls_key: Option<PathBuf>,
+    /// Time limit of each call, such as 10s or 1m (streams are not limited).
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Records and tables for people.
+    Text,
+    /// Canonical proto3 JSON, one object per line for streams.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a user.
+    #[command(
+        after_help = "Example: userctl create --username ann_lee --email ann@example.com --full-name 'Ann Lee' --role user --meta team=core"
+    )]
+    Create(commands::CreateArgs),
+    /// Show one user.
+    #[command(after_help = "Example: userctl get 0192a3b4-c5d6-7e8f-9012-3456789abcde -o json")]
+    Get {
+        /// The user's id.
+        id: String,
+    },
+    /// Change the fields given, and only those.
+    #[command(
+        after_help = "Example: userctl update 0192a3b4-c5d6-7e8f-9012-3456789abcde --status suspended --etag 7"
+    )]
+    Update(commands::UpdateArgs),
+    /// Delete a user.
+    #[command(after_help = "Example: userctl delete 0192a3b4-c5d6-7e8f-9012-3456789abcde --etag 7")]
+    Delete {
+        /// The user's id.
+        id: String,
+        /// Delete only if the user is still at this etag.
+        #[arg(long)]
+        etag: Option<String>,
+    },
+    /// List users, newest first.
+    #[command(after_help = "Example: userctl list --role admin --all -o json | jq -r .username")]
+    List(commands::ListArgs),
+    /// Stream changes; reconnects by itself and resumes where it stopped.
+    #[command(after_help = "Example: userctl watch --all --from-revision 120")]
+    Watch(watch::WatchArgs),
+    /// Create users from a JSON Lines or CSV file.
+    #[command(
+        after_help = "Example: userctl import users.csv --rejects rejected.txt\n\n\
+JSON Lines rows look like {\"username\":\"ann\",\"email\":\"ann@example.com\",\"full_name\":\"Ann\",\"password\":\"...\",\"role\":\"user\",\"metadata\":{\"team\":\"core\"}}.\n\
+CSV files have a header naming username, email, full_name, password, role, and meta.KEY columns."
+    )]
+    Import(import::ImportArgs),
+    /// Apply updates from a JSON Lines file through SyncUsers, one result per line.
+    #[command(after_help = "Example: userctl sync updates.jsonl\n\n\
+Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"team\":\"\"}}.")]
+    Sync {
+        /// The JSON Lines file.
+        file: PathBuf,
+    },
+    /// Log in and store the token for later calls (mode 0600).
+    #[command(after_help = "Example: userctl login --username ann_lee")]
+    Login {
+        #[arg(long)]
+        username: String,
+        /// Asked for without echo when not given.
+        #[arg(long, env = "USERCTL_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Mint a bearer token with the server's HS256 secret.
+    #[command(
+        after_help = "Example: USER_SERVICE_JWT_SECRET=... userctl token --subject deploy-bot --role admin --ttl 1h"
+    )]
+    Token(commands::TokenArgs),
+    /// The standard gRPC health check.
+    #[command(after_help = "Example: userctl health --service userservice.UserService")]
+    Health {
+        /// The service to ask about; the whole server when empty.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+}
+
+/// Parses the command line, runs the command, and turns failures into exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("userctl: cannot start: {err}");
+            return ExitCode::from(exit::OTHER);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("userctl: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let global = cli.global;
+    let json = global.output == Output::Json;
+    let target = Target {
+        addr: global.addr,
+        token: global.token.or_else(client::stored_token),
+        tls_ca: global.tls_ca,
+        tls_cert: global.tls_cert,
+        tls_key: global.tls_key,
+        timeout: global.timeout,
+    };
+    let connect = || Connection::open(&target);
+    match cli.command {
+        Command::Create(args) => commands::create(&connect()?, args, json).await,
+        Command::Get { id } => commands::get(&connect()?, id, json).await,
+        Command::Update(args) => commands::update(&connect()?, args, json).await,
+        Command::Delete { id, etag } => commands::delete(&connect()?, id, etag, json).await,
+        Command::List(args) => commands::list(&connect()?, args, json).await,
+        Command::Watch(args) => watch::run(&connect()?, args, json).await,
+        Command::Import(args) => import::run(&connect()?, args, json).await,
+        Command::Sync { file } => sync::run(&connect()?, &file, json).await,
+        Command::Login { username, password } => {
+            commands::login(&connect()?, username, password, json).await
+        }
+        Command::Health { service } => commands::health(&connect()?, service, json).await,
+        Command::Token(args) => commands::token(args),
+    }
+}

@@ -1,0 +1,483 @@
+//! The real `userctl` binary, run as a subprocess against a real server.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use user_service::domain::Role;
+
+use crate::helpers::{TEST_SECRET, TestApp};
+
+fn userctl(app: &TestApp, token: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_userctl"));
+    command
+        .args(["--addr", &format!("http://{}", app.addr)])
+        .args(args)
+        .env_remove("USERCTL_ADDR")
+        .env_remove("USERCTL_TOKEN")
+        .env_remove("USERCTL_PASSWORD")
+        .env("USERCTL_CONFIG_DIR", "/nonexistent/userctl-tests")
+        .stdin(Stdio::null());
+    if let Some(token) = token {
+        command.env("USERCTL_TOKEN", token);
+    }
+    command.output().expect("userctl runs")
+}
+
+fn admin(app: &TestApp) -> String {
+    app.token("cli-admin", Role::Admin)
+}
+
+/// Runs a command that must succeed and parses its one line of JSON.
+fn json(app: &TestApp, args: &[&str]) -> Value {
+    let output = userctl(app, Some(&admin(app)), &[args, &["-o", "json"]].concat());
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the output is one JSON value")
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect()
+}
+
+fn create(app: &TestApp, name: &str) -> Value {
+    json(
+        app,
+        &[
+            "create",
+            "--username",
+            name,
+            "--email",
+            &format!("{name}@example.com"),
+            "--password",
+            "password123",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_get_update_delete_round_trip_through_json() {
+    let app = TestApp::spawn().await;
+    let created = json(
+        &app,
+        &[
+            "create",
+            "--username",
+            "cli_ann",
+            "--email",
+            "ann@example.com",
+            "--full-name",
+            "Ann",
+            "--password",
+            "password123",
+            "--role",
+            "moderator",
+            "--meta",
+            "team=core",
+        ],
+    );
+    assert_eq!(created["role"], "USER_ROLE_MODERATOR");
+    assert_eq!(created["metadata"]["team"], "core");
+    let id = created["id"].as_str().unwrap();
+
+    let fetched = json(&app, &["get", id]);
+    assert_eq!(fetched, created, "get shows what create made");
+
+    let updated = json(
+        &app,
+        &[
+            "update",
+            id,
+            "--full-name",
+            "Ann L",
+            "--remove-meta",
+            "team",
+            "--etag",
+            created["etag"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(updated["fullName"], "Ann L");
+    assert_eq!(
+        updated["email"], "ann@example.com",
+        "unset flags leave fields alone"
+    );
+    assert!(updated.get("metadata").is_none(), "the key was removed");
+    assert!(
+        updated["updatedAt"].as_str().unwrap().ends_with('Z'),
+        "RFC 3339 in UTC"
+    );
+
+    let stale = userctl(
+        &app,
+        Some(&admin(&app)),
+        &[
+            "update",
+            id,
+            "--full-name",
+            "X",
+            "--etag",
+            created["etag"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        stale.status.code(),
+        Some(1),
+        "a stale etag is an 'other' failure"
+    );
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("ABORTED"));
+
+    let deleted = json(&app, &["delete", id]);
+    assert_eq!(deleted["success"], true);
+    let gone = userctl(&app, Some(&admin(&app)), &["get", id]);
+    assert_eq!(
+        gone.status.code(),
+        Some(3),
+        "not found has its own exit code"
+    );
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NOT_FOUND"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_tell_usage_permission_and_unavailable_apart() {
+    let app = TestApp::spawn().await;
+    let usage = userctl(&app, None, &["create", "--no-such-flag"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let permission = userctl(&app, None, &["list"]);
+    assert_eq!(
+        permission.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&permission.stderr)
+    );
+    assert!(String::from_utf8_lossy(&permission.stderr).contains("UNAUTHENTICATED"));
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let unavailable = Command::new(env!("CARGO_BIN_EXE_userctl"))
+        .args([
+            "--addr",
+            &format!("http://{closed}"),
+            "--timeout",
+            "2s",
+            "health",
+        ])
+        .env("USERCTL_CONFIG_DIR", "/nonexistent/userctl-tests")
+        .output()
+        .unwrap();
+    assert_eq!(
+        unavailable.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&unavailable.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_all_follows_page_tokens_and_prints_one_user_per_line() {
+    let app = TestApp::spawn().await;
+    for name in ["l1", "l2", "l3", "l4", "l5"] {
+        create(&app, &format!("list_{name}"));
+    }
+    let output = userctl(
+        &app,
+        Some(&admin(&app)),
+        &["list", "--all", "--page-size", "2", "-o", "json"],
+    );
+    assert!(output.status.success());
+    let names: Vec<_> = lines(&output)
+        .iter()
+        .map(|user| user["username"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["list_l5", "list_l4", "list_l3", "list_l2", "list_l1"]
+    );
+
+    let page = json(&app, &["list", "--page-size", "2"]);
+    assert_eq!(page["totalCount"], 5);
+    assert!(page["nextPageToken"].is_string());
+
+    let table = userctl(&app, Some(&admin(&app)), &["list"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("ID"), "a table with a header: {text}");
+    assert_eq!(text.lines().count(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_creates_good_rows_and_lists_bad_ones_with_line_numbers() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("users.jsonl");
+    std::fs::write(
+        &jsonl,
+        [
+            r#"{"username":"imp_a","email":"a@example.com","full_name":"A","password":"password123"}"#,
+            r#"{"username":"imp_b","email":"not-an-email","password":"password123"}"#,
+            "",
+            r#"{"username":"imp_c","email":"c@example.com","password":"password123","role":"admin","metadata":{"team":"x"}}"#,
+            "this is not json",
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let output = userctl(
+        &app,
+        Some(&admin(&app)),
+        &[
+            "import",
+            jsonl.to_str().unwrap(),
+            "-o",
+            "json",
+            "--batch-size",
+            "2",
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "rejected rows make the exit code non-zero"
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (
+            summary["rowsRead"].as_u64(),
+            summary["created"].as_u64(),
+            summary["rejected"].as_u64()
+        ),
+        (Some(4), Some(2), Some(2))
+    );
+    let rejects = std::fs::read_to_string(dir.path().join("users.jsonl.rejects")).unwrap();
+    let rejects: Vec<_> = rejects.lines().collect();
+    assert_eq!(rejects.len(), 2, "{rejects:?}");
+    assert!(
+        rejects[0].starts_with("line 2: username \"imp_b\": email:"),
+        "{}",
+        rejects[0]
+    );
+    assert!(
+        rejects[1].starts_with("line 5: not valid JSON"),
+        "{}",
+        rejects[1]
+    );
+
+    let csv = dir.path().join("more.csv");
+    std::fs::write(
+        &csv,
+        "username,email,full_name,password,role,meta.team\n\
+         imp_d,d@example.com,D,password123,user,core\n\
+         imp_e,e@example.com,E,short,user,\n",
+    )
+    .unwrap();
+    let rejects_file = dir.path().join("csv-rejects.txt");
+    let output = userctl(
+        &app,
+        Some(&admin(&app)),
+        &[
+            "import",
+            csv.to_str().unwrap(),
+            "--rejects",
+            rejects_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("imported 1 users from 2 rows"));
+    let rejects = std::fs::read_to_string(rejects_file).unwrap();
+    assert!(
+        rejects.starts_with("line 3: username \"imp_e\": password:"),
+        "{rejects}"
+    );
+
+    let imported = json(&app, &["list", "--page-size", "10"]);
+    assert_eq!(imported["totalCount"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_prints_one_result_per_input_line_in_order() {
+    let app = TestApp::spawn().await;
+    let user = create(&app, "syncee");
+    let id = user["id"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("updates.jsonl");
+    std::fs::write(
+        &file,
+        [
+            format!(r#"{{"user_id":"{id}","full_name":"First"}}"#),
+            "{broken".to_owned(),
+            format!(r#"{{"user_id":"{id}","email":"nope"}}"#),
+            format!(r#"{{"user_id":"{id}","status":"suspended"}}"#),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let output = userctl(
+        &app,
+        Some(&admin(&app)),
+        &["sync", file.to_str().unwrap(), "-o", "json"],
+    );
+    assert_eq!(output.status.code(), Some(1), "two lines failed");
+    let results = lines(&output);
+    let summary: Vec<_> = results
+        .iter()
+        .map(|result| {
+            let line = result["line"].as_u64().unwrap();
+            let outcome = result["error"]["code"].as_str().map_or_else(
+                || result["event"]["type"].as_str().unwrap().to_owned(),
+                str::to_owned,
+            );
+            (line, outcome)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "EVENT_TYPE_UPDATED".to_owned()),
+            (2, "INVALID_INPUT".to_owned()),
+            (3, "INVALID_ARGUMENT".to_owned()),
+            (4, "EVENT_TYPE_UPDATED".to_owned()),
+        ]
+    );
+    assert_eq!(
+        results[3]["event"]["user"]["status"],
+        "USER_STATUS_SUSPENDED"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_stores_a_private_token_that_later_calls_use() {
+    let app = TestApp::spawn().await;
+    let user = create(&app, "logger");
+    let config = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_userctl"))
+            .args(["--addr", &format!("http://{}", app.addr)])
+            .args(args)
+            .env_remove("USERCTL_TOKEN")
+            .env("USERCTL_CONFIG_DIR", config.path())
+            .output()
+            .unwrap()
+    };
+    let login = run(&["login", "--username", "logger", "--password", "password123"]);
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let token_file = config.path().join("token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the token file is private");
+    }
+    let me = run(&["get", user["id"].as_str().unwrap(), "-o", "json"]);
+    assert!(
+        me.status.success(),
+        "the stored token is used: {}",
+        String::from_utf8_lossy(&me.stderr)
+    );
+    let others = run(&["list"]);
+    assert_eq!(others.status.code(), Some(4), "as the plain user logger");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_mints_a_token_the_server_accepts_and_health_reports_serving() {
+    let app = TestApp::spawn().await;
+    let minted = Command::new(env!("CARGO_BIN_EXE_userctl"))
+        .args([
+            "token",
+            "--subject",
+            "script",
+            "--role",
+            "admin",
+            "--ttl",
+            "5m",
+        ])
+        .env("USER_SERVICE_JWT_SECRET", TEST_SECRET)
+        .output()
+        .unwrap();
+    assert!(minted.status.success());
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let listed = userctl(&app, Some(&token), &["list", "-o", "json"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
+    let health = userctl(&app, None, &["health", "-o", "json"]);
+    assert!(health.status.success());
+    assert_eq!(
+        serde_json::from_slice::<Value>(&health.stdout).unwrap()["status"],
+        "SERVING"
+    );
+}
+
+fn read_event(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Value {
+    let line = lines
+        .next()
+        .expect("watch printed a line")
+        .expect("readable");
+    serde_json::from_str(&line).expect("a JSON event")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_resumes_after_the_server_restarts_without_losing_or_repeating_events() {
+    let app = TestApp::spawn().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_userctl"))
+        .args([
+            "--addr",
+            &format!("http://{}", app.addr),
+            "watch",
+            "--all",
+            "--from-revision",
+            "1",
+            "-o",
+            "json",
+        ])
+        .env("USERCTL_TOKEN", admin(&app))
+        .env("USERCTL_CONFIG_DIR", "/nonexistent/userctl-tests")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines =
+        std::iter::from_fn(|| receiver.recv_timeout(Duration::from_secs(15)).ok().map(Ok));
+
+    let mut client = app.client().await;
+    let before = crate::helpers::create(&mut client, "before_restart").await;
+    let first = read_event(&mut lines);
+    assert_eq!(first["user"]["id"], before.id.as_str());
+    assert_eq!(first["revision"], "1");
+
+    let app = app.restart().await;
+    let mut client = app.client().await;
+    let after = crate::helpers::create(&mut client, "after_restart").await;
+    let second = read_event(&mut lines);
+    assert_eq!(
+        second["user"]["id"],
+        after.id.as_str(),
+        "the next event, once"
+    );
+    assert_eq!(second["revision"], "2");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
