@@ -23,7 +23,7 @@ snapshots:
 
 ## Benchmarks: print figures, assert nothing.
 bench:
-	$(CARGO) bench --locked --bench hot_path
+	$(CARGO) bench --locked --bench suite
 
 build:
 	$(CARGO) build --release --locked

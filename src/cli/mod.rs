@@ -1,6 +1,7 @@
 //! userctl, the command-line client: every RPC as a command, readable or JSON output, and
 //! exit codes per failure class.
 
+pub mod bench;
 mod client;
 mod commands;
 mod import;
@@ -15,9 +16,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use client::{Connection, Target};
-pub use client::{Failure, exit};
-pub use render::{event_json, rfc3339, user_json};
+use client::Connection;
+pub use client::{Failure, Target, exit};
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 other failure, 2 usage (bad flags or input file), \
 3 not found, 4 permission (UNAUTHENTICATED or PERMISSION_DENIED), 5 unavailable (UNAVAILABLE or \
@@ -131,6 +131,11 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
         after_help = "Example: USER_SERVICE_JWT_SECRET=... userctl token --subject deploy-bot --role admin --ttl 1h"
     )]
     Token(commands::TokenArgs),
+    /// Load the server and report calls per second and latency percentiles.
+    #[command(
+        after_help = "Example: userctl bench --rpc get --concurrency 64 --connections 4 --duration 10s"
+    )]
+    Bench(bench::BenchArgs),
     /// The standard gRPC health check.
     #[command(after_help = "Example: userctl health --service userservice.UserService")]
     Health {
@@ -188,5 +193,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Health { service } => commands::health(&connect()?, service, json).await,
         Command::Token(args) => commands::token(args),
+        Command::Bench(args) => {
+            let report = bench::run(&target, args).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "rpc": format!("{:?}", report.rpc).to_lowercase(),
+                        "calls": report.calls,
+                        "errors": report.errors,
+                        "seconds": report.elapsed.as_secs_f64(),
+                        "perSecond": report.per_second(),
+                        "p50Micros": report.latency.value_at_quantile(0.50),
+                        "p90Micros": report.latency.value_at_quantile(0.90),
+                        "p99Micros": report.latency.value_at_quantile(0.99),
+                        "maxMicros": report.latency.max(),
+                    })
+                );
+            } else {
+                println!("{}", report.summary());
+            }
+            Ok(())
+        }
     }
 }

@@ -1,0 +1,711 @@
+//! The benchmark suite behind `make bench`. It prints every figure beside its target and the
+//! ratio; it asserts nothing about speed. Loads come from `userctl bench`'s generator
+//! (in-process), over several HTTP/2 connections. Servers run in this process where
+//! throughput is compared, and as the real binary in a child process where the server's own
+//! memory and start-up are measured.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::{Request, Response, Status, Streaming};
+use user_service::auth::jwt::{Jwt, JwtSettings};
+use user_service::cli::Target;
+use user_service::cli::bench::{self, BenchArgs, Report, Rpc};
+use user_service::config::Settings;
+use user_service::domain::{Email, FullName, Metadata, NewUser, Password, Role, Username};
+use user_service::grpc::EventStream;
+use user_service::password::{Argon2Settings, PasswordHasher};
+use user_service::pb::{
+    self, user_service_server::UserService, user_service_server::UserServiceServer,
+};
+use user_service::startup::Application;
+use user_service::storage::{BatchItem, StorageSettings, Store};
+
+const SECRET: &str = "a-benchmark-secret-that-is-long-enough";
+const CHEAPEST: Argon2Settings = Argon2Settings {
+    memory_kib: 8,
+    iterations: 1,
+    parallelism: 1,
+};
+
+/// One line of the final table.
+struct Row {
+    name: String,
+    measured: String,
+    target: String,
+    verdict: String,
+}
+
+fn row(rows: &mut Vec<Row>, name: &str, measured: String, target: &str, verdict: String) {
+    println!("  => {name}: {measured} (target {target}; {verdict})");
+    rows.push(Row {
+        name: name.into(),
+        measured,
+        target: target.into(),
+        verdict,
+    });
+}
+
+fn token() -> String {
+    let settings = JwtSettings {
+        secret: Some(SECRET.into()),
+        token_ttl: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    Jwt::new(&settings)
+        .unwrap()
+        .0
+        .mint("bench", Role::Admin, None)
+        .unwrap()
+        .0
+}
+
+fn target(addr: &str) -> Target {
+    Target {
+        addr: addr.into(),
+        token: Some(token()),
+        tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+fn load(rpc: Rpc, concurrency: usize, duration: Duration) -> BenchArgs {
+    BenchArgs {
+        rpc,
+        concurrency,
+        connections: 4,
+        duration,
+        page_token: String::new(),
+        page_size: 10,
+        updates: 0,
+    }
+}
+
+async fn measure(addr: &str, args: BenchArgs) -> Report {
+    let report = bench::run(&target(addr), args)
+        .await
+        .expect("the load runs");
+    if report.errors > 0 {
+        println!("   (errors during the run: {})", report.summary());
+    }
+    report
+}
+
+fn settings(database: &Path, argon2: Argon2Settings) -> Settings {
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        argon2,
+        ..Settings::default()
+    };
+    settings.storage.database_url = format!("sqlite://{}", database.display());
+    settings.jwt.secret = Some(SECRET.into());
+    settings.rate_limit_per_second = 1_000_000;
+    settings.rate_limit_burst = 1_000_000;
+    settings.max_batch_items = 1_000_000;
+    settings.max_concurrent_calls = 100_000;
+    settings
+}
+
+/// The full server in this process.
+struct InProcess {
+    addr: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    async fn start(settings: Settings) -> Self {
+        let app = Application::build(settings).await.unwrap();
+        let addr = format!("http://{}", app.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// The ceiling: bare tonic, GetUser answered with a constant user, no storage, no layers.
+struct Ceiling(pb::User);
+
+#[tonic::async_trait]
+impl UserService for Ceiling {
+    async fn get_user(
+        &self,
+        _: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
+        Ok(Response::new(pb::GetUserResponse {
+            user: Some(self.0.clone()),
+        }))
+    }
+    async fn list_users(
+        &self,
+        _: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        // The load generator lists once to learn ids.
+        Ok(Response::new(pb::ListUsersResponse {
+            users: vec![self.0.clone()],
+            ..Default::default()
+        }))
+    }
+    async fn create_user(
+        &self,
+        _: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        Err(Status::unimplemented("ceiling"))
+    }
+    async fn update_user(
+        &self,
+        _: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::UpdateUserResponse>, Status> {
+        Err(Status::unimplemented("ceiling"))
+    }
+    async fn delete_user(
+        &self,
+        _: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        Err(Status::unimplemented("ceiling"))
+    }
+    type WatchUsersStream = EventStream;
+    async fn watch_users(
+        &self,
+        _: Request<pb::WatchUsersRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        Err(Status::unimplemented("ceiling"))
+    }
+    async fn batch_create_users(
+        &self,
+        _: Request<Streaming<pb::CreateUserRequest>>,
+    ) -> Result<Response<pb::BatchCreateUsersResponse>, Status> {
+        Err(Status::unimplemented("ceiling"))
+    }
+    type SyncUsersStream = EventStream;
+    async fn sync_users(
+        &self,
+        _: Request<Streaming<pb::UpdateUserRequest>>,
+    ) -> Result<Response<EventStream>, Status> {
+        Err(Status::unimplemented("ceiling"))
+    }
+}
+
+async fn start_ceiling(user: pb::User) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(UserServiceServer::new(Ceiling(user)))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    addr
+}
+
+/// Seeds `count` users straight through the storage layer with one shared password hash, so
+/// seeding measures storage, not hashing. Returns a page token for the last page.
+async fn seed(database: &Path, count: usize) -> String {
+    let store = Store::open(&StorageSettings {
+        database_url: format!("sqlite://{}", database.display()),
+        ..StorageSettings::default()
+    })
+    .await
+    .unwrap();
+    let hasher = PasswordHasher::new(CHEAPEST).unwrap();
+    let hash = hasher
+        .hash(Password::parse("seeded password".into()).unwrap())
+        .await
+        .unwrap();
+    let mut last_page = String::new();
+    let mut made = 0;
+    while made < count {
+        let chunk = (count - made).min(10_000);
+        let items = (made..made + chunk)
+            .map(|i| BatchItem {
+                position: i,
+                user: NewUser {
+                    username: Username::parse(format!("seed{i}")).unwrap(),
+                    email: Email::parse(format!("seed{i}@example.com")).unwrap(),
+                    full_name: FullName::parse(format!("Seeded User {i}")).unwrap(),
+                    password_hash: hash.clone(),
+                    role: Role::User,
+                    metadata: Metadata::parse([("team".to_string(), "seed".to_string())]).unwrap(),
+                },
+            })
+            .collect();
+        let outcomes = store.create_batch(items).await.unwrap();
+        if made == 0 {
+            // After the 11th-oldest user come the 10 oldest: the last page.
+            let user = &outcomes[10.min(chunk - 1)].1.as_ref().unwrap().user;
+            last_page = user_service::grpc::page_token::encode(
+                user_service::storage::Cursor {
+                    created_at_ns: user.created_at_ns,
+                    id: user.id,
+                },
+                user_service::grpc::page_token::Filters {
+                    status: None,
+                    role: None,
+                },
+            );
+        }
+        made += chunk;
+    }
+    store.close().await.unwrap();
+    last_page
+}
+
+/// The real binary in a child process, its address read from its JSON log.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(database: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_user-service"))
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--argon2-memory-kib", "8", "--argon2-iterations", "1"])
+            .args([
+                "--rate-limit-per-second",
+                "1000000",
+                "--rate-limit-burst",
+                "1000000",
+            ])
+            .args(["--max-concurrent-calls", "100000"])
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", database.display()))
+            .env("USER_SERVICE_JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn,user_service::startup=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.split("\"local_addr\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .map(str::to_owned)
+            })
+            .expect("the server logs its address");
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            addr: format!("http://{addr}"),
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Time from spawning the server to its first SERVING health answer.
+async fn time_to_serving(database: &Path) -> (Server, Duration) {
+    let started = Instant::now();
+    let server = Server::start(database);
+    let endpoint = tonic::transport::Endpoint::from_shared(server.addr.clone()).unwrap();
+    loop {
+        if let Ok(channel) = endpoint.connect().await {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            if let Ok(response) = health.check(request).await
+                && response.into_inner().status == 1 {
+                    return (server, started.elapsed());
+                }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn verdict(value: f64, limit: f64, higher_is_better: bool) -> String {
+    let met = if higher_is_better {
+        value >= limit
+    } else {
+        value <= limit
+    };
+    if met { "met".into() } else { "NOT met".into() }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter("user_service::access=info")
+        .with_writer(std::io::sink)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(suite());
+}
+
+async fn suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut rows = Vec::new();
+    let run = Duration::from_secs(5);
+    println!("user-service benchmarks on {cores} cores (load generator and server share them)");
+    println!(
+        "Data is seeded through the storage layer where the API would only measure hashing.\n"
+    );
+
+    println!(
+        "1. GetUser, full stack (access log, JWT, rate limit with a high limit) vs a bare tonic ceiling"
+    );
+    let small = dir.path().join("small.db");
+    seed(&small, 1_000).await;
+    let (mut full_best, mut ceiling_best, mut off_best) = (0.0f64, 0.0f64, 0.0f64);
+    for _ in 0..2 {
+        let full = InProcess::start(settings(&small, CHEAPEST)).await;
+        let report = measure(&full.addr, load(Rpc::Get, 32, run)).await;
+        full_best = full_best.max(report.per_second());
+        println!("   full stack:     {}", report.summary());
+        let user = {
+            let channel = tonic::transport::Endpoint::from_shared(full.addr.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut request = Request::new(pb::ListUsersRequest {
+                page_size: 1,
+                ..Default::default()
+            });
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {}", token()).parse().unwrap(),
+            );
+            pb::user_service_client::UserServiceClient::new(channel)
+                .list_users(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .users
+                .remove(0)
+        };
+        full.stop().await;
+
+        let mut quiet = settings(&small, CHEAPEST);
+        quiet.access_log = false;
+        let off = InProcess::start(quiet).await;
+        let report = measure(&off.addr, load(Rpc::Get, 32, run)).await;
+        off_best = off_best.max(report.per_second());
+        println!("   access log off: {}", report.summary());
+        off.stop().await;
+
+        let ceiling = start_ceiling(user).await;
+        let report = measure(&ceiling, load(Rpc::Get, 32, run)).await;
+        ceiling_best = ceiling_best.max(report.per_second());
+        println!("   ceiling:        {}", report.summary());
+    }
+    let r = full_best / ceiling_best;
+    row(
+        &mut rows,
+        "GetUser full stack / ceiling",
+        format!("{full_best:.0}/{ceiling_best:.0}/s = {r:.2}"),
+        ">= 0.80",
+        verdict(r, 0.8, true),
+    );
+    let r = full_best / off_best;
+    row(
+        &mut rows,
+        "GetUser access log on / off",
+        format!("{full_best:.0}/{off_best:.0}/s = {r:.2}"),
+        "(measured)",
+        "-".into(),
+    );
+
+    println!("\n2. ListUsers, page of 10, at 1,000 and 1,000,000 users");
+    let large = dir.path().join("large.db");
+    let seeding = Instant::now();
+    let last_page = seed(&large, 1_000_000).await;
+    println!(
+        "   seeded 1,000,000 users through storage in {:.1}s",
+        seeding.elapsed().as_secs_f64()
+    );
+    let server = InProcess::start(settings(&small, CHEAPEST)).await;
+    let at_small = measure(&server.addr, load(Rpc::List, 8, run)).await;
+    println!("   1,000 users, first page:     {}", at_small.summary());
+    server.stop().await;
+    let server = InProcess::start(settings(&large, CHEAPEST)).await;
+    let at_large = measure(&server.addr, load(Rpc::List, 8, run)).await;
+    println!("   1,000,000 users, first page: {}", at_large.summary());
+    let last = measure(
+        &server.addr,
+        BenchArgs {
+            page_token: last_page,
+            ..load(Rpc::List, 8, run)
+        },
+    )
+    .await;
+    println!("   1,000,000 users, last page:  {}", last.summary());
+    server.stop().await;
+    let (small_p50, large_p50, last_p50) = (
+        at_small.percentile(0.5),
+        at_large.percentile(0.5),
+        last.percentile(0.5),
+    );
+    let growth = large_p50.as_secs_f64() / small_p50.as_secs_f64();
+    row(
+        &mut rows,
+        "ListUsers p50 at 1M / at 1k users",
+        format!("{large_p50:?}/{small_p50:?} = {growth:.2}"),
+        "<= 1.5",
+        verdict(growth, 1.5, false),
+    );
+    let tail = last_p50.as_secs_f64() / large_p50.as_secs_f64();
+    row(
+        &mut rows,
+        "ListUsers p50 last / first page at 1M",
+        format!("{last_p50:?}/{large_p50:?} = {tail:.2}"),
+        "as fast (<= 1.1)",
+        verdict(tail, 1.1, false),
+    );
+
+    println!("\n3. CreateUser and BatchCreateUsers");
+    let hasher = PasswordHasher::new(Argon2Settings::default()).unwrap();
+    let password = Password::parse("benchmark password".into()).unwrap();
+    hasher.hash(password.clone()).await.unwrap();
+    let timing = Instant::now();
+    for _ in 0..10 {
+        hasher.hash(password.clone()).await.unwrap();
+    }
+    let per_hash = timing.elapsed() / 10;
+    let limit = cores as f64 / per_hash.as_secs_f64();
+    println!(
+        "   one default Argon2id hash (19456 KiB, t=2, p=1) takes {per_hash:?}: hashing limit = {cores} cores / that = {limit:.0}/s"
+    );
+    let owasp = dir.path().join("owasp.db");
+    let server = InProcess::start(settings(&owasp, Argon2Settings::default())).await;
+    let creates = measure(
+        &server.addr,
+        load(Rpc::Create, cores * 4, Duration::from_secs(10)),
+    )
+    .await;
+    println!("   CreateUser:       {}", creates.summary());
+    let batch_rate = batch_create(&server.addr, 400).await;
+    println!("   BatchCreateUsers: 400 users at {batch_rate:.0} users/s");
+    server.stop().await;
+    let r = creates.per_second() / limit;
+    row(
+        &mut rows,
+        "CreateUser / hashing limit (default Argon2)",
+        format!("{:.0}/{limit:.0}/s = {r:.2}", creates.per_second()),
+        ">= 0.85",
+        verdict(r, 0.85, true),
+    );
+    let r = batch_rate / limit;
+    row(
+        &mut rows,
+        "BatchCreateUsers / hashing limit (default)",
+        format!("{batch_rate:.0}/{limit:.0}/s = {r:.2}"),
+        ">= 0.85",
+        verdict(r, 0.85, true),
+    );
+    let cheap = dir.path().join("cheap.db");
+    let server = InProcess::start(settings(&cheap, CHEAPEST)).await;
+    let cheap_rate = batch_create(&server.addr, 50_000).await;
+    server.stop().await;
+    row(
+        &mut rows,
+        "BatchCreateUsers, cheapest Argon2",
+        format!("{cheap_rate:.0} users/s"),
+        ">= 10000/s",
+        verdict(cheap_rate, 10_000.0, true),
+    );
+
+    println!("\n4. WatchUsers fan-out against the real binary: 2,000 watchers, 1,000 updates");
+    let server = Server::start(&small);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.rss_kib();
+    let args = BenchArgs {
+        rpc: Rpc::Watch,
+        concurrency: 2_000,
+        connections: 8,
+        duration: Duration::from_secs(60),
+        page_token: String::new(),
+        page_size: 10,
+        updates: 1_000,
+    };
+    let report = bench::run(&target(&server.addr), args)
+        .await
+        .expect("the watch load runs");
+    println!("   {}", report.summary());
+    let idle = hold_idle_watchers(&server, 2_000).await;
+    let per_watcher = idle.saturating_sub(before) as f64 / 2_000.0;
+    println!("   server RSS {before} KiB before, {idle} KiB holding 2,000 idle watchers");
+    drop(server);
+    let outcome = report.watch.clone().expect("a watch outcome");
+    let all = outcome.complete_in_order == outcome.watchers;
+    row(
+        &mut rows,
+        "watchers with all 1,000 updates in order",
+        format!("{} of {}", outcome.complete_in_order, outcome.watchers),
+        "all",
+        if all { "met".into() } else { "NOT met".into() },
+    );
+    let p99 = report.percentile(0.99);
+    row(
+        &mut rows,
+        "watch delivery latency p99",
+        format!("{p99:?}"),
+        "< 100ms",
+        verdict(p99.as_secs_f64(), 0.1, false),
+    );
+    row(
+        &mut rows,
+        "server memory per idle watcher",
+        format!("{per_watcher:.1} KiB"),
+        "< 24 KiB",
+        verdict(per_watcher, 24.0, false),
+    );
+
+    println!("\n5-6. The real binary on 1,000,000 users");
+    let (server, startup) = time_to_serving(&large).await;
+    println!("   spawn to SERVING: {startup:?}");
+    let warm = measure(
+        &server.addr,
+        BenchArgs {
+            duration: Duration::from_secs(10),
+            ..load(Rpc::Get, 32, run)
+        },
+    )
+    .await;
+    println!("   GetUser warm-up: {}", warm.summary());
+    let rss = server.rss_kib() as f64 / 1024.0;
+    drop(server);
+    row(
+        &mut rows,
+        "server RSS with 1,000,000 users",
+        format!("{rss:.1} MiB"),
+        "< 150 MiB",
+        verdict(rss, 150.0, false),
+    );
+    row(
+        &mut rows,
+        "start-up to SERVING with 1,000,000 users",
+        format!("{startup:?}"),
+        "< 1s",
+        verdict(startup.as_secs_f64(), 1.0, false),
+    );
+
+    println!(
+        "\n{:<44} {:>32} {:>17}  verdict",
+        "figure", "measured", "target"
+    );
+    for Row {
+        name,
+        measured,
+        target,
+        verdict,
+    } in rows
+    {
+        println!("{name:<44} {measured:>32} {target:>17}  {verdict}");
+    }
+}
+
+fn authorized(
+    channel: tonic::transport::Channel,
+) -> pb::user_service_client::UserServiceClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor,
+    >,
+> {
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token()).parse().unwrap();
+    pb::user_service_client::UserServiceClient::with_interceptor(
+        channel,
+        move |mut request: Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        },
+    )
+}
+
+/// Streams `count` new users through one BatchCreateUsers call; users per second.
+async fn batch_create(addr: &str, count: usize) -> f64 {
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = authorized(channel);
+    let tag = format!("{}_{count}", std::process::id());
+    let started = Instant::now();
+    let requests = (0..count).map(move |i| pb::CreateUserRequest {
+        username: format!("b{tag}_{i}"),
+        email: format!("b{tag}_{i}@example.com"),
+        full_name: "Batch User".into(),
+        password: "benchmark password".into(),
+        role: 0,
+        metadata: Default::default(),
+    });
+    let response = client
+        .batch_create_users(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    if let Some(error) = response.errors.first() {
+        println!("   (batch errors, first: {error})");
+    }
+    response.users.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Opens `count` watchers on the server and returns its RSS while they sit idle.
+async fn hold_idle_watchers(server: &Server, count: usize) -> u64 {
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(server.addr.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    let mut streams = Vec::new();
+    for watcher in 0..count {
+        let mut client = authorized(channels[watcher % channels.len()].clone());
+        let request = pb::WatchUsersRequest {
+            include_all: true,
+            ..Default::default()
+        };
+        streams.push(client.watch_users(request).await.unwrap().into_inner());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = server.rss_kib();
+    drop(streams);
+    rss
+}
