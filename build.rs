@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // Ordered maps encode in a stable order, so the wire bytes are deterministic.
         .btree_map(".")
+        // Small per-call buffers: long-lived streams would otherwise hold 16 KiB each.
+        .codec_path("crate::codec::CompactCodec")
         .compile_fds(fds)?;
 
     // The original contract, unchanged, compiled into a client-only module that the

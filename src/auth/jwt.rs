@@ -189,6 +189,11 @@ impl Jwt {
         self.ttl
     }
 
+    /// Whether verified claims have expired since, with the same leeway verification allows.
+    pub fn expired(&self, claims: &Claims) -> bool {
+        claims.exp.saturating_add(self.validation.leeway) < now()
+    }
+
     /// Checks signature, algorithm, expiry, issuer and audience, and reads the role.
     pub fn verify(&self, token: &str) -> Result<(Claims, Role), TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
@@ -256,6 +261,20 @@ mod tests {
         let (token, _) = jwt.mint("billing", Role::Moderator, None).unwrap();
         let (claims, role) = jwt.verify(&token).unwrap();
         assert_eq!((claims.sub.as_str(), role), ("billing", Role::Moderator));
+    }
+
+    #[test]
+    fn claims_expire_after_their_exp_plus_the_leeway() {
+        let jwt = hs256();
+        let (token, _) = jwt
+            .mint("svc", Role::User, Some(Duration::from_secs(60)))
+            .unwrap();
+        let (mut claims, _) = jwt.verify(&token).unwrap();
+        assert!(!jwt.expired(&claims));
+        claims.exp = now() - 4;
+        assert!(!jwt.expired(&claims), "within the leeway");
+        claims.exp = now() - 10;
+        assert!(jwt.expired(&claims));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! the access log and the rate limiter). Bad tokens stop here with UNAUTHENTICATED; what an
 //! authenticated caller may do is decided by `auth::policy` in the handlers.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tonic::Status;
@@ -11,22 +12,53 @@ use tower::{Layer, Service, ServiceExt};
 use super::access_log::PrincipalSlot;
 use super::{BoxFuture, Response, is_infrastructure, status_response};
 use crate::auth::Caller;
-use crate::auth::jwt::Jwt;
-use crate::domain::{Status as UserStatus, UserId};
+use lru::LruCache;
+
+use crate::auth::jwt::{Claims, Jwt, TokenError};
+use crate::domain::{Role, Status as UserStatus, UserId};
 use crate::storage::{Store, StoreError};
 
 /// Calls that anyone may make without a token.
 const OPEN_METHODS: [&str; 1] = ["/userservice.AuthService/Login"];
 
+/// Tokens whose signature was already checked. Verifying a signature and parsing the claims
+/// costs more than the rest of a cached GetUser; expiry is still checked on every call.
+const VERIFIED_TOKENS: usize = 10_000;
+
 #[derive(Clone)]
 pub struct AuthLayer {
     jwt: Arc<Jwt>,
     store: Store,
+    verified: Arc<Mutex<LruCache<String, (Claims, Role)>>>,
 }
 
 impl AuthLayer {
     pub fn new(jwt: Arc<Jwt>, store: Store) -> Self {
-        Self { jwt, store }
+        let capacity = NonZeroUsize::new(VERIFIED_TOKENS).expect("non-zero");
+        Self {
+            jwt,
+            store,
+            verified: Arc::new(Mutex::new(LruCache::new(capacity))),
+        }
+    }
+
+    /// The token's claims, from the cache of verified tokens when it is there.
+    fn verify(&self, token: &str) -> Result<(Claims, Role), TokenError> {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((claims, role)) = verified.get(token) {
+            if !self.jwt.expired(claims) {
+                return Ok((claims.clone(), *role));
+            }
+            verified.pop(token);
+            return Err(TokenError::Expired);
+        }
+        drop(verified);
+        let (claims, role) = self.jwt.verify(token)?;
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(token.to_owned(), (claims.clone(), role));
+        Ok((claims, role))
     }
 }
 
@@ -67,7 +99,6 @@ impl AuthLayer {
                 Status::unauthenticated("the authorization metadata must be 'Bearer <token>'")
             })?;
         let (claims, role) = self
-            .jwt
             .verify(token)
             .map_err(|err| Status::unauthenticated(err.to_string()))?;
         let Ok(id) = UserId::parse("sub", &claims.sub) else {
