@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -66,6 +67,10 @@ impl Selection {
     }
 }
 
+/// What waits in a watcher's queue, boxed: the queue's slots are allocated in blocks of 32
+/// whatever its capacity, so each slot is kept to two words.
+type Queued = Result<Box<pb::UserEvent>, Box<Status>>;
+
 /// Why a watch ended without an error for the client.
 enum End {
     ClientGone,
@@ -76,7 +81,7 @@ struct Watcher {
     selection: Selection,
     /// The revision of the next event to consider; everything before it was handled.
     next: i64,
-    client: mpsc::Sender<Result<pb::UserEvent, Status>>,
+    client: mpsc::Sender<Queued>,
     shutdown: Shutdown,
     deadline: Option<Instant>,
 }
@@ -134,13 +139,15 @@ pub fn start(
         deadline,
     };
     tokio::spawn(watcher.run(live));
-    Ok((Box::pin(ReceiverStream::new(receiver)), next))
+    let stream = ReceiverStream::new(receiver)
+        .map(|queued| queued.map(|event| *event).map_err(|status| *status));
+    Ok((Box::pin(stream), next))
 }
 
 impl Watcher {
     async fn run(mut self, live: broadcast::Receiver<Arc<UserEvent>>) {
         if let Err(err) = self.follow(live).await {
-            let _ = self.client.send(Err(err.into())).await;
+            let _ = self.client.send(Err(Box::new(err.into()))).await;
         }
     }
 
@@ -224,7 +231,7 @@ impl Watcher {
         if !self.selection.matches(event) {
             return Ok(None);
         }
-        let message = Ok(event_to_pb(event.clone()));
+        let message = Ok(Box::new(event_to_pb(event.clone())));
         tokio::select! {
             sent = self.client.send(message) => Ok(sent.err().map(|_| End::ClientGone)),
             () = self.shutdown.triggered() => Err(self.shutting_down()),
