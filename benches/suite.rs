@@ -512,7 +512,7 @@ async fn suite() {
     let server = InProcess::start(settings(&owasp, Argon2Settings::default())).await;
     let creates = measure(
         &server.addr,
-        load(Rpc::Create, cores * 4, Duration::from_secs(10)),
+        load(Rpc::Create, cores * 8, Duration::from_secs(10)),
     )
     .await;
     println!("   CreateUser:       {}", creates.summary());
