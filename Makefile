@@ -9,7 +9,7 @@ run:
 
 ## Unit, integration and snapshot tests. With CI set, any snapshot diff fails.
 test:
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --lib --bins --tests
 
 ## Formatting and clippy, warnings as errors.
 lint:

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status, Streaming};
 use user_service::auth::jwt::{Jwt, JwtSettings};
-use user_service::cli::Target;
 use user_service::cli::bench::{self, BenchArgs, Report, Rpc};
+use user_service::cli::{Bearer, Target};
 use user_service::config::Settings;
 use user_service::domain::{Email, FullName, Metadata, NewUser, Password, Role, Username};
 use user_service::grpc::EventStream;
@@ -643,20 +643,11 @@ async fn suite() {
 fn authorized(
     channel: tonic::transport::Channel,
 ) -> pb::user_service_client::UserServiceClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        impl tonic::service::Interceptor,
-    >,
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
 > {
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token()).parse().unwrap();
     pb::user_service_client::UserServiceClient::with_interceptor(
         channel,
-        move |mut request: Request<()>| {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-            Ok(request)
-        },
+        Bearer::new(Some(&token())).unwrap(),
     )
 }
 

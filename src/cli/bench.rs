@@ -46,6 +46,14 @@ pub struct BenchArgs {
     pub updates: usize,
 }
 
+/// The unary calls a caller repeats (watch runs on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Get,
+    List,
+    Create,
+}
+
 /// What a watch run saw.
 #[derive(Debug, Clone)]
 pub struct WatchOutcome {
@@ -153,10 +161,13 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
     let connections = (0..args.connections.max(1))
         .map(|_| Connection::open(target))
         .collect::<Result<Vec<_>, _>>()?;
-    if args.rpc == Rpc::Watch {
-        return watch(&connections, &args).await;
-    }
-    let ids = if args.rpc == Rpc::Get {
+    let call = match args.rpc {
+        Rpc::Get => Call::Get,
+        Rpc::List => Call::List,
+        Rpc::Create => Call::Create,
+        Rpc::Watch => return watch(&connections, &args).await,
+    };
+    let ids = if call == Call::Get {
         let page = retrying(|| {
             let mut client = connections[0].users();
             let request = connections[0].request(pb::ListUsersRequest {
@@ -191,9 +202,9 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                 let mut n = caller.wrapping_mul(7919);
                 let mut made = 0u64;
                 while Instant::now() < deadline {
-                    let call = Instant::now();
-                    let outcome = match args.rpc {
-                        Rpc::Get => {
+                    let began = Instant::now();
+                    let outcome = match call {
+                        Call::Get => {
                             n = n.wrapping_mul(31).wrapping_add(17) % ids.len();
                             let mut request = tonic::Request::new(pb::GetUserRequest {
                                 user_id: ids[n].clone(),
@@ -201,7 +212,7 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                             request.set_timeout(timeout);
                             client.get_user(request).await.map(drop)
                         }
-                        Rpc::List => {
+                        Call::List => {
                             let mut request = tonic::Request::new(pb::ListUsersRequest {
                                 page_size: args.page_size,
                                 page_token: args.page_token.clone(),
@@ -210,7 +221,7 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                             request.set_timeout(timeout);
                             client.list_users(request).await.map(drop)
                         }
-                        Rpc::Create => {
+                        Call::Create => {
                             made += 1;
                             let name = format!("b{}_{caller}_{made}", std::process::id());
                             let request = pb::CreateUserRequest {
@@ -223,9 +234,8 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                             };
                             client.create_user(request).await.map(drop)
                         }
-                        Rpc::Watch => unreachable!("watch runs on its own"),
                     };
-                    tally.record(call, outcome);
+                    tally.record(began, outcome);
                 }
                 tally
             })

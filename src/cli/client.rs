@@ -110,6 +110,20 @@ impl From<tonic::transport::Error> for Failure {
 #[derive(Clone)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);
 
+impl Bearer {
+    /// Fails when the token holds characters a header value cannot.
+    pub fn new(token: Option<&str>) -> Result<Self, InvalidToken> {
+        token
+            .map(|token| format!("Bearer {token}").parse().map_err(|_| InvalidToken))
+            .transpose()
+            .map(Self)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the token holds characters a header cannot")]
+pub struct InvalidToken;
+
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         if let Some(value) = &self.0 {
@@ -175,12 +189,8 @@ impl Connection {
                 .tls_config(config)
                 .map_err(|err| Failure::usage(err.to_string()))?;
         }
-        let bearer = match &target.token {
-            Some(token) => Bearer(Some(format!("Bearer {token}").parse().map_err(|_| {
-                Failure::usage("the token has characters a header cannot hold")
-            })?)),
-            None => Bearer(None),
-        };
+        let bearer = Bearer::new(target.token.as_deref())
+            .map_err(|_| Failure::usage("the token has characters a header cannot hold"))?;
         Ok(Self {
             channel: endpoint.connect_lazy(),
             bearer,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use client::Connection;
-pub use client::{Failure, Target, exit};
+pub use client::{Bearer, Failure, Target, exit};
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 other failure, 2 usage (bad flags or input file), \
 3 not found, 4 permission (UNAUTHENTICATED or PERMISSION_DENIED), 5 unavailable (UNAVAILABLE or \

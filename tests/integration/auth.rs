@@ -834,7 +834,7 @@ async fn without_a_configured_key_the_logged_development_token_works() {
     let channel = server.channel().await.unwrap();
     let mut client = user_service::pb::user_service_client::UserServiceClient::with_interceptor(
         channel,
-        crate::helpers::Bearer::new(Some(&token)),
+        crate::helpers::Bearer::new(Some(&token)).unwrap(),
     );
     client
         .list_users(ListUsersRequest::default())

@@ -29,7 +29,7 @@ async fn a_client_generated_from_the_original_contract_uses_every_rpc() {
     let token = app.token("old-client", user_service::domain::Role::Admin);
     let mut client = UserServiceClient::with_interceptor(
         app.channel().await,
-        crate::helpers::Bearer::new(Some(&token)),
+        crate::helpers::Bearer::new(Some(&token)).unwrap(),
     );
 
     let mut watch = client

@@ -176,7 +176,7 @@ impl ServerProcess {
         let (token, _) = jwt.mint("test-admin", Role::Admin, None).unwrap();
         Ok(UserServiceClient::with_interceptor(
             channel,
-            Bearer::new(Some(&token)),
+            Bearer::new(Some(&token)).unwrap(),
         ))
     }
 }

@@ -9,11 +9,10 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use user_service::auth::jwt::Jwt;
+pub use user_service::cli::Bearer;
 use user_service::config::Settings;
 use user_service::domain::Role;
 use user_service::password::Argon2Settings;
@@ -30,30 +29,6 @@ pub const CHEAP_ARGON2: Argon2Settings = Argon2Settings {
 
 /// The HS256 secret test servers use, so tests can mint their own tokens.
 pub const TEST_SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
-
-/// Adds `authorization: Bearer <token>` to every call, or nothing for an anonymous client.
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Bearer {
-    pub fn new(token: Option<&str>) -> Self {
-        Self(token.map(|token| format!("Bearer {token}").parse().expect("an ASCII token")))
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
 
 pub type Client = UserServiceClient<InterceptedService<Channel, Bearer>>;
 
@@ -149,12 +124,12 @@ impl TestApp {
 
     pub fn client_on(&self, channel: Channel) -> Client {
         let token = self.token("test-admin", Role::Admin);
-        UserServiceClient::with_interceptor(channel, Bearer::new(Some(&token)))
+        UserServiceClient::with_interceptor(channel, Bearer::new(Some(&token)).unwrap())
     }
 
     /// A client that sends `token`, or no token at all.
     pub async fn client_with(&self, token: Option<&str>) -> Client {
-        UserServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+        UserServiceClient::with_interceptor(self.channel().await, Bearer::new(token).unwrap())
     }
 
     /// Begins a graceful shutdown and returns the server's result once it has stopped.
