@@ -682,6 +682,20 @@ async fn login_attempts_are_limited_per_username() {
 }
 
 #[tokio::test]
+async fn login_attempts_are_limited_per_client_address_across_usernames() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.login_attempts_per_minute = std::num::NonZeroU32::new(2).unwrap();
+    })
+    .await;
+    for name in ["first_name", "second_name"] {
+        let status = login(&app, name, "guess-guess").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let limited = login(&app, "third_name", "guess-guess").await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+}
+
+#[tokio::test]
 async fn a_client_past_its_burst_is_refused_while_others_and_health_are_served() {
     let app = TestApp::spawn_with(|settings| {
         settings.rate_limit_per_second = 1;
@@ -840,4 +854,32 @@ async fn without_a_configured_key_the_logged_development_token_works() {
         .list_users(ListUsersRequest::default())
         .await
         .expect("the development token is an admin token");
+}
+
+const ED25519_PUBLIC: &str = include_str!("../fixtures/jwt/ed25519_public.pem");
+const ED25519_PRIVATE: &str = include_str!("../fixtures/jwt/ed25519_private.pem");
+
+#[tokio::test]
+async fn with_an_ed25519_key_pair_login_signs_eddsa_tokens_that_the_server_accepts() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.jwt.secret = None;
+        settings.jwt.public_key_pem = Some(ED25519_PUBLIC.as_bytes().to_vec());
+        settings.jwt.private_key_pem = Some(ED25519_PRIVATE.as_bytes().to_vec());
+    })
+    .await;
+    let admin_token = {
+        let key = EncodingKey::from_ed_pem(ED25519_PRIVATE.as_bytes()).unwrap();
+        let claims = serde_json::json!({ "sub": "ops", "role": "admin", "exp": in_an_hour() });
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).unwrap()
+    };
+    let mut admin = app.client_with(Some(&admin_token)).await;
+    let user = create(&mut admin, "edwards").await;
+
+    let response = login(&app, "edwards", "correct horse battery")
+        .await
+        .expect("login signs");
+    let header = jsonwebtoken::decode_header(&response.access_token).unwrap();
+    assert_eq!(header.alg, Algorithm::EdDSA);
+    let mut client = app.client_with(Some(&response.access_token)).await;
+    assert_eq!(attempt(&mut client, Op::Get(user.id)).await, Code::Ok);
 }
