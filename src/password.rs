@@ -93,11 +93,6 @@ impl PasswordHasher {
         })
     }
 
-    /// How many hashes may run at once.
-    pub fn workers(&self) -> usize {
-        self.permits.available_permits()
-    }
-
     fn argon2(&self) -> Argon2<'static> {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
     }

@@ -185,10 +185,6 @@ impl Jwt {
         Ok((jwt, generated))
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// Whether verified claims have expired since, with the same leeway verification allows.
     pub fn expired(&self, claims: &Claims) -> bool {
         claims.exp.saturating_add(self.validation.leeway) < now()
