@@ -155,6 +155,7 @@ impl Application {
             hasher,
             shutdown.clone(),
             settings.max_batch_items,
+            settings.max_message_bytes,
             settings.allow_signup,
         ))
         .max_decoding_message_size(settings.max_message_bytes)

@@ -24,6 +24,14 @@ mod tests {
         );
         assert_eq!(super::item_error("items 3 to 4: not created"), None);
     }
+
+    #[test]
+    fn a_summary_of_items_not_taken_names_their_positions() {
+        let (positions, reason) =
+            super::items_error("items 3 to 5: not created: too many; send the rest").unwrap();
+        assert_eq!(positions, 3..=5);
+        assert_eq!(reason, "not created: too many; send the rest");
+    }
 }
 
 #[derive(Args)]
@@ -158,6 +166,15 @@ fn item_error(error: &str) -> Option<(usize, String)> {
     Some((position.parse().ok()?, format!("{who}: {reason}")))
 }
 
+/// Splits the summary of items the server did not take, `items A to B: reason`, into the
+/// positions and the reason.
+fn items_error(error: &str) -> Option<(std::ops::RangeInclusive<usize>, &str)> {
+    let rest = error.strip_prefix("items ")?;
+    let (first, rest) = rest.split_once(" to ")?;
+    let (last, reason) = rest.split_once(": ")?;
+    Some((first.parse().ok()?..=last.parse().ok()?, reason))
+}
+
 pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Result<(), Failure> {
     let format = Format::of(&args.file, args.format)?;
     let total_bytes = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
@@ -213,11 +230,18 @@ pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Resul
             .into_inner();
         created += response.users.len() as u64;
         for error in &response.errors {
+            if let Some((positions, reason)) = items_error(error) {
+                // Items the server did not take (a batch over its limits): each one's line.
+                for position in positions {
+                    let line = lines.get(position).copied().unwrap_or(0);
+                    rejects.write(line, reason)?;
+                }
+                continue;
+            }
             let located = item_error(error)
                 .and_then(|(position, reason)| Some((*lines.get(position)?, reason)));
             match located {
                 Some((line, reason)) => rejects.write(line, &reason)?,
-                // Not about one item (a batch over the server's limit): keep it whole.
                 None => rejects.write(0, error)?,
             }
         }

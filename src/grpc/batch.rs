@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use prost::Message;
 use tokio::task::JoinSet;
 use tonic::{Status, Streaming};
 
@@ -14,6 +15,17 @@ use crate::storage::BatchItem;
 
 /// Items validated, hashed and committed together.
 const CHUNK: usize = 64;
+/// Bytes a created user adds to the response beyond its request: id, etag, role, status and
+/// timestamps. (The password the request carries more than covers an error line.)
+const USER_OVERHEAD: usize = 128;
+/// Response bytes kept free for the summary line.
+const RESPONSE_HEADROOM: usize = 1024;
+
+/// Why the items from some position on were not created.
+enum Cutoff {
+    Count,
+    ResponseSize,
+}
 
 fn item_error(position: usize, username: &str, reason: impl std::fmt::Display) -> String {
     format!("item {position} (username {username:?}): {reason}")
@@ -26,20 +38,39 @@ pub async fn run(
     let mut response = pb::BatchCreateUsersResponse::default();
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut position = 0;
+    // The response must fit the message size limit, or the caller would never learn what was
+    // created: stop taking items before their answers could overflow it.
+    let budget = service.max_message_bytes.saturating_sub(RESPONSE_HEADROOM);
+    let mut planned_bytes = 0;
+    let mut cutoff = None;
     while let Some(request) = stream.message().await? {
-        if position < service.max_batch_items {
-            chunk.push((position, request));
-            if chunk.len() == CHUNK {
-                create_chunk(service, std::mem::take(&mut chunk), &mut response).await?;
+        if cutoff.is_none() {
+            let answer_bytes = request.encoded_len() + USER_OVERHEAD;
+            if position >= service.max_batch_items {
+                cutoff = Some((position, Cutoff::Count));
+            } else if planned_bytes + answer_bytes > budget {
+                cutoff = Some((position, Cutoff::ResponseSize));
+            } else {
+                planned_bytes += answer_bytes;
+                chunk.push((position, request));
+                if chunk.len() == CHUNK {
+                    create_chunk(service, std::mem::take(&mut chunk), &mut response).await?;
+                }
             }
         }
         position += 1;
     }
     create_chunk(service, chunk, &mut response).await?;
-    if position > service.max_batch_items {
-        let max = service.max_batch_items;
+    if let Some((first, why)) = cutoff {
+        let why = match why {
+            Cutoff::Count => format!("one batch holds at most {} items", service.max_batch_items),
+            Cutoff::ResponseSize => format!(
+                "the answer would pass the {}-byte message limit",
+                service.max_message_bytes
+            ),
+        };
         response.errors.push(format!(
-            "items {max} to {}: not created: one batch holds at most {max} items; send the rest in another call",
+            "items {first} to {}: not created: {why}; send the rest in another call",
             position - 1
         ));
     }

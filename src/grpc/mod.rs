@@ -39,6 +39,7 @@ pub struct UserServiceImpl {
     hasher: PasswordHasher,
     shutdown: Shutdown,
     max_batch_items: usize,
+    max_message_bytes: usize,
     allow_signup: bool,
 }
 
@@ -57,6 +58,7 @@ impl UserServiceImpl {
         hasher: PasswordHasher,
         shutdown: Shutdown,
         max_batch_items: usize,
+        max_message_bytes: usize,
         allow_signup: bool,
     ) -> Self {
         Self {
@@ -64,6 +66,7 @@ impl UserServiceImpl {
             hasher,
             shutdown,
             max_batch_items,
+            max_message_bytes,
             allow_signup,
         }
     }

@@ -74,6 +74,38 @@ async fn a_batch_past_its_limit_creates_only_the_first_items_and_says_so() {
 }
 
 #[tokio::test]
+async fn a_batch_stops_before_its_answer_could_pass_the_message_limit() {
+    let app = TestApp::spawn_with(|settings| settings.max_message_bytes = 8 * 1024).await;
+    let mut client = app.client().await;
+    let requests: Vec<_> = (0..100).map(|i| new_user(&format!("sized{i}"))).collect();
+
+    let response = client
+        .batch_create_users(tokio_stream::iter(requests))
+        .await
+        .expect("the answer fits the limit")
+        .into_inner();
+
+    let created = response.users.len();
+    assert!((10..100).contains(&created), "{created} users created");
+    let summary = response.errors.last().expect("a summary line");
+    assert!(
+        summary.starts_with(&format!(
+            "items {created} to 99: not created: the answer would pass"
+        )),
+        "{summary}"
+    );
+    let listed = client
+        .list_users(user_service::pb::ListUsersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.total_count as usize, created,
+        "exactly the reported users exist"
+    );
+}
+
+#[tokio::test]
 async fn sync_answers_every_update_in_order_and_a_bad_one_does_not_end_the_stream() {
     let app = TestApp::spawn().await;
     let mut client = app.client().await;
