@@ -123,6 +123,11 @@ impl Username {
     pub fn key(&self) -> String {
         self.0.to_ascii_lowercase()
     }
+
+    /// Storage rebuilds values it validated when it wrote them.
+    pub(crate) fn from_trusted(raw: String) -> Self {
+        Self(raw)
+    }
 }
 
 /// A syntactically valid address (RFC 5322 by the `email_address` parser), at most 254
@@ -161,6 +166,11 @@ impl Email {
     /// The form uniqueness is decided on.
     pub fn key(&self) -> String {
         self.0.to_lowercase()
+    }
+
+    /// Storage rebuilds values it validated when it wrote them.
+    pub(crate) fn from_trusted(raw: String) -> Self {
+        Self(raw)
     }
 }
 
@@ -217,6 +227,11 @@ impl FullName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Storage rebuilds values it validated when it wrote them.
+    pub(crate) fn from_trusted(raw: String) -> Self {
+        Self(raw)
     }
 }
 

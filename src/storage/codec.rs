@@ -75,15 +75,18 @@ pub(super) struct RawUser {
 }
 
 impl RawUser {
-    /// Values were validated when written; a value that no longer parses means corruption.
+    /// Strings were validated when written and are taken back as they are: re-running the
+    /// parsers (the email one especially) on every listed row and replayed event would be
+    /// work on the read path for nothing. Enum numbers are still checked: they are cheap and
+    /// an unknown one could not be represented.
     pub fn into_user(self) -> StoreResult<User> {
         let role = i32::try_from(self.role).unwrap_or(0);
         let status = i32::try_from(self.status).unwrap_or(0);
         Ok(User {
             id: decode_id(&self.id)?,
-            username: Username::parse(self.username).map_err(|_| corrupt("username"))?,
-            email: Email::parse(self.email).map_err(|_| corrupt("email"))?,
-            full_name: FullName::parse(self.full_name).map_err(|_| corrupt("full_name"))?,
+            username: Username::from_trusted(self.username),
+            email: Email::from_trusted(self.email),
+            full_name: FullName::from_trusted(self.full_name),
             role: Role::parse("role", role).map_err(|_| corrupt("role"))?,
             status: Status::parse("status", status).map_err(|_| corrupt("status"))?,
             created_at_ns: self.created_at_ns,
