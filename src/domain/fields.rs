@@ -302,6 +302,16 @@ impl Status {
         Status::Deleted,
     ];
 
+    /// The name used in messages: `active`, `inactive`, `suspended`, `deleted`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Inactive => "inactive",
+            Status::Suspended => "suspended",
+            Status::Deleted => "deleted",
+        }
+    }
+
     /// A status a user can be given: ACTIVE, INACTIVE or SUSPENDED (DELETED is DeleteUser).
     pub fn parse_settable(raw: i32) -> Result<Self, FieldViolation> {
         match Self::parse("status", raw) {

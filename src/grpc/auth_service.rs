@@ -132,7 +132,7 @@ impl AuthService for AuthServiceImpl {
         if user.status != UserStatus::Active {
             return Err(ServiceError::Unauthenticated(format!(
                 "the account is {}",
-                format!("{:?}", user.status).to_lowercase()
+                user.status.name()
             ))
             .into());
         }

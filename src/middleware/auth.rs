@@ -25,11 +25,38 @@ const OPEN_METHODS: [&str; 1] = ["/userservice.AuthService/Login"];
 /// costs more than the rest of a cached GetUser; expiry is still checked on every call.
 const VERIFIED_TOKENS: usize = 10_000;
 
+/// What a verified token says, in the form authentication uses on every call.
+struct Verified {
+    exp: u64,
+    role: Role,
+    subject: Subject,
+}
+
+enum Subject {
+    /// A stored user: their current role and status decide.
+    User(UserId),
+    Service(String),
+}
+
+impl Verified {
+    fn new(claims: Claims, role: Role) -> Self {
+        let subject = match UserId::parse("sub", &claims.sub) {
+            Ok(id) => Subject::User(id),
+            Err(_) => Subject::Service(claims.sub),
+        };
+        Self {
+            exp: claims.exp,
+            role,
+            subject,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AuthLayer {
     jwt: Arc<Jwt>,
     store: Store,
-    verified: Arc<Mutex<LruCache<String, (Claims, Role)>>>,
+    verified: Arc<Mutex<LruCache<String, Arc<Verified>>>>,
 }
 
 impl AuthLayer {
@@ -42,23 +69,24 @@ impl AuthLayer {
         }
     }
 
-    /// The token's claims, from the cache of verified tokens when it is there.
-    fn verify(&self, token: &str) -> Result<(Claims, Role), TokenError> {
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((claims, role)) = verified.get(token) {
-            if !self.jwt.expired(claims) {
-                return Ok((claims.clone(), *role));
+    /// What the token says, from the cache of verified tokens when it is there.
+    fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(verified) = cache.get(token) {
+            if !self.jwt.expired(verified.exp) {
+                return Ok(verified.clone());
             }
-            verified.pop(token);
+            cache.pop(token);
             return Err(TokenError::Expired);
         }
-        drop(verified);
+        drop(cache);
         let (claims, role) = self.jwt.verify(token)?;
+        let verified = Arc::new(Verified::new(claims, role));
         self.verified
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .put(token.to_owned(), (claims.clone(), role));
-        Ok((claims, role))
+            .put(token.to_owned(), verified.clone());
+        Ok(verified)
     }
 }
 
@@ -98,14 +126,17 @@ impl AuthLayer {
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization metadata must be 'Bearer <token>'")
             })?;
-        let (claims, role) = self
+        let verified = self
             .verify(token)
             .map_err(|err| Status::unauthenticated(err.to_string()))?;
-        let Ok(id) = UserId::parse("sub", &claims.sub) else {
-            return Ok(Caller::Service {
-                name: claims.sub,
-                role,
-            });
+        let id = match &verified.subject {
+            Subject::User(id) => *id,
+            Subject::Service(name) => {
+                return Ok(Caller::Service {
+                    name: name.clone(),
+                    role: verified.role,
+                });
+            }
         };
         match self.store.get(id).await {
             Ok(user) if user.status == UserStatus::Active => Ok(Caller::User {
@@ -114,7 +145,7 @@ impl AuthLayer {
             }),
             Ok(user) => Err(Status::unauthenticated(format!(
                 "the token's user is {}",
-                format!("{:?}", user.status).to_lowercase()
+                user.status.name()
             ))),
             Err(StoreError::NotFound(_)) => {
                 Err(Status::unauthenticated("the token's user no longer exists"))
