@@ -236,7 +236,7 @@ impl Settings {
     /// Reads the files the flags name.
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
         let secret = match (&cli.jwt_secret_file, &cli.jwt_secret) {
-            (Some(path), _) => Some(trim_secret(read(path)?)),
+            (Some(path), _) => Some(read_secret_file(path)?),
             (None, Some(secret)) => Some(secret.as_bytes().to_vec()),
             (None, None) => None,
         };
@@ -289,10 +289,11 @@ impl Settings {
     }
 }
 
-/// A secret file usually ends with a newline that is not part of the secret.
-fn trim_secret(mut secret: Vec<u8>) -> Vec<u8> {
+/// Reads a secret file, without the trailing newline such files usually end with.
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let mut secret = read(path)?;
     while secret.last().is_some_and(u8::is_ascii_whitespace) {
         secret.pop();
     }
-    secret
+    Ok(secret)
 }

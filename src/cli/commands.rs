@@ -11,6 +11,7 @@ use super::client::{Connection, Failure, retrying, store_token};
 use super::input::{role, status};
 use super::render::{list_json, rfc3339, user_json, user_record, user_table};
 use crate::auth::jwt::{Jwt, JwtSettings};
+use crate::config::read_secret_file;
 use crate::domain::Role;
 use crate::pb;
 
@@ -299,11 +300,9 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 
 pub fn token(args: TokenArgs) -> Result<(), Failure> {
     let secret = match (args.jwt_secret_file, args.jwt_secret) {
-        (Some(path), _) => std::fs::read_to_string(&path)
-            .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?
-            .trim_end()
-            .as_bytes()
-            .to_vec(),
+        (Some(path), _) => {
+            read_secret_file(&path).map_err(|err| Failure::usage(crate::error::chain(&err)))?
+        }
         (None, Some(secret)) => secret.into_bytes(),
         (None, None) => {
             return Err(Failure::usage(

@@ -412,6 +412,33 @@ async fn token_mints_a_token_the_server_accepts_and_health_reports_serving() {
         String::from_utf8_lossy(&listed.stderr)
     );
 
+    // The same secret from a file that ends with a newline, as secret files do.
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{TEST_SECRET}\n")).unwrap();
+    let from_file = Command::new(env!("CARGO_BIN_EXE_userctl"))
+        .args(["token", "--subject", "script", "--role", "admin"])
+        .arg("--jwt-secret-file")
+        .arg(&secret_file)
+        .env_remove("USER_SERVICE_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    let token = String::from_utf8(from_file.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let listed = userctl(&app, Some(&token), &["list", "-o", "json"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
     let health = userctl(&app, None, &["health", "-o", "json"]);
     assert!(health.status.success());
     assert_eq!(
