@@ -787,7 +787,7 @@ async fn past_the_concurrency_limit_calls_are_shed_at_once() {
 #[tokio::test]
 async fn the_access_log_records_the_grpc_code_of_a_failed_call() {
     let dir = tempfile::tempdir().unwrap();
-    let server = crate::durability::ServerProcess::start(&dir.path().join("users.db"));
+    let server = crate::helpers::ServerProcess::start(&dir.path().join("users.db"));
     let mut client = server.client().await.unwrap();
     let missing = "0192a3b4-0000-7000-8000-000000000000".to_string();
     let status = client
@@ -835,7 +835,7 @@ async fn the_access_log_records_the_grpc_code_of_a_failed_call() {
 #[tokio::test]
 async fn without_a_configured_key_the_logged_development_token_works() {
     let dir = tempfile::tempdir().unwrap();
-    let server = crate::durability::ServerProcess::start_without_key(&dir.path().join("users.db"));
+    let server = crate::helpers::ServerProcess::start_without_key(&dir.path().join("users.db"));
     let line = server
         .log
         .lock()

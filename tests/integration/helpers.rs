@@ -1,9 +1,11 @@
 //! `TestApp`: the real server, started through the production start-up code on port 0 with
 //! a fresh database, and clients to talk to it.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -11,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use user_service::auth::jwt::Jwt;
+use user_service::auth::jwt::{Jwt, JwtSettings};
 pub use user_service::cli::Bearer;
 use user_service::config::Settings;
 use user_service::domain::Role;
@@ -201,4 +203,98 @@ pub async fn create_many(client: &mut Client, prefix: &str, count: usize) -> Vec
         response.errors
     );
     response.users
+}
+
+/// The server binary, started on port 0; its address is read from its log.
+pub struct ServerProcess {
+    pub child: Child,
+    addr: String,
+    /// Every log line so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    pub fn start(database: &std::path::Path) -> Self {
+        Self::launch(database, Some(TEST_SECRET))
+    }
+
+    /// Starts the binary as `make run` would: with no key configured.
+    pub fn start_without_key(database: &std::path::Path) -> Self {
+        Self::launch(database, None)
+    }
+
+    fn launch(database: &std::path::Path, secret: Option<&str>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", database.display()))
+            .env("RUST_LOG", "info")
+            .env_remove("USER_SERVICE_JWT_SECRET")
+            .stderr(Stdio::piped());
+        if let Some(secret) = secret {
+            command.env("USER_SERVICE_JWT_SECRET", secret);
+        }
+        let mut child = command.spawn().expect("the server binary starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.expect("the log is readable");
+            if let Some(rest) = line.split("\"local_addr\":\"").nth(1) {
+                addr = rest.split('"').next().map(str::to_owned);
+            }
+            seen.push(line);
+            if addr.is_some() {
+                break;
+            }
+        }
+        let addr = addr.expect("the server logs the address it serves on");
+        // Keep reading, so the server never blocks on a full pipe, and keep what it says.
+        let log = Arc::new(Mutex::new(seen));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            addr: format!("http://{addr}"),
+            log,
+        }
+    }
+}
+
+impl ServerProcess {
+    /// An admin client; the process shares the tests' secret.
+    pub async fn channel(&self) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        tonic::transport::Endpoint::from_shared(self.addr.clone())?
+            .connect()
+            .await
+    }
+
+    pub async fn client(&self) -> Result<Client, tonic::transport::Error> {
+        let channel = self.channel().await?;
+        let jwt = Jwt::new(&JwtSettings {
+            secret: Some(TEST_SECRET.as_bytes().to_vec()),
+            token_ttl: Duration::from_secs(600),
+            ..JwtSettings::default()
+        })
+        .expect("the test secret is valid")
+        .0;
+        let (token, _) = jwt.mint("test-admin", Role::Admin, None).unwrap();
+        Ok(UserServiceClient::with_interceptor(
+            channel,
+            Bearer::new(Some(&token)).unwrap(),
+        ))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
