@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::auth::jwt::JwtSettings;
 use crate::password::Argon2Settings;
@@ -227,8 +227,13 @@ fn read_optional(path: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ConfigError>
 }
 
 impl Default for Settings {
+    /// The flags' defaults, ignoring the environment: what the server does with no
+    /// configuration at all, whatever the caller's shell has set.
     fn default() -> Self {
-        Settings::from_cli(Cli::parse_from(["user-service"])).expect("the defaults name no files")
+        let command = Cli::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["user-service"]);
+        let cli = Cli::from_arg_matches(&matches).expect("the defaults parse");
+        Settings::from_cli(cli).expect("the defaults name no files")
     }
 }
 

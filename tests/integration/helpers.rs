@@ -231,8 +231,13 @@ impl ServerProcess {
             .arg("--database-url")
             .arg(format!("sqlite://{}", database.display()))
             .env("RUST_LOG", "info")
-            .env_remove("USER_SERVICE_JWT_SECRET")
             .stderr(Stdio::piped());
+        // The server reads its settings from USER_SERVICE_* too: none of the caller's apply.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("USER_SERVICE_") {
+                command.env_remove(name);
+            }
+        }
         if let Some(secret) = secret {
             command.env("USER_SERVICE_JWT_SECRET", secret);
         }
