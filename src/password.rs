@@ -153,6 +153,17 @@ mod tests {
         assert!(!hasher.verify(wrong, hash).await.unwrap());
     }
 
+    #[tokio::test]
+    async fn a_hash_never_appears_in_debug_output() {
+        let hasher = PasswordHasher::new(CHEAP).unwrap();
+        let hash = hasher
+            .hash(Password::parse("correct horse".into()).unwrap())
+            .await
+            .unwrap();
+        let shown = format!("{hash:?}");
+        assert!(!shown.contains("argon2"), "{shown}");
+    }
+
     #[test]
     fn settings_below_the_owasp_minimum_are_flagged() {
         assert!(CHEAP.below_recommendation());

@@ -829,6 +829,7 @@ async fn the_access_log_records_the_grpc_code_of_a_failed_call() {
         "a secret reached the log"
     );
     assert!(!all.contains("correct horse"), "a password reached the log");
+    assert!(!all.contains("$argon2"), "a password hash reached the log");
     assert!(!all.contains("Bearer "), "a token reached the log");
 }
 
