@@ -5,6 +5,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::auth::jwt::JwtSettings;
@@ -85,7 +86,12 @@ pub struct Cli {
     )]
     pub keepalive_timeout_secs: u64,
 
-    /// Seconds in-flight calls get to finish once shutdown begins.
+    /// Seconds between SIGTERM and closing the listener: health reports NOT_SERVING while
+    /// calls are still served, so load balancers stop sending new ones.
+    #[arg(long, env = "USER_SERVICE_SHUTDOWN_DRAIN_SECS", default_value_t = 5)]
+    pub shutdown_drain_secs: u64,
+
+    /// Seconds in-flight calls get to finish once the listener has closed.
     #[arg(long, env = "USER_SERVICE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
@@ -118,7 +124,7 @@ pub struct Cli {
     pub token_ttl_secs: u64,
 
     /// Let anyone create an account without a token (always with role USER).
-    #[arg(long, env = "USER_SERVICE_ALLOW_SIGNUP")]
+    #[arg(long, env = "USER_SERVICE_ALLOW_SIGNUP", value_parser = BoolishValueParser::new())]
     pub allow_signup: bool,
 
     /// Calls per second each caller may make, sustained; 0 turns rate limiting off.
@@ -166,7 +172,7 @@ pub struct Cli {
     pub tls_client_ca: Option<PathBuf>,
 
     /// Write one access log line per call (target user_service::access).
-    #[arg(long, env = "USER_SERVICE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "USER_SERVICE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub access_log: bool,
 
     /// Log line format.
@@ -185,6 +191,9 @@ pub struct Settings {
     pub max_concurrent_streams: u32,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// How long health reports NOT_SERVING, while calls are still served, before the listener
+    /// closes.
+    pub shutdown_drain: Duration,
     pub shutdown_grace: Duration,
     /// How often the database is checked for the health service.
     pub health_check_interval: Duration,
@@ -288,6 +297,7 @@ impl Settings {
             max_concurrent_streams: cli.max_concurrent_streams,
             keepalive_interval: Duration::from_secs(cli.keepalive_secs),
             keepalive_timeout: Duration::from_secs(cli.keepalive_timeout_secs),
+            shutdown_drain: Duration::from_secs(cli.shutdown_drain_secs),
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
             health_check_interval: Duration::from_secs(5),
         })

@@ -43,9 +43,6 @@ pub enum ServiceError {
     /// UNAVAILABLE: the server is shutting down; retry against another instance or later.
     #[error("the server is shutting down{0}")]
     ShuttingDown(String),
-    /// DEADLINE_EXCEEDED: the caller's deadline passed.
-    #[error("the deadline passed")]
-    DeadlineExceeded,
     /// INTERNAL, with an opaque message; the cause is logged.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -64,7 +61,6 @@ impl ServiceError {
             ServiceError::EtagMismatch { .. } => Code::Aborted,
             ServiceError::Compacted { .. } => Code::OutOfRange,
             ServiceError::ShuttingDown(_) => Code::Unavailable,
-            ServiceError::DeadlineExceeded => Code::DeadlineExceeded,
             ServiceError::Internal(_) => Code::Internal,
         }
     }
@@ -147,8 +143,7 @@ impl From<ServiceError> for Status {
             | ServiceError::ResourceExhausted(_)
             | ServiceError::EtagMismatch { .. }
             | ServiceError::Compacted { .. }
-            | ServiceError::ShuttingDown(_)
-            | ServiceError::DeadlineExceeded => Status::new(code, err.to_string()),
+            | ServiceError::ShuttingDown(_) => Status::new(code, err.to_string()),
         }
     }
 }

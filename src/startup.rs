@@ -17,7 +17,7 @@ use crate::domain::{Password, Role};
 use crate::grpc::UserServiceImpl;
 use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};
 use crate::health;
-use crate::middleware::{AccessLogLayer, AuthLayer, LoadShedLayer, RateLimitLayer};
+use crate::middleware::{AccessLogLayer, AuthLayer, DeadlineLayer, LoadShedLayer, RateLimitLayer};
 use crate::password::{HashError, PasswordHasher};
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
@@ -194,6 +194,7 @@ impl Application {
             .layer(AccessLogLayer {
                 enabled: settings.access_log,
             })
+            .layer(DeadlineLayer)
             .layer(AuthLayer::new(jwt, store.clone()))
             .layer(rate_limit)
             .layer(LoadShedLayer::new(settings.max_concurrent_calls));
@@ -228,15 +229,27 @@ impl Application {
         let served = tokio::select! {
             served = &mut server => served,
             () = stop => {
-                tracing::info!(grace = ?settings.shutdown_grace, "shutting down");
+                // Load balancers see NOT_SERVING and stop sending calls while the ones they
+                // already sent are still served; only then does the listener close.
+                monitor.abort();
                 health::set_all(&reporter, ServingStatus::NotServing).await;
+                tracing::info!(
+                    drain = ?settings.shutdown_drain,
+                    grace = ?settings.shutdown_grace,
+                    "shutting down: reporting NOT_SERVING while still serving"
+                );
+                let drained = tokio::time::timeout(settings.shutdown_drain, &mut server).await;
+                // Closes the listener, sends GOAWAY and ends open streams.
                 trigger.trigger();
-                match tokio::time::timeout(settings.shutdown_grace, &mut server).await {
+                match drained {
+                    // The server stopped by itself while draining.
                     Ok(served) => served,
-                    Err(_) => {
-                        tracing::warn!("calls still open after the grace period were cut off");
-                        Ok(())
-                    }
+                    Err(_) => tokio::time::timeout(settings.shutdown_grace, &mut server)
+                        .await
+                        .unwrap_or_else(|_| {
+                            tracing::warn!("calls still open after the grace period were cut off");
+                            Ok(())
+                        }),
                 }
             }
         };

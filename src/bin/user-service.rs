@@ -1,27 +1,43 @@
 //! The server binary: parse flags, start logging, hand over to the library.
 
+use std::process::ExitCode;
+use std::time::Duration;
+
 use clap::Parser;
 use user_service::config::{Cli, Settings};
 use user_service::startup::{Application, termination_signal};
 use user_service::telemetry;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// How long exiting waits for blocking work a cut-off call left running (a password hash,
+/// say). Storage is closed by then, so nothing that work could still do matters.
+const EXIT_WAIT: Duration = Duration::from_millis(100);
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let result = async {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
         type BoxError = Box<dyn std::error::Error>;
         let settings = Settings::from_cli(cli)?;
         let app = Application::build(settings).await?;
         app.run_until(termination_signal()).await?;
         Ok::<(), BoxError>(())
-    }
-    .await;
+    });
+    runtime.shutdown_timeout(EXIT_WAIT);
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{}", user_service::error::chain(err.as_ref()));
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

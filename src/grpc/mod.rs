@@ -3,7 +3,6 @@
 pub mod auth_service;
 mod batch;
 pub mod convert;
-pub mod deadline;
 pub mod page_token;
 mod sync;
 mod watch;
@@ -20,7 +19,7 @@ use crate::error::ServiceError;
 use crate::password::PasswordHasher;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
-use crate::storage::{ListQuery, Store};
+use crate::storage::{ListQuery, Store, Updated};
 use convert::{parse_create, parse_etag, parse_filter, parse_update, parse_user_id, user_to_pb};
 
 /// Initial metadata of a WatchUsers response: the first revision the stream covers.
@@ -81,7 +80,7 @@ impl UserServiceImpl {
         &self,
         caller: &Caller,
         request: pb::UpdateUserRequest,
-    ) -> Result<crate::domain::UserEvent, ServiceError> {
+    ) -> Result<Updated, ServiceError> {
         let (id, mut patch) = parse_update(request)?;
         // Only a moderator acting on someone else is judged by the target's role. Pinning the
         // etag read for that decision makes the write fail if the role changed meanwhile.
@@ -161,9 +160,9 @@ impl UserService for UserServiceImpl {
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::UpdateUserResponse>, Status> {
         let caller = caller_of(&request);
-        let event = self.apply_update(&caller, request.into_inner()).await?;
+        let updated = self.apply_update(&caller, request.into_inner()).await?;
         Ok(Response::new(pb::UpdateUserResponse {
-            user: Some(user_to_pb(event.user)),
+            user: Some(user_to_pb(updated.into_user())),
         }))
     }
 
@@ -245,9 +244,8 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::WatchUsersRequest>,
     ) -> Result<Response<Self::WatchUsersStream>, Status> {
-        let deadline = deadline::from_metadata(request.metadata());
         let caller = caller_of(&request);
-        let (stream, start) = watch::start(self, &caller, request.into_inner(), deadline)?;
+        let (stream, start) = watch::start(self, &caller, request.into_inner())?;
         let mut response = Response::new(stream);
         // Every event from this revision on will be delivered: a client that saw none can
         // resume from here after a disconnect without missing any.
@@ -274,13 +272,11 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<Streaming<pb::UpdateUserRequest>>,
     ) -> Result<Response<Self::SyncUsersStream>, Status> {
-        let deadline = deadline::from_metadata(request.metadata());
         let caller = caller_of(&request);
         Ok(Response::new(sync::start(
             self.clone(),
             caller,
             request.into_inner(),
-            deadline,
         )))
     }
 }

@@ -2,15 +2,15 @@
 //! stream goes on.
 
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::convert::event_to_pb;
-use super::{EventStream, UserServiceImpl, deadline};
+use super::convert::{event_to_pb, user_to_pb};
+use super::{EventStream, UserServiceImpl};
 use crate::auth::Caller;
 use crate::error::ServiceError;
 use crate::pb;
+use crate::storage::Updated;
 
 const CLIENT_BUFFER: usize = 64;
 
@@ -30,7 +30,6 @@ pub fn start(
     service: UserServiceImpl,
     caller: Caller,
     mut inbound: Streaming<pb::UpdateUserRequest>,
-    deadline: Option<Instant>,
 ) -> EventStream {
     let (replies, receiver) = mpsc::channel(CLIENT_BUFFER);
     let mut shutdown = service.shutdown.clone();
@@ -44,16 +43,17 @@ pub fn start(
                     let _ = replies.send(Err(err.into())).await;
                     return;
                 }
-                () = deadline::reached(deadline) => {
-                    let _ = replies.send(Err(ServiceError::DeadlineExceeded.into())).await;
-                    return;
-                }
             };
             let reply = match message {
                 Ok(Some(request)) => {
                     let user_id = request.user_id.clone();
                     match service.apply_update(&caller, request).await {
-                        Ok(event) => event_to_pb(event),
+                        Ok(Updated::Changed(event)) => event_to_pb(event),
+                        // Nothing changed, so there is no event: the user as stored.
+                        Ok(Updated::Unchanged(user)) => pb::UserEvent {
+                            user: Some(user_to_pb(user)),
+                            ..Default::default()
+                        },
                         Err(err) => failure(user_id, &Status::from(err)),
                     }
                 }

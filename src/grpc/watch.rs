@@ -6,13 +6,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
-use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::convert::{event_to_pb, parse_user_id};
-use super::{EventStream, UserServiceImpl, deadline, invalid};
+use super::{EventStream, UserServiceImpl, invalid};
 use crate::auth::Caller;
 use crate::auth::policy::Access;
 use crate::domain::{FieldViolation, UserEvent, UserId, ValidationError};
@@ -83,14 +82,12 @@ struct Watcher {
     next: i64,
     client: mpsc::Sender<Queued>,
     shutdown: Shutdown,
-    deadline: Option<Instant>,
 }
 
 pub fn start(
     service: &UserServiceImpl,
     caller: &Caller,
     request: pb::WatchUsersRequest,
-    deadline: Option<Instant>,
 ) -> Result<(EventStream, i64), ServiceError> {
     let selection = Selection::parse(&request)?;
     let only = match &selection {
@@ -136,7 +133,6 @@ pub fn start(
         next,
         client,
         shutdown,
-        deadline,
     };
     tokio::spawn(watcher.run(live));
     let stream = ReceiverStream::new(receiver)
@@ -163,7 +159,6 @@ impl Watcher {
                 received = live.recv() => received,
                 () = self.client.closed() => return Ok(End::ClientGone),
                 () = self.shutdown.triggered() => return Err(self.shutting_down()),
-                () = deadline::reached(self.deadline) => return Err(ServiceError::DeadlineExceeded),
             };
             let event = match received {
                 Ok(event) => event,
@@ -235,7 +230,6 @@ impl Watcher {
         tokio::select! {
             sent = self.client.send(message) => Ok(sent.err().map(|_| End::ClientGone)),
             () = self.shutdown.triggered() => Err(self.shutting_down()),
-            () = deadline::reached(self.deadline) => Err(ServiceError::DeadlineExceeded),
         }
     }
 

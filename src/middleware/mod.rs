@@ -1,9 +1,10 @@
 //! The tower layers every call passes through, in the architecture diagram's order:
-//! access log -> authentication -> rate limit -> load shedding -> the services.
+//! access log -> deadline -> authentication -> rate limit -> load shedding -> the services.
 //! `startup` assembles them.
 
 pub mod access_log;
 pub mod auth;
+pub mod deadline;
 pub mod load_shed;
 pub mod rate_limit;
 
@@ -15,6 +16,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 pub use access_log::AccessLogLayer;
 pub use auth::AuthLayer;
+pub use deadline::DeadlineLayer;
 pub use load_shed::LoadShedLayer;
 pub use rate_limit::RateLimitLayer;
 

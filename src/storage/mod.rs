@@ -77,6 +77,25 @@ pub struct BatchItem {
     pub user: NewUser,
 }
 
+/// What an update did.
+#[derive(Debug)]
+pub enum Updated {
+    /// The change committed as this event; `event.user` is the user after it.
+    Changed(UserEvent),
+    /// The patch asked for what the user already was: nothing was written, and the etag
+    /// stays as it was.
+    Unchanged(User),
+}
+
+impl Updated {
+    pub fn into_user(self) -> User {
+        match self {
+            Updated::Changed(event) => event.user,
+            Updated::Unchanged(user) => user,
+        }
+    }
+}
+
 /// Which users a listing shows, and where the previous page ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListQuery {
@@ -155,7 +174,7 @@ impl Store {
         on_backend!(self, s => s.clone().blocking(move |s| s.credentials(&username)).await)
     }
 
-    pub async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<UserEvent> {
+    pub async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
         on_backend!(self, s => s.clone().blocking(move |s| s.update(id, patch)).await)
     }
 

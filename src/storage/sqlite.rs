@@ -18,7 +18,8 @@ use super::codec::{
     RawUser, decode_id, decode_metadata, decode_user, encode_metadata, encode_user,
 };
 use super::{
-    BatchItem, Cursor, ListQuery, Page, StorageSettings, StoreError, StoreResult, migrations,
+    BatchItem, Cursor, ListQuery, Page, StorageSettings, StoreError, StoreResult, Updated,
+    migrations,
 };
 use crate::domain::{
     Etag, EventKind, NewUser, Status, User, UserEvent, UserId, UserPatch, ValidationError,
@@ -457,10 +458,11 @@ impl SqliteStore {
         })
     }
 
-    pub(super) fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<UserEvent> {
+    pub(super) fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
         self.write(|tx, pending| {
-            let mut user = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
-            check_etag(&user, patch.etag)?;
+            let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
+            check_etag(&stored, patch.etag)?;
+            let mut user = stored.clone();
             if let Some(username) = patch.username {
                 user.username = username;
             }
@@ -484,10 +486,15 @@ impl SqliteStore {
                             violations: vec![violation],
                         })?;
             }
+            if user == stored {
+                return Ok(Updated::Unchanged(stored));
+            }
             user.updated_at_ns = now_ns().max(user.updated_at_ns + 1);
             user.revision = pending.next_revision();
             write_row(tx, &user, None)?;
-            pending.record(tx, EventKind::Updated, &user)
+            pending
+                .record(tx, EventKind::Updated, &user)
+                .map(Updated::Changed)
         })
     }
 

@@ -797,25 +797,7 @@ async fn the_access_log_records_the_grpc_code_of_a_failed_call() {
     assert_eq!(status.code(), Code::NotFound);
     create_many(&mut client, "logged", 1).await;
 
-    let line = {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let found = server
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|line| line.contains("\"method\":\"/userservice.UserService/GetUser\""))
-                .cloned();
-            match found {
-                Some(line) => break line,
-                None if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                None => panic!("no access log line for GetUser"),
-            }
-        }
-    };
+    let line = server.wait_for_log("\"method\":\"/userservice.UserService/GetUser\"");
     assert!(line.contains("\"code\":\"NotFound\""), "{line}");
     assert!(
         line.contains("\"principal\":\"service:test-admin\""),

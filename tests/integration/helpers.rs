@@ -42,6 +42,7 @@ pub fn test_settings(database: &Path) -> Settings {
     settings.storage.database_url = format!("sqlite://{}", database.display());
     settings.argon2 = CHEAP_ARGON2;
     settings.shutdown_grace = Duration::from_secs(5);
+    settings.shutdown_drain = Duration::ZERO;
     settings.health_check_interval = Duration::from_millis(100);
     settings.jwt.secret = Some(TEST_SECRET.as_bytes().to_vec());
     settings.jwt.token_ttl = Duration::from_secs(600);
@@ -134,11 +135,16 @@ impl TestApp {
         UserServiceClient::with_interceptor(self.channel().await, Bearer::new(token).unwrap())
     }
 
-    /// Begins a graceful shutdown and returns the server's result once it has stopped.
-    pub async fn stop(mut self) -> (Result<(), StartupError>, Self) {
+    /// Tells the server to shut down, as SIGTERM would, without waiting for it.
+    pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Begins a graceful shutdown and returns the server's result once it has stopped.
+    pub async fn stop(mut self) -> (Result<(), StartupError>, Self) {
+        self.begin_stop();
         let result = (&mut self.server)
             .await
             .expect("the server task does not panic");
@@ -228,6 +234,7 @@ impl ServerProcess {
         command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+            .args(["--shutdown-drain-secs", "0"])
             .arg("--database-url")
             .arg(format!("sqlite://{}", database.display()))
             .env("RUST_LOG", "info")
@@ -273,15 +280,21 @@ impl ServerProcess {
 }
 
 impl ServerProcess {
-    /// An admin client; the process shares the tests' secret.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the logged address parses")
+    }
+
     pub async fn channel(&self) -> Result<tonic::transport::Channel, tonic::transport::Error> {
         tonic::transport::Endpoint::from_shared(self.addr.clone())?
             .connect()
             .await
     }
 
-    pub async fn client(&self) -> Result<Client, tonic::transport::Error> {
-        let channel = self.channel().await?;
+    /// A token the process accepts: it shares the tests' secret.
+    pub fn token(&self, subject: &str, role: Role) -> String {
         let jwt = Jwt::new(&JwtSettings {
             secret: Some(TEST_SECRET.as_bytes().to_vec()),
             token_ttl: Duration::from_secs(600),
@@ -289,11 +302,38 @@ impl ServerProcess {
         })
         .expect("the test secret is valid")
         .0;
-        let (token, _) = jwt.mint("test-admin", Role::Admin, None).unwrap();
+        jwt.mint(subject, role, None).unwrap().0
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> Result<Client, tonic::transport::Error> {
+        let channel = self.channel().await?;
+        let token = self.token("test-admin", Role::Admin);
         Ok(UserServiceClient::with_interceptor(
             channel,
             Bearer::new(Some(&token)).unwrap(),
         ))
+    }
+
+    /// The first log line containing `text`, waiting up to five seconds for it.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| line.contains(text))
+                .cloned();
+            match found {
+                Some(line) => return line,
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                None => panic!("no log line contains {text:?}"),
+            }
+        }
     }
 }
 

@@ -2,9 +2,11 @@
 
 mod auth;
 mod compat;
+mod deadlines;
 mod durability;
 mod helpers;
 mod list;
+mod raw;
 mod server;
 mod snapshots;
 mod streams;

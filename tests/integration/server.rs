@@ -197,3 +197,55 @@ async fn health_is_not_serving_while_the_database_is_unusable_and_recovers_after
         .unwrap();
     assert_eq!(status(after), ServingStatus::Serving as i32);
 }
+
+#[tokio::test]
+async fn during_the_drain_health_is_not_serving_while_calls_are_still_served() {
+    let mut app = TestApp::spawn_with(|settings| {
+        settings.shutdown_drain = Duration::from_secs(2);
+    })
+    .await;
+    let mut client = app.client().await;
+    let user = create(&mut client, "drained").await;
+    let mut health = HealthClient::new(app.channel().await);
+    let check = || HealthCheckRequest {
+        service: "userservice.UserService".into(),
+    };
+
+    let started = std::time::Instant::now();
+    app.begin_stop();
+    let mut observed = None;
+    while started.elapsed() < Duration::from_secs(1) {
+        let status = health
+            .check(check())
+            .await
+            .expect("still answering")
+            .into_inner();
+        if status.status == ServingStatus::NotServing as i32 {
+            observed = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let observed = observed.expect("health turned NOT_SERVING through the open connection");
+
+    // A new connection is still accepted, and calls on it are served.
+    let mut late = app.client().await;
+    let fetched = late
+        .get_user(GetUserRequest {
+            user_id: user.id.clone(),
+        })
+        .await
+        .expect("calls are served during the drain");
+    assert_eq!(fetched.into_inner().user.unwrap().id, user.id);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the call was made during the drain (NOT_SERVING after {observed:?})"
+    );
+
+    let (result, _app) = app.stop().await;
+    result.expect("the server stopped cleanly after the drain");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the listener stayed open for the whole drain"
+    );
+}

@@ -179,24 +179,3 @@ async fn sync_answers_every_update_in_order_and_a_bad_one_does_not_end_the_strea
         "the replies end when the updates do: {end:?}"
     );
 }
-
-#[tokio::test]
-async fn a_batch_whose_client_never_finishes_ends_at_the_callers_deadline() {
-    let app = TestApp::spawn().await;
-    let mut client = app.client().await;
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    sender.send(new_user("lingering")).await.unwrap();
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
-    request.set_timeout(Duration::from_millis(300));
-
-    let outcome = tokio::time::timeout(Duration::from_secs(10), client.batch_create_users(request))
-        .await
-        .expect("the server ends the call at the deadline, not never");
-
-    let status = outcome.unwrap_err();
-    assert!(
-        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
-        "{status:?}"
-    );
-    drop(sender);
-}

@@ -3,6 +3,7 @@
 use tonic::Code;
 use user_service::pb::{
     CreateUserRequest, DeleteUserRequest, GetUserRequest, UpdateUserRequest, UserRole, UserStatus,
+    WatchUsersRequest,
 };
 
 use crate::helpers::{TestApp, create, new_user};
@@ -383,4 +384,65 @@ async fn create_reports_every_broken_rule_at_once() {
     let details = tonic_types::StatusExt::get_details_bad_request(&status)
         .expect("a BadRequest detail is attached");
     assert_eq!(details.field_violations.len(), 3);
+}
+
+#[tokio::test]
+async fn an_update_that_changes_nothing_keeps_the_etag_and_emits_no_event() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let user = create(&mut client, "steady").await;
+    let mut events = client
+        .watch_users(WatchUsersRequest {
+            user_ids: vec![user.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let no_change = [
+        UpdateUserRequest {
+            user_id: user.id.clone(),
+            ..Default::default()
+        },
+        UpdateUserRequest {
+            user_id: user.id.clone(),
+            full_name: Some(user.full_name.clone()),
+            status: Some(UserStatus::Active as i32),
+            etag: Some(user.etag.clone()),
+            ..Default::default()
+        },
+    ];
+    for request in no_change {
+        let after = client
+            .update_user(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        assert_eq!(
+            after, user,
+            "the user, etag and updated_at included, is unchanged"
+        );
+    }
+    let renamed = client
+        .update_user(UpdateUserRequest {
+            user_id: user.id.clone(),
+            full_name: Some("Steady Eddie".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_ne!(renamed.etag, user.etag);
+
+    let first = crate::watch::next_event(&mut events).await;
+    assert_eq!(
+        first.user.unwrap().full_name,
+        "Steady Eddie",
+        "the first event is the real change: the no-op updates made none"
+    );
 }

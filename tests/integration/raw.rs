@@ -1,0 +1,64 @@
+//! Calls made with a bare HTTP/2 client, for what a tonic client would not send or would
+//! answer itself (its own timer ends a call at the caller's deadline before the server's
+//! answer arrives, so only a bare client sees what the server says).
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::net::TcpStream;
+use tonic::Status;
+
+/// A protobuf message in gRPC's length-prefixed framing, uncompressed.
+pub fn frame(message: &impl Message) -> Bytes {
+    let body = message.encode_to_vec();
+    let mut framed = Vec::with_capacity(body.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&body);
+    framed.into()
+}
+
+/// Sends `body` to `path` with `headers` (besides the gRPC ones) and returns the status the
+/// server ended the call with. With `end_stream` false the request stays open, as a client
+/// that has more to send would leave it.
+pub async fn call(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    end_stream: bool,
+) -> Status {
+    let tcp = TcpStream::connect(addr).await.expect("the server accepts");
+    let (client, connection) = h2::client::handshake(tcp)
+        .await
+        .expect("an HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("the connection is ready");
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut send) = client
+        .send_request(request.body(()).unwrap(), false)
+        .expect("the request is sent");
+    send.send_data(body, end_stream).expect("the body is sent");
+    let response = response.await.expect("the server answers");
+    // A trailers-only answer carries the status in its headers.
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let mut body = response.into_body();
+    while let Some(data) = body.data().await {
+        let data = data.expect("the body arrives");
+        let _ = body.flow_control().release_capacity(data.len());
+    }
+    let trailers = body.trailers().await.expect("the trailers arrive");
+    drop(send);
+    trailers
+        .as_ref()
+        .and_then(Status::from_header_map)
+        .expect("the answer ends with a grpc-status")
+}
