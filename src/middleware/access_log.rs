@@ -1,7 +1,9 @@
 //! Outermost layer: one structured line per call with method, peer, principal, gRPC code and
-//! duration. The code comes from `grpc-status` (trailers-only headers, or the trailers).
+//! duration. The code comes from `grpc-status` (trailers-only headers, or the trailers); a
+//! call whose client went away before it ended is CANCELLED, whatever the handler answered.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -12,13 +14,52 @@ use tower::{Layer, Service};
 
 use super::peer_addr;
 
+/// What is learnt about a call after it started: the principal, which the auth layer further
+/// in leaves here, and whether the client went away.
+#[derive(Default)]
+struct CallState {
+    principal: OnceLock<String>,
+    client_gone: AtomicBool,
+}
+
 /// Where the auth layer, further in, leaves the caller's principal for the log line.
 #[derive(Clone, Default)]
-pub struct PrincipalSlot(Arc<OnceLock<String>>);
+pub struct PrincipalSlot(Arc<CallState>);
 
 impl PrincipalSlot {
     pub fn set(&self, principal: String) {
-        let _ = self.0.set(principal);
+        let _ = self.0.principal.set(principal);
+    }
+}
+
+/// The request body, watched for the error that means the client's stream broke (a reset, or
+/// the connection closing) before the call ended.
+struct WatchedRequest {
+    inner: tonic::body::Body,
+    state: PrincipalSlot,
+}
+
+impl Body for WatchedRequest {
+    type Data = <tonic::body::Body as Body>::Data;
+    type Error = <tonic::body::Body as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.state.0.client_gone.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -50,7 +91,8 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
     value.parse::<i32>().ok().map(Code::from_i32)
 }
 
-/// One call in flight; logs exactly once, when the response ends or is dropped.
+/// One call in flight; logs exactly once, when the response ends, or when it is dropped
+/// unfinished (the client went away before or while it was sent).
 struct CallRecord {
     method: String,
     peer: Option<std::net::SocketAddr>,
@@ -67,10 +109,14 @@ impl CallRecord {
         }
         self.logged = true;
         // No status at all means the response was abandoned: the client went away.
-        let code = code.or(self.code).unwrap_or(Code::Cancelled);
+        let code = if self.principal.0.client_gone.load(Ordering::Relaxed) {
+            Code::Cancelled
+        } else {
+            code.or(self.code).unwrap_or(Code::Cancelled)
+        };
         let peer = self.peer.map(|peer| peer.to_string());
         let peer = peer.as_deref().unwrap_or("-");
-        let principal = self.principal.0.get().map_or("-", String::as_str);
+        let principal = self.principal.0.principal.get().map_or("-", String::as_str);
         let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let method = self.method.as_str();
         match code {
@@ -81,6 +127,12 @@ impl CallRecord {
                 tracing::info!(target: "user_service::access", method, peer, principal, code = ?code, micros, "call");
             }
         }
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        self.finish(None);
     }
 }
 
@@ -95,12 +147,6 @@ impl<B> LoggedBody<B> {
         if let Some(record) = &mut self.record {
             record.finish(code);
         }
-    }
-}
-
-impl<B> Drop for LoggedBody<B> {
-    fn drop(&mut self) {
-        self.finish(None);
     }
 }
 
@@ -138,9 +184,9 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AccessLog<S>
+impl<S, ResBody> Service<http::Request<tonic::body::Body>> for AccessLog<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     ResBody: Body + Unpin,
 {
@@ -152,7 +198,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         if !self.enabled {
             let response = self.inner.call(request);
             return Box::pin(async move {
@@ -164,7 +210,15 @@ where
             });
         }
         let principal = PrincipalSlot::default();
-        request.extensions_mut().insert(principal.clone());
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(principal.clone());
+        let request = http::Request::from_parts(
+            parts,
+            tonic::body::Body::new(WatchedRequest {
+                inner: body,
+                state: principal.clone(),
+            }),
+        );
         let record = CallRecord {
             method: request.uri().path().to_owned(),
             peer: peer_addr(request.extensions()),

@@ -84,3 +84,22 @@ async fn a_call_ended_by_its_deadline_has_an_access_log_line_with_its_code() {
     let line = server.wait_for_log(&format!("\"method\":\"{BATCH}\""));
     assert!(line.contains("\"code\":\"DeadlineExceeded\""), "{line}");
 }
+
+#[tokio::test]
+async fn a_call_whose_client_hangs_up_is_logged_as_cancelled_at_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&dir.path().join("users.db"));
+    let bearer = format!("Bearer {}", server.token("test-admin", Role::Admin));
+
+    raw::abandon(
+        server.addr(),
+        BATCH,
+        &[("authorization", &bearer)],
+        raw::frame(&new_user("quitter")),
+    )
+    .await;
+
+    let line = server.wait_for_log(&format!("\"method\":\"{BATCH}\""));
+    assert!(line.contains("\"code\":\"Cancelled\""), "{line}");
+    assert!(line.contains("\"level\":\"INFO\""), "{line}");
+}

@@ -331,7 +331,10 @@ impl ServerProcess {
                 None if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
-                None => panic!("no log line contains {text:?}"),
+                None => panic!(
+                    "no log line contains {text:?}; the log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                ),
             }
         }
     }

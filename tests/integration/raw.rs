@@ -62,3 +62,29 @@ pub async fn call(
         .and_then(Status::from_header_map)
         .expect("the answer ends with a grpc-status")
 }
+
+/// Starts a call, sends `body` without ending the request, then cancels it (RST_STREAM
+/// CANCEL, as gRPC clients do) and closes the connection: a client that gave up mid-call.
+pub async fn abandon(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: Bytes) {
+    let tcp = TcpStream::connect(addr).await.expect("the server accepts");
+    let (client, connection) = h2::client::handshake(tcp)
+        .await
+        .expect("an HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("the connection is ready");
+    let mut request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (_response, mut send) = client
+        .send_request(request.body(()).unwrap(), false)
+        .expect("the request is sent");
+    send.send_data(body, false).expect("the body is sent");
+    // Let the server start the call, then hang up.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    send.send_reset(h2::Reason::CANCEL);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    connection.abort();
+}
