@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
@@ -82,8 +83,94 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// How the connection was set up, for explaining a failure that happened below gRPC. One
+/// process opens its connections one way, so it is set once, when the first is opened.
+#[derive(Debug, Clone, Copy)]
+struct Transport {
+    tls: bool,
+    client_certificate: bool,
+}
+
+static TRANSPORT: OnceLock<Transport> = OnceLock::new();
+
+/// Errors from the connection carry what went wrong in their sources (rustls, hyper, io): the
+/// one thing a person can act on, in their words.
+fn transport_failure(status: &Status) -> Option<Failure> {
+    let mut sources = Vec::new();
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        sources.push(err);
+        source = err.source();
+    }
+    let unavailable = |message: String| Failure {
+        code: exit::UNAVAILABLE,
+        message,
+    };
+    // tonic's client ends a call at its deadline itself, as CANCELLED "Timeout expired".
+    if sources.iter().any(|err| err.is::<tonic::TimeoutExpired>()) {
+        return Some(unavailable(
+            "DEADLINE_EXCEEDED: the call did not finish within --timeout".into(),
+        ));
+    }
+    if !sources
+        .iter()
+        .any(|err| err.is::<tonic::transport::Error>())
+    {
+        return None;
+    }
+    let detail = sources
+        .last()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| status.message().to_owned());
+    let closed = [
+        "broken pipe",
+        "connection closed",
+        "h2 protocol error",
+        "connection reset",
+    ]
+    .iter()
+    .any(|symptom| detail.contains(symptom) || status.message().contains(symptom));
+    let transport = TRANSPORT.get().copied().unwrap_or(Transport {
+        tls: false,
+        client_certificate: false,
+    });
+    let message = if detail.contains("invalid peer certificate") {
+        format!(
+            "the server's TLS certificate was rejected ({detail}): it is not signed by the CA \
+             given with --tls-ca, or does not name the host in --addr"
+        )
+    } else if detail.contains("InvalidContentType") || detail.contains("corrupt message") {
+        "the server does not speak TLS: use an http:// address and leave out --tls-ca".into()
+    } else if detail.contains("CertificateRequired") {
+        "the server requires a client certificate (mutual TLS): give --tls-cert and --tls-key"
+            .into()
+    } else if (closed || detail.contains("fatal alert"))
+        && transport.tls
+        && transport.client_certificate
+    {
+        "the server closed the connection after the TLS handshake: it rejected the client \
+         certificate (--tls-cert), which is not signed by a CA it trusts"
+            .into()
+    } else if closed && transport.tls {
+        "the server closed the connection after the TLS handshake: it requires a client \
+         certificate (mutual TLS): give --tls-cert and --tls-key"
+            .into()
+    } else if closed {
+        format!(
+            "the server closed the connection ({detail}): if it serves TLS, use an https:// \
+             address and --tls-ca"
+        )
+    } else {
+        format!("cannot reach the server: {detail}")
+    };
+    Some(unavailable(message))
+}
+
 impl From<Status> for Failure {
     fn from(status: Status) -> Self {
+        if let Some(failure) = transport_failure(&status) {
+            return failure;
+        }
         let code = match status.code() {
             Code::NotFound => exit::NOT_FOUND,
             Code::Unauthenticated | Code::PermissionDenied => exit::PERMISSION,
@@ -189,6 +276,10 @@ impl Connection {
                 .tls_config(config)
                 .map_err(|err| Failure::usage(err.to_string()))?;
         }
+        let _ = TRANSPORT.set(Transport {
+            tls: tls || addr.starts_with("https://"),
+            client_certificate: target.tls_cert.is_some(),
+        });
         let bearer = Bearer::new(target.token.as_deref())
             .map_err(|_| Failure::usage("the token has characters a header cannot hold"))?;
         Ok(Self {

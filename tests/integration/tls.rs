@@ -114,3 +114,110 @@ async fn under_mutual_tls_only_clients_with_a_certificate_from_the_ca_get_in() {
     };
     assert!(refused, "a client without a certificate is refused");
 }
+
+/// Runs userctl against `addr` with `args` and returns its exit code and standard error.
+fn userctl_at(addr: &str, token: &str, args: &[&str]) -> (Option<i32>, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_userctl"))
+        .args(["--addr", addr, "--timeout", "5s"])
+        .args(args)
+        .env_remove("USERCTL_ADDR")
+        .env("USERCTL_TOKEN", token)
+        .env("USERCTL_CONFIG_DIR", "/nonexistent/userctl-tests")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("userctl runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn userctl_names_the_cause_of_a_failed_tls_handshake() {
+    let (pki, other) = (self::pki(), self::pki());
+    let mtls = TestApp::spawn_with(|settings| {
+        settings.tls = Some(TlsSettings {
+            cert_pem: pki.server.0.clone().into_bytes(),
+            key_pem: pki.server.1.clone().into_bytes(),
+            client_ca_pem: Some(pki.ca.clone().into_bytes()),
+        });
+    })
+    .await;
+    let plain = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write(dir.path(), "ca.pem", &pki.ca);
+    let other_ca = write(dir.path(), "other-ca.pem", &other.ca);
+    let cert = write(dir.path(), "client.pem", &pki.client.0);
+    let key = write(dir.path(), "client.key", &pki.client.1);
+    let other_cert = write(dir.path(), "other-client.pem", &other.client.0);
+    let other_key = write(dir.path(), "other-client.key", &other.client.1);
+    let token = mtls.token("ops", user_service::domain::Role::Admin);
+    let tls_addr = format!("https://localhost:{}", mtls.addr.port());
+    let list = ["list"];
+
+    let cases: Vec<(&str, String, Vec<&str>, &str)> = vec![
+        (
+            "a server certificate from an unknown CA",
+            tls_addr.clone(),
+            vec![
+                "--tls-ca",
+                &other_ca,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ],
+            "certificate was rejected",
+        ),
+        (
+            "no client certificate",
+            tls_addr.clone(),
+            vec!["--tls-ca", &ca],
+            "requires a client certificate",
+        ),
+        (
+            "a client certificate the server does not trust",
+            tls_addr.clone(),
+            vec![
+                "--tls-ca",
+                &ca,
+                "--tls-cert",
+                &other_cert,
+                "--tls-key",
+                &other_key,
+            ],
+            "rejected the client certificate",
+        ),
+        (
+            "plaintext to a TLS port",
+            format!("http://localhost:{}", mtls.addr.port()),
+            vec![],
+            "https://",
+        ),
+        (
+            "TLS to a plaintext port",
+            format!("https://localhost:{}", plain.addr.port()),
+            vec!["--tls-ca", &ca],
+            "does not speak TLS",
+        ),
+    ];
+    for (case, addr, flags, cause) in cases {
+        let args = [flags.as_slice(), &list].concat();
+        let (code, stderr) = userctl_at(&addr, &token, &args);
+        assert_eq!(code, Some(5), "{case}: {stderr}");
+        assert!(stderr.contains(cause), "{case}: {stderr}");
+    }
+    let args = [
+        &["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key][..],
+        &list,
+    ]
+    .concat();
+    let (code, stderr) = userctl_at(&tls_addr, &token, &args);
+    assert_eq!(code, Some(0), "the right certificates work: {stderr}");
+}

@@ -9,7 +9,7 @@ use user_service::domain::Role;
 
 use crate::helpers::{TEST_SECRET, TestApp};
 
-fn userctl(app: &TestApp, token: Option<&str>, args: &[&str]) -> Output {
+pub fn userctl(app: &TestApp, token: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_userctl"));
     command
         .args(["--addr", &format!("http://{}", app.addr)])
@@ -507,4 +507,34 @@ async fn watch_resumes_after_the_server_restarts_without_losing_or_repeating_eve
 
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_past_its_timeout_is_deadline_exceeded_with_exit_code_5() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.argon2 = user_service::password::Argon2Settings {
+            memory_kib: 256 * 1024,
+            iterations: 4,
+            parallelism: 1,
+        };
+    })
+    .await;
+    let output = userctl(
+        &app,
+        Some(&admin(&app)),
+        &[
+            "--timeout",
+            "20ms",
+            "create",
+            "--username",
+            "hurried",
+            "--email",
+            "hurried@example.com",
+            "--password",
+            "password123",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("DEADLINE_EXCEEDED"), "{stderr}");
 }
