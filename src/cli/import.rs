@@ -1,13 +1,13 @@
 //! `userctl import`: BatchCreateUsers from a file, streamed in batches, with progress,
 //! a summary, and a file of rejected rows with their line numbers and reasons.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::client::{Connection, Failure};
 use super::input::{self, Format, Row};
@@ -104,35 +104,56 @@ impl Progress {
     }
 }
 
-/// Rejected rows, written as they are found; the file is made only if there is one.
+/// Rejected rows, written in line order; the file is made only if there is one. A row the
+/// server has not answered yet may still be rejected, so a reject waits until every row
+/// before it is settled.
 struct Rejects {
     path: PathBuf,
     file: Option<BufWriter<std::fs::File>>,
+    waiting: BTreeMap<u64, String>,
     count: u64,
 }
 
 impl Rejects {
-    fn write(&mut self, line: u64, reason: &str) -> Result<(), Failure> {
-        let fail = |err: std::io::Error| {
-            Failure::other(format!("cannot write {}: {err}", self.path.display()))
+    fn add(&mut self, line: u64, reason: impl Into<String>) {
+        self.waiting.insert(line, reason.into());
+        self.count += 1;
+    }
+
+    fn fail(&self, err: std::io::Error) -> Failure {
+        Failure::other(format!("cannot write {}: {err}", self.path.display()))
+    }
+
+    /// Writes the rejects before `unsettled`, the first line still waiting for an answer
+    /// (`None`: every row read so far is settled).
+    fn write_settled(&mut self, unsettled: Option<u64>) -> Result<(), Failure> {
+        let waiting = match unsettled {
+            Some(line) => self.waiting.split_off(&line),
+            None => BTreeMap::new(),
         };
+        let settled = std::mem::replace(&mut self.waiting, waiting);
+        if settled.is_empty() {
+            return Ok(());
+        }
         if self.file.is_none() {
-            let file = std::fs::File::create(&self.path).map_err(fail)?;
+            let file = std::fs::File::create(&self.path).map_err(|err| self.fail(err))?;
             self.file = Some(BufWriter::new(file));
         }
-        let file = self.file.as_mut().expect("opened above");
-        writeln!(file, "line {line}: {reason}").map_err(|err| {
-            Failure::other(format!("cannot write {}: {err}", self.path.display()))
-        })?;
-        self.count += 1;
+        for (line, reason) in settled {
+            let file = self.file.as_mut().expect("opened above");
+            if let Err(err) = writeln!(file, "line {line}: {reason}") {
+                return Err(self.fail(err));
+            }
+        }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<(), Failure> {
-        if let Some(file) = &mut self.file {
-            file.flush().map_err(|err| {
-                Failure::other(format!("cannot write {}: {err}", self.path.display()))
-            })?;
+        self.write_settled(None)?;
+        if let Some(file) = &mut self.file
+            && let Err(err) = file.flush()
+        {
+            return Err(self.fail(err));
         }
         Ok(())
     }
@@ -175,6 +196,54 @@ fn items_error(error: &str) -> Option<(std::ops::RangeInclusive<usize>, &str)> {
     Some((first.parse().ok()?..=last.parse().ok()?, reason))
 }
 
+/// A row on its way to the server: its line in the file, and the user to create.
+type Pending = (u64, pb::CreateUserRequest);
+
+/// How many times in a row a refused call is tried again after the wait the server asked for.
+const MAX_WAITS: u32 = 30;
+
+/// One BatchCreateUsers call for `batch`. A call the rate limiter refused never reached the
+/// handler, so nothing of it was created: it is sent again once the server's `retry-after`
+/// has passed.
+async fn send(
+    connection: &Connection,
+    batch: &[Pending],
+) -> Result<pb::BatchCreateUsersResponse, tonic::Status> {
+    let mut waits = 0;
+    loop {
+        let requests: Vec<_> = batch.iter().map(|(_, request)| request.clone()).collect();
+        let refused = match connection
+            .users()
+            .batch_create_users(tokio_stream::iter(requests))
+            .await
+        {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) => status,
+        };
+        let retry_after = refused
+            .metadata()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        match retry_after {
+            Some(seconds)
+                if refused.code() == tonic::Code::ResourceExhausted && waits < MAX_WAITS =>
+            {
+                waits += 1;
+                eprintln!("userctl: the server is limiting calls; sending again in {seconds} s");
+                tokio::time::sleep(Duration::from_secs(seconds.max(1))).await;
+            }
+            _ => return Err(refused),
+        }
+    }
+}
+
+/// What happened to the rows of a file.
+#[derive(Default)]
+struct Tally {
+    read: u64,
+    created: u64,
+}
+
 pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Result<(), Failure> {
     let format = Format::of(&args.file, args.format)?;
     let total_bytes = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
@@ -186,6 +255,7 @@ pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Resul
             PathBuf::from(name)
         }),
         file: None,
+        waiting: BTreeMap::new(),
         count: 0,
     };
     let mut progress = Progress {
@@ -194,88 +264,115 @@ pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Resul
         started: Instant::now(),
         last: Instant::now(),
     };
-    let batch_size = args.batch_size.max(1);
-    let (mut read, mut created) = (0u64, 0u64);
-    let mut finished = false;
-    while !finished {
-        // One call per batch; only the batch's line numbers are kept.
-        let (requests, stream) = mpsc::channel(64);
-        let mut client = connection.users();
-        let call =
-            tokio::spawn(
-                async move { client.batch_create_users(ReceiverStream::new(stream)).await },
-            );
-        let mut lines = Vec::with_capacity(batch_size);
-        while lines.len() < batch_size {
+    let mut batch_size = args.batch_size.max(1);
+    let mut tally = Tally::default();
+    // Rows the server did not take (past its batch limit), sent first in the next call.
+    let mut carried: VecDeque<Pending> = VecDeque::new();
+    let mut end_of_file = false;
+    let outcome = loop {
+        let mut batch: Vec<Pending> = carried.drain(..carried.len().min(batch_size)).collect();
+        while batch.len() < batch_size && !end_of_file {
             let Some(row) = rows.recv().await else {
-                finished = true;
+                end_of_file = true;
                 break;
             };
-            read += 1;
-            progress.show(read, row.bytes_read);
+            tally.read += 1;
+            progress.show(tally.read, row.bytes_read);
             match row.parsed {
-                Ok(request) => {
-                    lines.push(row.line);
-                    if requests.send(request).await.is_err() {
-                        break; // the call ended early; its result says why
-                    }
-                }
-                Err(reason) => rejects.write(row.line, &reason)?,
+                Ok(request) => batch.push((row.line, request)),
+                Err(reason) => rejects.add(row.line, reason),
             }
         }
-        drop(requests);
-        let response = call
-            .await
-            .map_err(|err| Failure::other(format!("the import call failed: {err}")))??
-            .into_inner();
-        created += response.users.len() as u64;
+        if batch.is_empty() {
+            break Ok(());
+        }
+        let response = match send(connection, &batch).await {
+            Ok(response) => response,
+            Err(status) => {
+                // Nothing of this call is known to exist: its rows and the carried ones
+                // were not created.
+                carried.extend(batch);
+                break Err(Failure::from(status));
+            }
+        };
+        tally.created += response.users.len() as u64;
+        let mut cut_off = None;
         for error in &response.errors {
             if let Some((positions, reason)) = items_error(error) {
-                // Items the server did not take (a batch over its limits): each one's line.
-                for position in positions {
-                    let line = lines.get(position).copied().unwrap_or(0);
-                    rejects.write(line, reason)?;
-                }
+                cut_off = Some((*positions.start(), reason.to_owned()));
                 continue;
             }
             let located = item_error(error)
-                .and_then(|(position, reason)| Some((*lines.get(position)?, reason)));
+                .and_then(|(position, reason)| Some((batch.get(position)?.0, reason)));
             match located {
-                Some((line, reason)) => rejects.write(line, &reason)?,
-                None => rejects.write(0, error)?,
+                Some((line, reason)) => rejects.add(line, reason),
+                None => rejects.add(0, error.clone()),
             }
         }
-    }
+        if let Some((first, reason)) = cut_off {
+            // The server takes at most `first` items a call: send the rest again, in calls
+            // that size.
+            if first == 0 {
+                for (line, _) in batch {
+                    rejects.add(line, reason.clone());
+                }
+            } else {
+                batch_size = batch_size.min(first);
+                for pending in batch.into_iter().skip(first).rev() {
+                    carried.push_front(pending);
+                }
+            }
+        }
+        rejects.write_settled(carried.front().map(|(line, _)| *line))?;
+    };
     progress.done();
+    let mut not_sent = carried.len() as u64;
+    if outcome.is_err() {
+        // Count what the import never reached, so the summary says what is left to do.
+        while rows.recv().await.is_some() {
+            not_sent += 1;
+        }
+    }
+    let first_not_sent = carried.front().map(|(line, _)| *line);
     rejects.finish()?;
     let seconds = progress.started.elapsed().as_secs_f64();
+    let rejects_file = (rejects.count > 0).then(|| rejects.path.display().to_string());
     if json {
         println!(
             "{}",
             serde_json::json!({
-                "rowsRead": read,
-                "created": created,
+                "rowsRead": tally.read,
+                "created": tally.created,
                 "rejected": rejects.count,
-                "rejectsFile": (rejects.count > 0).then(|| rejects.path.display().to_string()),
+                "notSent": not_sent,
+                "rejectsFile": rejects_file,
                 "seconds": seconds,
             })
         );
     } else {
-        println!(
-            "imported {created} users from {read} rows in {seconds:.1}s ({:.0} rows/s); {} rejected{}",
-            read as f64 / seconds.max(0.001),
+        let rows = crate::text::count(tally.read, "row", "rows");
+        let users = crate::text::count(tally.created, "user", "users");
+        let mut summary = format!(
+            "imported {users} from {rows} in {seconds:.1}s ({:.0} rows/s); {} rejected",
+            tally.read as f64 / seconds.max(0.001),
             rejects.count,
-            if rejects.count > 0 {
-                format!(", listed in {}", rejects.path.display())
-            } else {
-                String::new()
-            }
         );
+        if let Some(file) = &rejects_file {
+            summary.push_str(&format!(", listed in {file}"));
+        }
+        if let Some(line) = first_not_sent {
+            summary.push_str(&format!(
+                "; {} not sent, from line {line} on",
+                crate::text::count(not_sent, "row", "rows")
+            ));
+        }
+        println!("{summary}");
     }
+    outcome?;
     if rejects.count > 0 {
+        let rows = crate::text::count(rejects.count, "row was", "rows were");
         return Err(Failure::other(format!(
-            "{} rows were rejected; see {}",
-            rejects.count,
+            "{rows} rejected; see {}",
             rejects.path.display()
         )));
     }

@@ -33,28 +33,40 @@ impl Format {
     }
 }
 
-/// `admin`, `ADMIN`, `USER_ROLE_ADMIN` or the number.
+/// A role a user can have: `admin`, `ADMIN`, `USER_ROLE_ADMIN` or its number (1-3). Flags and
+/// file rows both read roles here, so they accept and refuse the same values.
 pub fn role(raw: &str) -> Result<i32, String> {
-    enum_value(raw, "USER_ROLE_", |name| {
-        pb::UserRole::from_str_name(name).map(|r| r as i32)
-    })
+    use pb::UserRole::{Admin, Moderator, User};
+    enum_value(
+        raw,
+        "USER_ROLE_",
+        [User, Admin, Moderator].map(|r| (r.as_str_name(), r as i32)),
+    )
     .ok_or_else(|| format!("role {raw:?} is not user, admin or moderator"))
 }
 
-/// `active`, `SUSPENDED`, `USER_STATUS_INACTIVE` or the number.
+/// A status a user can be given or listed by: `active`, `SUSPENDED`, `USER_STATUS_INACTIVE`
+/// or its number (1-3). DELETED is not one: deleted users are gone.
 pub fn status(raw: &str) -> Result<i32, String> {
-    enum_value(raw, "USER_STATUS_", |name| {
-        pb::UserStatus::from_str_name(name).map(|s| s as i32)
-    })
+    use pb::UserStatus::{Active, Inactive, Suspended};
+    enum_value(
+        raw,
+        "USER_STATUS_",
+        [Active, Inactive, Suspended].map(|s| (s.as_str_name(), s as i32)),
+    )
     .ok_or_else(|| format!("status {raw:?} is not active, inactive or suspended"))
 }
 
-fn enum_value(raw: &str, prefix: &str, lookup: impl Fn(&str) -> Option<i32>) -> Option<i32> {
-    if let Ok(number) = raw.parse::<i32>() {
-        return Some(number);
-    }
+fn enum_value<const N: usize>(raw: &str, prefix: &str, allowed: [(&str, i32); N]) -> Option<i32> {
     let upper = raw.to_ascii_uppercase();
-    lookup(&upper).or_else(|| lookup(&format!("{prefix}{upper}")))
+    allowed
+        .into_iter()
+        .find(|(name, number)| {
+            *name == upper
+                || name.strip_prefix(prefix) == Some(&upper)
+                || *raw == number.to_string()
+        })
+        .map(|(_, number)| number)
 }
 
 fn field<'a>(
@@ -186,6 +198,16 @@ pub fn json_lines<T>(
         }))
 }
 
+/// The CSV columns besides `meta.KEY`.
+const KNOWN_COLUMNS: [&str; 6] = [
+    "username",
+    "email",
+    "full_name",
+    "fullName",
+    "password",
+    "role",
+];
+
 /// Rows of a CSV file with a header: username, email, full_name, password, role, and any
 /// `meta.KEY` column as metadata.
 pub fn csv_rows(
@@ -204,6 +226,16 @@ pub fn csv_rows(
             ))
         })?
         .clone();
+    // A column nobody reads is a mistake in the whole file, not in each row.
+    if let Some(unknown) = headers.iter().find(|name| {
+        !(KNOWN_COLUMNS.contains(name) || name.strip_prefix("meta.").is_some_and(|k| !k.is_empty()))
+    }) {
+        return Err(Failure::usage(format!(
+            "{}: unknown CSV column {unknown:?}: the columns are {} and meta.KEY",
+            path.display(),
+            KNOWN_COLUMNS.join(", ")
+        )));
+    }
     let mut records = reader.into_records();
     Ok(std::iter::from_fn(move || {
         let record = records.next()?;
@@ -227,13 +259,14 @@ pub fn csv_rows(
                         "password" => request.password = value.to_owned(),
                         "role" if value.is_empty() => {}
                         "role" => request.role = role(value)?,
-                        other => match other.strip_prefix("meta.") {
-                            Some(key) if !value.is_empty() => {
+                        // Checked against KNOWN_COLUMNS above: any other is meta.KEY.
+                        other => {
+                            if let Some(key) = other.strip_prefix("meta.")
+                                && !value.is_empty()
+                            {
                                 request.metadata.insert(key.to_owned(), value.to_owned());
                             }
-                            Some(_) => {}
-                            None => return Err(format!("unknown column {other:?}")),
-                        },
+                        }
                     }
                 }
                 Ok(request)
@@ -257,6 +290,23 @@ mod tests {
         assert_eq!(role("1"), Ok(1));
         assert!(role("root").is_err());
         assert_eq!(status("suspended"), Ok(3));
+    }
+
+    #[test]
+    fn values_no_user_can_have_are_refused_by_name_and_number() {
+        for bad in ["unspecified", "USER_ROLE_UNSPECIFIED", "0", "4"] {
+            assert!(role(bad).is_err(), "role {bad:?}");
+        }
+        for bad in [
+            "deleted",
+            "USER_STATUS_DELETED",
+            "unspecified",
+            "0",
+            "4",
+            "bogus",
+        ] {
+            assert!(status(bad).is_err(), "status {bad:?}");
+        }
     }
 
     #[test]

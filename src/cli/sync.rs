@@ -89,7 +89,8 @@ pub async fn run(connection: &Connection, file: &Path, json: bool) -> Result<(),
         }
     }
     if failed > 0 {
-        return Err(Failure::other(format!("{failed} lines were not applied")));
+        let lines = crate::text::count(failed, "line was", "lines were");
+        return Err(Failure::other(format!("{lines} not applied")));
     }
     Ok(())
 }

@@ -100,7 +100,11 @@ impl Username {
         if !(MIN..=MAX).contains(&len) {
             return Err(FieldViolation::new(
                 "username",
-                format!("{}, got {len} characters", rule()),
+                format!(
+                    "{}, got {}",
+                    rule(),
+                    crate::text::count(len as u64, "character", "characters")
+                ),
             ));
         }
         if let Some(bad) = raw

@@ -65,8 +65,8 @@ where
         }
         let Ok(slot) = self.layer.slots.clone().try_acquire_owned() else {
             let status = Status::unavailable(format!(
-                "the server is handling its limit of {} calls; retry with backoff",
-                self.layer.limit
+                "the server is handling its limit of {}; retry with backoff",
+                crate::text::count(self.layer.limit as u64, "call", "calls")
             ));
             return Box::pin(std::future::ready(Ok(status_response(status))));
         };

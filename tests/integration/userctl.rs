@@ -288,7 +288,7 @@ async fn import_creates_good_rows_and_lists_bad_ones_with_line_numbers() {
         ],
     );
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with("imported 1 users from 2 rows"));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("imported 1 user from 2 rows"));
     let rejects = std::fs::read_to_string(rejects_file).unwrap();
     assert!(
         rejects.starts_with("line 3: username \"imp_e\": password:"),
@@ -537,4 +537,103 @@ async fn a_call_past_its_timeout_is_deadline_exceeded_with_exit_code_5() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("DEADLINE_EXCEEDED"), "{stderr}");
+}
+
+fn write_jsonl(dir: &std::path::Path, name: &str, rows: &[String]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, rows.join("\n")).unwrap();
+    path.display().to_string()
+}
+
+fn user_row(name: &str) -> String {
+    format!(r#"{{"username":"{name}","email":"{name}@example.com","password":"password123"}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_waits_when_rate_limited_and_sends_what_the_batch_limit_cut_off() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.rate_limit_per_second = 1;
+        settings.rate_limit_burst = 1;
+        settings.max_batch_items = 3;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows: Vec<String> = (0..7).map(|i| user_row(&format!("lim_{i}"))).collect();
+    rows[1] = r#"{"username":"lim_bad","email":"nope","password":"password123"}"#.into();
+    rows[5] = "not json".into();
+    let file = write_jsonl(dir.path(), "limited.jsonl", &rows);
+
+    // The first call learns that the server takes three rows a call; the second, right
+    // after it, is refused by the rate limiter (one call a second) and sent again.
+    let output = userctl(&app, Some(&admin(&app)), &["import", &file, "-o", "json"]);
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "two rows are rejected: {stderr}"
+    );
+    assert!(stderr.contains("sending again"), "{stderr}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["created"], 5, "{summary}");
+    assert_eq!(summary["rejected"], 2, "{summary}");
+    assert_eq!(summary["notSent"], 0, "{summary}");
+    let rejects = std::fs::read_to_string(format!("{file}.rejects")).unwrap();
+    let lines: Vec<_> = rejects
+        .lines()
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(lines, ["line 2", "line 6"], "in line order: {rejects}");
+    let listed = app
+        .client()
+        .await
+        .list_users(user_service::pb::ListUsersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.total_count, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_that_fails_still_prints_its_summary_and_writes_its_rejects() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = ["not json".to_string(), user_row("fa_1"), user_row("fa_2")];
+    let file = write_jsonl(dir.path(), "refused.jsonl", &rows);
+    let user = app.token("0192a3b4-0000-7000-8000-000000000001", Role::User);
+
+    let output = userctl(&app, Some(&user), &["import", &file, "-o", "json"]);
+
+    assert_eq!(output.status.code(), Some(4), "a USER may not batch-create");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (
+            &summary["created"],
+            &summary["rejected"],
+            &summary["notSent"]
+        ),
+        (&Value::from(0), &Value::from(1), &Value::from(2)),
+        "{summary}"
+    );
+    let rejects = std::fs::read_to_string(format!("{file}.rejects")).unwrap();
+    assert!(rejects.starts_with("line 1: not valid JSON"), "{rejects}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csv_file_with_an_unknown_column_is_one_usage_error() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("typo.csv");
+    std::fs::write(
+        &csv,
+        "username,emial,password\nann,ann@example.com,password123\n",
+    )
+    .unwrap();
+
+    let output = userctl(&app, Some(&admin(&app)), &["import", csv.to_str().unwrap()]);
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("\"emial\""), "{stderr}");
+    assert!(!dir.path().join("typo.csv.rejects").exists());
 }
