@@ -24,6 +24,7 @@ pub enum Rpc {
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
+    /// The call to make.
     #[arg(long, value_enum, default_value_t = Rpc::Get)]
     pub rpc: Rpc,
     /// Concurrent callers (for watch: watchers).

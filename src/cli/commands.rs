@@ -9,7 +9,9 @@ use tonic_health::pb::health_client::HealthClient;
 
 use super::client::{Connection, Failure, retrying, store_token};
 use super::input::{role, status};
-use super::render::{list_json, rfc3339, user_json, user_record, user_table};
+use super::render::{
+    list_json, rfc3339, user_json, user_record, user_table_header, user_table_rows,
+};
 use crate::auth::jwt::{Jwt, JwtSettings};
 use crate::config::read_secret_file;
 use crate::domain::Role;
@@ -33,10 +35,13 @@ fn print_user(user: Option<pb::User>, json: bool) -> Result<(), Failure> {
 
 #[derive(Args)]
 pub struct CreateArgs {
+    /// 3-30 ASCII letters, digits or '_'.
     #[arg(long)]
     username: String,
+    /// The email address.
     #[arg(long)]
     email: String,
+    /// The full name (may be empty).
     #[arg(long, default_value = "")]
     full_name: String,
     /// Asked for without echo when not given.
@@ -50,13 +55,34 @@ pub struct CreateArgs {
     metadata: Vec<(String, String)>,
 }
 
+/// The password given (`--password` or `USERCTL_PASSWORD`); else asked for without echo when
+/// standard input is a terminal; else the first line of standard input, where a script pipes
+/// it.
 fn password_or_prompt(password: Option<String>) -> Result<String, Failure> {
-    match password {
-        Some(password) => Ok(password),
-        None => rpassword::prompt_password("Password: ").map_err(|err| {
-            Failure::usage(format!("no password given and none could be read: {err}"))
-        }),
+    use std::io::{BufRead, IsTerminal};
+    if let Some(password) = password {
+        return Ok(password);
     }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return rpassword::prompt_password("Password: ").map_err(|err| {
+            Failure::usage(format!("cannot read the password from the terminal: {err}"))
+        });
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).map_err(|err| {
+        Failure::usage(format!(
+            "cannot read the password from standard input: {err}"
+        ))
+    })?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(Failure::usage(
+            "no password: there is no terminal to ask on and standard input is empty; \
+             give --password, set USERCTL_PASSWORD, or pipe it on standard input",
+        ));
+    }
+    Ok(password.to_owned())
 }
 
 pub async fn create(connection: &Connection, args: CreateArgs, json: bool) -> Result<(), Failure> {
@@ -93,10 +119,13 @@ pub async fn get(connection: &Connection, id: String, json: bool) -> Result<(), 
 pub struct UpdateArgs {
     /// The user's id.
     id: String,
+    /// A new username.
     #[arg(long)]
     username: Option<String>,
+    /// A new email address.
     #[arg(long)]
     email: Option<String>,
+    /// A new full name.
     #[arg(long)]
     full_name: Option<String>,
     /// user, admin or moderator.
@@ -169,7 +198,7 @@ pub struct ListArgs {
     /// Only users with this role: user, admin or moderator.
     #[arg(long, value_parser = role)]
     role: Option<i32>,
-    /// Users per page (the server allows 1-100).
+    /// Users per page: the server gives at most 100, and 10 for 0.
     #[arg(long, default_value_t = 20)]
     page_size: i32,
     /// Continue from a next_page_token.
@@ -184,6 +213,7 @@ pub async fn list(connection: &Connection, args: ListArgs, json: bool) -> Result
     let client = connection.users();
     let mut token = args.page_token;
     let mut shown = 0;
+    let mut first_page = true;
     loop {
         let request = pb::ListUsersRequest {
             page_size: args.page_size,
@@ -206,18 +236,13 @@ pub async fn list(connection: &Connection, args: ListArgs, json: bool) -> Result
                 }
             }
             (true, false) => println!("{}", list_json(&page)),
-            (false, all) => {
-                let table = user_table(&page.users);
-                // Print the header once when following pages.
-                let skip_header = all && !token.is_empty();
-                print!(
-                    "{}",
-                    if skip_header {
-                        table.split_once('\n').map_or("", |(_, rest)| rest)
-                    } else {
-                        &table
-                    }
-                );
+            (false, _) => {
+                // The columns have fixed widths, so pages line up under one header.
+                if first_page {
+                    print!("{}", user_table_header());
+                    first_page = false;
+                }
+                print!("{}", user_table_rows(&page.users));
             }
         }
         if !args.all || page.next_page_token.is_empty() {
@@ -284,6 +309,7 @@ pub struct TokenArgs {
     /// File holding the secret; otherwise USER_SERVICE_JWT_SECRET.
     #[arg(long, conflicts_with = "jwt_secret")]
     jwt_secret_file: Option<PathBuf>,
+    /// The secret itself (prefer the file or the environment over a flag).
     #[arg(long, env = "USER_SERVICE_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// `iss` claim, when the server requires one.
@@ -298,7 +324,7 @@ fn parse_role(raw: &str) -> Result<Role, String> {
     Role::from_name(raw).ok_or_else(|| format!("{raw:?} is not admin, moderator or user"))
 }
 
-pub fn token(args: TokenArgs) -> Result<(), Failure> {
+pub fn token(args: TokenArgs, json: bool) -> Result<(), Failure> {
     let secret = match (args.jwt_secret_file, args.jwt_secret) {
         (Some(path), _) => {
             read_secret_file(&path).map_err(|err| Failure::usage(crate::error::chain(&err)))?
@@ -318,10 +344,22 @@ pub fn token(args: TokenArgs) -> Result<(), Failure> {
         ..JwtSettings::default()
     };
     let (jwt, _) = Jwt::new(&settings).map_err(|err| Failure::usage(err.to_string()))?;
-    let (token, _) = jwt
+    let (token, expires) = jwt
         .mint(&args.subject, args.role, None)
         .map_err(|err| Failure::other(err.to_string()))?;
-    println!("{token}");
+    if json {
+        let expires_at = rfc3339(&prost_types::Timestamp {
+            seconds: i64::try_from(expires).unwrap_or(i64::MAX),
+            nanos: 0,
+        });
+        // The names LoginResponse uses for the same things.
+        println!(
+            "{}",
+            serde_json::json!({ "accessToken": token, "expiresAt": expires_at })
+        );
+    } else {
+        println!("{token}");
+    }
     Ok(())
 }
 

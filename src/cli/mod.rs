@@ -38,27 +38,36 @@ struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "USERCTL_ADDR",
         default_value = "http://127.0.0.1:50051"
     )]
     addr: String,
     /// Bearer token; else the one `userctl login` stored.
-    #[arg(long, global = true, env = "USERCTL_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "USERCTL_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// PEM CA certificate that signed the server's certificate (turns TLS on).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     tls_ca: Option<PathBuf>,
     /// PEM client certificate, for servers that require one (with --tls-key).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     tls_key: Option<PathBuf>,
     /// Time limit of each call, such as 10s or 1m (streams are not limited).
-    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true,
+        help_heading = "Global options", default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, global = true,
+        help_heading = "Global options", value_enum, default_value_t = Output::Text)]
     output: Output,
 }
 
@@ -120,6 +129,7 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
     /// Log in and store the token for later calls (mode 0600).
     #[command(after_help = "Example: userctl login --username ann_lee")]
     Login {
+        /// The username, in any letter case.
         #[arg(long)]
         username: String,
         /// Asked for without echo when not given.
@@ -170,6 +180,16 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
     let json = global.output == Output::Json;
+    if global
+        .token
+        .as_deref()
+        .is_some_and(|token| token.trim().is_empty())
+    {
+        return Err(Failure::usage(
+            "the token given with --token or USERCTL_TOKEN is empty: give a token, or leave \
+             both out to use the one `userctl login` stored",
+        ));
+    }
     let target = Target {
         addr: global.addr,
         token: global.token.or_else(client::stored_token),
@@ -192,7 +212,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             commands::login(&connect()?, username, password, json).await
         }
         Command::Health { service } => commands::health(&connect()?, service, json).await,
-        Command::Token(args) => commands::token(args),
+        Command::Token(args) => commands::token(args, json),
         Command::Bench(args) => {
             let report = bench::run(&target, args).await?;
             if json {

@@ -167,44 +167,51 @@ pub fn user_record(user: &pb::User) -> String {
         .collect()
 }
 
-/// Users as an aligned table with a header row.
-pub fn user_table(users: &[pb::User]) -> String {
-    let header = ["ID", "USERNAME", "EMAIL", "ROLE", "STATUS", "CREATED"];
-    let rows: Vec<[String; 6]> = users
+/// The columns of a user table, with the widest value each can hold, so that rows line up
+/// across pages without holding them all: an id is 36 characters, a username at most 30, and
+/// the email, whose length varies most, comes last.
+const COLUMNS: [(&str, usize); 6] = [
+    ("ID", 36),
+    ("USERNAME", crate::domain::limits::USERNAME_MAX_CHARS),
+    ("ROLE", 9),
+    ("STATUS", 9),
+    ("CREATED", 20),
+    ("EMAIL", 0),
+];
+
+fn table_line(cells: [&str; 6]) -> String {
+    let mut text = String::new();
+    for (cell, (_, width)) in cells.iter().zip(COLUMNS) {
+        text.push_str(&format!("{cell:<width$}  "));
+    }
+    text.truncate(text.trim_end().len());
+    text.push('\n');
+    text
+}
+
+/// The header of a user table.
+pub fn user_table_header() -> String {
+    table_line(COLUMNS.map(|(name, _)| name))
+}
+
+/// Users as table rows, aligned with `user_table_header`.
+pub fn user_table_rows(users: &[pb::User]) -> String {
+    users
         .iter()
         .map(|user| {
-            [
-                user.id.clone(),
-                user.username.clone(),
-                user.email.clone(),
-                short_enum(role_name(user.role), "USER_ROLE_"),
-                short_enum(status_name(user.status), "USER_STATUS_"),
-                short_time(user.created_at.as_ref()),
-            ]
+            let role = short_enum(role_name(user.role), "USER_ROLE_");
+            let status = short_enum(status_name(user.status), "USER_STATUS_");
+            let created = short_time(user.created_at.as_ref());
+            table_line([
+                &user.id,
+                &user.username,
+                &role,
+                &status,
+                &created,
+                &user.email,
+            ])
         })
-        .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut text = cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
-        text.truncate(text.trim_end().len());
-        text.push('\n');
-        text
-    };
-    let mut out = line(header.to_vec());
-    for row in &rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+        .collect()
 }
 
 /// One event as a line: revision, type, user id and username.

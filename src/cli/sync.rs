@@ -1,5 +1,6 @@
 //! `userctl sync`: SyncUsers from a JSON Lines file, printing one result per input line, in
-//! order. Rows that cannot be read are answered locally and never sent.
+//! order: with `-o json`, the UserEvent the server answered. Rows that cannot be read are
+//! answered here, as INVALID_ARGUMENT failures, and never sent.
 
 use std::path::Path;
 
@@ -9,6 +10,24 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::client::{Connection, Failure, code_name};
 use super::input;
 use super::render::event_json;
+use crate::pb;
+
+/// A reply in a few words: the change, or why there was none.
+fn outcome(reply: &pb::UserEvent) -> String {
+    let user = reply.user.clone().unwrap_or_default();
+    match &reply.failure {
+        Some(failure) => format!(
+            "{}: {}",
+            code_name(tonic::Code::from_i32(failure.code)),
+            failure.message
+        ),
+        None if reply.revision == 0 => format!("UNCHANGED {} {}", user.id, user.username),
+        None => format!(
+            "UPDATED {} {} revision {}",
+            user.id, user.username, reply.revision
+        ),
+    }
+}
 
 /// One input line, in order: sent to the server, or refused before sending.
 enum Entry {
@@ -46,46 +65,34 @@ pub async fn run(connection: &Connection, file: &Path, json: bool) -> Result<(),
         .into_inner();
     let mut failed = 0u64;
     while let Some(entry) = pending.recv().await {
-        match entry {
-            Entry::Unreadable { line, reason } => {
-                failed += 1;
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "line": line, "error": { "code": "INVALID_INPUT", "message": reason } })
-                    );
-                } else {
-                    println!("line {line}: INVALID_INPUT: {reason}");
-                }
-            }
+        let (line, reply) = match entry {
+            // Answered here as the server would answer a request it cannot decode.
+            Entry::Unreadable { line, reason } => (
+                line,
+                pb::UserEvent {
+                    failure: Some(pb::SyncFailure {
+                        user_id: String::new(),
+                        code: tonic::Code::InvalidArgument as i32,
+                        message: reason,
+                    }),
+                    ..Default::default()
+                },
+            ),
             Entry::Sent { line } => {
                 let reply = replies.message().await?.ok_or_else(|| {
                     Failure::other("the server ended the sync before answering every line")
                 })?;
-                if let Some(failure) = &reply.failure {
-                    failed += 1;
-                    let code = code_name(tonic::Code::from_i32(failure.code));
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({ "line": line, "error": { "code": code, "message": failure.message, "userId": failure.user_id } })
-                        );
-                    } else {
-                        println!("line {line}: {code}: {}", failure.message);
-                    }
-                } else if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "line": line, "event": event_json(&reply) })
-                    );
-                } else {
-                    let user = reply.user.unwrap_or_default();
-                    println!(
-                        "line {line}: UPDATED {} {} revision {}",
-                        user.id, user.username, reply.revision
-                    );
-                }
+                (line, reply)
             }
+        };
+        failed += u64::from(reply.failure.is_some());
+        if json {
+            // The reply as the schema defines it: a UserEvent, with `failure` set when the
+            // line was not applied. One per input line, in order, so the Nth object answers
+            // the Nth line that is not blank.
+            println!("{}", event_json(&reply));
+        } else {
+            println!("line {line}: {}", outcome(&reply));
         }
     }
     if failed > 0 {

@@ -324,30 +324,32 @@ async fn sync_prints_one_result_per_input_line_in_order() {
     );
     assert_eq!(output.status.code(), Some(1), "two lines failed");
     let results = lines(&output);
+    // Each line is a UserEvent as the schema defines it; failures carry the code's number.
     let summary: Vec<_> = results
         .iter()
-        .map(|result| {
-            let line = result["line"].as_u64().unwrap();
-            let outcome = result["error"]["code"].as_str().map_or_else(
-                || result["event"]["type"].as_str().unwrap().to_owned(),
-                str::to_owned,
-            );
-            (line, outcome)
+        .map(|event| match event.get("failure") {
+            Some(failure) => failure["code"].clone(),
+            None => event["type"].clone(),
         })
         .collect();
     assert_eq!(
         summary,
         [
-            (1, "EVENT_TYPE_UPDATED".to_owned()),
-            (2, "INVALID_INPUT".to_owned()),
-            (3, "INVALID_ARGUMENT".to_owned()),
-            (4, "EVENT_TYPE_UPDATED".to_owned()),
+            Value::from("EVENT_TYPE_UPDATED"),
+            Value::from(tonic::Code::InvalidArgument as i32),
+            Value::from(tonic::Code::InvalidArgument as i32),
+            Value::from("EVENT_TYPE_UPDATED"),
         ]
     );
-    assert_eq!(
-        results[3]["event"]["user"]["status"],
-        "USER_STATUS_SUSPENDED"
+    assert!(
+        results[1]["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not valid JSON"),
+        "{}",
+        results[1]
     );
+    assert_eq!(results[3]["user"]["status"], "USER_STATUS_SUSPENDED");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -636,4 +638,135 @@ async fn a_csv_file_with_an_unknown_column_is_one_usage_error() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("\"emial\""), "{stderr}");
     assert!(!dir.path().join("typo.csv.rejects").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_reads_a_piped_password_and_says_what_to_do_without_one() {
+    let app = TestApp::spawn().await;
+    create(&app, "piper");
+    let config = tempfile::tempdir().unwrap();
+    let login = |stdin: Stdio| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_userctl"))
+            .args(["--addr", &format!("http://{}", app.addr)])
+            .args(["login", "--username", "piper"])
+            .env_remove("USERCTL_TOKEN")
+            .env_remove("USERCTL_PASSWORD")
+            .env("USERCTL_CONFIG_DIR", config.path())
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(mut input) = child.stdin.take() {
+            use std::io::Write;
+            input.write_all(b"password123\n").unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+
+    let piped = login(Stdio::piped());
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+
+    let none = login(Stdio::null());
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no terminal")
+            && stderr.contains("--password")
+            && stderr.contains("USERCTL_PASSWORD"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flags_are_checked_once_and_alike_before_anything_is_sent() {
+    let app = TestApp::spawn().await;
+    let cases: [&[&str]; 6] = [
+        &["list", "--role", "unspecified"],
+        &["list", "--status", "deleted"],
+        &["list", "--status", "bogus"],
+        &[
+            "update",
+            "0192a3b4-0000-7000-8000-000000000001",
+            "--status",
+            "4",
+        ],
+        &[
+            "create",
+            "--username",
+            "x_y",
+            "--email",
+            "x@example.com",
+            "--password",
+            "password123",
+            "--role",
+            "0",
+        ],
+        &["--token", "", "list"],
+    ];
+    for args in cases {
+        let output = userctl(&app, Some(&admin(&app)), args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+    }
+    let empty = userctl(&app, None, &["--token", "", "list"]);
+    assert!(
+        String::from_utf8_lossy(&empty.stderr)
+            .contains("token given with --token or USERCTL_TOKEN is empty"),
+        "{}",
+        String::from_utf8_lossy(&empty.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_prints_a_json_object_with_o_json() {
+    let app = TestApp::spawn().await;
+    let output = Command::new(env!("CARGO_BIN_EXE_userctl"))
+        .args(["token", "--subject", "ops", "--role", "admin", "-o", "json"])
+        .env("USER_SERVICE_JWT_SECRET", TEST_SECRET)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let minted: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let token = minted["accessToken"].as_str().expect("accessToken");
+    assert!(minted["expiresAt"].as_str().unwrap().ends_with('Z'));
+    let listed = userctl(&app, Some(token), &["list"]);
+    assert!(listed.status.success(), "the token works");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_prints_a_header_alone_when_empty_and_aligned_columns_across_pages() {
+    let app = TestApp::spawn().await;
+    let empty = userctl(&app, Some(&admin(&app)), &["list"]);
+    let stdout = String::from_utf8_lossy(&empty.stdout);
+    assert_eq!(stdout.lines().count(), 1, "only the header: {stdout:?}");
+    assert!(
+        stdout.starts_with("ID ") && stdout.ends_with('\n'),
+        "{stdout:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&empty.stderr), "0 of 0 users\n");
+
+    for name in ["a", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "ccc"] {
+        let name = format!("{name}_u");
+        let name = &name[..name.len().min(30)];
+        create(&app, name);
+    }
+    let all = userctl(
+        &app,
+        Some(&admin(&app)),
+        &["list", "--all", "--page-size", "1"],
+    );
+    let stdout = String::from_utf8_lossy(&all.stdout);
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three users: {stdout}");
+    // EMAIL, the last column, starts after the last space on every line.
+    let columns: Vec<_> = lines.iter().map(|line| line.rfind(' ')).collect();
+    assert!(
+        columns.windows(2).all(|pair| pair[0] == pair[1]),
+        "the email column starts at one place on every page: {stdout}"
+    );
 }
