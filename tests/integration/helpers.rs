@@ -221,15 +221,20 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(database: &std::path::Path) -> Self {
-        Self::launch(database, Some(TEST_SECRET))
+        Self::launch(database, Some(TEST_SECRET), &[])
     }
 
     /// Starts the binary as `make run` would: with no key configured.
     pub fn start_without_key(database: &std::path::Path) -> Self {
-        Self::launch(database, None)
+        Self::launch(database, None, &[])
     }
 
-    fn launch(database: &std::path::Path, secret: Option<&str>) -> Self {
+    /// Starts the binary with these `USER_SERVICE_*` variables set.
+    pub fn start_with_env(database: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        Self::launch(database, Some(TEST_SECRET), env)
+    }
+
+    fn launch(database: &std::path::Path, secret: Option<&str>, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
         command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
@@ -248,6 +253,7 @@ impl ServerProcess {
         if let Some(secret) = secret {
             command.env("USER_SERVICE_JWT_SECRET", secret);
         }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("the server binary starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut seen = Vec::new();

@@ -249,3 +249,69 @@ async fn during_the_drain_health_is_not_serving_while_calls_are_still_served() {
         "the listener stayed open for the whole drain"
     );
 }
+
+#[tokio::test]
+async fn reflection_describes_the_error_details_failed_calls_carry() {
+    let app = TestApp::spawn().await;
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(V1Request::FileContainingSymbol(
+            "google.rpc.BadRequest".into(),
+        )),
+    };
+    let mut v1 = ReflectionV1::new(app.channel().await)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = v1.message().await.unwrap().unwrap().message_response;
+    let Some(V1Response::FileDescriptorResponse(files)) = response else {
+        panic!("google.rpc.BadRequest is not described: {response:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn boolean_variables_take_the_usual_spellings_and_sigterm_exits_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = crate::helpers::ServerProcess::start_with_env(
+        &dir.path().join("users.db"),
+        &[
+            ("USER_SERVICE_ALLOW_SIGNUP", "yes"),
+            ("USER_SERVICE_ACCESS_LOG", "0"),
+        ],
+    );
+    let mut anonymous = user_service::pb::user_service_client::UserServiceClient::new(
+        server.channel().await.unwrap(),
+    );
+    anonymous
+        .create_user(crate::helpers::new_user("signed_up"))
+        .await
+        .expect("USER_SERVICE_ALLOW_SIGNUP=yes turns sign-up on");
+
+    let pid = server.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let exited = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the server is still running 5 s after SIGTERM"
+        );
+        // The client's connection stays open and answers the server's GOAWAY meanwhile.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(exited.success(), "{exited:?}");
+    server.wait_for_log("\"message\":\"stopped\"");
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        !log.contains("user_service::access"),
+        "USER_SERVICE_ACCESS_LOG=0 turns the access log off"
+    );
+}
