@@ -7,6 +7,7 @@ mod durability;
 mod helpers;
 mod list;
 mod raw;
+mod readme;
 mod server;
 mod snapshots;
 mod streams;

@@ -770,3 +770,12 @@ async fn list_prints_a_header_alone_when_empty_and_aligned_columns_across_pages(
         "the email column starts at one place on every page: {stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_of_a_service_the_server_does_not_know_exits_3() {
+    let app = TestApp::spawn().await;
+    let output = userctl(&app, None, &["health", "--service", "no.such.Service"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("NOT_FOUND"), "{stderr}");
+}

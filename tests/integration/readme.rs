@@ -1,0 +1,124 @@
+//! The README's option tables against the binaries' `--help`, both ways: a flag or variable
+//! cannot be added, renamed or dropped without the README following.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+const README: &str = include_str!("../../README.md");
+
+/// `--long-flag` tokens in `text`.
+fn flags(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("--") {
+        let before = rest[..at].chars().last();
+        let name: String = rest[at + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+            .collect();
+        let starts_a_name = name.starts_with(|c: char| c.is_ascii_lowercase());
+        if starts_a_name && before.is_none_or(|c| !c.is_alphanumeric() && c != '-') {
+            found.insert(format!("--{name}"));
+        }
+        rest = &rest[at + 2..];
+    }
+    found.remove("--help");
+    found.remove("--version");
+    found
+}
+
+/// Environment variable names starting with one of `prefixes`.
+fn variables(text: &str, prefixes: &[&str]) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|word| prefixes.iter().any(|prefix| word.starts_with(prefix)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The rows of the README table whose header row is `header`.
+fn table(header: &str) -> String {
+    let start = README
+        .find(header)
+        .unwrap_or_else(|| panic!("the README has a table headed {header:?}"));
+    README[start..]
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn help(binary: &str, args: &[&str]) -> String {
+    let output = Command::new(binary)
+        .args(args)
+        .arg("--help")
+        .env_remove("USERCTL_ADDR")
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{binary} {args:?} --help");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Option lines of a help text (not prose that mentions a flag).
+fn option_lines(help: &str) -> String {
+    help.lines()
+        .filter(|line| line.trim_start().starts_with('-'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn assert_same(what: &str, in_help: BTreeSet<String>, in_readme: BTreeSet<String>) {
+    let missing: Vec<_> = in_help.difference(&in_readme).collect();
+    let stale: Vec<_> = in_readme.difference(&in_help).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "{what}: in --help but not the README: {missing:?}; in the README but not --help: {stale:?}"
+    );
+}
+
+#[test]
+fn the_servers_configuration_table_matches_its_help() {
+    let help = help(env!("CARGO_BIN_EXE_user-service"), &[]);
+    let readme = table("| Flag | Environment | Default |");
+    assert_same(
+        "user-service flags",
+        flags(&option_lines(&help)),
+        flags(&readme),
+    );
+    assert_same(
+        "user-service variables",
+        variables(&help, &["USER_SERVICE_"]),
+        variables(&readme, &["USER_SERVICE_"]),
+    );
+}
+
+#[test]
+fn the_userctl_option_table_matches_the_help_of_every_command() {
+    let binary = env!("CARGO_BIN_EXE_userctl");
+    let top = help(binary, &[]);
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .filter(|command| command != "help")
+        .collect();
+    assert!(commands.len() >= 10, "{commands:?}");
+    let mut all_help = top.clone();
+    for command in &commands {
+        all_help.push('\n');
+        all_help.push_str(&help(binary, &[command]));
+    }
+    let readme = table("| Command | Option | Environment | Meaning |");
+    assert_same(
+        "userctl flags",
+        flags(&option_lines(&all_help)),
+        flags(&readme),
+    );
+    let prefixes = ["USERCTL_", "USER_SERVICE_"];
+    assert_same(
+        "userctl variables",
+        variables(&all_help, &prefixes),
+        variables(&readme, &prefixes),
+    );
+}
