@@ -473,6 +473,14 @@ mod tests {
     }
 
     #[test]
+    fn a_too_short_username_is_counted_in_the_right_number() {
+        let one = Username::parse("a".into()).unwrap_err();
+        assert!(one.description.ends_with("got 1 character"), "{one}");
+        let two = Username::parse("ab".into()).unwrap_err();
+        assert!(two.description.ends_with("got 2 characters"), "{two}");
+    }
+
+    #[test]
     fn a_username_with_a_cyrillic_letter_is_rejected() {
         let err = Username::parse("аlice".into()).unwrap_err();
         assert_eq!(err.field, "username");

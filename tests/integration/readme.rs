@@ -122,3 +122,43 @@ fn the_userctl_option_table_matches_the_help_of_every_command() {
         variables(&readme, &prefixes),
     );
 }
+
+#[test]
+fn every_option_of_every_command_has_a_description() {
+    let binary = env!("CARGO_BIN_EXE_userctl");
+    let commands = [
+        "create", "get", "update", "delete", "list", "watch", "import", "sync", "login", "token",
+        "bench", "health",
+    ];
+    let mut helps = vec![
+        (
+            "user-service".to_owned(),
+            help(env!("CARGO_BIN_EXE_user-service"), &[]),
+        ),
+        ("userctl".to_owned(), help(binary, &[])),
+    ];
+    for command in commands {
+        helps.push((format!("userctl {command}"), help(binary, &[command])));
+    }
+    for (who, text) in helps {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            // `--flag` or `-o, --output`; not a `- value:` line listing possible values.
+            let option = line.trim_start();
+            let is_option = option.starts_with("--")
+                || (option.starts_with('-')
+                    && option
+                        .chars()
+                        .nth(1)
+                        .is_some_and(|c| c.is_ascii_alphabetic()));
+            if !is_option {
+                continue;
+            }
+            let next = lines.get(i + 1).map_or("", |next| next.trim());
+            assert!(
+                !next.is_empty() && !next.starts_with('[') && !next.starts_with("Possible"),
+                "{who}: {line:?} has no description"
+            );
+        }
+    }
+}
