@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::{UserId, ValidationError};
+use crate::domain::ValidationError;
 use crate::password::HashError;
 use crate::storage::StoreError;
 
@@ -12,9 +12,9 @@ pub enum ServiceError {
     /// INVALID_ARGUMENT, with a `BadRequest` detail listing each field violation.
     #[error("{0}")]
     Invalid(#[from] ValidationError),
-    /// NOT_FOUND.
+    /// NOT_FOUND: the id, as the caller wrote it, names no user.
     #[error("user {0} not found")]
-    NotFound(UserId),
+    NotFound(String),
     /// ALREADY_EXISTS.
     #[error("{field} {value:?} is already taken")]
     AlreadyExists { field: &'static str, value: String },
@@ -49,6 +49,14 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    /// A NOT_FOUND names the id as the caller wrote it (which need not be a UUID).
+    pub fn naming(self, raw_id: &str) -> Self {
+        match self {
+            ServiceError::NotFound(_) => ServiceError::NotFound(raw_id.to_owned()),
+            other => other,
+        }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             ServiceError::Invalid(_) => Code::InvalidArgument,
@@ -69,7 +77,7 @@ impl ServiceError {
 impl From<StoreError> for ServiceError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::NotFound(id) => ServiceError::NotFound(id),
+            StoreError::NotFound(id) => ServiceError::NotFound(id.to_string()),
             StoreError::AlreadyExists { field, value } => {
                 ServiceError::AlreadyExists { field, value }
             }

@@ -31,6 +31,17 @@ impl UserId {
         })
     }
 
+    /// The user a lookup (GetUser, UpdateUser, DeleteUser) names. Any text names a user or
+    /// none: text that is not a UUID names none, and is looked up as the nil UUID, which no
+    /// user has (ids are UUIDv7), so the caller learns NOT_FOUND, as for any unknown id. Only
+    /// empty text is refused.
+    pub fn parse_lookup(field: &str, raw: &str) -> Result<Self, FieldViolation> {
+        if raw.is_empty() {
+            return Err(FieldViolation::new(field, "must not be empty"));
+        }
+        Ok(Uuid::try_parse(raw).map_or(Self(Uuid::nil()), Self))
+    }
+
     pub fn from_uuid(uuid: Uuid) -> Self {
         Self(uuid)
     }

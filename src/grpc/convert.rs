@@ -47,8 +47,16 @@ pub fn event_to_pb(event: UserEvent) -> pb::UserEvent {
     }
 }
 
+/// An id that must be a UUID (WatchUsers' `user_ids`).
 pub fn parse_user_id(field: &str, raw: &str) -> Result<UserId, ValidationError> {
     UserId::parse(field, raw).map_err(|violation| ValidationError {
+        violations: vec![violation],
+    })
+}
+
+/// The id of the user a lookup names: anything but empty text (see `UserId::parse_lookup`).
+pub fn parse_lookup_id(raw: &str) -> Result<UserId, ValidationError> {
+    UserId::parse_lookup("user_id", raw).map_err(|violation| ValidationError {
         violations: vec![violation],
     })
 }
@@ -87,7 +95,7 @@ pub fn parse_update(
     request: pb::UpdateUserRequest,
 ) -> Result<(UserId, UserPatch), ValidationError> {
     let mut violations = Violations::default();
-    let id = violations.check(UserId::parse("user_id", &request.user_id));
+    let id = violations.check(UserId::parse_lookup("user_id", &request.user_id));
     let username = violations.check(request.username.map(Username::parse).transpose());
     let email = violations.check(request.email.map(Email::parse).transpose());
     let full_name = violations.check(request.full_name.map(FullName::parse).transpose());

@@ -20,7 +20,7 @@ use crate::password::PasswordHasher;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
 use crate::storage::{ListQuery, Store, Updated};
-use convert::{parse_create, parse_etag, parse_filter, parse_update, parse_user_id, user_to_pb};
+use convert::{parse_create, parse_etag, parse_filter, parse_lookup_id, parse_update, user_to_pb};
 
 /// Initial metadata of a WatchUsers response: the first revision the stream covers.
 pub const WATCH_START_REVISION: &str = "x-watch-start-revision";
@@ -81,12 +81,17 @@ impl UserServiceImpl {
         caller: &Caller,
         request: pb::UpdateUserRequest,
     ) -> Result<Updated, ServiceError> {
+        let raw_id = request.user_id.clone();
         let (id, mut patch) = parse_update(request)?;
         // Only a moderator acting on someone else is judged by the target's role. Pinning the
         // etag read for that decision makes the write fail if the role changed meanwhile.
         let target_role = if caller.role() == Some(Role::Moderator) && caller.user_id() != Some(id)
         {
-            let target = self.store.get(id).await?;
+            let target = self
+                .store
+                .get(id)
+                .await
+                .map_err(|err| ServiceError::from(err).naming(&raw_id))?;
             patch.etag = patch.etag.or(Some(target.etag()));
             Some(target.role)
         } else {
@@ -100,7 +105,10 @@ impl UserServiceImpl {
                 changes: Changes::of(&patch),
             },
         )?;
-        Ok(self.store.update(id, patch).await?)
+        self.store
+            .update(id, patch)
+            .await
+            .map_err(|err| ServiceError::from(err).naming(&raw_id))
     }
 }
 
@@ -145,10 +153,14 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
-        let id =
-            parse_user_id("user_id", &request.get_ref().user_id).map_err(ServiceError::from)?;
+        let raw_id = &request.get_ref().user_id;
+        let id = parse_lookup_id(raw_id).map_err(ServiceError::from)?;
         self.authorize(&caller_of(&request), &Access::Read { target: id })?;
-        let user = self.store.get(id).await.map_err(ServiceError::from)?;
+        let user = self
+            .store
+            .get(id)
+            .await
+            .map_err(|err| ServiceError::from(err).naming(raw_id))?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user_to_pb(user)),
         }))
@@ -173,14 +185,14 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();
-        let id = parse_user_id("user_id", &request.user_id).map_err(ServiceError::from)?;
+        let id = parse_lookup_id(&request.user_id).map_err(ServiceError::from)?;
         self.authorize(&caller, &Access::Delete { target: id })?;
         let etag = parse_etag(request.etag.as_deref()).map_err(ServiceError::from)?;
         let event = self
             .store
             .delete(id, etag)
             .await
-            .map_err(ServiceError::from)?;
+            .map_err(|err| ServiceError::from(err).naming(&request.user_id))?;
         Ok(Response::new(pb::DeleteUserResponse {
             success: true,
             message: format!("user {} deleted", event.user.id),

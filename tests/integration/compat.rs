@@ -125,3 +125,48 @@ async fn a_client_generated_from_the_original_contract_uses_every_rpc() {
         "the old client decodes events"
     );
 }
+
+/// The tutorial's own `test_user_not_found`, with its client: an id that names no user is
+/// NOT_FOUND, whatever its shape, for every call that looks a user up.
+#[tokio::test]
+async fn the_tutorials_unknown_id_is_not_found_for_get_update_and_delete() {
+    let app = TestApp::spawn().await;
+    let token = app.token("old-client", user_service::domain::Role::Admin);
+    let mut client = UserServiceClient::with_interceptor(
+        app.channel().await,
+        crate::helpers::Bearer::new(Some(&token)).unwrap(),
+    );
+    for id in [
+        "nonexistent-id",
+        "42",
+        "0192a3b4-0000-7000-8000-000000000000",
+    ] {
+        let get = client
+            .get_user(GetUserRequest { user_id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(get.code(), Code::NotFound, "GetUser {id}: {get:?}");
+        assert!(get.message().contains(id), "{}", get.message());
+        let update = client
+            .update_user(UpdateUserRequest {
+                user_id: id.into(),
+                full_name: Some("Nobody".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(update.code(), Code::NotFound, "UpdateUser {id}: {update:?}");
+        let delete = client
+            .delete_user(DeleteUserRequest { user_id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(delete.code(), Code::NotFound, "DeleteUser {id}: {delete:?}");
+    }
+    let empty = client
+        .get_user(GetUserRequest {
+            user_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument, "{empty:?}");
+}

@@ -314,7 +314,7 @@ async fn status_codes_and_messages_for_bad_input() {
 
     for (case, user_id) in [
         ("empty user_id", String::new()),
-        ("malformed user_id", "42".to_string()),
+        ("user_id that is not a UUID", "42".to_string()),
         ("unknown user_id", unknown.clone()),
     ] {
         row(
