@@ -39,6 +39,12 @@ pub enum StartupError {
     Hashing(#[from] HashError),
     #[error("invalid token key settings")]
     Keys(#[from] KeyError),
+    #[error(
+        "no token key is configured and {0} is not a loopback address: a generated development \
+         key is only for 127.0.0.1 or ::1; give --jwt-secret-file, USER_SERVICE_JWT_SECRET or \
+         --jwt-public-key"
+    )]
+    NoKeyOffLoopback(SocketAddr),
     #[error("invalid TLS settings")]
     Tls(#[source] tonic::transport::Error),
     #[error("cannot build the reflection service")]
@@ -71,6 +77,10 @@ impl Application {
         }
         let hasher = PasswordHasher::new(settings.argon2)?;
         let (jwt, generated) = Jwt::new(&settings.jwt)?;
+        if generated.is_some() && !settings.listen.ip().is_loopback() {
+            // A random key and an admin token in the log are for a developer's own machine.
+            return Err(StartupError::NoKeyOffLoopback(settings.listen));
+        }
         if generated.is_some() {
             let (token, _) = jwt
                 .mint(

@@ -73,6 +73,12 @@ pub enum TokenError {
     WrongIssuer,
     #[error("the token has no expiry (exp)")]
     MissingExpiry,
+    #[error("the token has no issuer (iss), which this server requires")]
+    MissingIssuer,
+    #[error("the token has no audience (aud), which this server requires")]
+    MissingAudience,
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
     #[error("the token's role claim must be admin, moderator or user")]
     UnknownRole,
     #[error("the token is malformed")]
@@ -165,7 +171,16 @@ impl Jwt {
         };
         // One algorithm, the key's: never `none`, never HS256 with a public key as secret.
         let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience is required, not only checked when present.
+        let mut required = vec!["exp"];
+        if settings.issuer.is_some() {
+            required.push("iss");
+        }
+        if settings.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        validation.validate_nbf = true;
         validation.leeway = 5;
         validation.validate_aud = settings.audience.is_some();
         if let Some(audience) = &settings.audience {
@@ -205,9 +220,12 @@ impl Jwt {
                     TokenError::MissingExpiry
                 }
                 ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
-                    TokenError::WrongAudience
+                    TokenError::MissingAudience
                 }
-                ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => TokenError::WrongIssuer,
+                ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
+                    TokenError::MissingIssuer
+                }
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 _ => TokenError::Malformed,
             })?;
         let role = Role::from_name(&data.claims.role).ok_or(TokenError::UnknownRole)?;

@@ -596,6 +596,38 @@ async fn with_an_rsa_key_the_algorithm_is_pinned_and_issuer_and_audience_are_che
             rs256(&claims("https://issuer.example", "other-service")),
             Code::Unauthenticated,
         ),
+        (
+            "no issuer",
+            rs256(
+                &serde_json::json!({ "sub": "svc", "role": "admin", "exp": in_an_hour(), "aud": "user-service" }),
+            ),
+            Code::Unauthenticated,
+        ),
+        (
+            "no audience",
+            rs256(
+                &serde_json::json!({ "sub": "svc", "role": "admin", "exp": in_an_hour(), "iss": "https://issuer.example" }),
+            ),
+            Code::Unauthenticated,
+        ),
+        (
+            "not valid for another ten minutes (nbf)",
+            rs256(
+                &serde_json::json!({ "sub": "svc", "role": "admin", "exp": in_an_hour(),
+                "iss": "https://issuer.example", "aud": "user-service",
+                "nbf": jsonwebtoken::get_current_timestamp() + 600 }),
+            ),
+            Code::Unauthenticated,
+        ),
+        (
+            "valid since a minute ago (nbf)",
+            rs256(
+                &serde_json::json!({ "sub": "svc", "role": "admin", "exp": in_an_hour(),
+                "iss": "https://issuer.example", "aud": "user-service",
+                "nbf": jsonwebtoken::get_current_timestamp() - 60 }),
+            ),
+            Code::Ok,
+        ),
     ];
     for (case, token, expected) in cases {
         let mut client = app.client_with(Some(&token)).await;

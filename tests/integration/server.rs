@@ -315,3 +315,32 @@ async fn boolean_variables_take_the_usual_spellings_and_sigterm_exits_promptly()
         "USER_SERVICE_ACCESS_LOG=0 turns the access log off"
     );
 }
+
+#[test]
+fn without_a_key_the_server_refuses_to_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("USER_SERVICE_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command
+        .args(["--listen", "0.0.0.0:0", "--database-url"])
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("users.db").display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("--jwt-secret-file"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("DEVELOPMENT ONLY"),
+        "no token was minted: {stderr}"
+    );
+}
