@@ -60,7 +60,7 @@ impl Health for DrainingHealth {
         let mut updates = self.inner.watch(request).await?.into_inner();
         let mut shutdown = self.shutdown.clone();
         let (sender, receiver) = mpsc::channel(4);
-        tokio::spawn(async move {
+        self.shutdown.spawn(async move {
             loop {
                 tokio::select! {
                     update = updates.next() => match update {

@@ -268,6 +268,14 @@ impl Application {
         };
         monitor.abort();
         forget.abort();
+        // Stream tasks end at shutdown; storage closes only once the last one has.
+        trigger.trigger();
+        if tokio::time::timeout(settings.shutdown_grace, trigger.tasks_ended())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stream tasks still running after the grace period");
+        }
         store.close().await?;
         tracing::info!("stopped");
         Ok(served?)

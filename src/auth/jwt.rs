@@ -89,6 +89,9 @@ pub enum TokenError {
 #[error("this server cannot sign tokens: it holds only a public key")]
 pub struct CannotSign;
 
+/// Seconds a token is still accepted after its `exp` (and before its `nbf`), for clock skew.
+pub const LEEWAY_SECS: u64 = 5;
+
 /// Verifies tokens, and mints them when it holds a signing key.
 pub struct Jwt {
     decoding: DecodingKey,
@@ -181,7 +184,7 @@ impl Jwt {
         }
         validation.set_required_spec_claims(&required);
         validation.validate_nbf = true;
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECS;
         validation.validate_aud = settings.audience.is_some();
         if let Some(audience) = &settings.audience {
             validation.set_audience(&[audience]);

@@ -3,7 +3,61 @@
 pub mod jwt;
 pub mod policy;
 
-use crate::domain::{Role, UserId};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::domain::{Role, Status as UserStatus, User, UserId};
+use crate::error::ServiceError;
+use crate::storage::{Store, StoreError};
+
+/// When the caller's token expires (`exp`, seconds since the Unix epoch), set beside the
+/// `Caller` by the auth middleware, so that streams end when it passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenExpiry(pub u64);
+
+impl TokenExpiry {
+    /// The moment the token stops working, with the leeway verification allows.
+    pub fn instant(self) -> tokio::time::Instant {
+        let expires = UNIX_EPOCH + Duration::from_secs(self.0.saturating_add(jwt::LEEWAY_SECS));
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::Instant::now() + left
+    }
+}
+
+/// What a stored user's token stands for, given the user as they are now: only an ACTIVE
+/// user acts, with their current role.
+pub fn standing(user: &User) -> Result<Caller, ServiceError> {
+    if user.status == UserStatus::Active {
+        Ok(Caller::User {
+            id: user.id,
+            role: user.role,
+        })
+    } else {
+        Err(ServiceError::Unauthenticated(format!(
+            "the token's user is {}",
+            user.status.name()
+        )))
+    }
+}
+
+/// The token's user no longer exists.
+pub fn gone() -> ServiceError {
+    ServiceError::Unauthenticated("the token's user no longer exists".into())
+}
+
+/// The caller as they stand now. A stored user's role and status are read again (the cache
+/// makes this a lookup, not a query); a service's come from its token and do not change.
+pub async fn current(caller: &Caller, store: &Store) -> Result<Caller, ServiceError> {
+    let Caller::User { id, .. } = caller else {
+        return Ok(caller.clone());
+    };
+    match store.get(*id).await {
+        Ok(user) => standing(&user),
+        Err(StoreError::NotFound(_)) => Err(gone()),
+        Err(err) => Err(err.into()),
+    }
+}
 
 /// The authenticated caller of one request, set by the auth middleware.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,8 +12,8 @@ use std::pin::Pin;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Caller;
 use crate::auth::policy::{Access, Changes, authorize};
+use crate::auth::{Caller, TokenExpiry};
 use crate::domain::{FieldViolation, Role, Status as UserStatus, ValidationError};
 use crate::error::ServiceError;
 use crate::password::PasswordHasher;
@@ -49,6 +49,14 @@ fn caller_of<T>(request: &Request<T>) -> Caller {
         .get::<Caller>()
         .cloned()
         .unwrap_or(Caller::Anonymous)
+}
+
+/// When the caller's token stops working, for streams that outlive the call's start.
+fn token_expiry<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
+    request
+        .extensions()
+        .get::<TokenExpiry>()
+        .map(|expiry| expiry.instant())
 }
 
 impl UserServiceImpl {
@@ -257,7 +265,8 @@ impl UserService for UserServiceImpl {
         request: Request<pb::WatchUsersRequest>,
     ) -> Result<Response<Self::WatchUsersStream>, Status> {
         let caller = caller_of(&request);
-        let (stream, start) = watch::start(self, &caller, request.into_inner())?;
+        let expires = token_expiry(&request);
+        let (stream, start) = watch::start(self, &caller, expires, request.into_inner()).await?;
         let mut response = Response::new(stream);
         // Every event from this revision on will be delivered: a client that saw none can
         // resume from here after a disconnect without missing any.
@@ -285,9 +294,11 @@ impl UserService for UserServiceImpl {
         request: Request<Streaming<pb::UpdateUserRequest>>,
     ) -> Result<Response<Self::SyncUsersStream>, Status> {
         let caller = caller_of(&request);
+        let expires = token_expiry(&request);
         Ok(Response::new(sync::start(
             self.clone(),
             caller,
+            expires,
             request.into_inner(),
         )))
     }

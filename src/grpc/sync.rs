@@ -2,6 +2,7 @@
 //! stream goes on.
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
@@ -13,6 +14,8 @@ use crate::pb;
 use crate::storage::Updated;
 
 const CLIENT_BUFFER: usize = 64;
+/// How long the status that ends a sync waits for a client that is not reading.
+const LAST_WORD: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn failure(user_id: String, status: &Status) -> pb::UserEvent {
     pb::UserEvent {
@@ -29,43 +32,90 @@ fn failure(user_id: String, status: &Status) -> pb::UserEvent {
 pub fn start(
     service: UserServiceImpl,
     caller: Caller,
+    expires: Option<Instant>,
     mut inbound: Streaming<pb::UpdateUserRequest>,
 ) -> EventStream {
     let (replies, receiver) = mpsc::channel(CLIENT_BUFFER);
     let mut shutdown = service.shutdown.clone();
-    tokio::spawn(async move {
-        loop {
+    let opened_as = caller.role();
+    service.shutdown.clone().spawn(async move {
+        // Why the stream ends early: its status.
+        let last = loop {
             let message = tokio::select! {
                 message = inbound.message() => message,
                 () = replies.closed() => return,
-                () = shutdown.triggered() => {
-                    let err = ServiceError::ShuttingDown(String::new());
-                    let _ = replies.send(Err(err.into())).await;
-                    return;
-                }
+                () = shutdown.triggered() => break Err(ServiceError::ShuttingDown(String::new()).into()),
             };
-            let reply = match message {
-                Ok(Some(request)) => {
-                    let user_id = request.user_id.clone();
-                    match service.apply_update(&caller, request).await {
-                        Ok(Updated::Changed(event)) => event_to_pb(event),
-                        // Nothing changed, so there is no event: the user as stored.
-                        Ok(Updated::Unchanged(user)) => pb::UserEvent {
-                            user: Some(user_to_pb(user)),
-                            ..Default::default()
-                        },
-                        Err(err) => failure(user_id, &Status::from(err)),
-                    }
-                }
+            let request = match message {
+                Ok(Some(request)) => request,
                 // The client is done sending: the replies are complete.
                 Ok(None) => return,
                 // A message that could not be decoded has no user_id; answer it all the same.
-                Err(status) => failure(String::new(), &status),
+                Err(status) => {
+                    if send(&replies, &mut shutdown, failure(String::new(), &status)).await {
+                        continue;
+                    }
+                    return;
+                }
             };
-            if replies.send(Ok(reply)).await.is_err() {
+            let user_id = request.user_id.clone();
+            // Every message is judged against the caller as they stand now: a right that is
+            // gone answers this message and ends the stream.
+            let standing = if until_passed(expires) {
+                Err(super::watch::expired())
+            } else {
+                crate::auth::current(&caller, &service.store).await
+            };
+            let caller = match standing {
+                Ok(caller) => caller,
+                Err(err) => {
+                    let status = Status::from(err);
+                    if send(&replies, &mut shutdown, failure(user_id, &status)).await {
+                        break Err(status);
+                    }
+                    return;
+                }
+            };
+            let reply = match service.apply_update(&caller, request).await {
+                Ok(Updated::Changed(event)) => event_to_pb(event),
+                // Nothing changed, so there is no event: the user as stored.
+                Ok(Updated::Unchanged(user)) => pb::UserEvent {
+                    user: Some(user_to_pb(user)),
+                    ..Default::default()
+                },
+                // Refused because the caller lost the role the stream was opened with: the
+                // stream ends with this answer.
+                Err(err @ ServiceError::PermissionDenied(_)) if caller.role() != opened_as => {
+                    let status = Status::from(err);
+                    if send(&replies, &mut shutdown, failure(user_id, &status)).await {
+                        break Err(status);
+                    }
+                    return;
+                }
+                Err(err) => failure(user_id, &Status::from(err)),
+            };
+            if !send(&replies, &mut shutdown, reply).await {
                 return;
             }
-        }
+        };
+        // A client that stopped reading cannot take even this: do not wait on it for long.
+        let _ = tokio::time::timeout(LAST_WORD, replies.send(last)).await;
     });
     Box::pin(ReceiverStream::new(receiver))
+}
+
+/// Queues a reply; false when the client is gone or shutdown began while it was not reading.
+async fn send(
+    replies: &mpsc::Sender<Result<pb::UserEvent, Status>>,
+    shutdown: &mut crate::shutdown::Shutdown,
+    reply: pb::UserEvent,
+) -> bool {
+    tokio::select! {
+        sent = replies.send(Ok(reply)) => sent.is_ok(),
+        () = shutdown.triggered() => false,
+    }
+}
+
+fn until_passed(instant: Option<Instant>) -> bool {
+    instant.is_some_and(|instant| instant <= Instant::now())
 }

@@ -1,11 +1,19 @@
 //! WatchUsers: replay from the stored log, then follow live commits, with no gap and no
 //! duplicate. A watcher that falls behind the live buffer catches up from the log instead of
 //! losing events, and never slows writers or other watchers.
+//!
+//! The caller's right to watch is judged for every event, against their role and status as
+//! of that event: the log itself says when a watching user is demoted, suspended or deleted,
+//! so the watch ends at that point in the stream without a lookup per event. It also ends
+//! when the caller's token expires.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -13,8 +21,8 @@ use tonic::Status;
 use super::convert::{event_to_pb, parse_user_id};
 use super::{EventStream, UserServiceImpl, invalid};
 use crate::auth::Caller;
-use crate::auth::policy::Access;
-use crate::domain::{FieldViolation, UserEvent, UserId, ValidationError};
+use crate::auth::policy::{Access, authorize};
+use crate::domain::{EventKind, FieldViolation, UserEvent, UserId, ValidationError};
 use crate::error::ServiceError;
 use crate::pb;
 use crate::shutdown::Shutdown;
@@ -24,6 +32,20 @@ use crate::storage::Store;
 const REPLAY_BATCH: usize = 256;
 /// Events queued for one client before its watcher waits for it to read.
 const CLIENT_BUFFER: usize = 64;
+/// How long the status that ends a watch waits for a client that is not reading.
+const LAST_WORD: Duration = Duration::from_secs(1);
+
+/// Waits until `instant`, or forever when there is none.
+pub(super) async fn until(instant: Option<Instant>) {
+    match instant {
+        Some(instant) => tokio::time::sleep_until(instant).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) fn expired() -> ServiceError {
+    ServiceError::Unauthenticated("the token has expired".into())
+}
 
 enum Selection {
     All,
@@ -78,15 +100,23 @@ enum End {
 struct Watcher {
     store: Store,
     selection: Selection,
+    /// The users the request named (`None`: everyone), for judging the caller again.
+    only: Option<Vec<UserId>>,
+    /// The caller as of `caller_revision`; later events about them update it.
+    caller: Caller,
+    caller_revision: i64,
+    /// When the caller's token expires.
+    expires: Option<Instant>,
     /// The revision of the next event to consider; everything before it was handled.
     next: i64,
     client: mpsc::Sender<Queued>,
     shutdown: Shutdown,
 }
 
-pub fn start(
+pub async fn start(
     service: &UserServiceImpl,
     caller: &Caller,
+    expires: Option<Instant>,
     request: pb::WatchUsersRequest,
 ) -> Result<(EventStream, i64), ServiceError> {
     let selection = Selection::parse(&request)?;
@@ -126,15 +156,22 @@ pub fn start(
             start
         }
     };
+    // The caller as they stand now: every later change to them is in the events to come.
+    let caller_revision = store.head_revision();
+    let caller = crate::auth::current(caller, &store).await?;
     let (client, receiver) = mpsc::channel(CLIENT_BUFFER);
     let watcher = Watcher {
         store,
         selection,
+        only,
+        caller,
+        caller_revision,
+        expires,
         next,
         client,
-        shutdown,
+        shutdown: shutdown.clone(),
     };
-    tokio::spawn(watcher.run(live));
+    shutdown.spawn(watcher.run(live));
     let stream = ReceiverStream::new(receiver)
         .map(|queued| queued.map(|event| *event).map_err(|status| *status));
     Ok((Box::pin(stream), next))
@@ -143,8 +180,25 @@ pub fn start(
 impl Watcher {
     async fn run(mut self, live: broadcast::Receiver<Arc<UserEvent>>) {
         if let Err(err) = self.follow(live).await {
-            let _ = self.client.send(Err(Box::new(err.into()))).await;
+            // A client that stopped reading cannot take even this: do not wait on it.
+            let _ =
+                tokio::time::timeout(LAST_WORD, self.client.send(Err(Box::new(err.into())))).await;
         }
+    }
+
+    /// Judges the caller again when `event` changed them.
+    fn follow_caller(&mut self, event: &UserEvent) -> Result<(), ServiceError> {
+        if event.revision <= self.caller_revision || self.caller.user_id() != Some(event.user.id) {
+            return Ok(());
+        }
+        self.caller = match event.kind {
+            EventKind::Deleted => return Err(crate::auth::gone()),
+            EventKind::Created | EventKind::Updated => crate::auth::standing(&event.user)?,
+        };
+        let access = Access::Watch {
+            only: self.only.as_deref(),
+        };
+        Ok(authorize(&self.caller, &access, false)?)
     }
 
     async fn follow(
@@ -159,6 +213,7 @@ impl Watcher {
                 received = live.recv() => received,
                 () = self.client.closed() => return Ok(End::ClientGone),
                 () = self.shutdown.triggered() => return Err(self.shutting_down()),
+                () = until(self.expires) => return Err(expired()),
             };
             let event = match received {
                 Ok(event) => event,
@@ -223,6 +278,7 @@ impl Watcher {
 
     async fn deliver(&mut self, event: &UserEvent) -> Result<Option<End>, ServiceError> {
         self.next = event.revision + 1;
+        self.follow_caller(event)?;
         if !self.selection.matches(event) {
             return Ok(None);
         }
@@ -230,6 +286,7 @@ impl Watcher {
         tokio::select! {
             sent = self.client.send(message) => Ok(sent.err().map(|_| End::ClientGone)),
             () = self.shutdown.triggered() => Err(self.shutting_down()),
+            () = until(self.expires) => Err(expired()),
         }
     }
 

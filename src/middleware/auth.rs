@@ -11,12 +11,12 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::access_log::PrincipalSlot;
 use super::{BoxFuture, Response, is_infrastructure, status_response};
-use crate::auth::Caller;
+use crate::auth::{Caller, TokenExpiry};
 use lru::LruCache;
 
 use crate::auth::jwt::{Claims, Jwt, TokenError};
-use crate::domain::{Role, Status as UserStatus, UserId};
-use crate::storage::{Store, StoreError};
+use crate::domain::{Role, UserId};
+use crate::storage::Store;
 
 /// Calls that anyone may make without a token.
 const OPEN_METHODS: [&str; 1] = ["/userservice.AuthService/Login"];
@@ -110,9 +110,12 @@ pub struct Auth<S> {
 impl AuthLayer {
     /// Who the `authorization` value names. A token whose subject is a stored user stands for
     /// that user as they are now: a suspended, inactive or deleted user's token stops working.
-    async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, Status> {
+    async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<(Caller, Option<TokenExpiry>), Status> {
         let Some(value) = authorization else {
-            return Ok(Caller::Anonymous);
+            return Ok((Caller::Anonymous, None));
         };
         let token = std::str::from_utf8(value)
             .ok()
@@ -129,32 +132,18 @@ impl AuthLayer {
         let verified = self
             .verify(token)
             .map_err(|err| Status::unauthenticated(err.to_string()))?;
-        let id = match &verified.subject {
-            Subject::User(id) => *id,
-            Subject::Service(name) => {
-                return Ok(Caller::Service {
-                    name: name.clone(),
-                    role: verified.role,
-                });
-            }
+        let claimed = match &verified.subject {
+            Subject::User(id) => Caller::User {
+                id: *id,
+                role: verified.role,
+            },
+            Subject::Service(name) => Caller::Service {
+                name: name.clone(),
+                role: verified.role,
+            },
         };
-        match self.store.get(id).await {
-            Ok(user) if user.status == UserStatus::Active => Ok(Caller::User {
-                id,
-                role: user.role,
-            }),
-            Ok(user) => Err(Status::unauthenticated(format!(
-                "the token's user is {}",
-                user.status.name()
-            ))),
-            Err(StoreError::NotFound(_)) => {
-                Err(Status::unauthenticated("the token's user no longer exists"))
-            }
-            Err(err) => {
-                tracing::error!(error = %crate::error::chain(&err), "authentication lookup failed");
-                Err(Status::internal("internal error"))
-            }
-        }
+        let caller = crate::auth::current(&claimed, &self.store).await?;
+        Ok((caller, Some(TokenExpiry(verified.exp))))
     }
 }
 
@@ -187,10 +176,13 @@ where
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(|value| value.as_bytes().to_vec());
-            let caller = match layer.authenticate(authorization.as_deref()).await {
-                Ok(caller) => caller,
+            let (caller, expiry) = match layer.authenticate(authorization.as_deref()).await {
+                Ok(found) => found,
                 Err(status) => return Ok(status_response(status)),
             };
+            if let Some(expiry) = expiry {
+                request.extensions_mut().insert(expiry);
+            }
             if let (Some(slot), Some(principal)) = (
                 request.extensions().get::<PrincipalSlot>(),
                 caller.principal(),

@@ -10,6 +10,7 @@ mod raw;
 mod readme;
 mod server;
 mod snapshots;
+mod stream_rights;
 mod streams;
 mod tls;
 mod userctl;

@@ -1,0 +1,186 @@
+//! Rights that hold for the whole life of a stream: every event a watch delivers and every
+//! message a sync applies is judged against the caller as they stand at that moment.
+
+use std::time::Duration;
+
+use tonic::Code;
+use user_service::domain::Role;
+use user_service::pb::{
+    CreateUserRequest, UpdateUserRequest, UserRole, UserStatus, WatchUsersRequest,
+};
+
+use crate::helpers::{Client, TestApp, create, new_user};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+async fn create_as(admin: &mut Client, name: &str, role: UserRole) -> String {
+    let request = CreateUserRequest {
+        role: role as i32,
+        ..new_user(name)
+    };
+    admin
+        .create_user(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id
+}
+
+async fn set(admin: &mut Client, id: &str, role: Option<UserRole>, status: Option<UserStatus>) {
+    admin
+        .update_user(UpdateUserRequest {
+            user_id: id.into(),
+            role: role.map(|role| role as i32),
+            status: status.map(|status| status as i32),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+fn everyone() -> WatchUsersRequest {
+    WatchUsersRequest {
+        include_all: true,
+        ..Default::default()
+    }
+}
+
+/// Reads events until the stream ends, and returns how it ended.
+async fn end_of(stream: &mut tonic::Streaming<user_service::pb::UserEvent>) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("the stream ends in time")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => return status,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_moderators_watch_of_everyone_ends_when_they_are_demoted() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let moderator = create_as(&mut admin, "watching_mod", UserRole::Moderator).await;
+    let mut as_moderator = app
+        .client_with(Some(&app.token(&moderator, Role::User)))
+        .await;
+    let mut events = as_moderator
+        .watch_users(everyone())
+        .await
+        .unwrap()
+        .into_inner();
+    create(&mut admin, "seen_by_mod").await;
+    let seen = events.message().await.unwrap().unwrap();
+    assert_eq!(seen.user.unwrap().username, "seen_by_mod");
+
+    set(&mut admin, &moderator, Some(UserRole::User), None).await;
+    create(&mut admin, "not_for_a_user").await;
+
+    let ended = end_of(&mut events).await;
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_watch_ends_unauthenticated_when_its_user_is_suspended_or_deleted() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    for (name, suspend) in [("suspended_watcher", true), ("deleted_watcher", false)] {
+        let id = create_as(&mut admin, name, UserRole::Moderator).await;
+        let mut client = app.client_with(Some(&app.token(&id, Role::User))).await;
+        let mut events = client.watch_users(everyone()).await.unwrap().into_inner();
+        if suspend {
+            set(&mut admin, &id, None, Some(UserStatus::Suspended)).await;
+        } else {
+            admin
+                .delete_user(user_service::pb::DeleteUserRequest {
+                    user_id: id.clone(),
+                    etag: None,
+                })
+                .await
+                .unwrap();
+        }
+        let ended = end_of(&mut events).await;
+        assert_eq!(ended.code(), Code::Unauthenticated, "{name}: {ended:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_watch_ends_when_the_callers_token_expires() {
+    let app = TestApp::spawn().await;
+    // Expired a moment ago, but inside the verifier's leeway: accepted, for another second.
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({ "sub": "short-lived", "role": "admin", "exp": now - 4 });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::TEST_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mut client = app.client_with(Some(&token)).await;
+    let mut events = client.watch_users(everyone()).await.unwrap().into_inner();
+    let ended = end_of(&mut events).await;
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("expired"), "{}", ended.message());
+}
+
+#[tokio::test]
+async fn a_sync_stream_stops_applying_once_its_caller_is_demoted() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let moderator = create_as(&mut admin, "syncing_mod", UserRole::Moderator).await;
+    let victim = create(&mut admin, "sync_victim").await;
+    let mut as_moderator = app
+        .client_with(Some(&app.token(&moderator, Role::User)))
+        .await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let mut replies = as_moderator
+        .sync_users(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap()
+        .into_inner();
+    let suspend = |status: UserStatus| UpdateUserRequest {
+        user_id: victim.id.clone(),
+        status: Some(status as i32),
+        ..Default::default()
+    };
+    sender.send(suspend(UserStatus::Suspended)).await.unwrap();
+    let applied = replies.message().await.unwrap().unwrap();
+    assert!(applied.failure.is_none(), "{applied:?}");
+    sender.send(suspend(UserStatus::Active)).await.unwrap();
+    let applied = replies.message().await.unwrap().unwrap();
+    assert!(applied.failure.is_none(), "{applied:?}");
+
+    set(&mut admin, &moderator, Some(UserRole::User), None).await;
+    sender.send(suspend(UserStatus::Suspended)).await.unwrap();
+
+    let refused = replies.message().await.unwrap().unwrap();
+    let failure = refused
+        .failure
+        .expect("the message is answered with a failure");
+    assert_eq!(failure.code, Code::PermissionDenied as i32, "{failure:?}");
+    let ended = replies.message().await.unwrap_err();
+    assert_eq!(
+        ended.code(),
+        Code::PermissionDenied,
+        "the stream ends: {ended:?}"
+    );
+    let victim_now = admin
+        .get_user(user_service::pb::GetUserRequest {
+            user_id: victim.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        victim_now.status,
+        UserStatus::Active as i32,
+        "the demoted moderator's suspension was not applied"
+    );
+}
