@@ -101,7 +101,8 @@ impl AuthService for AuthServiceImpl {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let headers = request.metadata().clone().into_headers();
-        let address = client_ip(request.extensions(), &headers, &self.limits.trusted_proxies);
+        let address = client_ip(request.extensions(), &headers, &self.limits.trusted_proxies)
+            .map(crate::middleware::address_key);
         let request = request.into_inner();
         let mut violations = Violations::default();
         let username = violations.check(Username::parse(request.username));

@@ -91,8 +91,9 @@ impl UserServiceImpl {
     ) -> Result<Updated, ServiceError> {
         let raw_id = request.user_id.clone();
         let (id, mut patch) = parse_update(request)?;
-        // Only a moderator acting on someone else is judged by the target's role. Pinning the
-        // etag read for that decision makes the write fail if the role changed meanwhile.
+        // Only a moderator acting on someone else is judged by the target's role. The write is
+        // conditioned on the etag read for that decision, so it fails if the role changed
+        // meanwhile; a client etag that differs from it is stale, whatever it says.
         let target_role = if caller.role() == Some(Role::Moderator) && caller.user_id() != Some(id)
         {
             let target = self
@@ -100,7 +101,15 @@ impl UserServiceImpl {
                 .get(id)
                 .await
                 .map_err(|err| ServiceError::from(err).naming(&raw_id))?;
-            patch.etag = patch.etag.or(Some(target.etag()));
+            if let Some(expected) = patch.etag
+                && expected != target.etag()
+            {
+                return Err(ServiceError::EtagMismatch {
+                    expected: expected.revision(),
+                    current: target.revision,
+                });
+            }
+            patch.etag = Some(target.etag());
             Some(target.role)
         } else {
             None

@@ -86,15 +86,34 @@ pub fn client_ip(
     } else {
         forwarded_for
     };
-    hops.iter()
-        .rev()
-        .filter_map(|hop| {
-            hop.parse::<IpAddr>()
-                .ok()
-                .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
-        })
-        .find(|ip| !trusted_proxies.contains(ip))
-        .or(Some(peer))
+    // From the nearest hop outwards: each trusted proxy vouches for the hop before it. An
+    // entry that does not parse ends the chain: the proxy that passed it on is the client as
+    // far as anyone can tell (skipping it would let a client choose its own address).
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let parsed = hop
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()));
+        match parsed {
+            Some(ip) if trusted_proxies.contains(&ip) => client = ip,
+            Some(ip) => return Some(ip),
+            None => return Some(client),
+        }
+    }
+    Some(client)
+}
+
+/// The key per-address limits count a client under: an IPv4 address, or an IPv6 address's
+/// /64 prefix, since one IPv6 host commonly holds a whole /64 and could rotate through it.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +153,33 @@ mod tests {
             client_ip(request.extensions(), request.headers(), &[proxy]),
             "203.0.113.1".parse().ok()
         );
+    }
+
+    #[test]
+    fn an_entry_that_does_not_parse_ends_the_trusted_chain() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let request = request(
+            "10.0.0.2:5000",
+            &[("x-forwarded-for", "198.51.100.7, not-an-address")],
+        );
+        assert_eq!(
+            client_ip(request.extensions(), request.headers(), &[proxy]),
+            Some(proxy),
+            "the client-chosen address before the garbage is never believed"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64_bit_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(other));
+        let v4: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
+        let mapped: IpAddr = "::ffff:203.0.113.9".parse().unwrap();
+        assert_eq!(address_key(mapped), v4);
     }
 
     #[test]

@@ -39,7 +39,7 @@ impl KeyExtractor for CallerKey {
             request.headers(),
             &self.trusted_proxies,
         )
-        .map(|ip| format!("ip:{ip}"))
+        .map(|ip| format!("ip:{}", super::address_key(ip)))
         .ok_or(GovernorError::UnableToExtractKey)
     }
 }

@@ -904,3 +904,54 @@ async fn with_an_ed25519_key_pair_login_signs_eddsa_tokens_that_the_server_accep
     let mut client = app.client_with(Some(&response.access_token)).await;
     assert_eq!(attempt(&mut client, Op::Get(user.id)).await, Code::Ok);
 }
+
+/// A client behind the trusted proxy 127.0.0.1, claiming `forwarded_for`.
+async fn list_via_proxy(app: &TestApp, forwarded_for: &str) -> Code {
+    let value: tonic::metadata::MetadataValue<_> = forwarded_for.parse().unwrap();
+    let mut client = user_service::pb::user_service_client::UserServiceClient::with_interceptor(
+        app.channel().await,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("x-forwarded-for", value.clone());
+            Ok(request)
+        },
+    );
+    match client.list_users(ListUsersRequest::default()).await {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test]
+async fn per_address_limits_key_ipv6_by_64_and_stop_at_an_unparsable_forwarded_entry() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.rate_limit_per_second = 1;
+        settings.rate_limit_burst = 2;
+        settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    // Anonymous calls are refused by the policy, but only after the rate limit counted them.
+    let rotating = ["2001:db8:7:7::1", "2001:db8:7:7::2", "2001:db8:7:7:ffff::3"];
+    let mut codes = Vec::new();
+    for address in rotating {
+        codes.push(list_via_proxy(&app, address).await);
+    }
+    assert_eq!(
+        codes.last(),
+        Some(&Code::ResourceExhausted),
+        "one /64 is one client: {codes:?}"
+    );
+    assert_eq!(
+        list_via_proxy(&app, "2001:db8:8:8::1").await,
+        Code::Unauthenticated,
+        "another /64 is another client"
+    );
+
+    // Garbage in the chain: the proxy itself is the client, however the rest rotates.
+    let mut codes = Vec::new();
+    for address in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        codes.push(list_via_proxy(&app, &format!("{address}, bogus")).await);
+    }
+    assert_eq!(codes.last(), Some(&Code::ResourceExhausted), "{codes:?}");
+}

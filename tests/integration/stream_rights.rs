@@ -184,3 +184,35 @@ async fn a_sync_stream_stops_applying_once_its_caller_is_demoted() {
         "the demoted moderator's suspension was not applied"
     );
 }
+
+#[tokio::test]
+async fn a_moderators_write_is_conditioned_on_the_etag_the_server_judged_by() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let moderator = create_as(&mut admin, "etag_mod", UserRole::Moderator).await;
+    let target = create(&mut admin, "etag_target").await;
+    let mut as_moderator = app
+        .client_with(Some(&app.token(&moderator, Role::User)))
+        .await;
+    // A newer etag than the stored one (as if the target had become an admin since).
+    let newer = (target.etag.parse::<i64>().unwrap() + 100).to_string();
+    let refused = as_moderator
+        .update_user(UpdateUserRequest {
+            user_id: target.id.clone(),
+            status: Some(UserStatus::Suspended as i32),
+            etag: Some(newer),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    let applied = as_moderator
+        .update_user(UpdateUserRequest {
+            user_id: target.id.clone(),
+            status: Some(UserStatus::Suspended as i32),
+            etag: Some(target.etag.clone()),
+            ..Default::default()
+        })
+        .await;
+    assert!(applied.is_ok(), "the current etag works: {applied:?}");
+}
