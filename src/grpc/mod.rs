@@ -19,7 +19,7 @@ use crate::error::ServiceError;
 use crate::password::PasswordHasher;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
-use crate::storage::{ListQuery, Store, Updated};
+use crate::storage::{Cursor, ListQuery, Store, Updated};
 use convert::{parse_create, parse_etag, parse_filter, parse_lookup_id, parse_update, user_to_pb};
 
 /// Initial metadata of a WatchUsers response: the first revision the stream covers.
@@ -49,6 +49,14 @@ fn caller_of<T>(request: &Request<T>) -> Caller {
         .get::<Caller>()
         .cloned()
         .unwrap_or(Caller::Anonymous)
+}
+
+/// Bytes of a ListUsers answer kept for the page token and the count.
+const LIST_HEADROOM: usize = 1024;
+
+/// The position after the last user kept on a page.
+fn cursor_before(kept: &[(Cursor, pb::User)]) -> Cursor {
+    kept.last().map(|(cursor, _)| *cursor).expect("a page keeps at least one user")
 }
 
 /// When the caller's token stops working, for streams that outlive the call's start.
@@ -256,10 +264,29 @@ impl UserService for UserServiceImpl {
             })
             .await
             .map_err(ServiceError::from)?;
+        // A page stops early, and continues through its token, where the next user would take
+        // the answer past the message limit: a valid listing never fails on size.
+        let budget = self.max_message_bytes.saturating_sub(LIST_HEADROOM);
+        let mut users = Vec::with_capacity(page.users.len());
+        let mut bytes = 0;
+        let mut next = page.next;
+        for user in page.users {
+            let cursor = Cursor {
+                created_at_ns: user.created_at_ns,
+                id: user.id,
+            };
+            let user = user_to_pb(user);
+            let size = prost::Message::encoded_len(&user) + 8;
+            if !users.is_empty() && bytes + size > budget {
+                next = Some(cursor_before(&users));
+                break;
+            }
+            bytes += size;
+            users.push((cursor, user));
+        }
         Ok(Response::new(pb::ListUsersResponse {
-            users: page.users.into_iter().map(user_to_pb).collect(),
-            next_page_token: page
-                .next
+            users: users.into_iter().map(|(_, user)| user).collect(),
+            next_page_token: next
                 .map(|cursor| page_token::encode(cursor, filters))
                 .unwrap_or_default(),
             total_count: i32::try_from(page.total).unwrap_or(i32::MAX),

@@ -204,3 +204,45 @@ async fn filters_select_by_role_and_status_with_exact_counts() {
     .await;
     assert_eq!((suspended.total_count, suspended.users.len()), (0, 0));
 }
+
+#[tokio::test]
+async fn a_page_of_large_users_stops_before_the_message_limit_and_continues_by_token() {
+    let app = TestApp::spawn_with(|settings| settings.max_message_bytes = 64 * 1024).await;
+    let mut client = app.client().await;
+    let metadata: std::collections::BTreeMap<String, String> = (0..32)
+        .map(|i| (format!("key{i}"), "v".repeat(500)))
+        .collect();
+    let mut created = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let request = user_service::pb::CreateUserRequest {
+            metadata: metadata.clone(),
+            ..crate::helpers::new_user(&format!("bulky{i}"))
+        };
+        let user = client.create_user(request).await.unwrap().into_inner().user.unwrap();
+        created.insert(user.id);
+    }
+
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client
+            .list_users(ListUsersRequest {
+                page_size: 100,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("a valid listing never fails on size")
+            .into_inner();
+        pages += 1;
+        listed.extend(page.users.into_iter().map(|user| user.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert!(pages > 1, "the users did not fit one answer");
+    assert_eq!(listed.len(), 20, "every user once");
+    assert_eq!(listed.into_iter().collect::<std::collections::BTreeSet<_>>(), created);
+}
