@@ -25,6 +25,8 @@ const RESPONSE_HEADROOM: usize = 1024;
 enum Cutoff {
     Count,
     ResponseSize,
+    /// A chunk could not be written, or the stream broke: the reason, for the caller.
+    Failed(String),
 }
 
 fn item_error(position: usize, username: &str, reason: impl std::fmt::Display) -> String {
@@ -43,7 +45,27 @@ pub async fn run(
     let budget = service.max_message_bytes.saturating_sub(RESPONSE_HEADROOM);
     let mut planned_bytes = 0;
     let mut cutoff = None;
-    while let Some(request) = stream.message().await? {
+    loop {
+        let request = match stream.message().await {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(status) => {
+                // What was committed stays committed, and nothing more is: the items still
+                // waiting for their chunk, and the one that broke the stream, are not
+                // created, and the answer says so, if the client is still there to read it.
+                let first = chunk.first().map_or(position, |(first, _)| *first);
+                chunk.clear();
+                position += 1;
+                let why = format!("the request stream broke: {}", status.message());
+                if !matches!(cutoff, Some((_, Cutoff::Failed(_)))) {
+                    cutoff = Some((
+                        first.min(cutoff.as_ref().map_or(first, |(at, _)| *at)),
+                        Cutoff::Failed(why),
+                    ));
+                }
+                break;
+            }
+        };
         if cutoff.is_none() {
             let answer_bytes = request.encoded_len() + USER_OVERHEAD;
             if position >= service.max_batch_items {
@@ -54,37 +76,61 @@ pub async fn run(
                 planned_bytes += answer_bytes;
                 chunk.push((position, request));
                 if chunk.len() == CHUNK {
-                    create_chunk(service, std::mem::take(&mut chunk), &mut response).await?;
+                    let full = std::mem::take(&mut chunk);
+                    if let Err(failed) = create_chunk(service, full, &mut response).await {
+                        cutoff = Some(failed);
+                    }
                 }
             }
         }
         position += 1;
     }
-    create_chunk(service, chunk, &mut response).await?;
-    if let Some((first, why)) = cutoff {
+    if let Err(failed) = create_chunk(service, chunk, &mut response).await {
+        cutoff.get_or_insert(failed);
+    }
+    if let Some((first, why)) = cutoff
+        && first < position
+    {
         let why = match why {
-            Cutoff::Count => format!("one batch holds at most {} items", service.max_batch_items),
+            Cutoff::Count => format!(
+                "one batch takes at most {} items; send the rest in another call",
+                service.max_batch_items
+            ),
             Cutoff::ResponseSize => format!(
-                "the answer would pass the {}-byte message limit",
+                "the answer would pass the {}-byte message limit; send the rest in another call",
                 service.max_message_bytes
             ),
+            Cutoff::Failed(why) => why,
         };
         response.errors.push(format!(
-            "items {first} to {}: not created: {why}; send the rest in another call",
+            "items {first} to {}: not created: {why}",
             position - 1
         ));
     }
     Ok(response)
 }
 
+/// Creates one chunk in one transaction. When that fails, nothing of the chunk exists, and
+/// the error names the chunk's first position and why.
 async fn create_chunk(
     service: &UserServiceImpl,
     chunk: Vec<(usize, pb::CreateUserRequest)>,
     response: &mut pb::BatchCreateUsersResponse,
-) -> Result<(), Status> {
-    if chunk.is_empty() {
+) -> Result<(), (usize, Cutoff)> {
+    let Some(first) = chunk.first().map(|(position, _)| *position) else {
         return Ok(());
-    }
+    };
+    write_chunk(service, chunk, response).await.map_err(|err| {
+        let status = Status::from(err);
+        (first, Cutoff::Failed(status.message().to_owned()))
+    })
+}
+
+async fn write_chunk(
+    service: &UserServiceImpl,
+    chunk: Vec<(usize, pb::CreateUserRequest)>,
+    response: &mut pb::BatchCreateUsersResponse,
+) -> Result<(), ServiceError> {
     let mut errors = Vec::new();
     let mut usernames = HashMap::new();
     let mut hashing = JoinSet::new();
@@ -107,17 +153,11 @@ async fn create_chunk(
     }
     let mut items = Vec::with_capacity(hashing.len());
     while let Some(hashed) = hashing.join_next().await {
-        let item = hashed
-            .map_err(|err| ServiceError::Internal(Box::new(err)))?
-            .map_err(ServiceError::from)?;
+        let item = hashed.map_err(|err| ServiceError::Internal(Box::new(err)))??;
         items.push(item);
     }
     items.sort_by_key(|item| item.position);
-    let outcomes = service
-        .store
-        .create_batch(items)
-        .await
-        .map_err(ServiceError::from)?;
+    let outcomes = service.store.create_batch(items).await?;
     for (position, outcome) in outcomes {
         match outcome {
             Ok(event) => response.users.push(user_to_pb(event.user)),

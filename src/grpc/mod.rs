@@ -56,7 +56,9 @@ const LIST_HEADROOM: usize = 1024;
 
 /// The position after the last user kept on a page.
 fn cursor_before(kept: &[(Cursor, pb::User)]) -> Cursor {
-    kept.last().map(|(cursor, _)| *cursor).expect("a page keeps at least one user")
+    kept.last()
+        .map(|(cursor, _)| *cursor)
+        .expect("a page keeps at least one user")
 }
 
 /// When the caller's token stops working, for streams that outlive the call's start.

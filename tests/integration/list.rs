@@ -218,7 +218,13 @@ async fn a_page_of_large_users_stops_before_the_message_limit_and_continues_by_t
             metadata: metadata.clone(),
             ..crate::helpers::new_user(&format!("bulky{i}"))
         };
-        let user = client.create_user(request).await.unwrap().into_inner().user.unwrap();
+        let user = client
+            .create_user(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
         created.insert(user.id);
     }
 
@@ -244,5 +250,10 @@ async fn a_page_of_large_users_stops_before_the_message_limit_and_continues_by_t
     }
     assert!(pages > 1, "the users did not fit one answer");
     assert_eq!(listed.len(), 20, "every user once");
-    assert_eq!(listed.into_iter().collect::<std::collections::BTreeSet<_>>(), created);
+    assert_eq!(
+        listed
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+        created
+    );
 }

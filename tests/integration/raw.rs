@@ -29,15 +29,30 @@ pub async fn call(
     body: Bytes,
     end_stream: bool,
 ) -> Status {
+    exchange(addr, path, headers, body, end_stream).await.0
+}
+
+/// As `call`, and also the answer's body (its length-prefixed messages, as sent).
+pub async fn exchange(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    end_stream: bool,
+) -> (Status, Vec<u8>) {
     let tcp = TcpStream::connect(addr).await.expect("the server accepts");
     let (client, connection) = h2::client::handshake(tcp)
         .await
         .expect("an HTTP/2 handshake");
     tokio::spawn(connection);
     let mut client = client.ready().await.expect("the connection is ready");
-    let mut request = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
+    let mut request = http::Request::post(format!("http://{addr}{path}")).header("te", "trailers");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        request = request.header("content-type", "application/grpc");
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -48,19 +63,22 @@ pub async fn call(
     let response = response.await.expect("the server answers");
     // A trailers-only answer carries the status in its headers.
     if let Some(status) = Status::from_header_map(response.headers()) {
-        return status;
+        return (status, Vec::new());
     }
     let mut body = response.into_body();
+    let mut received = Vec::new();
     while let Some(data) = body.data().await {
         let data = data.expect("the body arrives");
         let _ = body.flow_control().release_capacity(data.len());
+        received.extend_from_slice(&data);
     }
     let trailers = body.trailers().await.expect("the trailers arrive");
     drop(send);
-    trailers
+    let status = trailers
         .as_ref()
         .and_then(Status::from_header_map)
-        .expect("the answer ends with a grpc-status")
+        .expect("the answer ends with a grpc-status");
+    (status, received)
 }
 
 /// Starts a call, sends `body` without ending the request, then cancels it (RST_STREAM

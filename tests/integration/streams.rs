@@ -179,3 +179,52 @@ async fn sync_answers_every_update_in_order_and_a_bad_one_does_not_end_the_strea
         "the replies end when the updates do: {end:?}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_whose_stream_breaks_still_says_exactly_what_was_created() {
+    let app = TestApp::spawn().await;
+    let bearer = format!(
+        "Bearer {}",
+        app.token("test-admin", user_service::domain::Role::Admin)
+    );
+    // 70 good items (a first transaction of 64 commits), then bytes that are no protobuf.
+    let mut body = Vec::new();
+    for i in 0..70 {
+        body.extend_from_slice(&crate::raw::frame(&new_user(&format!("broken{i}"))));
+    }
+    body.extend_from_slice(&[0, 0, 0, 0, 3, 0xff, 0xff, 0xff]);
+
+    let (status, answer) = crate::raw::exchange(
+        app.addr,
+        "/userservice.UserService/BatchCreateUsers",
+        &[("authorization", &bearer)],
+        body.into(),
+        true,
+    )
+    .await;
+
+    assert_eq!(status.code(), Code::Ok, "{status:?}");
+    let answer =
+        <user_service::pb::BatchCreateUsersResponse as prost::Message>::decode(&answer[5..])
+            .expect("one BatchCreateUsersResponse");
+    let mut client = app.client().await;
+    let listed = client
+        .list_users(user_service::pb::ListUsersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.users.len() as i32,
+        listed.total_count,
+        "the answer lists every user that exists"
+    );
+    assert_eq!(answer.users.len(), 64, "only the committed transaction");
+    assert!(
+        answer
+            .errors
+            .iter()
+            .any(|error| error.starts_with("items 64 to") && error.contains("stream broke")),
+        "{:?}",
+        answer.errors
+    );
+}
