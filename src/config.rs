@@ -127,6 +127,10 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_ALLOW_SIGNUP", value_parser = BoolishValueParser::new())]
     pub allow_signup: bool,
 
+    /// Anonymous sign-ups an hour from one client address (with --allow-signup).
+    #[arg(long, env = "USER_SERVICE_SIGNUPS_PER_HOUR", default_value_t = NonZeroU32::new(20).unwrap())]
+    pub signups_per_hour: NonZeroU32,
+
     /// Calls per second each caller may make, sustained; 0 turns rate limiting off.
     #[arg(
         long,
@@ -199,6 +203,7 @@ pub struct Settings {
     pub health_check_interval: Duration,
     pub jwt: JwtSettings,
     pub allow_signup: bool,
+    pub signups_per_hour: NonZeroU32,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
     pub trusted_proxies: Vec<IpAddr>,
@@ -273,6 +278,7 @@ impl Settings {
         Ok(Self {
             jwt,
             allow_signup: cli.allow_signup,
+            signups_per_hour: cli.signups_per_hour,
             rate_limit_per_second: cli.rate_limit_per_second,
             rate_limit_burst: cli.rate_limit_burst,
             trusted_proxies: cli.trusted_proxies.clone(),

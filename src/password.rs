@@ -70,11 +70,14 @@ pub enum HashError {
 }
 
 /// Hashes passwords with at most one job per core at a time, so a burst of sign-ups uses
-/// every core without running out of memory (each job holds `memory_kib` of RAM).
+/// every core without running out of memory (each job holds `memory_kib` of RAM). Login has a
+/// share of its own (half the cores, at least one), so sign-ups and batch imports that fill
+/// the pool never make a login wait behind them.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    login_permits: Arc<Semaphore>,
 }
 
 impl PasswordHasher {
@@ -90,6 +93,7 @@ impl PasswordHasher {
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(cores)),
+            login_permits: Arc::new(Semaphore::new(cores.div_ceil(2))),
         })
     }
 
@@ -97,22 +101,22 @@ impl PasswordHasher {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
     }
 
-    /// Runs one Argon2 job on the blocking pool once a core is free.
+    /// Runs one Argon2 job on the blocking pool once a core of `share` is free.
     async fn run<R: Send + 'static>(
         &self,
+        share: &Semaphore,
         job: impl FnOnce(Argon2<'static>) -> R + Send + 'static,
     ) -> Result<R, HashError> {
-        let _permit = self
-            .permits
+        let _permit = share
             .acquire()
             .await
-            .expect("the hashing semaphore is never closed");
+            .expect("the hashing semaphores are never closed");
         let argon2 = self.argon2();
         Ok(tokio::task::spawn_blocking(move || job(argon2)).await?)
     }
 
     pub async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
-        self.run(move |argon2| {
+        self.run(&self.permits, move |argon2| {
             argon2
                 .hash_password(password.expose().as_bytes())
                 .map(|hash| PasswordHash(hash.to_string()))
@@ -121,9 +125,10 @@ impl PasswordHasher {
         .await?
     }
 
-    /// Whether `password` matches `hash`. A malformed stored hash never matches.
+    /// Whether `password` matches `hash`, for a login: on Login's own share of the cores. A
+    /// malformed stored hash never matches.
     pub async fn verify(&self, password: Password, hash: PasswordHash) -> Result<bool, HashError> {
-        self.run(move |argon2| {
+        self.run(&self.login_permits, move |argon2| {
             argon2
                 .verify_password(password.expose().as_bytes(), hash.as_phc())
                 .is_ok()
@@ -162,6 +167,30 @@ mod tests {
             .unwrap();
         let shown = format!("{hash:?}");
         assert!(!shown.contains("argon2"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn a_login_is_not_kept_waiting_by_hashing_that_fills_the_pool() {
+        let hasher = PasswordHasher::new(CHEAP).unwrap();
+        let password = Password::parse("correct horse".into()).unwrap();
+        let hash = hasher.hash(password.clone()).await.unwrap();
+        // Every core busy with sign-ups and imports.
+        let cores = u32::try_from(hasher.permits.available_permits()).unwrap();
+        let _busy = hasher.permits.acquire_many(cores).await.unwrap();
+
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            hasher.hash(password.clone()),
+        )
+        .await;
+        assert!(waiting.is_err(), "a sign-up waits for a free core");
+        let login = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            hasher.verify(password, hash),
+        )
+        .await
+        .expect("a login does not wait behind them");
+        assert!(login.unwrap());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::domain::{Password, Role};
 use crate::grpc::UserServiceImpl;
 use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};
+use crate::grpc::signup::SignupLimit;
 use crate::health;
 use crate::middleware::{AccessLogLayer, AuthLayer, DeadlineLayer, LoadShedLayer, RateLimitLayer};
 use crate::password::{HashError, PasswordHasher};
@@ -147,6 +148,12 @@ impl Application {
         let decoy = hasher
             .hash(Password::parse(uuid::Uuid::now_v7().to_string()).expect("36 characters"))
             .await?;
+        let signup = settings.allow_signup.then(|| {
+            Arc::new(SignupLimit::new(
+                settings.signups_per_hour,
+                settings.trusted_proxies.clone(),
+            ))
+        });
         let login_limits = Arc::new(LoginLimits::new(
             settings.login_attempts_per_minute,
             settings.trusted_proxies.clone(),
@@ -166,7 +173,7 @@ impl Application {
             shutdown.clone(),
             settings.max_batch_items,
             settings.max_message_bytes,
-            settings.allow_signup,
+            signup.clone(),
         ))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes)
@@ -200,6 +207,7 @@ impl Application {
         let forget = tokio::spawn(forget_idle_keys(
             rate_limit.clone(),
             login_limits,
+            signup,
             shutdown.clone(),
         ));
         // The architecture diagram's order, outermost first.
@@ -285,6 +293,7 @@ impl Application {
 async fn forget_idle_keys(
     rate_limit: RateLimitLayer,
     login_limits: Arc<LoginLimits>,
+    signup: Option<Arc<SignupLimit>>,
     mut shutdown: shutdown::Shutdown,
 ) {
     loop {
@@ -294,6 +303,9 @@ async fn forget_idle_keys(
         }
         rate_limit.forget_idle_keys();
         login_limits.forget_idle_keys();
+        if let Some(signup) = &signup {
+            signup.forget_idle_keys();
+        }
     }
 }
 

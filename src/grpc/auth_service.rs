@@ -17,8 +17,14 @@ use crate::password::{PasswordHash, PasswordHasher};
 use crate::pb::{self, auth_service_server::AuthService};
 use crate::storage::Store;
 
-/// Password guessing limits: per username and per client address, tighter than the general
-/// rate limit.
+/// How many times an address's allowance one username gets from all addresses together.
+pub const USERNAME_ALLOWANCE: u32 = 10;
+
+/// Password guessing limits, tighter than the general rate limit. Each client address gets
+/// `per_minute` attempts a minute, whatever usernames it tries; each username gets ten times
+/// that from all addresses together. So one address that guesses wrong locks out only
+/// itself, never the account's owner elsewhere, while many addresses against one account are
+/// still slowed to ten addresses' worth.
 pub struct LoginLimits {
     by_username: DefaultKeyedRateLimiter<String>,
     by_address: DefaultKeyedRateLimiter<IpAddr>,
@@ -26,12 +32,13 @@ pub struct LoginLimits {
 }
 
 impl LoginLimits {
-    /// `per_minute` attempts a minute sustained, in bursts of at most that many.
+    /// `per_minute` attempts a minute sustained per address, in bursts of at most that many.
     pub fn new(per_minute: NonZeroU32, trusted_proxies: Vec<IpAddr>) -> Self {
-        let quota = Quota::per_minute(per_minute);
+        let per_username = per_minute
+            .saturating_mul(NonZeroU32::new(USERNAME_ALLOWANCE).expect("a non-zero allowance"));
         Self {
-            by_username: RateLimiter::keyed(quota),
-            by_address: RateLimiter::keyed(quota),
+            by_username: RateLimiter::keyed(Quota::per_minute(per_username)),
+            by_address: RateLimiter::keyed(Quota::per_minute(per_minute)),
             trusted_proxies,
         }
     }
@@ -44,14 +51,15 @@ impl LoginLimits {
             ))
         };
         let now = DefaultClock::default().now();
-        self.by_username
-            .check_key(&username.to_ascii_lowercase())
-            .map_err(|not_until| refused(not_until.wait_time_from(now)))?;
+        // The address first: an address past its allowance does not use up the username's.
         if let Some(address) = address {
             self.by_address
                 .check_key(&address)
                 .map_err(|not_until| refused(not_until.wait_time_from(now)))?;
         }
+        self.by_username
+            .check_key(&username.to_ascii_lowercase())
+            .map_err(|not_until| refused(not_until.wait_time_from(now)))?;
         Ok(())
     }
 

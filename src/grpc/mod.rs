@@ -4,10 +4,12 @@ pub mod auth_service;
 mod batch;
 pub mod convert;
 pub mod page_token;
+pub mod signup;
 mod sync;
 mod watch;
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -21,6 +23,7 @@ use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
 use crate::storage::{Cursor, ListQuery, Store, Updated};
 use convert::{parse_create, parse_etag, parse_filter, parse_lookup_id, parse_update, user_to_pb};
+use signup::SignupLimit;
 
 /// Initial metadata of a WatchUsers response: the first revision the stream covers.
 pub const WATCH_START_REVISION: &str = "x-watch-start-revision";
@@ -39,7 +42,8 @@ pub struct UserServiceImpl {
     shutdown: Shutdown,
     max_batch_items: usize,
     max_message_bytes: usize,
-    allow_signup: bool,
+    /// Set when anonymous sign-up is on.
+    signup: Option<Arc<SignupLimit>>,
 }
 
 /// The caller the auth middleware attached; anonymous when there is none.
@@ -76,7 +80,7 @@ impl UserServiceImpl {
         shutdown: Shutdown,
         max_batch_items: usize,
         max_message_bytes: usize,
-        allow_signup: bool,
+        signup: Option<Arc<SignupLimit>>,
     ) -> Self {
         Self {
             store,
@@ -84,12 +88,12 @@ impl UserServiceImpl {
             shutdown,
             max_batch_items,
             max_message_bytes,
-            allow_signup,
+            signup,
         }
     }
 
     fn authorize(&self, caller: &Caller, access: &Access<'_>) -> Result<(), ServiceError> {
-        Ok(authorize(caller, access, self.allow_signup)?)
+        Ok(authorize(caller, access, self.signup.is_some())?)
     }
 
     /// Validates, authorizes, applies and returns the committed update: UpdateUser and
@@ -154,6 +158,11 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let caller = caller_of(&request);
         self.authorize(&caller, &Access::Create)?;
+        if caller == Caller::Anonymous
+            && let Some(signup) = &self.signup
+        {
+            signup.check(request.extensions(), request.metadata())?;
+        }
         let mut draft = parse_create(request.into_inner()).map_err(ServiceError::from)?;
         if caller == Caller::Anonymous {
             // Sign-up never grants more than USER, whatever was asked.

@@ -699,18 +699,57 @@ async fn login_returns_a_working_token_and_refuses_wrong_unknown_and_suspended_a
     assert_eq!(benched.code(), Code::Unauthenticated);
 }
 
+/// Login from `address`, as the trusted proxy 127.0.0.1 reports it.
+async fn login_from(
+    app: &TestApp,
+    address: &str,
+    username: &str,
+    password: &str,
+) -> Result<user_service::pb::LoginResponse, tonic::Status> {
+    let mut client = AuthServiceClient::new(app.channel().await);
+    let mut request = tonic::Request::new(LoginRequest {
+        username: username.into(),
+        password: password.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", address.parse().unwrap());
+    client.login(request).await.map(tonic::Response::into_inner)
+}
+
 #[tokio::test]
-async fn login_attempts_are_limited_per_username() {
+async fn failures_from_one_address_never_lock_the_owner_out_elsewhere_but_many_are_slowed() {
     let app = TestApp::spawn_with(|settings| {
         settings.login_attempts_per_minute = std::num::NonZeroU32::new(2).unwrap();
+        settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
+    create(&mut app.client().await, "owner").await;
     for _ in 0..2 {
-        let status = login(&app, "target", "guess-guess").await.unwrap_err();
-        assert_eq!(status.code(), Code::Unauthenticated);
+        let wrong = login_from(&app, "203.0.113.66", "owner", "guess-guess").await;
+        assert_eq!(wrong.unwrap_err().code(), Code::Unauthenticated);
     }
-    let limited = login(&app, "target", "guess-guess").await.unwrap_err();
-    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    let limited = login_from(&app, "203.0.113.66", "owner", "guess-guess").await;
+    assert_eq!(
+        limited.unwrap_err().code(),
+        Code::ResourceExhausted,
+        "the guesser is"
+    );
+
+    login_from(&app, "198.51.100.10", "owner", "correct horse battery")
+        .await
+        .expect("the owner, elsewhere, is not locked out");
+
+    // Twenty addresses together get ten addresses' worth of attempts at one account.
+    let mut codes = Vec::new();
+    for i in 1..=20 {
+        let attempt = login_from(&app, &format!("192.0.2.{i}"), "owner", "guess-guess").await;
+        codes.push(attempt.unwrap_err().code());
+    }
+    assert!(
+        codes.contains(&Code::ResourceExhausted),
+        "many addresses against one account are slowed: {codes:?}"
+    );
 }
 
 #[tokio::test]
@@ -954,4 +993,30 @@ async fn per_address_limits_key_ipv6_by_64_and_stop_at_an_unparsable_forwarded_e
         codes.push(list_via_proxy(&app, &format!("{address}, bogus")).await);
     }
     assert_eq!(codes.last(), Some(&Code::ResourceExhausted), "{codes:?}");
+}
+
+#[tokio::test]
+async fn anonymous_sign_ups_are_limited_per_address_apart_from_other_calls() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.allow_signup = true;
+        settings.signups_per_hour = std::num::NonZeroU32::new(2).unwrap();
+    })
+    .await;
+    let mut anonymous = app.client_with(None).await;
+    for name in ["first_signup", "second_signup"] {
+        anonymous
+            .create_user(new_user(name))
+            .await
+            .expect("within the address's sign-ups");
+    }
+    let refused = anonymous
+        .create_user(new_user("third_signup"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("sign-ups"),
+        "{}",
+        refused.message()
+    );
 }
