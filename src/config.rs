@@ -74,6 +74,19 @@ pub struct Cli {
     )]
     pub max_concurrent_streams: u32,
 
+    /// Streams (watches, syncs, batches, health watches) one caller may hold open, counted per
+    /// principal, or per client address when anonymous.
+    #[arg(
+        long,
+        env = "USER_SERVICE_MAX_OPEN_STREAMS_PER_CALLER",
+        default_value_t = 16
+    )]
+    pub max_open_streams_per_caller: usize,
+
+    /// Streams open at once, server-wide.
+    #[arg(long, env = "USER_SERVICE_MAX_OPEN_STREAMS", default_value_t = 10_000)]
+    pub max_open_streams: usize,
+
     /// Seconds between HTTP/2 keepalive pings to idle clients.
     #[arg(long, env = "USER_SERVICE_KEEPALIVE_SECS", default_value_t = 30)]
     pub keepalive_secs: u64,
@@ -193,6 +206,8 @@ pub struct Settings {
     pub max_batch_items: usize,
     pub max_message_bytes: usize,
     pub max_concurrent_streams: u32,
+    pub max_open_streams_per_caller: usize,
+    pub max_open_streams: usize,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     /// How long health reports NOT_SERVING, while calls are still served, before the listener
@@ -301,6 +316,8 @@ impl Settings {
             max_batch_items: cli.max_batch_items,
             max_message_bytes: cli.max_message_bytes,
             max_concurrent_streams: cli.max_concurrent_streams,
+            max_open_streams_per_caller: cli.max_open_streams_per_caller,
+            max_open_streams: cli.max_open_streams,
             keepalive_interval: Duration::from_secs(cli.keepalive_secs),
             keepalive_timeout: Duration::from_secs(cli.keepalive_timeout_secs),
             shutdown_drain: Duration::from_secs(cli.shutdown_drain_secs),

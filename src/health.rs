@@ -13,6 +13,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_check_response};
 use tonic_health::server::{HealthReporter, HealthService};
 
+use crate::grpc::stream_limits::StreamControls;
 use crate::shutdown::Shutdown;
 use crate::storage::Store;
 
@@ -22,15 +23,24 @@ pub const SERVICE_NAMES: [&str; 2] = ["", "userservice.UserService"];
 pub struct DrainingHealth {
     inner: HealthService,
     shutdown: Shutdown,
+    /// Health watches are streams, capped like the others (anonymous: per client address).
+    streams: StreamControls,
 }
 
 /// The health service and the reporter that sets its statuses.
-pub fn service(shutdown: Shutdown) -> (HealthReporter, HealthServer<DrainingHealth>) {
+pub fn service(
+    shutdown: Shutdown,
+    streams: StreamControls,
+) -> (HealthReporter, HealthServer<DrainingHealth>) {
     let reporter = HealthReporter::new();
     let inner = HealthService::from_health_reporter(reporter.clone());
     (
         reporter,
-        HealthServer::new(DrainingHealth { inner, shutdown }),
+        HealthServer::new(DrainingHealth {
+            inner,
+            shutdown,
+            streams,
+        }),
     )
 }
 
@@ -57,10 +67,14 @@ impl Health for DrainingHealth {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let (place, _) = self
+            .streams
+            .enter(&crate::auth::Caller::Anonymous, &request)?;
         let mut updates = self.inner.watch(request).await?.into_inner();
         let mut shutdown = self.shutdown.clone();
         let (sender, receiver) = mpsc::channel(4);
         self.shutdown.spawn(async move {
+            let _place = place;
             loop {
                 tokio::select! {
                     update = updates.next() => match update {

@@ -17,6 +17,7 @@ use crate::domain::{Password, Role};
 use crate::grpc::UserServiceImpl;
 use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};
 use crate::grpc::signup::SignupLimit;
+use crate::grpc::stream_limits::{StreamControls, StreamLimits};
 use crate::health;
 use crate::middleware::{AccessLogLayer, AuthLayer, DeadlineLayer, LoadShedLayer, RateLimitLayer};
 use crate::password::{HashError, PasswordHasher};
@@ -142,7 +143,20 @@ impl Application {
             settings,
         } = self;
         let (trigger, shutdown) = shutdown::channel();
-        let (reporter, health_service) = health::service(shutdown.clone());
+        let rate_limit = RateLimitLayer::new(
+            settings.rate_limit_per_second,
+            settings.rate_limit_burst,
+            settings.trusted_proxies.clone(),
+        );
+        let streams = StreamControls {
+            limits: Arc::new(StreamLimits::new(
+                settings.max_open_streams_per_caller,
+                settings.max_open_streams,
+            )),
+            rate: rate_limit.clone(),
+            trusted_proxies: settings.trusted_proxies.clone().into(),
+        };
+        let (reporter, health_service) = health::service(shutdown.clone(), streams.clone());
         health::set_all(&reporter, ServingStatus::Serving).await;
 
         let decoy = hasher
@@ -174,6 +188,7 @@ impl Application {
             settings.max_batch_items,
             settings.max_message_bytes,
             signup.clone(),
+            streams,
         ))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes)
@@ -199,11 +214,6 @@ impl Application {
             settings.health_check_interval,
         ));
 
-        let rate_limit = RateLimitLayer::new(
-            settings.rate_limit_per_second,
-            settings.rate_limit_burst,
-            settings.trusted_proxies.clone(),
-        );
         let forget = tokio::spawn(forget_idle_keys(
             rate_limit.clone(),
             login_limits,

@@ -5,6 +5,7 @@ mod batch;
 pub mod convert;
 pub mod page_token;
 pub mod signup;
+pub mod stream_limits;
 mod sync;
 mod watch;
 
@@ -24,6 +25,7 @@ use crate::shutdown::Shutdown;
 use crate::storage::{Cursor, ListQuery, Store, Updated};
 use convert::{parse_create, parse_etag, parse_filter, parse_lookup_id, parse_update, user_to_pb};
 use signup::SignupLimit;
+use stream_limits::StreamControls;
 
 /// Initial metadata of a WatchUsers response: the first revision the stream covers.
 pub const WATCH_START_REVISION: &str = "x-watch-start-revision";
@@ -44,6 +46,7 @@ pub struct UserServiceImpl {
     max_message_bytes: usize,
     /// Set when anonymous sign-up is on.
     signup: Option<Arc<SignupLimit>>,
+    streams: StreamControls,
 }
 
 /// The caller the auth middleware attached; anonymous when there is none.
@@ -81,6 +84,7 @@ impl UserServiceImpl {
         max_batch_items: usize,
         max_message_bytes: usize,
         signup: Option<Arc<SignupLimit>>,
+        streams: StreamControls,
     ) -> Self {
         Self {
             store,
@@ -89,6 +93,7 @@ impl UserServiceImpl {
             max_batch_items,
             max_message_bytes,
             signup,
+            streams,
         }
     }
 
@@ -313,7 +318,9 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<Self::WatchUsersStream>, Status> {
         let caller = caller_of(&request);
         let expires = token_expiry(&request);
-        let (stream, start) = watch::start(self, &caller, expires, request.into_inner()).await?;
+        let (place, _) = self.streams.enter(&caller, &request)?;
+        let (stream, start) =
+            watch::start(self, &caller, expires, place, request.into_inner()).await?;
         let mut response = Response::new(stream);
         // Every event from this revision on will be delivered: a client that saw none can
         // resume from here after a disconnect without missing any.
@@ -328,7 +335,9 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<Streaming<pb::CreateUserRequest>>,
     ) -> Result<Response<pb::BatchCreateUsersResponse>, Status> {
-        self.authorize(&caller_of(&request), &Access::BatchCreate)?;
+        let caller = caller_of(&request);
+        self.authorize(&caller, &Access::BatchCreate)?;
+        let (_place, _) = self.streams.enter(&caller, &request)?;
         let response = batch::run(self, request.into_inner()).await?;
         Ok(Response::new(response))
     }
@@ -342,10 +351,15 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<Self::SyncUsersStream>, Status> {
         let caller = caller_of(&request);
         let expires = token_expiry(&request);
+        let (place, key) = self.streams.enter(&caller, &request)?;
         Ok(Response::new(sync::start(
             self.clone(),
-            caller,
-            expires,
+            sync::Opened {
+                caller,
+                expires,
+                place,
+                key,
+            },
             request.into_inner(),
         )))
     }

@@ -7,6 +7,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::convert::{event_to_pb, user_to_pb};
+use super::stream_limits::StreamPlace;
 use super::{EventStream, UserServiceImpl};
 use crate::auth::Caller;
 use crate::error::ServiceError;
@@ -29,16 +30,33 @@ fn failure(user_id: String, status: &Status) -> pb::UserEvent {
     }
 }
 
+/// Who opened a sync stream, and what counts it.
+pub struct Opened {
+    pub caller: Caller,
+    /// When the caller's token expires.
+    pub expires: Option<Instant>,
+    /// The stream's place under the caps, held until it ends.
+    pub place: StreamPlace,
+    /// What the rate limit counts each message against.
+    pub key: String,
+}
+
 pub fn start(
     service: UserServiceImpl,
-    caller: Caller,
-    expires: Option<Instant>,
+    opened: Opened,
     mut inbound: Streaming<pb::UpdateUserRequest>,
 ) -> EventStream {
+    let Opened {
+        caller,
+        expires,
+        place,
+        key,
+    } = opened;
     let (replies, receiver) = mpsc::channel(CLIENT_BUFFER);
     let mut shutdown = service.shutdown.clone();
     let opened_as = caller.role();
     service.shutdown.clone().spawn(async move {
+        let _place = place;
         // Why the stream ends early: its status.
         let last = loop {
             let message = tokio::select! {
@@ -59,6 +77,17 @@ pub fn start(
                 }
             };
             let user_id = request.user_id.clone();
+            // Each message counts against the caller's rate limit, like a call of its own.
+            if let Err(wait) = service.streams.rate.check(&key) {
+                let status = ServiceError::ResourceExhausted(format!(
+                    "rate limit exceeded: retry after {} s",
+                    wait.as_secs().max(1)
+                ));
+                if send(&replies, &mut shutdown, failure(user_id, &status.into())).await {
+                    continue;
+                }
+                return;
+            }
             // Every message is judged against the caller as they stand now: a right that is
             // gone answers this message and ends the stream.
             let standing = if until_passed(expires) {

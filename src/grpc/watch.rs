@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::convert::{event_to_pb, parse_user_id};
+use super::stream_limits::StreamPlace;
 use super::{EventStream, UserServiceImpl, invalid};
 use crate::auth::Caller;
 use crate::auth::policy::{Access, authorize};
@@ -107,6 +108,8 @@ struct Watcher {
     caller_revision: i64,
     /// When the caller's token expires.
     expires: Option<Instant>,
+    /// The stream's place under the caps, held until it ends.
+    _place: StreamPlace,
     /// The revision of the next event to consider; everything before it was handled.
     next: i64,
     client: mpsc::Sender<Queued>,
@@ -117,6 +120,7 @@ pub async fn start(
     service: &UserServiceImpl,
     caller: &Caller,
     expires: Option<Instant>,
+    place: StreamPlace,
     request: pb::WatchUsersRequest,
 ) -> Result<(EventStream, i64), ServiceError> {
     let selection = Selection::parse(&request)?;
@@ -167,6 +171,7 @@ pub async fn start(
         caller,
         caller_revision,
         expires,
+        _place: place,
         next,
         client,
         shutdown: shutdown.clone(),

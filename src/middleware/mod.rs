@@ -18,7 +18,7 @@ pub use access_log::AccessLogLayer;
 pub use auth::AuthLayer;
 pub use deadline::DeadlineLayer;
 pub use load_shed::LoadShedLayer;
-pub use rate_limit::RateLimitLayer;
+pub use rate_limit::{RateLimitLayer, caller_key};
 
 type Response = http::Response<tonic::body::Body>;
 

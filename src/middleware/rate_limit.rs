@@ -27,21 +27,30 @@ impl KeyExtractor for CallerKey {
     type Key = String;
 
     fn extract<T>(&self, request: &http::Request<T>) -> Result<String, GovernorError> {
-        if let Some(principal) = request
-            .extensions()
-            .get::<Caller>()
-            .and_then(Caller::principal)
-        {
-            return Ok(format!("principal:{principal}"));
-        }
-        client_ip(
+        let caller = request.extensions().get::<Caller>();
+        caller_key(
+            caller.unwrap_or(&Caller::Anonymous),
             request.extensions(),
             request.headers(),
             &self.trusted_proxies,
         )
-        .map(|ip| format!("ip:{}", super::address_key(ip)))
         .ok_or(GovernorError::UnableToExtractKey)
     }
+}
+
+/// Whom a limit counts a call against: `principal:<who>` for an authenticated caller,
+/// `ip:<address>` (an IPv6 /64) otherwise.
+pub fn caller_key(
+    caller: &Caller,
+    extensions: &http::Extensions,
+    headers: &http::HeaderMap,
+    trusted_proxies: &[IpAddr],
+) -> Option<String> {
+    if let Some(principal) = caller.principal() {
+        return Some(format!("principal:{principal}"));
+    }
+    client_ip(extensions, headers, trusted_proxies)
+        .map(|ip| format!("ip:{}", super::address_key(ip)))
 }
 
 type Config = GovernorConfig<CallerKey, NoOpMiddleware>;
@@ -67,6 +76,20 @@ impl RateLimitLayer {
             Arc::new(config)
         });
         Self { config }
+    }
+
+    /// Counts one call (a SyncUsers message, say) against `key`; refused with how long to wait.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let Some(config) = &self.config else {
+            return Ok(());
+        };
+        config
+            .limiter()
+            .check_key(&key.to_owned())
+            .map_err(|not_until| {
+                use governor::clock::{Clock, DefaultClock};
+                not_until.wait_time_from(DefaultClock::default().now())
+            })
     }
 
     /// Drops the state of keys that are back to a full burst, so the key map stays bounded.

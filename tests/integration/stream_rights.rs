@@ -216,3 +216,89 @@ async fn a_moderators_write_is_conditioned_on_the_etag_the_server_judged_by() {
         .await;
     assert!(applied.is_ok(), "the current etag works: {applied:?}");
 }
+
+#[tokio::test]
+async fn open_streams_are_capped_per_caller_and_a_closed_one_frees_its_place() {
+    let app = TestApp::spawn_with(|settings| settings.max_open_streams_per_caller = 2).await;
+    let mut admin = app.client().await;
+    let me = create(&mut admin, "many_watches").await;
+    let mut client = app.client_with(Some(&app.token(&me.id, Role::User))).await;
+    let mine = || WatchUsersRequest {
+        user_ids: vec![me.id.clone()],
+        ..Default::default()
+    };
+    let first = client.watch_users(mine()).await.unwrap().into_inner();
+    let _second = client.watch_users(mine()).await.unwrap().into_inner();
+    let refused = client.watch_users(mine()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        admin.watch_users(everyone()).await.is_ok(),
+        "another caller is not affected"
+    );
+
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        match client.watch_users(mine()).await {
+            Ok(stream) => {
+                reopened = Some(stream);
+                break;
+            }
+            // The server notices the closed stream a moment later.
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(reopened.is_some(), "closing a watch frees its place");
+}
+
+#[tokio::test]
+async fn anonymous_health_watches_are_capped_per_address() {
+    let app = TestApp::spawn_with(|settings| settings.max_open_streams_per_caller = 2).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
+    let request = || tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    let _a = health.watch(request()).await.unwrap();
+    let _b = health.watch(request()).await.unwrap();
+    let refused = health.watch(request()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+}
+
+#[tokio::test]
+async fn each_sync_message_counts_against_the_callers_rate_limit() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.rate_limit_per_second = 1;
+        settings.rate_limit_burst = 3;
+    })
+    .await;
+    let mut admin = app.client().await;
+    let user = create(&mut admin, "rate_synced").await;
+    let updates: Vec<_> = (0..6)
+        .map(|i| UpdateUserRequest {
+            user_id: user.id.clone(),
+            full_name: Some(format!("Name {i}")),
+            ..Default::default()
+        })
+        .collect();
+    let mut syncer = app
+        .client_with(Some(&app.token("syncer", Role::Admin)))
+        .await;
+    let mut replies = syncer
+        .sync_users(tokio_stream::iter(updates))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut limited = 0;
+    while let Some(reply) = replies.message().await.unwrap() {
+        if reply
+            .failure
+            .is_some_and(|failure| failure.code == Code::ResourceExhausted as i32)
+        {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 2,
+        "six messages at once pass a burst of three: {limited} refused"
+    );
+}

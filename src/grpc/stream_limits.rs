@@ -1,0 +1,140 @@
+//! Caps on long-lived streams (WatchUsers, SyncUsers, BatchCreateUsers, health Watch): so
+//! many per caller (per client address when anonymous), and so many server-wide. A stream
+//! holds its place until it ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::ServiceError;
+
+/// What a stream is counted by: the stream caps, the rate limit its messages count against,
+/// and the proxies whose forwarding headers name an anonymous caller's address.
+#[derive(Clone)]
+pub struct StreamControls {
+    pub limits: Arc<StreamLimits>,
+    pub rate: crate::middleware::RateLimitLayer,
+    pub trusted_proxies: Arc<[std::net::IpAddr]>,
+}
+
+impl StreamControls {
+    /// The key the caps and the rate limit count `caller` under.
+    pub fn key(
+        &self,
+        caller: &crate::auth::Caller,
+        extensions: &http::Extensions,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> String {
+        let headers = metadata.clone().into_headers();
+        crate::middleware::caller_key(caller, extensions, &headers, &self.trusted_proxies)
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
+
+    /// A place for one more stream of the request's caller.
+    pub fn enter<T>(
+        &self,
+        caller: &crate::auth::Caller,
+        request: &tonic::Request<T>,
+    ) -> Result<(StreamPlace, String), ServiceError> {
+        let key = self.key(caller, request.extensions(), request.metadata());
+        Ok((self.limits.enter(key.clone())?, key))
+    }
+}
+
+pub struct StreamLimits {
+    per_caller: usize,
+    open: Mutex<HashMap<String, usize>>,
+    server_wide: Arc<Semaphore>,
+    server_wide_limit: usize,
+}
+
+/// A stream's place; given back when dropped.
+pub struct StreamPlace {
+    limits: Arc<StreamLimits>,
+    key: String,
+    _server_wide: OwnedSemaphorePermit,
+}
+
+impl StreamLimits {
+    pub fn new(per_caller: usize, server_wide: usize) -> Self {
+        Self {
+            per_caller,
+            open: Mutex::new(HashMap::new()),
+            server_wide: Arc::new(Semaphore::new(server_wide)),
+            server_wide_limit: server_wide,
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A place for one more stream of `key` (a principal, or `ip:ADDRESS`), or
+    /// RESOURCE_EXHAUSTED naming the limit that is full.
+    pub fn enter(self: &Arc<Self>, key: String) -> Result<StreamPlace, ServiceError> {
+        let full =
+            |what: String| ServiceError::ResourceExhausted(format!("{what}; close one first"));
+        let server_wide = self.server_wide.clone().try_acquire_owned().map_err(|_| {
+            full(format!(
+                "the server has its limit of {} open",
+                crate::text::count(self.server_wide_limit as u64, "stream", "streams")
+            ))
+        })?;
+        let mut open = self.open();
+        let count = open.entry(key.clone()).or_default();
+        if *count >= self.per_caller {
+            return Err(full(format!(
+                "this caller has its limit of {} open",
+                crate::text::count(self.per_caller as u64, "stream", "streams")
+            )));
+        }
+        *count += 1;
+        Ok(StreamPlace {
+            limits: self.clone(),
+            key,
+            _server_wide: server_wide,
+        })
+    }
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        let mut open = self.limits.open();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_past_its_limit_is_refused_and_a_closed_stream_frees_its_place() {
+        let limits = Arc::new(StreamLimits::new(2, 10));
+        let first = limits.enter("user:a".into()).unwrap();
+        let _second = limits.enter("user:a".into()).unwrap();
+        assert!(limits.enter("user:a".into()).is_err());
+        assert!(
+            limits.enter("user:b".into()).is_ok(),
+            "others are not affected"
+        );
+        drop(first);
+        assert!(limits.enter("user:a".into()).is_ok());
+    }
+
+    #[test]
+    fn the_server_wide_limit_holds_across_callers() {
+        let limits = Arc::new(StreamLimits::new(5, 2));
+        let _a = limits.enter("ip:1".into()).unwrap();
+        let _b = limits.enter("ip:2".into()).unwrap();
+        assert!(limits.enter("ip:3".into()).is_err());
+    }
+}
