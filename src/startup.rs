@@ -226,9 +226,15 @@ impl Application {
                 enabled: settings.access_log,
             })
             .layer(DeadlineLayer)
-            .layer(AuthLayer::new(jwt, store.clone()))
-            .layer(rate_limit)
-            .layer(LoadShedLayer::new(settings.max_concurrent_calls));
+            // Before authentication, so calls with bad tokens are shed like any other.
+            .layer(LoadShedLayer::new(settings.max_concurrent_calls))
+            .layer(AuthLayer::new(
+                jwt,
+                store.clone(),
+                rate_limit.clone(),
+                settings.trusted_proxies.clone().into(),
+            ))
+            .layer(rate_limit);
 
         let mut builder = Server::builder();
         if let Some(tls) = &settings.tls {

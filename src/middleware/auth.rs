@@ -10,9 +10,11 @@ use tonic::Status;
 use tower::{Layer, Service, ServiceExt};
 
 use super::access_log::PrincipalSlot;
+use super::rate_limit::{RateLimitLayer, caller_key, refused};
 use super::{BoxFuture, Response, is_infrastructure, status_response};
 use crate::auth::{Caller, TokenExpiry};
 use lru::LruCache;
+use std::net::IpAddr;
 
 use crate::auth::jwt::{Claims, Jwt, TokenError};
 use crate::domain::{Role, UserId};
@@ -57,15 +59,51 @@ pub struct AuthLayer {
     jwt: Arc<Jwt>,
     store: Store,
     verified: Arc<Mutex<LruCache<String, Arc<Verified>>>>,
+    /// Counts calls whose token is not already verified, per client address.
+    rate: RateLimitLayer,
+    trusted_proxies: Arc<[IpAddr]>,
 }
 
 impl AuthLayer {
-    pub fn new(jwt: Arc<Jwt>, store: Store) -> Self {
+    pub fn new(
+        jwt: Arc<Jwt>,
+        store: Store,
+        rate: RateLimitLayer,
+        trusted_proxies: Arc<[IpAddr]>,
+    ) -> Self {
         let capacity = NonZeroUsize::new(VERIFIED_TOKENS).expect("non-zero");
         Self {
             jwt,
             store,
             verified: Arc::new(Mutex::new(LruCache::new(capacity))),
+            rate,
+            trusted_proxies,
+        }
+    }
+
+    fn is_verified(&self, token: &str) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(token)
+    }
+
+    /// A call whose token is not already verified (none, malformed, new or bad) is counted
+    /// against its client address first, so a flood of bad tokens is refused for the cost of
+    /// a map lookup, before any signature is checked or any line but the access log's written.
+    fn admit_unverified(
+        &self,
+        request: &http::Request<impl Sized>,
+    ) -> Result<(), std::time::Duration> {
+        let key = caller_key(
+            &Caller::Anonymous,
+            request.extensions(),
+            request.headers(),
+            &self.trusted_proxies,
+        );
+        match key {
+            Some(key) => self.rate.check(&key),
+            None => Ok(()),
         }
     }
 
@@ -88,6 +126,22 @@ impl AuthLayer {
             .put(token.to_owned(), verified.clone());
         Ok(verified)
     }
+}
+
+/// The token of an `authorization: Bearer <token>` value.
+pub fn bearer(value: &[u8]) -> Result<&str, Status> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            Status::unauthenticated("the authorization metadata must be 'Bearer <token>'")
+        })
 }
 
 impl<S> Layer<S> for AuthLayer {
@@ -117,18 +171,7 @@ impl AuthLayer {
         let Some(value) = authorization else {
             return Ok((Caller::Anonymous, None));
         };
-        let token = std::str::from_utf8(value)
-            .ok()
-            .and_then(|value| {
-                let (scheme, token) = value.split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then_some(token.trim())
-            })
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                Status::unauthenticated("the authorization metadata must be 'Bearer <token>'")
-            })?;
+        let token = bearer(value)?;
         let verified = self
             .verify(token)
             .map_err(|err| Status::unauthenticated(err.to_string()))?;
@@ -166,16 +209,27 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         let path = request.uri().path();
-        if is_infrastructure(path) || OPEN_METHODS.contains(&path) {
+        if is_infrastructure(path) {
+            request.extensions_mut().insert(Caller::Anonymous);
+            return Box::pin(inner.oneshot(request));
+        }
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.as_bytes().to_vec());
+        let verified = authorization
+            .as_deref()
+            .and_then(|value| bearer(value).ok())
+            .is_some_and(|token| self.layer.is_verified(token));
+        if !verified && let Err(wait) = self.layer.admit_unverified(&request) {
+            return Box::pin(std::future::ready(Ok(refused(wait))));
+        }
+        if OPEN_METHODS.contains(&path) {
             request.extensions_mut().insert(Caller::Anonymous);
             return Box::pin(inner.oneshot(request));
         }
         let layer = self.layer.clone();
         Box::pin(async move {
-            let authorization = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|value| value.as_bytes().to_vec());
             let (caller, expiry) = match layer.authenticate(authorization.as_deref()).await {
                 Ok(found) => found,
                 Err(status) => return Ok(status_response(status)),

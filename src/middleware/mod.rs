@@ -1,5 +1,7 @@
 //! The tower layers every call passes through, in the architecture diagram's order:
-//! access log -> deadline -> authentication -> rate limit -> load shedding -> the services.
+//! access log -> deadline -> load shedding -> authentication -> rate limit -> the services.
+//! The diagram's order (log, auth, rate limit) holds; shedding comes before authentication so
+//! that calls with bad tokens are shed like any other.
 //! `startup` assembles them.
 
 pub mod access_log;

@@ -101,20 +101,30 @@ impl RateLimitLayer {
     }
 }
 
+/// RESOURCE_EXHAUSTED, with `retry-after` in whole seconds (at least one: never tell a client
+/// to retry at once).
+pub(super) fn refused(wait: Duration) -> Response {
+    let wait_time = wait.as_secs().max(1);
+    let mut response = status_response(Status::resource_exhausted(format!(
+        "rate limit exceeded: retry after {wait_time} s"
+    )));
+    response
+        .headers_mut()
+        .insert("retry-after", http::HeaderValue::from(wait_time));
+    response
+}
+
 fn refusal(error: GovernorError) -> Response {
     match error {
         GovernorError::TooManyRequests { wait_time, headers } => {
-            // Whole seconds, rounded down by the limiter; never tell a client to retry at once.
-            let wait_time = wait_time.max(1);
-            let mut response = status_response(Status::resource_exhausted(format!(
-                "rate limit exceeded: retry after {wait_time} s"
-            )));
+            let mut response = refused(Duration::from_secs(wait_time));
             if let Some(headers) = headers {
+                let retry_after = response.headers_mut().remove("retry-after");
                 response.headers_mut().extend(headers);
+                if let Some(ours) = retry_after {
+                    response.headers_mut().insert("retry-after", ours);
+                }
             }
-            response
-                .headers_mut()
-                .insert("retry-after", http::HeaderValue::from(wait_time));
             response
         }
         GovernorError::UnableToExtractKey | GovernorError::Other { .. } => {
@@ -161,8 +171,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // Anonymous calls were counted by address in authentication, before any signature.
+        let anonymous = matches!(
+            request.extensions().get::<Caller>(),
+            None | Some(Caller::Anonymous)
+        );
         match &self.limited {
-            Some(limited) if !is_infrastructure(request.uri().path()) => {
+            Some(limited) if !anonymous && !is_infrastructure(request.uri().path()) => {
                 Box::pin(limited.clone().oneshot(request))
             }
             _ => Box::pin(self.inner.clone().oneshot(request)),

@@ -1020,3 +1020,60 @@ async fn anonymous_sign_ups_are_limited_per_address_apart_from_other_calls() {
         refused.message()
     );
 }
+
+#[tokio::test]
+async fn calls_with_bad_tokens_are_limited_per_address_before_any_signature_check() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.rate_limit_per_second = 1;
+        settings.rate_limit_burst = 3;
+    })
+    .await;
+    // A service whose token was verified before the flood, from the same address.
+    let mut good = app
+        .client_with(Some(&app.token("good-service", Role::Admin)))
+        .await;
+    assert_eq!(attempt(&mut good, Op::List).await, Code::Ok);
+    let mut forger = app
+        .client_with(Some("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.forged"))
+        .await;
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(attempt(&mut forger, Op::List).await);
+    }
+    assert_eq!(codes[0], Code::Unauthenticated);
+    assert_eq!(
+        codes.last(),
+        Some(&Code::ResourceExhausted),
+        "a flood of bad tokens is refused by address: {codes:?}"
+    );
+    assert_eq!(
+        attempt(&mut good, Op::List).await,
+        Code::Ok,
+        "a verified principal keeps its own allowance"
+    );
+}
+
+#[tokio::test]
+async fn calls_with_bad_tokens_are_shed_like_any_other() {
+    let app = TestApp::spawn_with(|settings| settings.max_concurrent_calls = 1).await;
+    let mut holder = app.client().await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    sender.send(new_user("slot_holder")).await.unwrap();
+    let held = tokio::spawn(async move {
+        holder
+            .batch_create_users(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+    });
+    let mut forger = app.client_with(Some("not-a-token")).await;
+    let mut shed = false;
+    for _ in 0..50 {
+        if attempt(&mut forger, Op::List).await == Code::Unavailable {
+            shed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(shed, "a bad-token call past the limit is shed");
+    drop(sender);
+    held.await.unwrap().expect("the held call completes");
+}
