@@ -9,6 +9,7 @@ use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::auth::jwt::JwtSettings;
+use crate::connections::ConnectionLimits;
 use crate::password::Argon2Settings;
 use crate::storage::StorageSettings;
 
@@ -86,6 +87,27 @@ pub struct Cli {
     /// Streams open at once, server-wide.
     #[arg(long, env = "USER_SERVICE_MAX_OPEN_STREAMS", default_value_t = 10_000)]
     pub max_open_streams: usize,
+
+    /// Connections open at once, server-wide; past it a new connection is closed at once.
+    #[arg(long, env = "USER_SERVICE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Seconds a new connection has to start speaking (its HTTP/2 preface, or the TLS
+    /// handshake first) before it is closed.
+    #[arg(
+        long,
+        env = "USER_SERVICE_HANDSHAKE_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub handshake_timeout_secs: u64,
+
+    /// Seconds a connection may carry no call before it is closed; 0 keeps it open.
+    #[arg(
+        long,
+        env = "USER_SERVICE_MAX_CONNECTION_IDLE_SECS",
+        default_value_t = 0
+    )]
+    pub max_connection_idle_secs: u64,
 
     /// Seconds between HTTP/2 keepalive pings to idle clients.
     #[arg(long, env = "USER_SERVICE_KEEPALIVE_SECS", default_value_t = 30)]
@@ -208,6 +230,7 @@ pub struct Settings {
     pub max_concurrent_streams: u32,
     pub max_open_streams_per_caller: usize,
     pub max_open_streams: usize,
+    pub connections: ConnectionLimits,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     /// How long health reports NOT_SERVING, while calls are still served, before the listener
@@ -318,6 +341,12 @@ impl Settings {
             max_concurrent_streams: cli.max_concurrent_streams,
             max_open_streams_per_caller: cli.max_open_streams_per_caller,
             max_open_streams: cli.max_open_streams,
+            connections: ConnectionLimits {
+                max: cli.max_connections.max(1),
+                handshake: Duration::from_secs(cli.handshake_timeout_secs),
+                idle: (cli.max_connection_idle_secs > 0)
+                    .then(|| Duration::from_secs(cli.max_connection_idle_secs)),
+            },
             keepalive_interval: Duration::from_secs(cli.keepalive_secs),
             keepalive_timeout: Duration::from_secs(cli.keepalive_timeout_secs),
             shutdown_drain: Duration::from_secs(cli.shutdown_drain_secs),

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod connections;
 pub mod domain;
 pub mod error;
 pub mod grpc;

@@ -7,19 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::auth::jwt::{Jwt, KeyError};
 use crate::config::Settings;
+use crate::connections;
 use crate::domain::{Password, Role};
 use crate::grpc::UserServiceImpl;
 use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};
 use crate::grpc::signup::SignupLimit;
 use crate::grpc::stream_limits::{StreamControls, StreamLimits};
 use crate::health;
-use crate::middleware::{AccessLogLayer, AuthLayer, DeadlineLayer, LoadShedLayer, RateLimitLayer};
+use crate::middleware::{
+    AccessLogLayer, ActivityLayer, AuthLayer, DeadlineLayer, LoadShedLayer, RateLimitLayer,
+};
 use crate::password::{HashError, PasswordHasher};
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
@@ -222,6 +224,9 @@ impl Application {
         ));
         // The architecture diagram's order, outermost first.
         let middleware = tower::ServiceBuilder::new()
+            .layer(ActivityLayer {
+                enabled: settings.connections.idle.is_some(),
+            })
             .layer(AccessLogLayer {
                 enabled: settings.access_log,
             })
@@ -257,7 +262,7 @@ impl Application {
             .add_service(users)
             .add_service(auth)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                connections::incoming(listener, settings.connections, Arc::default()),
                 async move { server_stop.triggered().await },
             );
         tracing::info!(%local_addr, database = %settings.storage.database_url, "serving");

@@ -5,6 +5,7 @@
 //! `startup` assembles them.
 
 pub mod access_log;
+pub mod activity;
 pub mod auth;
 pub mod deadline;
 pub mod load_shed;
@@ -17,6 +18,7 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 pub use access_log::AccessLogLayer;
+pub use activity::ActivityLayer;
 pub use auth::AuthLayer;
 pub use deadline::DeadlineLayer;
 pub use load_shed::LoadShedLayer;
@@ -39,9 +41,20 @@ fn is_infrastructure(path: &str) -> bool {
 
 /// The TCP peer of the connection, over plain TCP or TLS.
 fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
+    use crate::connections::ConnectionInfo;
     extensions
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr)
+        .get::<ConnectionInfo>()
+        .and_then(|info| info.tcp.remote_addr())
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<ConnectionInfo>>()
+                .and_then(|info| info.get_ref().tcp.remote_addr())
+        })
+        .or_else(|| {
+            extensions
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr)
+        })
         .or_else(|| {
             extensions
                 .get::<TlsConnectInfo<TcpConnectInfo>>()

@@ -2,6 +2,7 @@
 
 mod auth;
 mod compat;
+mod connections;
 mod deadlines;
 mod durability;
 mod helpers;

@@ -1,0 +1,109 @@
+//! Connections that never speak, too many connections, and idle connections, tried with raw
+//! sockets against the real server.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::helpers::TestApp;
+
+/// Waits up to `within` for the server to close `socket`; false if it is still open.
+async fn closed_within(socket: &mut TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 64];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, socket.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // The server's own preface or settings: keep reading until it closes.
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_that_never_speak_are_closed_after_the_handshake_timeout() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.connections.handshake = Duration::from_millis(500);
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    for socket in &mut silent {
+        assert!(
+            closed_within(socket, Duration::from_secs(10)).await,
+            "a silent connection is still open"
+        );
+    }
+    // Speaking clients are served as ever.
+    let mut client = app.client().await;
+    client
+        .list_users(user_service::pb::ListUsersRequest::default())
+        .await
+        .expect("a real client is served");
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_new_connections_are_closed_at_once() {
+    let app = TestApp::spawn_with(|settings| settings.connections.max = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    let mut extra = TcpStream::connect(app.addr).await.unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(2)).await,
+        "the fourth connection is refused at once"
+    );
+    drop(held);
+    let mut client = None;
+    for _ in 0..50 {
+        if let Ok(channel) = app.endpoint().connect().await {
+            client = Some(app.client_on(channel));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = client.expect("places free up when connections close");
+    client
+        .list_users(user_service::pb::ListUsersRequest::default())
+        .await
+        .expect("served once there is room");
+}
+
+#[tokio::test]
+async fn a_connection_that_carries_no_call_is_closed_after_the_idle_time() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.connections.idle = Some(Duration::from_millis(500));
+    })
+    .await;
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    // One call, then nothing.
+    let request = http::Request::post(format!("http://{}/grpc.health.v1.Health/Check", app.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    client = client.ready().await.unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    send.send_data(
+        crate::raw::frame(&tonic_health::pb::HealthCheckRequest::default()),
+        true,
+    )
+    .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    while body.data().await.is_some() {}
+    let _ = body.trailers().await;
+
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(
+        ended.is_ok(),
+        "the idle connection was closed by the server"
+    );
+}
