@@ -20,7 +20,8 @@ use crate::grpc::signup::SignupLimit;
 use crate::grpc::stream_limits::{StreamControls, StreamLimits};
 use crate::health;
 use crate::middleware::{
-    AccessLogLayer, ActivityLayer, AuthLayer, DeadlineLayer, LoadShedLayer, RateLimitLayer,
+    AccessLogLayer, ActivityLayer, AuthLayer, ContentTypeLayer, DeadlineLayer, LoadShedLayer,
+    RateLimitLayer,
 };
 use crate::password::{HashError, PasswordHasher};
 use crate::pb::{
@@ -231,6 +232,7 @@ impl Application {
                 enabled: settings.access_log,
             })
             .layer(DeadlineLayer)
+            .layer(ContentTypeLayer)
             // Before authentication, so calls with bad tokens are shed like any other.
             .layer(LoadShedLayer::new(settings.max_concurrent_calls))
             .layer(AuthLayer::new(

@@ -69,9 +69,10 @@ pub fn start(
                 // The client is done sending: the replies are complete.
                 Ok(None) => return,
                 // A message that could not be decoded has no user_id; answer it all the same.
+                // The stream cannot be read past it, so it ends there too.
                 Err(status) => {
                     if send(&replies, &mut shutdown, failure(String::new(), &status)).await {
-                        continue;
+                        break Err(status);
                     }
                     return;
                 }

@@ -1,5 +1,6 @@
 //! The tower layers every call passes through, in the architecture diagram's order:
-//! access log -> deadline -> load shedding -> authentication -> rate limit -> the services.
+//! access log -> deadline -> content type -> load shedding -> authentication -> rate limit ->
+//! the services.
 //! The diagram's order (log, auth, rate limit) holds; shedding comes before authentication so
 //! that calls with bad tokens are shed like any other.
 //! `startup` assembles them.
@@ -7,6 +8,7 @@
 pub mod access_log;
 pub mod activity;
 pub mod auth;
+pub mod content_type;
 pub mod deadline;
 pub mod load_shed;
 pub mod rate_limit;
@@ -20,6 +22,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 pub use access_log::AccessLogLayer;
 pub use activity::ActivityLayer;
 pub use auth::AuthLayer;
+pub use content_type::ContentTypeLayer;
 pub use deadline::DeadlineLayer;
 pub use load_shed::LoadShedLayer;
 pub use rate_limit::{RateLimitLayer, caller_key};

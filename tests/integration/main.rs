@@ -7,6 +7,7 @@ mod deadlines;
 mod durability;
 mod helpers;
 mod list;
+mod malformed;
 mod raw;
 mod readme;
 mod server;

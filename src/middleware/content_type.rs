@@ -1,0 +1,65 @@
+//! Third layer: a call must say it is gRPC. tonic decodes whatever arrives; a request that
+//! is not `application/grpc` (text, JSON, a browser's form) gets INVALID_ARGUMENT instead of
+//! being read as protobuf.
+
+use std::task::{Context, Poll};
+
+use tonic::Status;
+use tower::{Layer, Service};
+
+use super::{BoxFuture, Response, status_response};
+
+#[derive(Clone, Copy, Default)]
+pub struct ContentTypeLayer;
+
+impl<S> Layer<S> for ContentTypeLayer {
+    type Service = GrpcOnly<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcOnly { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcOnly<S> {
+    inner: S,
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value == "application/grpc"
+                || value.starts_with("application/grpc+")
+                || value.starts_with("application/grpc;")
+        })
+}
+
+impl<S, B> Service<http::Request<B>> for GrpcOnly<S>
+where
+    S: Service<http::Request<B>, Response = Response>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if is_grpc(request.headers()) {
+            return Box::pin(self.inner.call(request));
+        }
+        let got = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .map_or_else(|| "none".to_owned(), |value| format!("{value:?}"));
+        let status =
+            Status::invalid_argument(format!("content-type must be application/grpc, got {got}"));
+        Box::pin(std::future::ready(Ok(status_response(status))))
+    }
+}
