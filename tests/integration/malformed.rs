@@ -24,6 +24,9 @@ const METHODS: [&str; 11] = [
 
 const LIMIT: usize = 64 * 1024;
 
+/// What is wrong, the request body, and headers besides the usual ones.
+type Case = (&'static str, Vec<u8>, Vec<(&'static str, &'static str)>);
+
 #[tokio::test]
 async fn malformed_frames_get_a_status_and_change_nothing() {
     let app = TestApp::spawn_with(|settings| settings.max_message_bytes = LIMIT).await;
@@ -41,7 +44,7 @@ async fn malformed_frames_get_a_status_and_change_nothing() {
     let before = count().await;
     let bearer = format!("Bearer {}", app.token("fuzzer", Role::Admin));
     let too_long = (u32::try_from(LIMIT).unwrap() + 1).to_be_bytes();
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("a truncated length prefix", vec![0, 0, 0], vec![]),
         (
             "a length past the limit",
