@@ -3,6 +3,9 @@
 mod fields;
 mod user;
 
+#[cfg(test)]
+mod properties;
+
 pub(crate) use fields::Violations;
 pub use fields::{
     Email, FieldViolation, FullName, Metadata, MetadataPatch, Password, Role, Status, Username,

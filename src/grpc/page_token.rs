@@ -109,6 +109,22 @@ mod tests {
         assert!(err.description.contains("different"), "{err}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_cursor_round_trips_through_its_token(created_at_ns: i64, id: u128) {
+            let cursor = Cursor {
+                created_at_ns,
+                id: UserId::from_uuid(Uuid::from_u128(id)),
+            };
+            proptest::prop_assert_eq!(decode(&encode(cursor, NONE), NONE), Ok(cursor));
+        }
+
+        #[test]
+        fn no_token_that_does_not_decode_panics(token in "\\PC{0,200}") {
+            let _ = decode(&token, NONE);
+        }
+    }
+
     #[test]
     fn garbage_tokens_are_refused() {
         for token in ["", "x", "djE6", &URL_SAFE_NO_PAD.encode("v2:1:2:0:0")] {
