@@ -1,7 +1,7 @@
 # The README's commands. Needs only a Rust toolchain: no protoc, no system libraries.
 CARGO ?= cargo
 
-.PHONY: run test lint snapshots build bench
+.PHONY: run test lint snapshots build bench fuzz
 
 ## Serve on 127.0.0.1:50051 with the embedded database in ./data/users.db.
 run:
@@ -27,3 +27,15 @@ bench:
 
 build:
 	$(CARGO) build --release --locked
+
+## Fuzz each target for FUZZ_SECONDS from the committed seeds in fuzz/seeds. Needs a nightly
+## toolchain (rustup toolchain install nightly); cargo-fuzz is installed on first use.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS = requests page_token bearer stored import
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$target && \
+		$(CARGO) +nightly fuzz run $$target corpus/$$target seeds/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done

@@ -213,10 +213,17 @@ const KNOWN_COLUMNS: [&str; 6] = [
 pub fn csv_rows(
     path: &Path,
 ) -> Result<impl Iterator<Item = Row<pb::CreateUserRequest>> + use<>, Failure> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_path(path)
+    let file = File::open(path)
         .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?;
+    csv_from(file, path)
+}
+
+/// Rows of CSV read from `input`; `path` names it in messages.
+pub fn csv_from<R: std::io::Read + 'static>(
+    input: R,
+    path: &Path,
+) -> Result<impl Iterator<Item = Row<pb::CreateUserRequest>> + use<R>, Failure> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
     let headers = reader
         .headers()
         .map_err(|err| {

@@ -155,6 +155,32 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
     },
 }
 
+/// Entry points for the fuzz targets in `fuzz/`: the import and sync file parsers.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::pb;
+
+    /// One JSON Lines row of an import file.
+    pub fn import_json_line(line: &str) -> Result<pb::CreateUserRequest, String> {
+        super::input::create_from_json(line)
+    }
+
+    /// One JSON Lines row of a sync file.
+    pub fn sync_json_line(line: &str) -> Result<pb::UpdateUserRequest, String> {
+        super::input::update_from_json(line)
+    }
+
+    /// Every row of a CSV import file; `Err` when the file itself is refused (its header).
+    pub fn import_csv(bytes: &[u8]) -> Result<Vec<Result<pb::CreateUserRequest, String>>, String> {
+        let rows = super::input::csv_from(
+            std::io::Cursor::new(bytes.to_vec()),
+            std::path::Path::new("input.csv"),
+        )
+        .map_err(|failure| failure.message)?;
+        Ok(rows.map(|row| row.parsed).collect())
+    }
+}
+
 /// Parses the command line, runs the command, and turns failures into exit codes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

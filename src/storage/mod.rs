@@ -17,6 +17,26 @@ use crate::domain::{
 };
 pub use sqlite::SqliteStore;
 
+/// Entry points for the fuzz targets in `fuzz/`: the codecs of what storage reads back.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::domain::User;
+
+    /// A user snapshot as the event log stores it; what decodes encodes back to the same.
+    pub fn decode_stored_user(bytes: &[u8]) -> Option<User> {
+        let user = super::codec::decode_user(bytes).ok()?;
+        let again = super::codec::decode_user(&super::codec::encode_user(&user))
+            .expect("what storage wrote, it reads back");
+        assert_eq!(again, user, "a stored user round-trips");
+        Some(user)
+    }
+
+    /// A metadata map as the user table stores it.
+    pub fn decode_stored_metadata(bytes: &[u8]) -> bool {
+        super::codec::decode_metadata(bytes).is_ok()
+    }
+}
+
 /// How storage is opened and tuned.
 #[derive(Debug, Clone)]
 pub struct StorageSettings {

@@ -1,0 +1,27 @@
+//! Bearer-token parsing and verification on arbitrary `authorization` values: nothing
+//! panics, and nothing unsigned is accepted.
+
+#![no_main]
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use user_service::auth::jwt::{Jwt, JwtSettings};
+use user_service::middleware::auth::bearer;
+
+static JWT: LazyLock<Jwt> = LazyLock::new(|| {
+    let settings = JwtSettings {
+        secret: Some(b"a-fuzzing-secret-that-is-long-enough".to_vec()),
+        token_ttl: Duration::from_secs(60),
+        ..JwtSettings::default()
+    };
+    Jwt::new(&settings).expect("a valid secret").0
+});
+
+fuzz_target!(|value: &[u8]| {
+    if let Ok(token) = bearer(value) {
+        // Arbitrary bytes never carry a valid signature under a secret they do not know.
+        assert!(JWT.verify(token).is_err());
+    }
+});
