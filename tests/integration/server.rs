@@ -344,3 +344,50 @@ fn without_a_key_the_server_refuses_to_listen_beyond_loopback() {
         "no token was minted: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn shutdown_finishes_within_the_grace_period_with_a_client_that_stopped_reading() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.shutdown_grace = Duration::from_secs(2);
+    })
+    .await;
+    // A watcher that never reads: its window and its queue fill, and its task waits on it.
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let token = format!(
+        "Bearer {}",
+        app.token("stalled", user_service::domain::Role::Admin)
+    );
+    let request = http::Request::post(format!(
+        "http://{}/userservice.UserService/WatchUsers",
+        app.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("authorization", token)
+    .body(())
+    .unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    let watch_all = WatchUsersRequest {
+        include_all: true,
+        ..Default::default()
+    };
+    send.send_data(crate::raw::frame(&watch_all), true).unwrap();
+    let _unread = response.await.unwrap();
+    let mut admin = app.client().await;
+    for round in 0..4 {
+        crate::helpers::create_many(&mut admin, &format!("flood{round}_"), 500).await;
+    }
+
+    let started = std::time::Instant::now();
+    let (result, _app) = app.stop().await;
+
+    result.expect("the server stopped cleanly");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "shutdown took {:?} with a grace period of 2 s",
+        started.elapsed()
+    );
+}
