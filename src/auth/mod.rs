@@ -5,7 +5,7 @@ pub mod policy;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::domain::{Role, Status as UserStatus, User, UserId};
+use crate::domain::{Role, User, UserId, UserStatus};
 use crate::error::ServiceError;
 use crate::storage::{Store, StoreError};
 

@@ -12,13 +12,13 @@
 //! SyncUsers messages are judged like the UpdateUser each carries.
 
 use super::Caller;
-use crate::domain::{Role, Status, UserId, UserPatch};
+use crate::domain::{Role, UserId, UserPatch, UserStatus};
 
 /// What an update would change, as far as the policy cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Changes {
     pub role: bool,
-    pub status: Option<Status>,
+    pub status: Option<UserStatus>,
     /// Username, email, full name or metadata.
     pub profile: bool,
 }
@@ -104,8 +104,10 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
             },
         ) if !is_me(target) => {
             let only_status = !changes.role && !changes.profile;
-            let suspends_or_reactivates =
-                matches!(changes.status, Some(Status::Suspended | Status::Active));
+            let suspends_or_reactivates = matches!(
+                changes.status,
+                Some(UserStatus::Suspended | UserStatus::Active)
+            );
             if *target_role == Some(Role::User) && only_status && suspends_or_reactivates {
                 Ok(())
             } else {
@@ -159,7 +161,7 @@ mod tests {
         Caller::User { id, role }
     }
 
-    fn status_only(status: Status) -> Changes {
+    fn status_only(status: UserStatus) -> Changes {
         Changes {
             status: Some(status),
             ..Changes::default()
@@ -201,27 +203,27 @@ mod tests {
             (Some(Role::Moderator), Access::Watch { only: None }, true),
             (
                 Some(Role::Moderator),
-                update(other, Role::User, status_only(Status::Suspended)),
+                update(other, Role::User, status_only(UserStatus::Suspended)),
                 true,
             ),
             (
                 Some(Role::Moderator),
-                update(other, Role::User, status_only(Status::Active)),
+                update(other, Role::User, status_only(UserStatus::Active)),
                 true,
             ),
             (
                 Some(Role::Moderator),
-                update(other, Role::User, status_only(Status::Inactive)),
+                update(other, Role::User, status_only(UserStatus::Inactive)),
                 false,
             ),
             (
                 Some(Role::Moderator),
-                update(other, Role::Admin, status_only(Status::Suspended)),
+                update(other, Role::Admin, status_only(UserStatus::Suspended)),
                 false,
             ),
             (
                 Some(Role::Moderator),
-                update(other, Role::Moderator, status_only(Status::Suspended)),
+                update(other, Role::Moderator, status_only(UserStatus::Suspended)),
                 false,
             ),
             (
@@ -257,7 +259,7 @@ mod tests {
             (Some(Role::User), update(me, Role::User, ROLE), false),
             (
                 Some(Role::User),
-                update(me, Role::User, status_only(Status::Active)),
+                update(me, Role::User, status_only(UserStatus::Active)),
                 false,
             ),
             (Some(Role::User), update(other, Role::User, PROFILE), false),

@@ -291,35 +291,35 @@ impl Role {
 /// Where a user stands. Numbers match `userservice.UserStatus`. Deleted users are removed,
 /// so DELETED is never stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Status {
+pub enum UserStatus {
     Active = 1,
     Inactive = 2,
     Suspended = 3,
     Deleted = 4,
 }
 
-impl Status {
-    pub const ALL: [Status; 4] = [
-        Status::Active,
-        Status::Inactive,
-        Status::Suspended,
-        Status::Deleted,
+impl UserStatus {
+    pub const ALL: [UserStatus; 4] = [
+        UserStatus::Active,
+        UserStatus::Inactive,
+        UserStatus::Suspended,
+        UserStatus::Deleted,
     ];
 
     /// The name used in messages: `active`, `inactive`, `suspended`, `deleted`.
     pub fn name(self) -> &'static str {
         match self {
-            Status::Active => "active",
-            Status::Inactive => "inactive",
-            Status::Suspended => "suspended",
-            Status::Deleted => "deleted",
+            UserStatus::Active => "active",
+            UserStatus::Inactive => "inactive",
+            UserStatus::Suspended => "suspended",
+            UserStatus::Deleted => "deleted",
         }
     }
 
     /// A status a user can be given: ACTIVE, INACTIVE or SUSPENDED (DELETED is DeleteUser).
     pub fn parse_settable(raw: i32) -> Result<Self, FieldViolation> {
         match Self::parse("status", raw) {
-            Ok(Status::Deleted) | Err(_) => Err(FieldViolation::new(
+            Ok(UserStatus::Deleted) | Err(_) => Err(FieldViolation::new(
                 "status",
                 format!(
                     "must be USER_STATUS_ACTIVE (1), USER_STATUS_INACTIVE (2) or USER_STATUS_SUSPENDED (3), got {raw}; use DeleteUser to delete"

@@ -8,7 +8,7 @@ mod properties;
 
 pub(crate) use fields::Violations;
 pub use fields::{
-    Email, FieldViolation, FullName, Metadata, MetadataPatch, Password, Role, Status, Username,
+    Email, FieldViolation, FullName, Metadata, MetadataPatch, Password, Role, UserStatus, Username,
     ValidationError, limits,
 };
 pub use user::{Etag, EventKind, NewUser, User, UserDraft, UserEvent, UserId, UserPatch};

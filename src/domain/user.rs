@@ -5,7 +5,7 @@ use std::fmt;
 use uuid::Uuid;
 
 use super::fields::{
-    Email, FieldViolation, FullName, Metadata, MetadataPatch, Role, Status, Username,
+    Email, FieldViolation, FullName, Metadata, MetadataPatch, Role, UserStatus, Username,
 };
 use crate::password::PasswordHash;
 
@@ -104,7 +104,7 @@ pub struct User {
     pub email: Email,
     pub full_name: FullName,
     pub role: Role,
-    pub status: Status,
+    pub status: UserStatus,
     /// Nanoseconds since the Unix epoch; strictly increasing across users.
     pub created_at_ns: i64,
     pub updated_at_ns: i64,
@@ -137,7 +137,7 @@ pub struct UserPatch {
     pub email: Option<Email>,
     pub full_name: Option<FullName>,
     pub role: Option<Role>,
-    pub status: Option<Status>,
+    pub status: Option<UserStatus>,
     pub metadata: MetadataPatch,
     pub etag: Option<Etag>,
 }

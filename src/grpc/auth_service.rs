@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{timestamp, user_to_pb};
 use crate::auth::jwt::Jwt;
-use crate::domain::{Password, Status as UserStatus, Username, ValidationError, Violations};
+use crate::domain::{Password, UserStatus, Username, ValidationError, Violations};
 use crate::error::ServiceError;
 use crate::middleware::client_ip;
 use crate::password::{PasswordHash, PasswordHasher};

@@ -4,7 +4,8 @@ use prost_types::Timestamp;
 
 use crate::domain::{
     Email, Etag, EventKind, FieldViolation, FullName, Metadata, MetadataPatch, Password, Role,
-    Status, User, UserDraft, UserEvent, UserId, UserPatch, Username, ValidationError, Violations,
+    User, UserDraft, UserEvent, UserId, UserPatch, UserStatus, Username, ValidationError,
+    Violations,
 };
 use crate::pb;
 
@@ -100,7 +101,7 @@ pub fn parse_update(
     let email = violations.check(request.email.map(Email::parse).transpose());
     let full_name = violations.check(request.full_name.map(FullName::parse).transpose());
     let role = violations.check(request.role.map(|raw| Role::parse("role", raw)).transpose());
-    let status = violations.check(request.status.map(Status::parse_settable).transpose());
+    let status = violations.check(request.status.map(UserStatus::parse_settable).transpose());
     let metadata = violations.check(MetadataPatch::parse(request.metadata));
     let etag = violations.check(request.etag.as_deref().map(Etag::parse).transpose());
     violations.finish(|| {

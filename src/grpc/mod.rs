@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::policy::{Access, Changes, authorize};
 use crate::auth::{Caller, TokenExpiry};
-use crate::domain::{FieldViolation, Role, Status as UserStatus, ValidationError};
+use crate::domain::{FieldViolation, Role, UserStatus, ValidationError};
 use crate::error::ServiceError;
 use crate::password::PasswordHasher;
 use crate::pb::{self, user_service_server::UserService};

@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
-use crate::domain::{FieldViolation, Role, Status, UserId};
+use crate::domain::{FieldViolation, Role, UserId, UserStatus};
 use crate::storage::Cursor;
 
 const VERSION: &str = "v1";
@@ -12,7 +12,7 @@ const VERSION: &str = "v1";
 /// The filters a token is bound to; a token used with other filters is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Filters {
-    pub status: Option<Status>,
+    pub status: Option<UserStatus>,
     pub role: Option<Role>,
 }
 
@@ -20,8 +20,8 @@ fn number<T: Copy + Into<i32>>(value: Option<T>) -> i32 {
     value.map_or(0, Into::into)
 }
 
-impl From<Status> for i32 {
-    fn from(status: Status) -> Self {
+impl From<UserStatus> for i32 {
+    fn from(status: UserStatus) -> Self {
         status as i32
     }
 }
@@ -102,7 +102,7 @@ mod tests {
     fn a_token_used_with_other_filters_is_refused() {
         let token = encode(cursor(), NONE);
         let other = Filters {
-            status: Some(Status::Active),
+            status: Some(UserStatus::Active),
             role: None,
         };
         let err = decode(&token, other).unwrap_err();

@@ -82,7 +82,7 @@ impl UserCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Email, FullName, Metadata, Role, Status, Username};
+    use crate::domain::{Email, FullName, Metadata, Role, UserStatus, Username};
 
     fn user(revision: i64) -> User {
         User {
@@ -91,7 +91,7 @@ mod tests {
             email: Email::parse("ann@example.com".into()).unwrap(),
             full_name: FullName::parse("Ann".into()).unwrap(),
             role: Role::User,
-            status: Status::Active,
+            status: UserStatus::Active,
             created_at_ns: 1,
             updated_at_ns: 1,
             metadata: Metadata::default(),

@@ -6,7 +6,7 @@ use prost::Message;
 use uuid::Uuid;
 
 use super::{StoreError, StoreResult};
-use crate::domain::{Email, FullName, Metadata, Role, Status, User, UserId, Username};
+use crate::domain::{Email, FullName, Metadata, Role, User, UserId, UserStatus, Username};
 
 #[derive(Clone, PartialEq, Message)]
 struct StoredMetadata {
@@ -88,7 +88,7 @@ impl RawUser {
             email: Email::from_trusted(self.email),
             full_name: FullName::from_trusted(self.full_name),
             role: Role::parse("role", role).map_err(|_| corrupt("role"))?,
-            status: Status::parse("status", status).map_err(|_| corrupt("status"))?,
+            status: UserStatus::parse("status", status).map_err(|_| corrupt("status"))?,
             created_at_ns: self.created_at_ns,
             updated_at_ns: self.updated_at_ns,
             metadata: Metadata::from_trusted(self.metadata),

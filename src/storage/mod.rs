@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use crate::password::PasswordHash;
 
 use crate::domain::{
-    Etag, NewUser, Role, Status, User, UserEvent, UserId, UserPatch, ValidationError,
+    Etag, NewUser, Role, User, UserEvent, UserId, UserPatch, UserStatus, ValidationError,
 };
 pub use sqlite::SqliteStore;
 
@@ -119,7 +119,7 @@ impl Updated {
 /// Which users a listing shows, and where the previous page ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListQuery {
-    pub status: Option<Status>,
+    pub status: Option<UserStatus>,
     pub role: Option<Role>,
     pub after: Option<Cursor>,
     pub limit: usize,

@@ -22,7 +22,7 @@ use super::{
     migrations,
 };
 use crate::domain::{
-    Etag, EventKind, NewUser, Status, User, UserEvent, UserId, UserPatch, ValidationError,
+    Etag, EventKind, NewUser, User, UserEvent, UserId, UserPatch, UserStatus, ValidationError,
 };
 use crate::password::PasswordHash;
 
@@ -416,7 +416,7 @@ impl SqliteStore {
             email: new.email,
             full_name: new.full_name,
             role: new.role,
-            status: Status::Active,
+            status: UserStatus::Active,
             created_at_ns: now,
             updated_at_ns: now,
             metadata: new.metadata,
@@ -679,7 +679,7 @@ mod tests {
             created_at_ns: 1,
             id: UserId::new(),
         };
-        for status in [None, Some(Status::Active)] {
+        for status in [None, Some(UserStatus::Active)] {
             for role in [None, Some(Role::Admin)] {
                 for after in [None, Some(cursor)] {
                     let query = ListQuery {

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use prost::Message;
 use tonic::Status;
 use user_service::domain::{
-    Email, EventKind, FullName, Metadata, Role, Status as UserStatus, User, UserEvent, UserId,
-    Username, limits,
+    Email, EventKind, FullName, Metadata, Role, User, UserEvent, UserId, UserStatus, Username,
+    limits,
 };
 use user_service::grpc::convert::{event_to_pb, user_to_pb};
 use user_service::grpc::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_token};
