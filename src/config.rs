@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
+use crate::auth::hasher::Argon2Settings;
 use crate::auth::jwt::JwtSettings;
 use crate::connections::ConnectionLimits;
-use crate::password::Argon2Settings;
 use crate::storage::StorageSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,8 +3,8 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::auth::hasher::HashError;
 use crate::domain::ValidationError;
-use crate::password::HashError;
 use crate::storage::StoreError;
 
 #[derive(Debug, thiserror::Error)]

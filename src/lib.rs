@@ -15,7 +15,6 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod middleware;
-pub mod password;
 pub mod pb;
 pub mod shutdown;
 pub mod startup;

@@ -10,6 +10,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
+use crate::auth::hasher::{HashError, PasswordHasher};
 use crate::auth::jwt::{Jwt, KeyError};
 use crate::config::Settings;
 use crate::connections;
@@ -23,7 +24,6 @@ use crate::middleware::{
     AccessLogLayer, ActivityLayer, AuthLayer, ContentTypeLayer, DeadlineLayer, LoadShedLayer,
     RateLimitLayer,
 };
-use crate::password::{HashError, PasswordHasher};
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
 };

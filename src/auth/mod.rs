@@ -1,5 +1,6 @@
 //! Who is calling (from a verified bearer token) and what they may do.
 
+pub mod hasher;
 pub mod jwt;
 pub mod policy;
 

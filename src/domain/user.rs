@@ -4,10 +4,10 @@ use std::fmt;
 
 use uuid::Uuid;
 
+use super::PasswordHash;
 use super::fields::{
     Email, FieldViolation, FullName, Metadata, MetadataPatch, Role, UserStatus, Username,
 };
-use crate::password::PasswordHash;
 
 /// A user id: a UUIDv7, so ids sort roughly by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -9,11 +9,12 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tonic::{Request, Response, Status};
 
 use super::convert::{timestamp, user_to_pb};
+use crate::auth::hasher::PasswordHasher;
 use crate::auth::jwt::Jwt;
+use crate::domain::PasswordHash;
 use crate::domain::{Password, UserStatus, Username, ValidationError, Violations};
 use crate::error::ServiceError;
 use crate::middleware::client_ip;
-use crate::password::{PasswordHash, PasswordHasher};
 use crate::pb::{self, auth_service_server::AuthService};
 use crate::storage::Store;
 

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Changes, authorize};
 use crate::auth::{Caller, TokenExpiry};
 use crate::domain::{FieldViolation, Role, UserStatus, ValidationError};
 use crate::error::ServiceError;
-use crate::password::PasswordHasher;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
 use crate::storage::{Cursor, ListQuery, Store, Updated};

@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::password::PasswordHash;
-
 use crate::domain::{
-    Etag, NewUser, Role, User, UserEvent, UserId, UserPatch, UserStatus, ValidationError,
+    Etag, NewUser, PasswordHash, Role, User, UserEvent, UserId, UserPatch, UserStatus,
+    ValidationError,
 };
 pub use sqlite::SqliteStore;
 

@@ -21,10 +21,10 @@ use super::{
     BatchItem, Cursor, ListQuery, Page, StorageSettings, StoreError, StoreResult, Updated,
     migrations,
 };
+use crate::domain::PasswordHash;
 use crate::domain::{
     Etag, EventKind, NewUser, User, UserEvent, UserId, UserPatch, UserStatus, ValidationError,
 };
-use crate::password::PasswordHash;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_IDLE_READERS: usize = 8;

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use tonic::Code;
+use user_service::auth::hasher::Argon2Settings;
 use user_service::domain::Role;
-use user_service::password::Argon2Settings;
 
 use crate::helpers::{ServerProcess, TestApp, new_user};
 use crate::raw;

@@ -514,7 +514,7 @@ async fn watch_resumes_after_the_server_restarts_without_losing_or_repeating_eve
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_past_its_timeout_is_deadline_exceeded_with_exit_code_5() {
     let app = TestApp::spawn_with(|settings| {
-        settings.argon2 = user_service::password::Argon2Settings {
+        settings.argon2 = user_service::auth::hasher::Argon2Settings {
             memory_kib: 256 * 1024,
             iterations: 4,
             parallelism: 1,

@@ -1,34 +1,13 @@
-//! Argon2id password hashing on a bounded pool that uses every core, off the async runtime.
+//! The password hasher, a service beside authentication: Argon2id on a bounded pool that uses
+//! every core, off the async runtime.
 
-use std::fmt;
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
-use crate::domain::Password;
-
-/// An Argon2id hash in PHC string format. Never printed: `Debug` shows a placeholder.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PasswordHash(String);
-
-impl PasswordHash {
-    /// Storage rebuilds a hash it wrote.
-    pub(crate) fn from_phc(phc: String) -> Self {
-        Self(phc)
-    }
-
-    pub(crate) fn as_phc(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for PasswordHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PasswordHash(<redacted>)")
-    }
-}
+use crate::domain::{Password, PasswordHash};
 
 /// Argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +98,7 @@ impl PasswordHasher {
         self.run(&self.permits, move |argon2| {
             argon2
                 .hash_password(password.expose().as_bytes())
-                .map(|hash| PasswordHash(hash.to_string()))
+                .map(|hash| PasswordHash::from_phc(hash.to_string()))
                 .map_err(HashError::Hash)
         })
         .await?
