@@ -1,16 +1,28 @@
-//! Validated domain types: once constructed, a value satisfies every rule of its field.
+//! Validated domain types: once constructed, a value satisfies every rule of its field. One
+//! file per field type; `user` puts them together.
 
-mod fields;
+mod email;
+mod full_name;
+mod metadata;
+mod password;
 mod password_hash;
+mod role;
 mod user;
+mod user_status;
+mod username;
+mod validation;
 
 #[cfg(test)]
 mod properties;
 
-pub(crate) use fields::Violations;
-pub use fields::{
-    Email, FieldViolation, FullName, Metadata, MetadataPatch, Password, Role, UserStatus, Username,
-    ValidationError, limits,
-};
+pub use email::Email;
+pub use full_name::FullName;
+pub use metadata::{Metadata, MetadataPatch};
+pub use password::Password;
 pub use password_hash::PasswordHash;
+pub use role::Role;
 pub use user::{Etag, EventKind, NewUser, User, UserDraft, UserEvent, UserId, UserPatch};
+pub use user_status::UserStatus;
+pub use username::Username;
+pub(crate) use validation::Violations;
+pub use validation::{FieldViolation, ValidationError, limits};

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::fields::limits;
+use super::limits;
 use super::{Email, FullName, Metadata, MetadataPatch, Password, Username};
 
 proptest! {

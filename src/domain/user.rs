@@ -5,9 +5,7 @@ use std::fmt;
 use uuid::Uuid;
 
 use super::PasswordHash;
-use super::fields::{
-    Email, FieldViolation, FullName, Metadata, MetadataPatch, Role, UserStatus, Username,
-};
+use super::{Email, FieldViolation, FullName, Metadata, MetadataPatch, Role, UserStatus, Username};
 
 /// A user id: a UUIDv7, so ids sort roughly by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
