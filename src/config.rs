@@ -31,7 +31,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "USER_SERVICE_DATABASE_URL",
-        default_value = "sqlite://data/users.db"
+        default_value = StorageSettings::DEFAULT_DATABASE_URL
     )]
     pub database_url: String,
 
@@ -48,14 +48,14 @@ pub struct Cli {
     pub argon2_parallelism: u32,
 
     /// Users kept in the in-memory read cache (0 turns it off).
-    #[arg(long, env = "USER_SERVICE_CACHE_CAPACITY", default_value_t = 100_000)]
+    #[arg(long, env = "USER_SERVICE_CACHE_CAPACITY", default_value_t = StorageSettings::DEFAULT_CACHE_CAPACITY)]
     pub cache_capacity: usize,
 
     /// How many of the newest change events are kept for resuming watches.
     #[arg(
         long,
         env = "USER_SERVICE_EVENT_RETENTION",
-        default_value_t = 1_000_000
+        default_value_t = StorageSettings::DEFAULT_EVENT_RETENTION
     )]
     pub event_retention: u64,
 

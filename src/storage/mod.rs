@@ -49,13 +49,21 @@ pub struct StorageSettings {
     pub event_buffer: usize,
 }
 
+impl StorageSettings {
+    /// Defaults, here once: the server's flags take theirs from these.
+    pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/users.db";
+    pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
+    pub const DEFAULT_EVENT_RETENTION: u64 = 1_000_000;
+    pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+}
+
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
-            database_url: "sqlite://data/users.db".into(),
-            cache_capacity: 100_000,
-            event_retention: 1_000_000,
-            event_buffer: 1024,
+            database_url: Self::DEFAULT_DATABASE_URL.into(),
+            cache_capacity: Self::DEFAULT_CACHE_CAPACITY,
+            event_retention: Self::DEFAULT_EVENT_RETENTION,
+            event_buffer: Self::DEFAULT_EVENT_BUFFER,
         }
     }
 }
