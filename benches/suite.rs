@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status, Streaming};
 use user_service::auth::hasher::{Argon2Settings, PasswordHasher};
-use user_service::auth::jwt::{Jwt, JwtSettings};
 use user_service::cli::bench::{self, BenchArgs, Report, Rpc};
 use user_service::cli::{Bearer, Target};
 use user_service::config::Settings;
+use user_service::contract::tokens::{Jwt, JwtSettings};
 use user_service::domain::{Email, FullName, Metadata, NewUser, Password, Role, Username};
 use user_service::grpc::EventStream;
 use user_service::pb::{

@@ -9,8 +9,8 @@ use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::auth::hasher::Argon2Settings;
-use crate::auth::jwt::JwtSettings;
 use crate::connections::ConnectionLimits;
+use crate::contract::tokens::JwtSettings;
 use crate::storage::StorageSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -259,19 +259,10 @@ pub struct TlsSettings {
     pub client_ca_pem: Option<Vec<u8>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot read {path}")]
-pub struct ConfigError {
-    path: PathBuf,
-    #[source]
-    source: std::io::Error,
-}
+pub use crate::contract::ReadError as ConfigError;
 
 fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|source| ConfigError {
-        path: path.to_owned(),
-        source,
-    })
+    crate::contract::read_file(path)
 }
 
 fn read_optional(path: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
@@ -293,7 +284,7 @@ impl Settings {
     /// Reads the files the flags name.
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
         let secret = match (&cli.jwt_secret_file, &cli.jwt_secret) {
-            (Some(path), _) => Some(read_secret_file(path)?),
+            (Some(path), _) => Some(crate::contract::read_secret_file(path)?),
             (None, Some(secret)) => Some(secret.as_bytes().to_vec()),
             (None, None) => None,
         };
@@ -354,13 +345,4 @@ impl Settings {
             health_check_interval: Duration::from_secs(5),
         })
     }
-}
-
-/// Reads a secret file, without the trailing newline such files usually end with.
-pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let mut secret = read(path)?;
-    while secret.last().is_some_and(u8::is_ascii_whitespace) {
-        secret.pop();
-    }
-    Ok(secret)
 }

@@ -7,9 +7,11 @@
 
 pub mod auth;
 pub mod cli;
+pub mod client_address;
 pub mod codec;
 pub mod config;
 pub mod connections;
+pub mod contract;
 pub mod domain;
 pub mod error;
 pub mod grpc;

@@ -11,9 +11,9 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::auth::hasher::{HashError, PasswordHasher};
-use crate::auth::jwt::{Jwt, KeyError};
 use crate::config::Settings;
 use crate::connections;
+use crate::contract::tokens::{Jwt, KeyError};
 use crate::domain::{Password, Role};
 use crate::grpc::UserServiceImpl;
 use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};

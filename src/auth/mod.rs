@@ -1,7 +1,7 @@
 //! Who is calling (from a verified bearer token) and what they may do.
 
 pub mod hasher;
-pub mod jwt;
+
 pub mod policy;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,7 +18,8 @@ pub struct TokenExpiry(pub u64);
 impl TokenExpiry {
     /// The moment the token stops working, with the leeway verification allows.
     pub fn instant(self) -> tokio::time::Instant {
-        let expires = UNIX_EPOCH + Duration::from_secs(self.0.saturating_add(jwt::LEEWAY_SECS));
+        let expires = UNIX_EPOCH
+            + Duration::from_secs(self.0.saturating_add(crate::contract::tokens::LEEWAY_SECS));
         let left = expires
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);

@@ -12,8 +12,8 @@ use super::input::{role, status};
 use super::render::{
     list_json, rfc3339, user_json, user_record, user_table_header, user_table_rows,
 };
-use crate::auth::jwt::{Jwt, JwtSettings};
-use crate::config::read_secret_file;
+use crate::contract::read_secret_file;
+use crate::contract::tokens::{Jwt, JwtSettings};
 use crate::domain::Role;
 use crate::pb;
 

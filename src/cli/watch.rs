@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 
 use super::client::{Connection, Failure, backoff};
 use super::render::{event_json, event_line};
-use crate::grpc::WATCH_START_REVISION;
+use crate::contract::WATCH_START_REVISION;
 use crate::pb;
 
 #[derive(Args)]

@@ -10,11 +10,11 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{timestamp, user_to_pb};
 use crate::auth::hasher::PasswordHasher;
-use crate::auth::jwt::Jwt;
+use crate::client_address::{address_key, client_ip};
+use crate::contract::tokens::Jwt;
 use crate::domain::PasswordHash;
 use crate::domain::{Password, UserStatus, Username, ValidationError, Violations};
 use crate::error::ServiceError;
-use crate::middleware::client_ip;
 use crate::pb::{self, auth_service_server::AuthService};
 use crate::storage::Store;
 
@@ -111,7 +111,7 @@ impl AuthService for AuthServiceImpl {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let headers = request.metadata().clone().into_headers();
         let address = client_ip(request.extensions(), &headers, &self.limits.trusted_proxies)
-            .map(crate::middleware::address_key);
+            .map(address_key);
         let request = request.into_inner();
         let mut violations = Violations::default();
         let username = violations.check(Username::parse(request.username));

@@ -27,13 +27,7 @@ use convert::{parse_create, parse_etag, parse_filter, parse_lookup_id, parse_upd
 use signup::SignupLimit;
 use stream_limits::StreamControls;
 
-/// Initial metadata of a WatchUsers response: the first revision the stream covers.
-pub const WATCH_START_REVISION: &str = "x-watch-start-revision";
-
-/// ListUsers page size when the request gives 0.
-pub const DEFAULT_PAGE_SIZE: usize = 10;
-/// ListUsers never returns more than this many users at once.
-pub const MAX_PAGE_SIZE: usize = 100;
+use crate::contract::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, WATCH_START_REVISION};
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::UserEvent, Status>> + Send>>;
 

@@ -7,8 +7,8 @@ use std::num::NonZeroU32;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::client_address::{address_key, client_ip};
 use crate::error::ServiceError;
-use crate::middleware::{address_key, client_ip};
 
 pub struct SignupLimit {
     by_address: DefaultKeyedRateLimiter<IpAddr>,

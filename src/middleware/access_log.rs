@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
 
-use super::peer_addr;
+use crate::client_address::peer_addr;
 
 /// What is learnt about a call after it started: the principal, which the auth layer further
 /// in leaves here, and whether the client went away.

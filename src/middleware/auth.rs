@@ -16,7 +16,7 @@ use crate::auth::{Caller, TokenExpiry};
 use lru::LruCache;
 use std::net::IpAddr;
 
-use crate::auth::jwt::{Claims, Jwt, TokenError};
+use crate::contract::tokens::{Claims, Jwt, TokenError};
 use crate::domain::{Role, UserId};
 use crate::storage::Store;
 

@@ -14,8 +14,9 @@ use tower_governor::GovernorError;
 use tower_governor::governor::{Governor, GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 
-use super::{BoxFuture, Response, client_ip, is_infrastructure, status_response};
+use super::{BoxFuture, Response, is_infrastructure, status_response};
 use crate::auth::Caller;
+use crate::client_address::{address_key, client_ip};
 
 /// The rate limiter's key: `principal:<who>` for authenticated calls, `ip:<addr>` otherwise.
 #[derive(Clone)]
@@ -49,8 +50,7 @@ pub fn caller_key(
     if let Some(principal) = caller.principal() {
         return Some(format!("principal:{principal}"));
     }
-    client_ip(extensions, headers, trusted_proxies)
-        .map(|ip| format!("ip:{}", super::address_key(ip)))
+    client_ip(extensions, headers, trusted_proxies).map(|ip| format!("ip:{}", address_key(ip)))
 }
 
 type Config = GovernorConfig<CallerKey, NoOpMiddleware>;

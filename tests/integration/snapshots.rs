@@ -5,12 +5,13 @@ use std::fmt::Write as _;
 
 use prost::Message;
 use tonic::Status;
+use user_service::contract::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use user_service::domain::{
     Email, EventKind, FullName, Metadata, Role, User, UserEvent, UserId, UserStatus, Username,
     limits,
 };
 use user_service::grpc::convert::{event_to_pb, user_to_pb};
-use user_service::grpc::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_token};
+use user_service::grpc::page_token;
 use user_service::pb;
 use user_service::pb::auth_service_client::AuthServiceClient;
 use user_service::storage::Cursor;
