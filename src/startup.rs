@@ -1,14 +1,18 @@
-//! Start-up in one place: open storage, bind the listener, assemble the services, serve until
-//! told to stop, then shut down gracefully.
+//! Start-up in one place. `Application::build` assembles the server: storage, the bound
+//! listener, the services, the middleware stack in the architecture diagram's order, TLS and
+//! the background work. `Application::run_until` serves it until told to stop, then shuts
+//! down gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::auth::hasher::{HashError, PasswordHasher};
 use crate::config::Settings;
@@ -27,7 +31,7 @@ use crate::middleware::{
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
 };
-use crate::shutdown;
+use crate::shutdown::{self, ShutdownTrigger};
 use crate::storage::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,18 +64,25 @@ pub enum StartupError {
 
 /// A bound, ready server. `local_addr` is the real address (useful with port 0).
 pub struct Application {
-    listener: TcpListener,
     local_addr: SocketAddr,
     store: Store,
-    hasher: PasswordHasher,
     jwt: Arc<Jwt>,
     settings: Settings,
+    /// The assembled server, not yet polled: it serves once `run_until` awaits it.
+    server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>,
+    trigger: ShutdownTrigger,
+    reporter: HealthReporter,
+    /// Background work, started with the server: the health monitor, and forgetting idle
+    /// rate-limit keys.
+    monitor: Pin<Box<dyn Future<Output = ()> + Send>>,
+    forget: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// How often idle rate-limit keys are forgotten.
 const FORGET_IDLE_KEYS_EVERY: Duration = Duration::from_secs(60);
 
 impl Application {
+    /// Everything the server needs, ready to serve; nothing is served until `run_until`.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         if settings.argon2.below_recommendation() {
             tracing::warn!(
@@ -111,40 +122,7 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
-        Ok(Self {
-            listener,
-            local_addr,
-            store,
-            hasher,
-            jwt: Arc::new(jwt),
-            settings,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The token verifier and minter this server uses.
-    pub fn jwt(&self) -> Arc<Jwt> {
-        self.jwt.clone()
-    }
-
-    /// Serves until `stop` resolves, then: health turns NOT_SERVING, open streams end,
-    /// in-flight calls get the grace period to finish, and storage is closed.
-    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), StartupError> {
-        let Self {
-            listener,
-            local_addr,
-            store,
-            hasher,
-            jwt,
-            settings,
-        } = self;
+        let jwt = Arc::new(jwt);
         let (trigger, shutdown) = shutdown::channel();
         let rate_limit = RateLimitLayer::new(
             settings.rate_limit_per_second,
@@ -210,14 +188,14 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let monitor = tokio::spawn(health::monitor(
+        let monitor = Box::pin(health::monitor(
             store.clone(),
             reporter.clone(),
             shutdown.clone(),
             settings.health_check_interval,
         ));
 
-        let forget = tokio::spawn(forget_idle_keys(
+        let forget = Box::pin(forget_idle_keys(
             rate_limit.clone(),
             login_limits,
             signup,
@@ -236,7 +214,7 @@ impl Application {
             // Before authentication, so calls with bad tokens are shed like any other.
             .layer(LoadShedLayer::new(settings.max_concurrent_calls))
             .layer(AuthLayer::new(
-                jwt,
+                jwt.clone(),
                 store.clone(),
                 rate_limit.clone(),
                 settings.trusted_proxies.clone().into(),
@@ -253,23 +231,69 @@ impl Application {
             builder = builder.tls_config(config).map_err(StartupError::Tls)?;
         }
         let mut server_stop = shutdown.clone();
-        let server = builder
-            .http2_keepalive_interval(Some(settings.keepalive_interval))
-            .http2_keepalive_timeout(Some(settings.keepalive_timeout))
-            .max_concurrent_streams(settings.max_concurrent_streams)
-            .layer(middleware)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(users)
-            .add_service(auth)
-            .serve_with_incoming_shutdown(
-                connections::incoming(listener, settings.connections, Arc::default()),
-                async move { server_stop.triggered().await },
-            );
+        let server = Box::pin(
+            builder
+                .http2_keepalive_interval(Some(settings.keepalive_interval))
+                .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+                .max_concurrent_streams(settings.max_concurrent_streams)
+                .layer(middleware)
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(users)
+                .add_service(auth)
+                .serve_with_incoming_shutdown(
+                    connections::incoming(listener, settings.connections, Arc::default()),
+                    async move { server_stop.triggered().await },
+                ),
+        );
+        Ok(Self {
+            local_addr,
+            store,
+            jwt,
+            settings,
+            server,
+            trigger,
+            reporter,
+            monitor,
+            forget,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The token verifier and minter this server uses.
+    pub fn jwt(&self) -> Arc<Jwt> {
+        self.jwt.clone()
+    }
+
+    /// Serves until `stop` resolves, then: health turns NOT_SERVING while calls are still
+    /// served for the drain period, the listener closes, open streams end, in-flight calls get
+    /// the grace period to finish, and storage is closed.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), StartupError> {
+        let Self {
+            local_addr,
+            store,
+            jwt: _,
+            settings,
+            server,
+            trigger,
+            reporter,
+            monitor,
+            forget,
+        } = self;
+        let monitor = tokio::spawn(monitor);
+        let forget = tokio::spawn(forget);
+        health::set_all(&reporter, ServingStatus::Serving).await;
         tracing::info!(%local_addr, database = %settings.storage.database_url, "serving");
 
-        tokio::pin!(server);
+        let mut server = server;
         let served = tokio::select! {
             served = &mut server => served,
             () = stop => {
