@@ -13,27 +13,6 @@ use super::client::{Connection, Failure};
 use super::input::{self, Format, Row};
 use crate::pb;
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_batch_error_names_its_position_and_keeps_the_username_and_reason() {
-        let error = r#"item 12 (username "bad"): email: must be valid"#;
-        assert_eq!(
-            super::item_error(error),
-            Some((12, r#"username "bad": email: must be valid"#.to_owned()))
-        );
-        assert_eq!(super::item_error("items 3 to 4: not created"), None);
-    }
-
-    #[test]
-    fn a_summary_of_items_not_taken_names_their_positions() {
-        let (positions, reason) =
-            super::items_error("items 3 to 5: not created: too many; send the rest").unwrap();
-        assert_eq!(positions, 3..=5);
-        assert_eq!(reason, "not created: too many; send the rest");
-    }
-}
-
 #[derive(Args)]
 pub struct ImportArgs {
     /// JSON Lines (.jsonl) or CSV (.csv) file.
@@ -178,24 +157,6 @@ fn read_rows(
     Ok(receiver)
 }
 
-/// Splits an error of BatchCreateUsersResponse, `item N (username "x"): reason`, into the
-/// item's position and `username "x": reason`.
-fn item_error(error: &str) -> Option<(usize, String)> {
-    let rest = error.strip_prefix("item ")?;
-    let (position, rest) = rest.split_once(" (")?;
-    let (who, reason) = rest.split_once("): ")?;
-    Some((position.parse().ok()?, format!("{who}: {reason}")))
-}
-
-/// Splits the summary of items the server did not take, `items A to B: reason`, into the
-/// positions and the reason.
-fn items_error(error: &str) -> Option<(std::ops::RangeInclusive<usize>, &str)> {
-    let rest = error.strip_prefix("items ")?;
-    let (first, rest) = rest.split_once(" to ")?;
-    let (last, reason) = rest.split_once(": ")?;
-    Some((first.parse().ok()?..=last.parse().ok()?, reason))
-}
-
 /// A row on its way to the server: its line in the file, and the user to create.
 type Pending = (u64, pb::CreateUserRequest);
 
@@ -296,18 +257,31 @@ pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Resul
             }
         };
         tally.created += response.users.len() as u64;
+        // The server's structured failures: each item's broken rules, and at most one run of
+        // items it did not take.
         let mut cut_off = None;
-        for error in &response.errors {
-            if let Some((positions, reason)) = items_error(error) {
-                cut_off = Some((*positions.start(), reason.to_owned()));
+        let mut reasons: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for failure in &response.failures {
+            let first = usize::try_from(failure.position).unwrap_or(usize::MAX);
+            let last = usize::try_from(failure.last_position).unwrap_or(first);
+            let not_taken =
+                failure.code == tonic::Code::ResourceExhausted as i32 && failure.field.is_empty();
+            if not_taken {
+                cut_off = Some((first, failure.message.clone()));
                 continue;
             }
-            let located = item_error(error)
-                .and_then(|(position, reason)| Some((batch.get(position)?.0, reason)));
-            match located {
-                Some((line, reason)) => rejects.add(line, reason),
-                None => rejects.add(0, error.clone()),
+            let reason = if failure.field.is_empty() {
+                failure.message.clone()
+            } else {
+                format!("{}: {}", failure.field, failure.message)
+            };
+            for position in first..=last.min(batch.len().saturating_sub(1)) {
+                reasons.entry(position).or_default().push(reason.clone());
             }
+        }
+        for (position, reasons) in reasons {
+            let line = batch.get(position).map_or(0, |(line, _)| *line);
+            rejects.add(line, reasons.join("; "));
         }
         if let Some((first, reason)) = cut_off {
             // The server takes at most `first` items a call: send the rest again, in calls

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use prost::Message;
 use tokio::task::JoinSet;
-use tonic::{Status, Streaming};
+use tonic::{Code, Status, Streaming};
 
 use super::UserServiceImpl;
 use super::convert::{parse_create, user_to_pb};
@@ -25,12 +25,39 @@ const RESPONSE_HEADROOM: usize = 1024;
 enum Cutoff {
     Count,
     ResponseSize,
-    /// A chunk could not be written, or the stream broke: the reason, for the caller.
-    Failed(String),
+    /// A chunk could not be written, or the stream broke: the code and reason, for the caller.
+    Failed(Code, String),
 }
 
-fn item_error(position: usize, username: &str, reason: impl std::fmt::Display) -> String {
-    format!("item {position} (username {username:?}): {reason}")
+/// Records one item's failure, as a line and structured: one entry per broken rule.
+fn record(
+    response: &mut pb::BatchCreateUsersResponse,
+    position: usize,
+    username: &str,
+    err: &ServiceError,
+) {
+    response
+        .errors
+        .push(format!("item {position} (username {username:?}): {err}"));
+    let entry = |field: &str, message: String| pb::BatchItemError {
+        position: position as i64,
+        last_position: position as i64,
+        code: err.code() as i32,
+        field: field.to_owned(),
+        message,
+    };
+    match err {
+        ServiceError::Invalid(invalid) => response.failures.extend(
+            invalid
+                .violations
+                .iter()
+                .map(|violation| entry(&violation.field, violation.description.clone())),
+        ),
+        ServiceError::AlreadyExists { field, .. } => {
+            response.failures.push(entry(field, err.to_string()));
+        }
+        other => response.failures.push(entry("", other.to_string())),
+    }
 }
 
 pub async fn run(
@@ -57,11 +84,9 @@ pub async fn run(
                 chunk.clear();
                 position += 1;
                 let why = format!("the request stream broke: {}", status.message());
-                if !matches!(cutoff, Some((_, Cutoff::Failed(_)))) {
-                    cutoff = Some((
-                        first.min(cutoff.as_ref().map_or(first, |(at, _)| *at)),
-                        Cutoff::Failed(why),
-                    ));
+                if !matches!(cutoff, Some((_, Cutoff::Failed(..)))) {
+                    let at = cutoff.as_ref().map_or(first, |(at, _)| *at);
+                    cutoff = Some((first.min(at), Cutoff::Failed(status.code(), why)));
                 }
                 break;
             }
@@ -91,21 +116,34 @@ pub async fn run(
     if let Some((first, why)) = cutoff
         && first < position
     {
-        let why = match why {
-            Cutoff::Count => format!(
-                "one batch takes at most {} items; send the rest in another call",
-                service.max_batch_items
+        let (code, why) = match why {
+            Cutoff::Count => (
+                Code::ResourceExhausted,
+                format!(
+                    "one batch takes at most {} items; send the rest in another call",
+                    service.max_batch_items
+                ),
             ),
-            Cutoff::ResponseSize => format!(
-                "the answer would pass the {}-byte message limit; send the rest in another call",
-                service.max_message_bytes
+            Cutoff::ResponseSize => (
+                Code::ResourceExhausted,
+                format!(
+                    "the answer would pass the {}-byte message limit; send the rest in another call",
+                    service.max_message_bytes
+                ),
             ),
-            Cutoff::Failed(why) => why,
+            Cutoff::Failed(code, why) => (code, why),
         };
-        response.errors.push(format!(
-            "items {first} to {}: not created: {why}",
-            position - 1
-        ));
+        let last = position - 1;
+        response
+            .errors
+            .push(format!("items {first} to {last}: not created: {why}"));
+        response.failures.push(pb::BatchItemError {
+            position: first as i64,
+            last_position: last as i64,
+            code: code as i32,
+            field: String::new(),
+            message: format!("not created: {why}"),
+        });
     }
     Ok(response)
 }
@@ -122,7 +160,10 @@ async fn create_chunk(
     };
     write_chunk(service, chunk, response).await.map_err(|err| {
         let status = Status::from(err);
-        (first, Cutoff::Failed(status.message().to_owned()))
+        (
+            first,
+            Cutoff::Failed(status.code(), status.message().to_owned()),
+        )
     })
 }
 
@@ -147,7 +188,7 @@ async fn write_chunk(
                     })
                 });
             }
-            Err(invalid) => errors.push((position, item_error(position, &username, invalid))),
+            Err(invalid) => errors.push((position, ServiceError::from(invalid))),
         }
         usernames.insert(position, username);
     }
@@ -161,18 +202,13 @@ async fn write_chunk(
     for (position, outcome) in outcomes {
         match outcome {
             Ok(event) => response.users.push(user_to_pb(event.user)),
-            Err(err) => {
-                let username = usernames.get(&position).map_or("", String::as_str);
-                errors.push((
-                    position,
-                    item_error(position, username, ServiceError::from(err)),
-                ));
-            }
+            Err(err) => errors.push((position, ServiceError::from(err))),
         }
     }
     errors.sort_by_key(|(position, _)| *position);
-    response
-        .errors
-        .extend(errors.into_iter().map(|(_, error)| error));
+    for (position, err) in errors {
+        let username = usernames.get(&position).map_or("", String::as_str);
+        record(response, position, username, &err);
+    }
     Ok(())
 }

@@ -142,7 +142,14 @@ fn wire_messages_of_every_rpc() {
             wire("CreateUserRequest (one of the stream)", &new_user("ann_lee")),
             wire("BatchCreateUsersResponse", &pb::BatchCreateUsersResponse {
                 users: vec![user_to_pb(fixed_user())],
-                errors: vec!["item 1 (username \"x\"): username: must be 3-30 characters of ASCII letters, digits or '_', got 1 characters".into()],
+                errors: vec!["item 1 (username \"x\"): username: must be 3-30 characters of ASCII letters, digits or '_', got 1 character".into()],
+                failures: vec![pb::BatchItemError {
+                    position: 1,
+                    last_position: 1,
+                    code: tonic::Code::InvalidArgument as i32,
+                    field: "username".into(),
+                    message: "must be 3-30 characters of ASCII letters, digits or '_', got 1 character".into(),
+                }],
             }),
         ].concat()),
         ("sync_users", [

@@ -257,11 +257,7 @@ async fn import_creates_good_rows_and_lists_bad_ones_with_line_numbers() {
     let rejects = std::fs::read_to_string(dir.path().join("users.jsonl.rejects")).unwrap();
     let rejects: Vec<_> = rejects.lines().collect();
     assert_eq!(rejects.len(), 2, "{rejects:?}");
-    assert!(
-        rejects[0].starts_with("line 2: username \"imp_b\": email:"),
-        "{}",
-        rejects[0]
-    );
+    assert!(rejects[0].starts_with("line 2: email:"), "{}", rejects[0]);
     assert!(
         rejects[1].starts_with("line 5: not valid JSON"),
         "{}",
@@ -290,10 +286,7 @@ async fn import_creates_good_rows_and_lists_bad_ones_with_line_numbers() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("imported 1 user from 2 rows"));
     let rejects = std::fs::read_to_string(rejects_file).unwrap();
-    assert!(
-        rejects.starts_with("line 3: username \"imp_e\": password:"),
-        "{rejects}"
-    );
+    assert!(rejects.starts_with("line 3: password:"), "{rejects}");
 
     let imported = json(&app, &["list", "--page-size", "10"]);
     assert_eq!(imported["totalCount"], 3);
