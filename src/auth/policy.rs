@@ -179,7 +179,8 @@ mod tests {
         profile: false,
     };
 
-    /// Every row of the policy: (caller role or None for anonymous, access, allowed?).
+    /// Every row of the policy for a stored user: (their role, access, allowed?). Anonymous
+    /// callers have their own test below.
     #[test]
     fn the_policy_table_row_by_row() {
         let me = UserId::new();
@@ -191,98 +192,75 @@ mod tests {
             target_role: Some(target_role),
             changes,
         };
-        let rows: Vec<(Option<Role>, Access<'_>, bool)> = vec![
-            (Some(Role::Admin), Access::Create, true),
-            (Some(Role::Admin), Access::BatchCreate, true),
-            (Some(Role::Admin), Access::List, true),
-            (Some(Role::Admin), Access::Watch { only: None }, true),
-            (Some(Role::Admin), update(other, Role::Admin, ROLE), true),
-            (Some(Role::Admin), Access::Delete { target: other }, true),
-            (Some(Role::Moderator), Access::Read { target: other }, true),
-            (Some(Role::Moderator), Access::List, true),
-            (Some(Role::Moderator), Access::Watch { only: None }, true),
+        let rows: Vec<(Role, Access<'_>, bool)> = vec![
+            (Role::Admin, Access::Create, true),
+            (Role::Admin, Access::BatchCreate, true),
+            (Role::Admin, Access::List, true),
+            (Role::Admin, Access::Watch { only: None }, true),
+            (Role::Admin, update(other, Role::Admin, ROLE), true),
+            (Role::Admin, Access::Delete { target: other }, true),
+            (Role::Moderator, Access::Read { target: other }, true),
+            (Role::Moderator, Access::List, true),
+            (Role::Moderator, Access::Watch { only: None }, true),
             (
-                Some(Role::Moderator),
+                Role::Moderator,
                 update(other, Role::User, status_only(UserStatus::Suspended)),
                 true,
             ),
             (
-                Some(Role::Moderator),
+                Role::Moderator,
                 update(other, Role::User, status_only(UserStatus::Active)),
                 true,
             ),
             (
-                Some(Role::Moderator),
+                Role::Moderator,
                 update(other, Role::User, status_only(UserStatus::Inactive)),
                 false,
             ),
             (
-                Some(Role::Moderator),
+                Role::Moderator,
                 update(other, Role::Admin, status_only(UserStatus::Suspended)),
                 false,
             ),
             (
-                Some(Role::Moderator),
+                Role::Moderator,
                 update(other, Role::Moderator, status_only(UserStatus::Suspended)),
                 false,
             ),
+            (Role::Moderator, update(other, Role::User, PROFILE), false),
+            (Role::Moderator, update(other, Role::User, ROLE), false),
+            (Role::Moderator, update(me, Role::Moderator, PROFILE), true),
+            (Role::Moderator, update(me, Role::Moderator, ROLE), false),
+            (Role::Moderator, Access::Delete { target: other }, false),
+            (Role::Moderator, Access::Create, false),
+            (Role::Moderator, Access::BatchCreate, false),
+            (Role::User, Access::Read { target: me }, true),
+            (Role::User, Access::Read { target: other }, false),
+            (Role::User, update(me, Role::User, PROFILE), true),
+            (Role::User, update(me, Role::User, ROLE), false),
             (
-                Some(Role::Moderator),
-                update(other, Role::User, PROFILE),
-                false,
-            ),
-            (
-                Some(Role::Moderator),
-                update(other, Role::User, ROLE),
-                false,
-            ),
-            (
-                Some(Role::Moderator),
-                update(me, Role::Moderator, PROFILE),
-                true,
-            ),
-            (
-                Some(Role::Moderator),
-                update(me, Role::Moderator, ROLE),
-                false,
-            ),
-            (
-                Some(Role::Moderator),
-                Access::Delete { target: other },
-                false,
-            ),
-            (Some(Role::Moderator), Access::Create, false),
-            (Some(Role::Moderator), Access::BatchCreate, false),
-            (Some(Role::User), Access::Read { target: me }, true),
-            (Some(Role::User), Access::Read { target: other }, false),
-            (Some(Role::User), update(me, Role::User, PROFILE), true),
-            (Some(Role::User), update(me, Role::User, ROLE), false),
-            (
-                Some(Role::User),
+                Role::User,
                 update(me, Role::User, status_only(UserStatus::Active)),
                 false,
             ),
-            (Some(Role::User), update(other, Role::User, PROFILE), false),
-            (Some(Role::User), Access::Delete { target: me }, true),
-            (Some(Role::User), Access::Delete { target: other }, false),
-            (Some(Role::User), Access::Watch { only: Some(&mine) }, true),
+            (Role::User, update(other, Role::User, PROFILE), false),
+            (Role::User, Access::Delete { target: me }, true),
+            (Role::User, Access::Delete { target: other }, false),
+            (Role::User, Access::Watch { only: Some(&mine) }, true),
             (
-                Some(Role::User),
+                Role::User,
                 Access::Watch {
                     only: Some(&theirs),
                 },
                 false,
             ),
-            (Some(Role::User), Access::Watch { only: None }, false),
-            (Some(Role::User), Access::List, false),
-            (Some(Role::User), Access::Create, false),
-            (Some(Role::User), Access::BatchCreate, false),
+            (Role::User, Access::Watch { only: None }, false),
+            (Role::User, Access::List, false),
+            (Role::User, Access::Create, false),
+            (Role::User, Access::BatchCreate, false),
         ];
         for (role, access, allowed) in rows {
-            let who = match role {
-                Some(role) => caller(role, me),
-                None => Caller::Anonymous,
-            };
+            let who = caller(role, me);
             let decision = authorize(&who, &access, false);
             assert_eq!(
                 decision.is_ok(),

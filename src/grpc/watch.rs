@@ -93,10 +93,8 @@ impl Selection {
 /// whatever its capacity, so each slot is kept to two words.
 type Queued = Result<Box<pb::UserEvent>, Box<Status>>;
 
-/// Why a watch ended without an error for the client.
-enum End {
-    ClientGone,
-}
+/// A watch that ended without an error for the client: the client went away.
+struct ClientGone;
 
 struct Watcher {
     store: Store,
@@ -209,14 +207,14 @@ impl Watcher {
     async fn follow(
         &mut self,
         mut live: broadcast::Receiver<Arc<UserEvent>>,
-    ) -> Result<End, ServiceError> {
+    ) -> Result<ClientGone, ServiceError> {
         if let Some(end) = self.catch_up().await? {
             return Ok(end);
         }
         loop {
             let received = tokio::select! {
                 received = live.recv() => received,
-                () = self.client.closed() => return Ok(End::ClientGone),
+                () = self.client.closed() => return Ok(ClientGone),
                 () = self.shutdown.triggered() => return Err(self.shutting_down()),
                 () = until(self.expires) => return Err(expired()),
             };
@@ -250,7 +248,7 @@ impl Watcher {
     }
 
     /// Sends every logged event from `next` on.
-    async fn catch_up(&mut self) -> Result<Option<End>, ServiceError> {
+    async fn catch_up(&mut self) -> Result<Option<ClientGone>, ServiceError> {
         loop {
             let oldest = self.store.oldest_revision();
             if self.next < oldest {
@@ -281,7 +279,7 @@ impl Watcher {
         }
     }
 
-    async fn deliver(&mut self, event: &UserEvent) -> Result<Option<End>, ServiceError> {
+    async fn deliver(&mut self, event: &UserEvent) -> Result<Option<ClientGone>, ServiceError> {
         self.next = event.revision + 1;
         self.follow_caller(event)?;
         if !self.selection.matches(event) {
@@ -289,7 +287,7 @@ impl Watcher {
         }
         let message = Ok(Box::new(event_to_pb(event.clone())));
         tokio::select! {
-            sent = self.client.send(message) => Ok(sent.err().map(|_| End::ClientGone)),
+            sent = self.client.send(message) => Ok(sent.err().map(|_| ClientGone)),
             () = self.shutdown.triggered() => Err(self.shutting_down()),
             () = until(self.expires) => Err(expired()),
         }

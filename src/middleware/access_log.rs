@@ -63,7 +63,8 @@ impl Body for WatchedRequest {
     }
 }
 
-/// `enabled: false` passes calls straight through (for operators who log elsewhere).
+/// `enabled: false` writes no line (for operators who log elsewhere); the call still passes
+/// through the layer, at the cost of a flag test.
 #[derive(Clone, Copy)]
 pub struct AccessLogLayer {
     pub enabled: bool,

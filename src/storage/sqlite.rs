@@ -671,6 +671,25 @@ mod tests {
     use crate::domain::Role;
 
     #[test]
+    fn the_writer_commits_with_a_full_fsync_in_wal_mode() {
+        // kill -9 cannot tell a missing fsync from a done one (the kernel still holds the
+        // pages), so the settings that make a commit durable are checked here directly.
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(&dir.path().join("sync.db"), &StorageSettings::default()).unwrap();
+        let writer = store.writer();
+        let conn = writer.conn.as_ref().unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |row| row.get(0))
+            .unwrap();
+        let synchronous: i64 = conn
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(synchronous, 2, "synchronous = FULL");
+    }
+
+    #[test]
     fn every_listing_reads_an_index_in_order_and_never_sorts() {
         let dir = tempfile::tempdir().unwrap();
         let store =
