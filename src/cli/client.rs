@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -310,31 +311,31 @@ impl Connection {
     }
 }
 
-/// Backoff between attempts: 100 ms doubling to at most `cap`.
-pub fn backoff(attempt: u32, cap: Duration) -> Duration {
-    Duration::from_millis(100)
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(cap)
+/// Waits between attempts: 100 ms doubling, with jitter, to at most `cap`, forever.
+pub fn backoff(cap: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(cap)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Repeats a call that is safe to repeat while it fails with UNAVAILABLE, with backoff,
 /// five attempts at most. Every other outcome is final.
-pub async fn retrying<T, F, Fut>(mut call: F) -> Result<T, Status>
+pub async fn retrying<T, F, Fut>(call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Status>>,
 {
-    const ATTEMPTS: u32 = 5;
-    let mut attempt = 0;
-    loop {
-        match call().await {
-            Err(status) if status.code() == Code::Unavailable && attempt + 1 < ATTEMPTS => {
-                tokio::time::sleep(backoff(attempt, Duration::from_secs(3))).await;
-                attempt += 1;
-            }
-            outcome => return outcome,
-        }
-    }
+    let policy = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(3))
+        .with_jitter()
+        .with_max_times(4);
+    call.retry(policy)
+        .when(|status: &Status| status.code() == Code::Unavailable)
+        .await
 }
 
 /// Where `login` keeps the token: `$USERCTL_CONFIG_DIR`, else `$XDG_CONFIG_HOME/userctl`,

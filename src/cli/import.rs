@@ -2,11 +2,12 @@
 //! a summary, and a file of rejected rows with their line numbers and reasons.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
 use super::client::{Connection, Failure};
@@ -28,59 +29,18 @@ pub struct ImportArgs {
     batch_size: usize,
 }
 
-/// Progress on stderr: a bar with rate and ETA on a terminal, a line every few seconds
-/// otherwise.
-struct Progress {
-    terminal: bool,
-    total_bytes: u64,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn show(&mut self, rows: u64, bytes: u64) {
-        let every = if self.terminal {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(5)
-        };
-        if self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = rows as f64 / elapsed;
-        let fraction = if self.total_bytes == 0 {
-            1.0
-        } else {
-            (bytes as f64 / self.total_bytes as f64).min(1.0)
-        };
-        let eta = if fraction > 0.0 {
-            elapsed / fraction - elapsed
-        } else {
-            0.0
-        };
-        if self.terminal {
-            let filled = (fraction * 30.0) as usize;
-            eprint!(
-                "\r[{}{}] {:>3.0}% {rows} rows {rate:.0}/s ETA {eta:.0}s ",
-                "=".repeat(filled),
-                " ".repeat(30 - filled),
-                fraction * 100.0
-            );
-        } else {
-            eprintln!(
-                "userctl: {rows} rows read ({:.0}%), {rate:.0} rows/s, about {eta:.0}s left",
-                fraction * 100.0
-            );
-        }
-    }
-
-    fn done(&self) {
-        if self.terminal {
-            eprintln!();
-        }
-    }
+/// Progress on stderr, by bytes of the file read: a bar with rows, rate and ETA, drawn only
+/// when stderr is a terminal.
+fn progress_bar(total_bytes: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "[{bar:30}] {percent:>3}% {msg} rows, {binary_bytes_per_sec}, ETA {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 /// Rejected rows, written in line order; the file is made only if there is one. A row the
@@ -219,12 +179,8 @@ pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Resul
         waiting: BTreeMap::new(),
         count: 0,
     };
-    let mut progress = Progress {
-        terminal: std::io::stderr().is_terminal(),
-        total_bytes,
-        started: Instant::now(),
-        last: Instant::now(),
-    };
+    let started = Instant::now();
+    let progress = progress_bar(total_bytes);
     let mut batch_size = args.batch_size.max(1);
     let mut tally = Tally::default();
     // Rows the server did not take (past its batch limit), sent first in the next call.
@@ -238,7 +194,8 @@ pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Resul
                 break;
             };
             tally.read += 1;
-            progress.show(tally.read, row.bytes_read);
+            progress.set_position(row.bytes_read);
+            progress.set_message(tally.read.to_string());
             match row.parsed {
                 Ok(request) => batch.push((row.line, request)),
                 Err(reason) => rejects.add(row.line, reason),
@@ -299,7 +256,7 @@ pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Resul
         }
         rejects.write_settled(carried.front().map(|(line, _)| *line))?;
     };
-    progress.done();
+    progress.finish_and_clear();
     let mut not_sent = carried.len() as u64;
     if outcome.is_err() {
         // Count what the import never reached, so the summary says what is left to do.
@@ -309,7 +266,7 @@ pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Resul
     }
     let first_not_sent = carried.front().map(|(line, _)| *line);
     rejects.finish()?;
-    let seconds = progress.started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     let rejects_file = (rejects.count > 0).then(|| rejects.path.display().to_string());
     if json {
         println!(

@@ -43,7 +43,7 @@ pub async fn run(connection: &Connection, args: WatchArgs, json: bool) -> Result
     let mut client = connection.users();
     // The revision to resume from; unknown until the first stream says where it starts.
     let mut next = args.from_revision;
-    let mut attempt = 0;
+    let mut delays = backoff(MAX_BACKOFF);
     loop {
         let request = pb::WatchUsersRequest {
             user_ids: args.users.clone(),
@@ -69,7 +69,7 @@ pub async fn run(connection: &Connection, args: WatchArgs, json: bool) -> Result
                                 println!("{}", event_line(&event));
                             }
                             next = Some(event.revision + 1);
-                            attempt = 0;
+                            delays = backoff(MAX_BACKOFF);
                         }
                         Ok(None) => return Ok(()),
                         Err(status) if connection_lost(&status) => break status,
@@ -80,7 +80,7 @@ pub async fn run(connection: &Connection, args: WatchArgs, json: bool) -> Result
             Err(status) if connection_lost(&status) => status,
             Err(status) => return Err(status.into()),
         };
-        let delay = backoff(attempt, MAX_BACKOFF);
+        let delay = delays.next().unwrap_or(MAX_BACKOFF);
         match next {
             Some(next) => eprintln!(
                 "userctl: watch interrupted ({}); reconnecting in {delay:?} from revision {next}",
@@ -92,6 +92,5 @@ pub async fn run(connection: &Connection, args: WatchArgs, json: bool) -> Result
             ),
         }
         tokio::time::sleep(delay).await;
-        attempt += 1;
     }
 }
