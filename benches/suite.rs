@@ -4,9 +4,7 @@
 //! throughput is compared, and as the real binary in a child process where the server's own
 //! memory and start-up are measured.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status, Streaming};
@@ -20,10 +18,14 @@ use user_service::grpc::EventStream;
 use user_service::pb::{
     self, user_service_server::UserService, user_service_server::UserServiceServer,
 };
-use user_service::startup::Application;
 use user_service::storage::{BatchItem, StorageSettings, Store};
 
-const SECRET: &str = "a-benchmark-secret-that-is-long-enough";
+// The harness the integration tests use: each uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{ServerProcess, TEST_SECRET, TestApp};
+
 const CHEAPEST: Argon2Settings = Argon2Settings {
     memory_kib: 8,
     iterations: 1,
@@ -50,7 +52,7 @@ fn row(rows: &mut Vec<Row>, name: &str, measured: String, target: &str, verdict:
 
 fn token() -> String {
     let settings = JwtSettings {
-        secret: Some(SECRET.into()),
+        secret: Some(TEST_SECRET.into()),
         token_ttl: Duration::from_secs(3600),
         ..Default::default()
     };
@@ -102,44 +104,12 @@ fn settings(database: &Path, argon2: Argon2Settings) -> Settings {
         ..Settings::default()
     };
     settings.storage.database_url = format!("sqlite://{}", database.display());
-    settings.jwt.secret = Some(SECRET.into());
+    settings.jwt.secret = Some(TEST_SECRET.into());
     settings.rate_limit_per_second = 1_000_000;
     settings.rate_limit_burst = 1_000_000;
     settings.max_batch_items = 1_000_000;
     settings.max_concurrent_calls = 100_000;
     settings
-}
-
-/// The full server in this process.
-struct InProcess {
-    addr: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl InProcess {
-    async fn start(settings: Settings) -> Self {
-        let app = Application::build(settings).await.unwrap();
-        let addr = format!("http://{}", app.local_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            app.run_until(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = (&mut self.task).await;
-    }
 }
 
 /// The ceiling: bare tonic, GetUser answered with a constant user, no storage, no layers.
@@ -270,72 +240,41 @@ async fn seed(database: &Path, count: usize) -> String {
     last_page
 }
 
-/// The real binary in a child process, its address read from its JSON log.
-struct Server {
-    child: Child,
-    addr: String,
+/// The real binary, as the tests start it, with limits that keep out of a benchmark's way.
+fn server_process(database: &Path) -> ServerProcess {
+    ServerProcess::start_with(
+        database,
+        &[("RUST_LOG", "warn,user_service::startup=info")],
+        &[
+            "--argon2-memory-kib",
+            "8",
+            "--rate-limit-per-second",
+            "1000000",
+            "--rate-limit-burst",
+            "1000000",
+            "--max-concurrent-calls",
+            "100000",
+        ],
+    )
 }
 
-impl Server {
-    fn start(database: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_user-service"))
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--argon2-memory-kib", "8", "--argon2-iterations", "1"])
-            .args([
-                "--rate-limit-per-second",
-                "1000000",
-                "--rate-limit-burst",
-                "1000000",
-            ])
-            .args(["--max-concurrent-calls", "100000"])
-            .arg("--database-url")
-            .arg(format!("sqlite://{}", database.display()))
-            .env("USER_SERVICE_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn,user_service::startup=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.split("\"local_addr\":\"")
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
-                    .map(str::to_owned)
-            })
-            .expect("the server logs its address");
-        std::thread::spawn(move || lines.for_each(drop));
-        Self {
-            child,
-            addr: format!("http://{addr}"),
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The full server in this process, as the tests start it, with these settings.
+async fn in_process(settings: Settings) -> (TestApp, String) {
+    let database = settings
+        .storage
+        .database_url
+        .trim_start_matches("sqlite://")
+        .into();
+    let app = TestApp::start_with(database, settings).await;
+    let addr = format!("http://{}", app.addr);
+    (app, addr)
 }
 
 /// Time from spawning the server to its first SERVING health answer.
-async fn time_to_serving(database: &Path) -> (Server, Duration) {
+async fn time_to_serving(database: &Path) -> (ServerProcess, Duration) {
     let started = Instant::now();
-    let server = Server::start(database);
-    let endpoint = tonic::transport::Endpoint::from_shared(server.addr.clone()).unwrap();
+    let server = server_process(database);
+    let endpoint = tonic::transport::Endpoint::from_shared(server.url().to_owned()).unwrap();
     loop {
         if let Ok(channel) = endpoint.connect().await {
             let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -373,58 +312,65 @@ fn main() {
     runtime.block_on(suite());
 }
 
+/// What the figures share: where their databases live, and the table they add rows to.
+struct Suite {
+    dir: tempfile::TempDir,
+    cores: usize,
+    run: Duration,
+    rows: Vec<Row>,
+    /// 1,000 seeded users.
+    small: PathBuf,
+}
+
 async fn suite() {
     let dir = tempfile::tempdir().unwrap();
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut rows = Vec::new();
-    let run = Duration::from_secs(5);
-    println!("user-service benchmarks on {cores} cores (load generator and server share them)");
+    let small = dir.path().join("small.db");
+    seed(&small, 1_000).await;
+    let mut suite = Suite {
+        dir,
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        run: Duration::from_secs(5),
+        rows: Vec::new(),
+        small,
+    };
+    println!(
+        "user-service benchmarks on {} cores (load generator and server share them)",
+        suite.cores
+    );
     println!(
         "Data is seeded through the storage layer where the API would only measure hashing.\n"
     );
+    get_user_against_the_ceiling(&mut suite).await;
+    let large = list_users_at_a_million(&mut suite).await;
+    create_users(&mut suite).await;
+    watch_fan_out(&mut suite).await;
+    the_binary_on_a_million_users(&mut suite, &large).await;
+    print_table(suite.rows);
+}
 
+/// Figure 1: GetUser through the full stack, with the access log on and off, against a bare tonic
+/// server that answers a constant user.
+async fn get_user_against_the_ceiling(suite: &mut Suite) {
     println!(
         "1. GetUser, full stack (access log, JWT, rate limit with a high limit) vs a bare tonic ceiling"
     );
-    let small = dir.path().join("small.db");
-    seed(&small, 1_000).await;
+    let run = suite.run;
     let (mut full_best, mut ceiling_best, mut off_best) = (0.0f64, 0.0f64, 0.0f64);
     for _ in 0..2 {
-        let full = InProcess::start(settings(&small, CHEAPEST)).await;
-        let report = measure(&full.addr, load(Rpc::Get, 32, run)).await;
+        let (full, addr) = in_process(settings(&suite.small, CHEAPEST)).await;
+        let report = measure(&addr, load(Rpc::Get, 32, run)).await;
         full_best = full_best.max(report.per_second());
         println!("   full stack:     {}", report.summary());
-        let user = {
-            let channel = tonic::transport::Endpoint::from_shared(full.addr.clone())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
-            let mut request = Request::new(pb::ListUsersRequest {
-                page_size: 1,
-                ..Default::default()
-            });
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {}", token()).parse().unwrap(),
-            );
-            pb::user_service_client::UserServiceClient::new(channel)
-                .list_users(request)
-                .await
-                .unwrap()
-                .into_inner()
-                .users
-                .remove(0)
-        };
-        full.stop().await;
+        let user = one_user(&addr).await;
+        let _ = full.stop().await;
 
-        let mut quiet = settings(&small, CHEAPEST);
+        let mut quiet = settings(&suite.small, CHEAPEST);
         quiet.access_log = false;
-        let off = InProcess::start(quiet).await;
-        let report = measure(&off.addr, load(Rpc::Get, 32, run)).await;
+        let (off, addr) = in_process(quiet).await;
+        let report = measure(&addr, load(Rpc::Get, 32, run)).await;
         off_best = off_best.max(report.per_second());
         println!("   access log off: {}", report.summary());
-        off.stop().await;
+        let _ = off.stop().await;
 
         let ceiling = start_ceiling(user).await;
         let report = measure(&ceiling, load(Rpc::Get, 32, run)).await;
@@ -433,7 +379,7 @@ async fn suite() {
     }
     let r = full_best / ceiling_best;
     row(
-        &mut rows,
+        &mut suite.rows,
         "GetUser full stack / ceiling",
         format!("{full_best:.0}/{ceiling_best:.0}/s = {r:.2}"),
         ">= 0.80",
@@ -441,30 +387,54 @@ async fn suite() {
     );
     let r = full_best / off_best;
     row(
-        &mut rows,
+        &mut suite.rows,
         "GetUser access log on / off",
         format!("{full_best:.0}/{off_best:.0}/s = {r:.2}"),
         "(measured)",
         "-".into(),
     );
+}
 
+/// The first user a listing shows, for the ceiling to answer with.
+async fn one_user(addr: &str) -> pb::User {
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    authorized(channel)
+        .list_users(pb::ListUsersRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users
+        .remove(0)
+}
+
+/// Figure 2: a ListUsers page at 1,000 and at 1,000,000 users, first and last page. Returns the
+/// database of a million users for the last figures.
+async fn list_users_at_a_million(suite: &mut Suite) -> PathBuf {
     println!("\n2. ListUsers, page of 10, at 1,000 and 1,000,000 users");
-    let large = dir.path().join("large.db");
+    let run = suite.run;
+    let large = suite.dir.path().join("large.db");
     let seeding = Instant::now();
     let last_page = seed(&large, 1_000_000).await;
     println!(
         "   seeded 1,000,000 users through storage in {:.1}s",
         seeding.elapsed().as_secs_f64()
     );
-    let server = InProcess::start(settings(&small, CHEAPEST)).await;
-    let at_small = measure(&server.addr, load(Rpc::List, 8, run)).await;
+    let (server, addr) = in_process(settings(&suite.small, CHEAPEST)).await;
+    let at_small = measure(&addr, load(Rpc::List, 8, run)).await;
     println!("   1,000 users, first page:     {}", at_small.summary());
-    server.stop().await;
-    let server = InProcess::start(settings(&large, CHEAPEST)).await;
-    let at_large = measure(&server.addr, load(Rpc::List, 8, run)).await;
+    let _ = server.stop().await;
+    let (server, addr) = in_process(settings(&large, CHEAPEST)).await;
+    let at_large = measure(&addr, load(Rpc::List, 8, run)).await;
     println!("   1,000,000 users, first page: {}", at_large.summary());
     let last = measure(
-        &server.addr,
+        &addr,
         BenchArgs {
             page_token: last_page,
             ..load(Rpc::List, 8, run)
@@ -472,7 +442,7 @@ async fn suite() {
     )
     .await;
     println!("   1,000,000 users, last page:  {}", last.summary());
-    server.stop().await;
+    let _ = server.stop().await;
     let (small_p50, large_p50, last_p50) = (
         at_small.percentile(0.5),
         at_large.percentile(0.5),
@@ -480,7 +450,7 @@ async fn suite() {
     );
     let growth = large_p50.as_secs_f64() / small_p50.as_secs_f64();
     row(
-        &mut rows,
+        &mut suite.rows,
         "ListUsers p50 at 1M / at 1k users",
         format!("{large_p50:?}/{small_p50:?} = {growth:.2}"),
         "<= 1.5",
@@ -488,14 +458,20 @@ async fn suite() {
     );
     let tail = last_p50.as_secs_f64() / large_p50.as_secs_f64();
     row(
-        &mut rows,
+        &mut suite.rows,
         "ListUsers p50 last / first page at 1M",
         format!("{last_p50:?}/{large_p50:?} = {tail:.2}"),
         "as fast (<= 1.1)",
         verdict(tail, 1.1, false),
     );
+    large
+}
 
+/// Figure 3: CreateUser and BatchCreateUsers against the hashing limit, and BatchCreateUsers with
+/// the cheapest hashing.
+async fn create_users(suite: &mut Suite) {
     println!("\n3. CreateUser and BatchCreateUsers");
+    let cores = suite.cores;
     let hasher = PasswordHasher::new(Argon2Settings::default()).unwrap();
     let password = Password::parse("benchmark password".into()).unwrap();
     hasher.hash(password.clone()).await.unwrap();
@@ -508,20 +484,16 @@ async fn suite() {
     println!(
         "   one default Argon2id hash (19456 KiB, t=2, p=1) takes {per_hash:?}: hashing limit = {cores} cores / that = {limit:.0}/s"
     );
-    let owasp = dir.path().join("owasp.db");
-    let server = InProcess::start(settings(&owasp, Argon2Settings::default())).await;
-    let creates = measure(
-        &server.addr,
-        load(Rpc::Create, cores * 8, Duration::from_secs(10)),
-    )
-    .await;
+    let owasp = suite.dir.path().join("owasp.db");
+    let (server, addr) = in_process(settings(&owasp, Argon2Settings::default())).await;
+    let creates = measure(&addr, load(Rpc::Create, cores * 8, Duration::from_secs(10))).await;
     println!("   CreateUser:       {}", creates.summary());
-    let (_, batch_rate) = batch_create(&server.addr, 400).await;
+    let (_, batch_rate) = batch_create(&addr, 400).await;
     println!("   BatchCreateUsers: 400 users at {batch_rate:.0} users/s");
-    server.stop().await;
+    let _ = server.stop().await;
     let r = creates.per_second() / limit;
     row(
-        &mut rows,
+        &mut suite.rows,
         "CreateUser / hashing limit (default Argon2)",
         format!("{:.0}/{limit:.0}/s = {r:.2}", creates.per_second()),
         ">= 0.85",
@@ -529,36 +501,37 @@ async fn suite() {
     );
     let r = batch_rate / limit;
     row(
-        &mut rows,
+        &mut suite.rows,
         "BatchCreateUsers / hashing limit (default)",
         format!("{batch_rate:.0}/{limit:.0}/s = {r:.2}"),
         ">= 0.85",
         verdict(r, 0.85, true),
     );
-    let cheap = dir.path().join("cheap.db");
-    let server = InProcess::start(settings(&cheap, CHEAPEST)).await;
+    let cheap = suite.dir.path().join("cheap.db");
+    let (server, addr) = in_process(settings(&cheap, CHEAPEST)).await;
     // Two streams at once, twice, each of 10,000 users (the server's default batch limit).
     let started = Instant::now();
     let mut created = 0.0;
     for _ in 0..2 {
-        let (a, b) = tokio::join!(
-            batch_create(&server.addr, 10_000),
-            batch_create(&server.addr, 10_000)
-        );
+        let (a, b) = tokio::join!(batch_create(&addr, 10_000), batch_create(&addr, 10_000));
         created += a.0 + b.0;
     }
     let cheap_rate = created / started.elapsed().as_secs_f64();
-    server.stop().await;
+    let _ = server.stop().await;
     row(
-        &mut rows,
+        &mut suite.rows,
         "BatchCreateUsers, cheapest Argon2",
         format!("{cheap_rate:.0} users/s"),
         ">= 10000/s",
         verdict(cheap_rate, 10_000.0, true),
     );
+}
 
+/// Figure 4: WatchUsers fan-out against the real binary: completeness, delivery latency, and the
+/// memory an idle watcher costs.
+async fn watch_fan_out(suite: &mut Suite) {
     println!("\n4. WatchUsers fan-out against the real binary: 2,000 watchers, 1,000 updates");
-    let server = Server::start(&small);
+    let server = server_process(&suite.small);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = server.rss_kib();
     let args = BenchArgs {
@@ -570,7 +543,7 @@ async fn suite() {
         page_size: 10,
         updates: 1_000,
     };
-    let report = bench::run(&target(&server.addr), args)
+    let report = bench::run(&target(server.url()), args)
         .await
         .expect("the watch load runs");
     println!("   {}", report.summary());
@@ -581,7 +554,7 @@ async fn suite() {
     let outcome = report.watch.clone().expect("a watch outcome");
     let all = outcome.complete_in_order == outcome.watchers;
     row(
-        &mut rows,
+        &mut suite.rows,
         "watchers with all 1,000 updates in order",
         format!("{} of {}", outcome.complete_in_order, outcome.watchers),
         "all",
@@ -589,42 +562,48 @@ async fn suite() {
     );
     let p99 = report.percentile(0.99);
     row(
-        &mut rows,
+        &mut suite.rows,
         "watch delivery latency p99",
         format!("{p99:?}"),
         "< 100ms",
         verdict(p99.as_secs_f64(), 0.1, false),
     );
     row(
-        &mut rows,
+        &mut suite.rows,
         "server memory per idle watcher",
         format!("{per_watcher:.1} KiB"),
         "< 24 KiB",
         verdict(per_watcher, 24.0, false),
     );
+}
 
+/// Figures 5-6: the real binary on a million users: start-up to SERVING, and memory once the read
+/// cache is full.
+async fn the_binary_on_a_million_users(suite: &mut Suite, large: &Path) {
     println!("\n5-6. The real binary on 1,000,000 users");
-    let (server, startup) = time_to_serving(&large).await;
+    let (server, startup) = time_to_serving(large).await;
     println!("   spawn to SERVING: {startup:?}");
-    let touched = touch_users(&server.addr, 200_000).await;
+    let touched = touch_users(server.url(), 200_000).await;
     println!("   read {touched} distinct users once each, so the read cache fills to its bound");
     let rss = server.rss_kib() as f64 / 1024.0;
     drop(server);
     row(
-        &mut rows,
+        &mut suite.rows,
         "server RSS with 1,000,000 users",
         format!("{rss:.1} MiB"),
         "< 150 MiB",
         verdict(rss, 150.0, false),
     );
     row(
-        &mut rows,
+        &mut suite.rows,
         "start-up to SERVING with 1,000,000 users",
         format!("{startup:?}"),
         "< 1s",
         verdict(startup.as_secs_f64(), 1.0, false),
     );
+}
 
+fn print_table(rows: Vec<Row>) {
     println!(
         "\n{:<44} {:>32} {:>17}  verdict",
         "figure", "measured", "target"
@@ -734,11 +713,11 @@ async fn touch_users(addr: &str, count: usize) -> usize {
 }
 
 /// Opens `count` watchers on the server and returns its RSS while they sit idle.
-async fn hold_idle_watchers(server: &Server, count: usize) -> u64 {
+async fn hold_idle_watchers(server: &ServerProcess, count: usize) -> u64 {
     let mut channels = Vec::new();
     for _ in 0..8 {
         channels.push(
-            tonic::transport::Endpoint::from_shared(server.addr.clone())
+            tonic::transport::Endpoint::from_shared(server.url().to_owned())
                 .unwrap()
                 .connect()
                 .await

@@ -5,6 +5,9 @@ mod compat;
 mod connections;
 mod deadlines;
 mod durability;
+// The harness shared with the benchmarks: each uses part of it.
+#[allow(dead_code)]
+#[path = "../support/mod.rs"]
 mod helpers;
 mod list;
 mod malformed;

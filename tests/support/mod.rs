@@ -1,5 +1,7 @@
-//! `TestApp`: the real server, started through the production start-up code on port 0 with
-//! a fresh database, and clients to talk to it.
+//! The one harness the integration tests and the benchmarks share (`benches/suite.rs`
+//! includes this file): `TestApp`, the real server started in-process through the production
+//! start-up code on port 0, and `ServerProcess`, the real binary as a child process; both
+//! with clients to talk to them.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -80,7 +82,8 @@ impl TestApp {
         Self::start_with(database, settings).await
     }
 
-    async fn start_with(database: PathBuf, settings: Settings) -> Self {
+    /// Starts on `database` with exactly these settings.
+    pub async fn start_with(database: PathBuf, settings: Settings) -> Self {
         let app = Application::build(settings.clone())
             .await
             .expect("the server starts");
@@ -221,27 +224,37 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(database: &std::path::Path) -> Self {
-        Self::launch(database, Some(TEST_SECRET), &[])
+        Self::launch(database, Some(TEST_SECRET), &[], &[])
     }
 
     /// Starts the binary as `make run` would: with no key configured.
     pub fn start_without_key(database: &std::path::Path) -> Self {
-        Self::launch(database, None, &[])
+        Self::launch(database, None, &[], &[])
     }
 
     /// Starts the binary with these `USER_SERVICE_*` variables set.
     pub fn start_with_env(database: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        Self::launch(database, Some(TEST_SECRET), env)
+        Self::launch(database, Some(TEST_SECRET), env, &[])
     }
 
-    fn launch(database: &std::path::Path, secret: Option<&str>, env: &[(&str, &str)]) -> Self {
+    /// Starts the binary with these variables set (`RUST_LOG` too) and these flags besides the
+    /// harness's own.
+    pub fn start_with(database: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::launch(database, Some(TEST_SECRET), env, args)
+    }
+
+    fn launch(
+        database: &std::path::Path,
+        secret: Option<&str>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
         command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1"])
-            .args(["--shutdown-drain-secs", "0"])
             .arg("--database-url")
             .arg(format!("sqlite://{}", database.display()))
+            .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped());
         // The server reads its settings from USER_SERVICE_* too: none of the caller's apply.
@@ -250,6 +263,11 @@ impl ServerProcess {
                 command.env_remove(name);
             }
         }
+        // Cheap hashing and no drain by default, as variables so that flags can override them.
+        command
+            .env("USER_SERVICE_ARGON2_MEMORY_KIB", "64")
+            .env("USER_SERVICE_ARGON2_ITERATIONS", "1")
+            .env("USER_SERVICE_SHUTDOWN_DRAIN_SECS", "0");
         if let Some(secret) = secret {
             command.env("USER_SERVICE_JWT_SECRET", secret);
         }
@@ -319,6 +337,22 @@ impl ServerProcess {
             channel,
             Bearer::new(Some(&token)).unwrap(),
         ))
+    }
+
+    /// The server's resident memory, in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The address as a URL, for clients that take one.
+    pub fn url(&self) -> &str {
+        &self.addr
     }
 
     /// The first log line containing `text`, waiting up to five seconds for it.
