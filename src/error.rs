@@ -111,17 +111,7 @@ impl From<HashError> for ServiceError {
     }
 }
 
-/// The cause and every source under it, for the log.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use crate::text::chain;
 
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Self {

@@ -1,4 +1,4 @@
-//! Words for people: a count with its noun in the right number.
+//! Words for people: a count with its noun in the right number, an error with its causes.
 
 /// `1 row`, `2 rows`.
 pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
@@ -8,6 +8,18 @@ pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
     } else {
         format!("{n} {many}")
     }
+}
+
+/// The error and every source under it, for a log line or a message.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

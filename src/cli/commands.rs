@@ -10,11 +10,11 @@ use tonic_health::pb::health_client::HealthClient;
 use super::client::{Connection, Failure, retrying, store_token};
 use super::input::{role, status};
 use super::render::{
-    list_json, rfc3339, user_json, user_record, user_table_header, user_table_rows,
+    list_json, rfc3339, to_json, user_json, user_record, user_table_header, user_table_rows,
 };
 use crate::contract::read_secret_file;
+use crate::contract::tokens::Role;
 use crate::contract::tokens::{Jwt, JwtSettings};
-use crate::domain::Role;
 use crate::pb;
 
 fn key_value(raw: &str) -> Result<(String, String), String> {
@@ -180,10 +180,7 @@ pub async fn delete(
         .await?
         .into_inner();
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "success": response.success, "message": response.message })
-        );
+        println!("{}", to_json(&response, "userservice.DeleteUserResponse"));
     } else {
         println!("{}", response.message);
     }
@@ -327,7 +324,7 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 pub fn token(args: TokenArgs, json: bool) -> Result<(), Failure> {
     let secret = match (args.jwt_secret_file, args.jwt_secret) {
         (Some(path), _) => {
-            read_secret_file(&path).map_err(|err| Failure::usage(crate::error::chain(&err)))?
+            read_secret_file(&path).map_err(|err| Failure::usage(crate::text::chain(&err)))?
         }
         (None, Some(secret)) => secret.into_bytes(),
         (None, None) => {

@@ -1,11 +1,13 @@
 //! Reading users from JSON Lines and CSV, one row at a time, never the whole file.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
+use prost_reflect::DynamicMessage;
 use serde_json::Value;
+
+use super::render::SCHEMA;
 
 use super::client::Failure;
 use crate::pb;
@@ -69,94 +71,46 @@ fn enum_value<const N: usize>(raw: &str, prefix: &str, allowed: [(&str, i32); N]
         .map(|(_, number)| number)
 }
 
-fn field<'a>(
-    object: &'a serde_json::Map<String, Value>,
-    snake: &str,
-    camel: &str,
-) -> Option<&'a Value> {
-    object.get(snake).or_else(|| object.get(camel))
-}
+/// A flag's or a field's parser of an enum's names and numbers.
+type EnumParser = fn(&str) -> Result<i32, String>;
 
-fn string(
-    object: &serde_json::Map<String, Value>,
-    snake: &str,
-    camel: &str,
-) -> Result<Option<String>, String> {
-    match field(object, snake, camel) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(other) => Err(format!("{snake} must be a string, got {other}")),
+/// One JSON Lines row as the schema's message `name`, read as proto3 JSON by prost-reflect
+/// from the schema (either form of a field name; enum names or numbers), where a role or a
+/// status may also be given short (`admin`, `suspended`), as on the command line. A key the
+/// schema does not know is an error, not silently dropped.
+fn from_json<M: prost::Message + Default>(line: &str, name: &str) -> Result<M, String> {
+    let mut value: Value =
+        serde_json::from_str(line).map_err(|err| format!("not valid JSON: {err}"))?;
+    let Value::Object(object) = &mut value else {
+        return Err(format!("expected a JSON object, got {value}"));
+    };
+    for (key, parse) in [("role", role as EnumParser), ("status", status)] {
+        if let Some(Value::String(text)) = object.get(key) {
+            let number = parse(text)?;
+            object.insert(key.to_owned(), Value::from(number));
+        }
     }
+    let descriptor = SCHEMA
+        .get_message_by_name(name)
+        .expect("a message of the schema");
+    DynamicMessage::deserialize(descriptor, value)
+        .map_err(|err| err.to_string())?
+        .transcode_to::<M>()
+        .map_err(|err| err.to_string())
 }
 
-fn enum_field(
-    object: &serde_json::Map<String, Value>,
-    name: &str,
-    parse: fn(&str) -> Result<i32, String>,
-) -> Result<Option<i32>, String> {
-    match object.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => parse(text).map(Some),
-        Some(Value::Number(number)) => number
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| format!("{name} {number} is out of range")),
-        Some(other) => Err(format!("{name} must be a string or a number, got {other}")),
-    }
-}
-
-fn metadata(object: &serde_json::Map<String, Value>) -> Result<BTreeMap<String, String>, String> {
-    match object.get("metadata") {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(entries)) => entries
-            .iter()
-            .map(|(key, value)| match value {
-                Value::String(text) => Ok((key.clone(), text.clone())),
-                other => Err(format!(
-                    "metadata value of {key:?} must be a string, got {other}"
-                )),
-            })
-            .collect(),
-        Some(other) => Err(format!("metadata must be an object, got {other}")),
-    }
-}
-
-fn object(line: &str) -> Result<serde_json::Map<String, Value>, String> {
-    match serde_json::from_str::<Value>(line) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(other) => Err(format!("expected a JSON object, got {other}")),
-        Err(err) => Err(format!("not valid JSON: {err}")),
-    }
-}
-
-/// One JSON Lines row as a CreateUserRequest (snake_case or lowerCamelCase keys).
+/// One JSON Lines row as a CreateUserRequest.
 pub fn create_from_json(line: &str) -> Result<pb::CreateUserRequest, String> {
-    let object = object(line)?;
-    Ok(pb::CreateUserRequest {
-        username: string(&object, "username", "username")?.unwrap_or_default(),
-        email: string(&object, "email", "email")?.unwrap_or_default(),
-        full_name: string(&object, "full_name", "fullName")?.unwrap_or_default(),
-        password: string(&object, "password", "password")?.unwrap_or_default(),
-        role: enum_field(&object, "role", role)?.unwrap_or_default(),
-        metadata: metadata(&object)?,
-    })
+    from_json(line, "userservice.CreateUserRequest")
 }
 
 /// One JSON Lines row as an UpdateUserRequest; only the keys present are set.
 pub fn update_from_json(line: &str) -> Result<pb::UpdateUserRequest, String> {
-    let object = object(line)?;
-    Ok(pb::UpdateUserRequest {
-        user_id: string(&object, "user_id", "userId")?
-            .ok_or_else(|| "user_id is missing".to_owned())?,
-        username: string(&object, "username", "username")?,
-        email: string(&object, "email", "email")?,
-        full_name: string(&object, "full_name", "fullName")?,
-        role: enum_field(&object, "role", role)?,
-        status: enum_field(&object, "status", status)?,
-        metadata: metadata(&object)?,
-        etag: string(&object, "etag", "etag")?,
-    })
+    let request: pb::UpdateUserRequest = from_json(line, "userservice.UpdateUserRequest")?;
+    if request.user_id.is_empty() {
+        return Err("user_id is missing".into());
+    }
+    Ok(request)
 }
 
 /// A row read from the file: its line number, bytes read so far, and the request or why

@@ -1,10 +1,11 @@
 //! Output: readable records and tables, or canonical proto3 JSON (`-o json`).
 
-use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::{Duration, UNIX_EPOCH};
 
+use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor};
 use prost_types::Timestamp;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use crate::pb;
 
@@ -34,93 +35,57 @@ fn event_type_name(kind: i32) -> String {
     pb::EventType::try_from(kind).map_or_else(|_| kind.to_string(), |k| k.as_str_name().into())
 }
 
-/// Proto3 JSON leaves out fields that hold their default value.
-fn put(object: &mut Map<String, Value>, key: &str, value: Value) {
-    let default = match &value {
-        Value::Null => true,
-        Value::String(text) => text.is_empty(),
-        Value::Bool(flag) => !flag,
-        Value::Number(number) => number.as_f64() == Some(0.0),
-        Value::Object(map) => map.is_empty(),
-        Value::Array(items) => items.is_empty(),
-    };
-    if !default {
-        object.insert(key.to_owned(), value);
-    }
+/// The compiled schema, for writing and reading proto3 JSON by it.
+pub(super) static SCHEMA: LazyLock<DescriptorPool> = LazyLock::new(|| {
+    DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).expect("the compiled schema decodes")
+});
+
+/// A message of the schema's type `name` as canonical proto3 JSON, written by prost-reflect
+/// from the schema: lowerCamelCase names in schema order, enum names, int64 as strings,
+/// RFC 3339 timestamps, default values left out. Map entries are sorted by key, so the output
+/// never depends on hashing.
+pub fn to_json(message: &impl prost::Message, name: &str) -> Value {
+    let descriptor = SCHEMA
+        .get_message_by_name(name)
+        .expect("a message of the schema");
+    let dynamic = DynamicMessage::decode(descriptor.clone(), message.encode_to_vec().as_slice())
+        .expect("a message decodes as its own type");
+    let mut value = serde_json::to_value(&dynamic).expect("a message serializes");
+    sort_maps(&descriptor, &mut value);
+    value
 }
 
-fn metadata_json(metadata: &BTreeMap<String, String>) -> Value {
-    Value::Object(
-        metadata
-            .iter()
-            .map(|(key, value)| (key.clone(), Value::String(value.clone())))
-            .collect(),
-    )
+fn sort_maps(descriptor: &MessageDescriptor, value: &mut Value) {
+    let Value::Object(object) = value else {
+        return;
+    };
+    for field in descriptor.fields() {
+        let Some(entry) = object.get_mut(field.json_name()) else {
+            continue;
+        };
+        if field.is_map() {
+            if let Value::Object(map) = entry {
+                map.sort_keys();
+            }
+        } else if let Kind::Message(inner) = field.kind() {
+            match entry {
+                Value::Array(items) => items.iter_mut().for_each(|item| sort_maps(&inner, item)),
+                item => sort_maps(&inner, item),
+            }
+        }
+    }
 }
 
 pub fn user_json(user: &pb::User) -> Value {
-    let mut object = Map::new();
-    put(&mut object, "id", json!(user.id));
-    put(&mut object, "username", json!(user.username));
-    put(&mut object, "email", json!(user.email));
-    put(&mut object, "fullName", json!(user.full_name));
-    if user.role != 0 {
-        put(&mut object, "role", json!(role_name(user.role)));
-    }
-    if user.status != 0 {
-        put(&mut object, "status", json!(status_name(user.status)));
-    }
-    if let Some(created) = &user.created_at {
-        put(&mut object, "createdAt", json!(rfc3339(created)));
-    }
-    if let Some(updated) = &user.updated_at {
-        put(&mut object, "updatedAt", json!(rfc3339(updated)));
-    }
-    put(&mut object, "metadata", metadata_json(&user.metadata));
-    put(&mut object, "etag", json!(user.etag));
-    Value::Object(object)
+    to_json(user, "userservice.User")
 }
 
 pub fn event_json(event: &pb::UserEvent) -> Value {
-    let mut object = Map::new();
-    put(&mut object, "eventId", json!(event.event_id));
-    if event.r#type != 0 {
-        put(&mut object, "type", json!(event_type_name(event.r#type)));
-    }
-    if let Some(user) = &event.user {
-        object.insert("user".into(), user_json(user));
-    }
-    if let Some(timestamp) = &event.timestamp {
-        put(&mut object, "timestamp", json!(rfc3339(timestamp)));
-    }
-    // int64 is a string in proto3 JSON.
-    if event.revision != 0 {
-        put(&mut object, "revision", json!(event.revision.to_string()));
-    }
-    if let Some(failure) = &event.failure {
-        let mut inner = Map::new();
-        put(&mut inner, "userId", json!(failure.user_id));
-        put(&mut inner, "code", json!(failure.code));
-        put(&mut inner, "message", json!(failure.message));
-        object.insert("failure".into(), Value::Object(inner));
-    }
-    Value::Object(object)
+    to_json(event, "userservice.UserEvent")
 }
 
 pub fn list_json(response: &pb::ListUsersResponse) -> Value {
-    let mut object = Map::new();
-    put(
-        &mut object,
-        "users",
-        Value::Array(response.users.iter().map(user_json).collect()),
-    );
-    put(
-        &mut object,
-        "nextPageToken",
-        json!(response.next_page_token),
-    );
-    put(&mut object, "totalCount", json!(response.total_count));
-    Value::Object(object)
+    to_json(response, "userservice.ListUsersResponse")
 }
 
 /// RFC 3339 to the second, for people.
@@ -172,7 +137,7 @@ pub fn user_record(user: &pb::User) -> String {
 /// the email, whose length varies most, comes last.
 const COLUMNS: [(&str, usize); 6] = [
     ("ID", 36),
-    ("USERNAME", crate::domain::limits::USERNAME_MAX_CHARS),
+    ("USERNAME", crate::contract::USERNAME_MAX_CHARS),
     ("ROLE", 9),
     ("STATUS", 9),
     ("CREATED", 20),
@@ -229,6 +194,7 @@ pub fn event_line(event: &pb::UserEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn timestamps_are_rfc3339_with_only_the_fraction_digits_needed() {
@@ -252,6 +218,25 @@ mod tests {
         assert_eq!(
             user_json(&user),
             json!({"id": "id-1", "fullName": "Ann", "role": "USER_ROLE_ADMIN"})
+        );
+    }
+
+    #[test]
+    fn fields_come_in_schema_order_and_map_entries_by_key() {
+        let user = pb::User {
+            id: "id-1".into(),
+            username: "ann".into(),
+            etag: "7".into(),
+            metadata: [("zeta", "1"), ("alpha", "2"), ("mid", "3")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ..Default::default()
+        };
+        let text = user_json(&user).to_string();
+        assert_eq!(
+            text,
+            r#"{"id":"id-1","username":"ann","metadata":{"alpha":"2","mid":"3","zeta":"1"},"etag":"7"}"#
         );
     }
 

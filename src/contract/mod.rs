@@ -13,6 +13,8 @@ pub const WATCH_START_REVISION: &str = "x-watch-start-revision";
 pub const DEFAULT_PAGE_SIZE: usize = 10;
 /// ListUsers never returns more than this many users at once.
 pub const MAX_PAGE_SIZE: usize = 100;
+/// The longest username, which clients size their tables by.
+pub const USERNAME_MAX_CHARS: usize = crate::domain::limits::USERNAME_MAX_CHARS;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read {path}")]

@@ -6,7 +6,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Role;
+/// The role a token claims: the directory's roles.
+pub use crate::domain::Role;
 
 /// The claims this service reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
