@@ -23,6 +23,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "user-service", version, about)]
 pub struct Cli {
+    /// Something to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
+
     /// Address to serve gRPC on.
     #[arg(long, env = "USER_SERVICE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -109,6 +113,23 @@ pub struct Cli {
     )]
     pub max_connection_idle_secs: u64,
 
+    /// Seconds after which a connection is asked to close (GOAWAY), so clients reconnect and
+    /// load spreads over replicas behind an L4 balancer; 0 keeps connections for good.
+    #[arg(
+        long,
+        env = "USER_SERVICE_MAX_CONNECTION_AGE_SECS",
+        default_value_t = 0
+    )]
+    pub max_connection_age_secs: u64,
+
+    /// Seconds an aged connection's calls get to finish before it is closed.
+    #[arg(
+        long,
+        env = "USER_SERVICE_MAX_CONNECTION_AGE_GRACE_SECS",
+        default_value_t = 30
+    )]
+    pub max_connection_age_grace_secs: u64,
+
     /// Seconds between HTTP/2 keepalive pings to idle clients.
     #[arg(long, env = "USER_SERVICE_KEEPALIVE_SECS", default_value_t = 30)]
     pub keepalive_secs: u64,
@@ -131,7 +152,11 @@ pub struct Cli {
     pub shutdown_grace_secs: u64,
 
     /// File holding the HS256 secret for bearer tokens (at least 32 bytes).
-    #[arg(long, conflicts_with = "jwt_secret")]
+    #[arg(
+        long,
+        env = "USER_SERVICE_JWT_SECRET_FILE",
+        conflicts_with = "jwt_secret"
+    )]
     pub jwt_secret_file: Option<PathBuf>,
 
     /// The HS256 secret itself (prefer the file or the environment over a flag).
@@ -219,6 +244,26 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ServerCommand {
+    /// Ask a running server whether it is SERVING (for container health checks): exit 0 if
+    /// it is, 1 if not or if it does not answer in time.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthcheckArgs {
+    /// The server to ask.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// The service to ask about; the whole server when empty.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout_secs: u64,
+}
+
 /// Everything start-up needs, independent of how it was given.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -231,6 +276,8 @@ pub struct Settings {
     pub max_open_streams_per_caller: usize,
     pub max_open_streams: usize,
     pub connections: ConnectionLimits,
+    /// When set: connections are recycled after this long, with this grace.
+    pub max_connection_age: Option<(Duration, Duration)>,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     /// How long health reports NOT_SERVING, while calls are still served, before the listener
@@ -338,6 +385,12 @@ impl Settings {
                 idle: (cli.max_connection_idle_secs > 0)
                     .then(|| Duration::from_secs(cli.max_connection_idle_secs)),
             },
+            max_connection_age: (cli.max_connection_age_secs > 0).then(|| {
+                (
+                    Duration::from_secs(cli.max_connection_age_secs),
+                    Duration::from_secs(cli.max_connection_age_grace_secs),
+                )
+            }),
             keepalive_interval: Duration::from_secs(cli.keepalive_secs),
             keepalive_timeout: Duration::from_secs(cli.keepalive_timeout_secs),
             shutdown_drain: Duration::from_secs(cli.shutdown_drain_secs),

@@ -96,6 +96,29 @@ impl Health for DrainingHealth {
     }
 }
 
+/// Asks the server at `addr` whether `service` is SERVING, within `timeout`: the container
+/// health check (`user-service healthcheck`).
+pub async fn probe(addr: &str, service: &str, timeout: Duration) -> Result<bool, String> {
+    use tonic_health::pb::health_client::HealthClient;
+    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .map_err(|err| format!("{addr:?} is not a server address: {err}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let answer = async {
+        let channel = endpoint.connect().await.map_err(|err| err.to_string())?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+        Ok(response.into_inner().status == health_check_response::ServingStatus::Serving as i32)
+    };
+    tokio::time::timeout(timeout, answer)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
 /// Reports NOT_SERVING while the database cannot answer, and SERVING once it can again.
 pub async fn monitor(
     store: Store,

@@ -230,6 +230,11 @@ impl Application {
             }
             builder = builder.tls_config(config).map_err(StartupError::Tls)?;
         }
+        if let Some((age, grace)) = settings.max_connection_age {
+            builder = builder
+                .max_connection_age(age)
+                .max_connection_age_grace(grace);
+        }
         let mut server_stop = shutdown.clone();
         let server = Box::pin(
             builder

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use user_service::config::{Cli, Settings};
+use user_service::config::{Cli, HealthcheckArgs, ServerCommand, Settings};
 use user_service::startup::{Application, termination_signal};
 use user_service::telemetry;
 
@@ -14,6 +14,9 @@ const EXIT_WAIT: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(ServerCommand::Healthcheck(args)) = &cli.command {
+        return healthcheck(args);
+    }
     telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -37,6 +40,36 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{}", user_service::error::chain(err.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `user-service healthcheck`: exit 0 only when the server reports SERVING.
+fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("healthcheck: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = Duration::from_secs(args.timeout_secs.max(1));
+    match runtime.block_on(user_service::health::probe(
+        &args.addr,
+        &args.service,
+        timeout,
+    )) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("healthcheck: {} is not SERVING", args.addr);
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("healthcheck: {err}");
             ExitCode::FAILURE
         }
     }

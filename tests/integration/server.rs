@@ -391,3 +391,39 @@ async fn shutdown_finishes_within_the_grace_period_with_a_client_that_stopped_re
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_healthcheck_subcommand_exits_0_only_for_a_serving_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::helpers::ServerProcess::start(&dir.path().join("users.db"));
+    let check = |addr: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
+            .args(["healthcheck", "--addr", addr, "--timeout-secs", "2"])
+            .output()
+            .unwrap()
+    };
+    let serving = check(server.url());
+    assert!(
+        serving.status.success(),
+        "{}",
+        String::from_utf8_lossy(&serving.stderr)
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let down = check(&closed);
+    assert_eq!(down.status.code(), Some(1), "nobody there is not healthy");
+}
+
+#[tokio::test]
+async fn connections_are_recycled_after_the_maximum_age() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.max_connection_age =
+            Some((Duration::from_millis(500), Duration::from_millis(500)));
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (_client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(ended.is_ok(), "the server closed the aged connection");
+}
