@@ -5,28 +5,11 @@ use std::time::Duration;
 
 use tonic::Code;
 use user_service::domain::Role;
-use user_service::pb::{
-    CreateUserRequest, UpdateUserRequest, UserRole, UserStatus, WatchUsersRequest,
-};
+use user_service::pb::{UpdateUserRequest, UserRole, UserStatus, WatchUsersRequest};
 
-use crate::helpers::{Client, TestApp, create, new_user};
+use crate::helpers::{Client, TestApp, create, create_with_role};
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-async fn create_as(admin: &mut Client, name: &str, role: UserRole) -> String {
-    let request = CreateUserRequest {
-        role: role as i32,
-        ..new_user(name)
-    };
-    admin
-        .create_user(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap()
-        .id
-}
 
 async fn set(admin: &mut Client, id: &str, role: Option<UserRole>, status: Option<UserStatus>) {
     admin
@@ -65,7 +48,7 @@ async fn end_of(stream: &mut tonic::Streaming<user_service::pb::UserEvent>) -> t
 async fn a_moderators_watch_of_everyone_ends_when_they_are_demoted() {
     let app = TestApp::spawn().await;
     let mut admin = app.client().await;
-    let moderator = create_as(&mut admin, "watching_mod", UserRole::Moderator).await;
+    let moderator = create_with_role(&mut admin, "watching_mod", UserRole::Moderator).await;
     let mut as_moderator = app
         .client_with(Some(&app.token(&moderator, Role::User)))
         .await;
@@ -90,7 +73,7 @@ async fn a_watch_ends_unauthenticated_when_its_user_is_suspended_or_deleted() {
     let app = TestApp::spawn().await;
     let mut admin = app.client().await;
     for (name, suspend) in [("suspended_watcher", true), ("deleted_watcher", false)] {
-        let id = create_as(&mut admin, name, UserRole::Moderator).await;
+        let id = create_with_role(&mut admin, name, UserRole::Moderator).await;
         let mut client = app.client_with(Some(&app.token(&id, Role::User))).await;
         let mut events = client.watch_users(everyone()).await.unwrap().into_inner();
         if suspend {
@@ -132,7 +115,7 @@ async fn a_watch_ends_when_the_callers_token_expires() {
 async fn a_sync_stream_stops_applying_once_its_caller_is_demoted() {
     let app = TestApp::spawn().await;
     let mut admin = app.client().await;
-    let moderator = create_as(&mut admin, "syncing_mod", UserRole::Moderator).await;
+    let moderator = create_with_role(&mut admin, "syncing_mod", UserRole::Moderator).await;
     let victim = create(&mut admin, "sync_victim").await;
     let mut as_moderator = app
         .client_with(Some(&app.token(&moderator, Role::User)))
@@ -189,7 +172,7 @@ async fn a_sync_stream_stops_applying_once_its_caller_is_demoted() {
 async fn a_moderators_write_is_conditioned_on_the_etag_the_server_judged_by() {
     let app = TestApp::spawn().await;
     let mut admin = app.client().await;
-    let moderator = create_as(&mut admin, "etag_mod", UserRole::Moderator).await;
+    let moderator = create_with_role(&mut admin, "etag_mod", UserRole::Moderator).await;
     let target = create(&mut admin, "etag_target").await;
     let mut as_moderator = app
         .client_with(Some(&app.token(&moderator, Role::User)))

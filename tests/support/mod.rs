@@ -187,8 +187,22 @@ pub fn new_user(username: &str) -> CreateUserRequest {
 }
 
 pub async fn create(client: &mut Client, username: &str) -> pb::User {
+    create_request(client, new_user(username)).await
+}
+
+/// Creates a user with `role` and returns its id.
+pub async fn create_with_role(client: &mut Client, name: &str, role: pb::UserRole) -> String {
+    let request = CreateUserRequest {
+        role: role as i32,
+        ..new_user(name)
+    };
+    create_request(client, request).await.id
+}
+
+async fn create_request(client: &mut Client, request: CreateUserRequest) -> pb::User {
+    let username = request.username.clone();
     client
-        .create_user(new_user(username))
+        .create_user(request)
         .await
         .unwrap_or_else(|status| panic!("creating {username} failed: {status:?}"))
         .into_inner()

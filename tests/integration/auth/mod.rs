@@ -10,10 +10,11 @@ mod tokens;
 use tonic::Code;
 use user_service::pb::{
     CreateUserRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, UpdateUserRequest,
-    UserRole, WatchUsersRequest,
+    WatchUsersRequest,
 };
 
-use crate::helpers::{Client, new_user};
+use crate::helpers::Client;
+pub use crate::helpers::create_with_role;
 
 /// One call, made to see which code it gets.
 pub enum Op {
@@ -92,19 +93,4 @@ pub fn update(user_id: &str) -> UpdateUserRequest {
         user_id: user_id.into(),
         ..Default::default()
     }
-}
-
-pub async fn create_with_role(client: &mut Client, name: &str, role: UserRole) -> String {
-    let request = CreateUserRequest {
-        role: role as i32,
-        ..new_user(name)
-    };
-    client
-        .create_user(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap()
-        .id
 }
