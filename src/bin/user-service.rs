@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     if let Some(ServerCommand::Healthcheck(args)) = &cli.command {
         return healthcheck(args);
     }
-    telemetry::init(cli.log_format);
+    let logs = telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -36,13 +36,23 @@ fn main() -> ExitCode {
         Ok::<(), BoxError>(())
     });
     runtime.shutdown_timeout(EXIT_WAIT);
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{}", user_service::error::chain(err.as_ref()));
             ExitCode::FAILURE
         }
+    };
+    let dropped = logs.dropped_lines();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "log lines were dropped while the writer could not keep up"
+        );
     }
+    // Writes every line still queued.
+    drop(logs);
+    code
 }
 
 /// `user-service healthcheck`: exit 0 only when the server reports SERVING.

@@ -9,7 +9,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
