@@ -5,6 +5,7 @@
 //! memory and start-up are measured.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status, Streaming};
@@ -301,16 +302,28 @@ fn verdict(value: f64, limit: f64, higher_is_better: bool) -> String {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter("user_service::access=info")
-        .with_writer(std::io::sink)
-        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(suite());
+    if std::env::args().any(|arg| arg == SERVE_CEILING) {
+        runtime.block_on(serve_ceiling_forever());
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter("user_service::access=info")
+        .with_writer(std::io::sink)
+        .init();
+    // `cargo bench --bench suite -- WORD` runs only the figures whose name holds WORD.
+    let only = std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with('-'))
+        .unwrap_or_default();
+    runtime.block_on(suite(&only));
 }
+
+/// The argument that makes this binary serve the ceiling, in a process of its own.
+const SERVE_CEILING: &str = "--serve-ceiling";
 
 /// What the figures share: where their databases live, and the table they add rows to.
 struct Suite {
@@ -322,7 +335,7 @@ struct Suite {
     small: PathBuf,
 }
 
-async fn suite() {
+async fn suite(only: &str) {
     let dir = tempfile::tempdir().unwrap();
     let small = dir.path().join("small.db");
     seed(&small, 1_000).await;
@@ -340,20 +353,201 @@ async fn suite() {
     println!(
         "Data is seeded through the storage layer where the API would only measure hashing.\n"
     );
-    get_user_against_the_ceiling(&mut suite).await;
-    let large = list_users_at_a_million(&mut suite).await;
-    create_users(&mut suite).await;
-    watch_fan_out(&mut suite).await;
-    the_binary_on_a_million_users(&mut suite, &large).await;
+    let wanted = |name: &str| only.is_empty() || name.contains(only);
+    if wanted("get") {
+        get_user_with_h2load(&mut suite).await;
+        get_user_against_the_ceiling(&mut suite).await;
+    }
+    if wanted("list") || wanted("binary") {
+        let large = list_users_at_a_million(&mut suite).await;
+        if wanted("binary") {
+            the_binary_on_a_million_users(&mut suite, &large).await;
+        }
+    }
+    if wanted("create") {
+        create_users(&mut suite).await;
+    }
+    if wanted("watch") {
+        watch_fan_out(&mut suite).await;
+    }
     print_table(suite.rows);
+}
+
+/// Runs h2load, pinned to core 1, for `seconds` of GetUser calls: calls per second.
+fn h2load(url: &str, body: &Path, token: &str, seconds: u64) -> f64 {
+    let output = Command::new("taskset")
+        .args(["-c", "1", "h2load", "-c", "16", "-m", "32", "-t", "1"])
+        .args(["-D", &seconds.to_string()])
+        .arg("-d")
+        .arg(body)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["-H", &format!("authorization: Bearer {token}")])
+        .arg(format!("{url}/userservice.UserService/GetUser"))
+        .output()
+        .expect("h2load runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "finished in 5.00s, 123456.78 req/s, ..."
+    text.lines()
+        .find_map(|line| line.strip_prefix("finished in "))
+        .and_then(|rest| rest.split(", ").nth(1))
+        .and_then(|rate| rate.trim_end_matches(" req/s").parse().ok())
+        .unwrap_or_else(|| panic!("h2load printed no rate:\n{text}"))
+}
+
+/// Pins every thread of process `pid` to core 0.
+fn pin_to_core_0(pid: u32) {
+    let pinned = Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset runs");
+    assert!(pinned.success(), "taskset could not pin process {pid}");
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Figure 1 (h2load): GetUser through the full stack, with the access log on (to a pipe) and
+/// off, against a bare tonic server answering a constant user, each in a process of its own
+/// on core 0 while h2load, a far cheaper client than a tonic one, drives it from core 1.
+/// Alternating, three rounds, medians.
+async fn get_user_with_h2load(suite: &mut Suite) {
+    println!("1. GetUser under h2load (server on core 0, h2load on core 1), median of 3 rounds");
+    let has = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
+    if !has("h2load") || !has("taskset") {
+        println!(
+            "   h2load or taskset is missing: install them (apt-get install nghttp2-client util-linux)"
+        );
+        row(
+            &mut suite.rows,
+            "GetUser full stack / ceiling (h2load)",
+            "not measured: no h2load".into(),
+            ">= 0.80",
+            "NOT measured".into(),
+        );
+        return;
+    }
+    let token = token();
+    let ours = |access_log: &str| {
+        let server = ServerProcess::start_with(
+            &suite.small,
+            &[("RUST_LOG", "info")],
+            &[
+                "--rate-limit-per-second",
+                "1000000",
+                "--rate-limit-burst",
+                "1000000",
+                "--max-concurrent-calls",
+                "100000",
+                "--access-log",
+                access_log,
+            ],
+        );
+        server.discard_log();
+        pin_to_core_0(server.pid());
+        server
+    };
+    let probe = ours("true");
+    let user = one_user(probe.url()).await;
+    drop(probe);
+    let body = suite.dir.path().join("get_user.bin");
+    std::fs::write(
+        &body,
+        grpc_frame(&pb::GetUserRequest {
+            user_id: user.id.clone(),
+        }),
+    )
+    .unwrap();
+    let mut ceiling = Command::new(std::env::current_exe().unwrap())
+        .arg(SERVE_CEILING)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ceiling_url = {
+        use std::io::BufRead;
+        let stdout = ceiling.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line.trim().to_owned()
+    };
+    pin_to_core_0(ceiling.id());
+    let (mut full, mut off, mut bare) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=3 {
+        let server = ours("true");
+        full.push(h2load(server.url(), &body, &token, 5));
+        drop(server);
+        let server = ours("false");
+        off.push(h2load(server.url(), &body, &token, 5));
+        drop(server);
+        bare.push(h2load(&ceiling_url, &body, &token, 5));
+        println!(
+            "   round {round}: full stack {:.0}/s, access log off {:.0}/s, ceiling {:.0}/s",
+            full[round - 1],
+            off[round - 1],
+            bare[round - 1]
+        );
+    }
+    let _ = ceiling.kill();
+    let _ = ceiling.wait();
+    let (full, off, bare) = (median(full), median(off), median(bare));
+    let r = full / bare;
+    row(
+        &mut suite.rows,
+        "GetUser full stack / ceiling (h2load)",
+        format!("{full:.0}/{bare:.0}/s = {r:.2}"),
+        ">= 0.80",
+        verdict(r, 0.8, true),
+    );
+    let r = off / bare;
+    row(
+        &mut suite.rows,
+        "GetUser access log off / ceiling (h2load)",
+        format!("{off:.0}/{bare:.0}/s = {r:.2}"),
+        ">= 0.90",
+        verdict(r, 0.9, true),
+    );
+}
+
+/// A message in gRPC's length-prefixed framing, uncompressed: an h2load request body.
+fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
+    let body = message.encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&body);
+    framed
+}
+
+/// The ceiling in a process of its own: its address on the first line of standard output.
+async fn serve_ceiling_forever() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("http://{}", listener.local_addr().unwrap());
+    let user = pb::User {
+        id: "0192a3b4-c5d6-7e8f-9012-3456789abcde".into(),
+        username: "ceiling".into(),
+        email: "ceiling@example.com".into(),
+        full_name: "Ceiling User".into(),
+        role: pb::UserRole::User as i32,
+        status: pb::UserStatus::Active as i32,
+        etag: "1".into(),
+        ..Default::default()
+    };
+    tonic::transport::Server::builder()
+        .add_service(UserServiceServer::new(Ceiling(user)))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        )
+        .await
+        .unwrap();
 }
 
 /// Figure 1: GetUser through the full stack, with the access log on and off, against a bare tonic
 /// server that answers a constant user.
 async fn get_user_against_the_ceiling(suite: &mut Suite) {
-    println!(
-        "1. GetUser, full stack (access log, JWT, rate limit with a high limit) vs a bare tonic ceiling"
-    );
+    println!("\n1b. GetUser under userctl bench (a tonic client, which saturates first): latency");
     let run = suite.run;
     let (mut full_best, mut ceiling_best, mut off_best) = (0.0f64, 0.0f64, 0.0f64);
     for _ in 0..2 {
@@ -380,7 +574,7 @@ async fn get_user_against_the_ceiling(suite: &mut Suite) {
     let r = full_best / ceiling_best;
     row(
         &mut suite.rows,
-        "GetUser full stack / ceiling",
+        "GetUser full stack / ceiling (userctl bench)",
         format!("{full_best:.0}/{ceiling_best:.0}/s = {r:.2}"),
         ">= 0.80",
         verdict(r, 0.8, true),

@@ -234,6 +234,8 @@ pub struct ServerProcess {
     addr: String,
     /// Every log line so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Whether new lines are kept (a benchmark's millions of access-log lines are not).
+    keep_log: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ServerProcess {
@@ -303,16 +305,20 @@ impl ServerProcess {
         let addr = addr.expect("the server logs the address it serves on");
         // Keep reading, so the server never blocks on a full pipe, and keep what it says.
         let log = Arc::new(Mutex::new(seen));
-        let kept = log.clone();
+        let keep_log = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (kept, keep) = (log.clone(), keep_log.clone());
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                kept.lock().unwrap().push(line);
+                if keep.load(std::sync::atomic::Ordering::Relaxed) {
+                    kept.lock().unwrap().push(line);
+                }
             }
         });
         Self {
             child,
             addr: format!("http://{addr}"),
             log,
+            keep_log,
         }
     }
 }
@@ -351,6 +357,18 @@ impl ServerProcess {
             channel,
             Bearer::new(Some(&token)).unwrap(),
         ))
+    }
+
+    /// Reads the log from here on without keeping it: the server still writes every line to
+    /// its pipe, as in production.
+    pub fn discard_log(&self) {
+        self.keep_log
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The server's resident memory, in KiB (Linux).
