@@ -142,6 +142,12 @@ impl UserService for Ceiling {
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         Err(Status::unimplemented("ceiling"))
     }
+    async fn lookup_user(
+        &self,
+        _: Request<pb::LookupUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
+        Err(Status::unimplemented("ceiling"))
+    }
     async fn update_user(
         &self,
         _: Request<pb::UpdateUserRequest>,

@@ -3,10 +3,11 @@
 //! | caller    | may                                                                  |
 //! |-----------|----------------------------------------------------------------------|
 //! | admin     | everything                                                           |
-//! | moderator | read, list and watch everyone; suspend or reactivate users whose role |
-//! |           | is USER; read, update (not role or status) and delete themselves     |
-//! | user      | read, update (not role or status) and delete themselves; watch only  |
-//! |           | their own id                                                         |
+//! | moderator | read, list, look up and watch everyone; suspend or reactivate users    |
+//! |           | whose role is USER; read, update (not role or status) and delete     |
+//! |           | themselves                                                           |
+//! | user      | read, look up, update (not role or status) and delete themselves;    |
+//! |           | watch only their own id                                              |
 //! | anonymous | CreateUser when sign-up is on (the role is always USER); nothing else |
 //!
 //! SyncUsers messages are judged like the UpdateUser each carries.
@@ -59,6 +60,10 @@ pub enum Access<'a> {
     Delete {
         target: UserId,
     },
+    /// A lookup by username or email; `own` when it names the caller.
+    Lookup {
+        own: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,7 +99,11 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
     match (role, access) {
         (Role::Admin, _) => Ok(()),
 
-        (Role::Moderator, Access::Read { .. } | Access::List | Access::Watch { .. }) => Ok(()),
+        (
+            Role::Moderator,
+            Access::Read { .. } | Access::List | Access::Watch { .. } | Access::Lookup { .. },
+        ) => Ok(()),
+        (Role::User, Access::Lookup { own: true }) => Ok(()),
         (
             Role::Moderator,
             Access::Update {
@@ -150,6 +159,7 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
         (_, Access::Read { .. }) => forbidden(role, "read other users"),
         (_, Access::Update { .. }) => forbidden(role, "update other users"),
         (_, Access::Delete { .. }) => forbidden(role, "delete other users"),
+        (_, Access::Lookup { .. }) => forbidden(role, "look up other users"),
     }
 }
 
@@ -258,6 +268,10 @@ mod tests {
             (Role::User, Access::List, false),
             (Role::User, Access::Create, false),
             (Role::User, Access::BatchCreate, false),
+            (Role::User, Access::Lookup { own: true }, true),
+            (Role::User, Access::Lookup { own: false }, false),
+            (Role::Moderator, Access::Lookup { own: false }, true),
+            (Role::Admin, Access::Lookup { own: false }, true),
         ];
         for (role, access, allowed) in rows {
             let who = caller(role, me);

@@ -102,14 +102,43 @@ pub async fn create(connection: &Connection, args: CreateArgs, json: bool) -> Re
     print_user(response.into_inner().user, json)
 }
 
-pub async fn get(connection: &Connection, id: String, json: bool) -> Result<(), Failure> {
+#[derive(Args)]
+pub struct GetArgs {
+    /// The user's id.
+    #[arg(required_unless_present_any = ["username", "email"])]
+    id: Option<String>,
+    /// Look the user up by username (any letter case) instead.
+    #[arg(long, conflicts_with_all = ["id", "email"])]
+    username: Option<String>,
+    /// Look the user up by email (any letter case) instead.
+    #[arg(long, conflicts_with_all = ["id", "username"])]
+    email: Option<String>,
+}
+
+pub async fn get(connection: &Connection, args: GetArgs, json: bool) -> Result<(), Failure> {
+    use pb::lookup_user_request::Key;
     let client = connection.users();
+    let key = match (args.username, args.email) {
+        (Some(username), _) => Some(Key::Username(username)),
+        (None, Some(email)) => Some(Key::Email(email)),
+        (None, None) => None,
+    };
     let response = retrying(|| {
-        let request = connection.request(pb::GetUserRequest {
-            user_id: id.clone(),
-        });
         let mut client = client.clone();
-        async move { client.get_user(request).await }
+        let by_id = args
+            .id
+            .clone()
+            .map(|user_id| pb::GetUserRequest { user_id });
+        let lookup = key
+            .clone()
+            .map(|key| pb::LookupUserRequest { key: Some(key) });
+        async move {
+            match (by_id, lookup) {
+                (Some(request), _) => client.get_user(connection.request(request)).await,
+                (None, Some(request)) => client.lookup_user(connection.request(request)).await,
+                (None, None) => unreachable!("clap requires an id, a username or an email"),
+            }
+        }
     })
     .await?;
     print_user(response.into_inner().user, json)

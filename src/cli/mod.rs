@@ -87,11 +87,10 @@ enum Command {
     )]
     Create(commands::CreateArgs),
     /// Show one user.
-    #[command(after_help = "Example: userctl get 0192a3b4-c5d6-7e8f-9012-3456789abcde -o json")]
-    Get {
-        /// The user's id.
-        id: String,
-    },
+    #[command(
+        after_help = "Examples: userctl get 0192a3b4-c5d6-7e8f-9012-3456789abcde -o json\n          userctl get --email ann@example.com"
+    )]
+    Get(commands::GetArgs),
     /// Change the fields given, and only those.
     #[command(
         after_help = "Example: userctl update 0192a3b4-c5d6-7e8f-9012-3456789abcde --status suspended --etag 7"
@@ -227,7 +226,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let connect = || Connection::open(&target);
     match cli.command {
         Command::Create(args) => commands::create(&connect()?, args, json).await,
-        Command::Get { id } => commands::get(&connect()?, id, json).await,
+        Command::Get(args) => commands::get(&connect()?, args, json).await,
         Command::Update(args) => commands::update(&connect()?, args, json).await,
         Command::Delete { id, etag } => commands::delete(&connect()?, id, etag, json).await,
         Command::List(args) => commands::list(&connect()?, args, json).await,

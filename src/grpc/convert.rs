@@ -8,6 +8,7 @@ use crate::domain::{
     Violations,
 };
 use crate::pb;
+use crate::storage::UserKey;
 
 pub fn timestamp(ns: i64) -> Timestamp {
     Timestamp {
@@ -118,6 +119,32 @@ pub fn parse_update(
             },
         ))
     })
+}
+
+/// A lookup's key, checked by the field's own parser, and how to name it in a NOT_FOUND.
+pub fn parse_lookup(request: pb::LookupUserRequest) -> Result<(UserKey, String), ValidationError> {
+    use pb::lookup_user_request::Key;
+    let single = |violation: FieldViolation| ValidationError {
+        violations: vec![violation],
+    };
+    match request.key {
+        Some(Key::Username(raw)) => Username::parse(raw)
+            .map(|username| {
+                let named = format!("with username {:?}", username.as_str());
+                (UserKey::Username(username), named)
+            })
+            .map_err(single),
+        Some(Key::Email(raw)) => Email::parse(raw)
+            .map(|email| {
+                let named = format!("with email {:?}", email.as_str());
+                (UserKey::Email(email), named)
+            })
+            .map_err(single),
+        None => Err(single(FieldViolation::new(
+            "key",
+            "set username or email to look a user up by",
+        ))),
+    }
 }
 
 /// A filter enum: 0 means no filter; any other number must be defined.

@@ -22,7 +22,7 @@ use crate::domain::{FieldViolation, Role, UserStatus, ValidationError};
 use crate::error::ServiceError;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
-use crate::storage::{Cursor, ListQuery, Store, Updated};
+use crate::storage::{Cursor, ListQuery, Store, Updated, UserKey};
 use convert::{parse_create, parse_etag, parse_filter, parse_lookup_id, parse_update, user_to_pb};
 use signup::SignupLimit;
 use stream_limits::StreamControls;
@@ -196,6 +196,38 @@ impl UserService for UserServiceImpl {
             .get(id)
             .await
             .map_err(|err| ServiceError::from(err).naming(raw_id))?;
+        Ok(Response::new(pb::GetUserResponse {
+            user: Some(user_to_pb(user)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn lookup_user(
+        &self,
+        request: Request<pb::LookupUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
+        let caller = caller_of(&request);
+        let (key, named) =
+            convert::parse_lookup(request.into_inner()).map_err(ServiceError::from)?;
+        // A user may look up only themselves, decided on the key alone, so that the answer
+        // never tells them whether someone else's name exists.
+        let own = match caller.user_id() {
+            Some(id) => {
+                let me = self.store.get(id).await.map_err(ServiceError::from)?;
+                match &key {
+                    UserKey::Username(username) => username.key() == me.username.key(),
+                    UserKey::Email(email) => email.key() == me.email.key(),
+                }
+            }
+            None => false,
+        };
+        self.authorize(&caller, &Access::Lookup { own })?;
+        let user = self
+            .store
+            .find(key)
+            .await
+            .map_err(ServiceError::from)?
+            .ok_or(ServiceError::NotFound(named))?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user_to_pb(user)),
         }))

@@ -104,6 +104,13 @@ pub struct BatchItem {
     pub user: NewUser,
 }
 
+/// A user's unique name: username or email, compared without letter case.
+#[derive(Debug, Clone)]
+pub enum UserKey {
+    Username(crate::domain::Username),
+    Email(crate::domain::Email),
+}
+
 /// What an update did.
 #[derive(Debug)]
 pub enum Updated {
@@ -194,6 +201,11 @@ impl Store {
             }
             s.clone().blocking(move |s| s.load(id)).await
         })
+    }
+
+    /// The user with this username or email, compared without letter case.
+    pub async fn find(&self, key: UserKey) -> StoreResult<Option<User>> {
+        on_backend!(self, s => s.clone().blocking(move |s| s.find(&key)).await)
     }
 
     /// The user with this username, compared without letter case, and their password hash.

@@ -18,7 +18,7 @@ use super::codec::{
     RawUser, decode_id, decode_metadata, decode_user, encode_metadata, encode_user,
 };
 use super::{
-    BatchItem, Cursor, ListQuery, Page, StorageSettings, StoreError, StoreResult, Updated,
+    BatchItem, Cursor, ListQuery, Page, StorageSettings, StoreError, StoreResult, Updated, UserKey,
     migrations,
 };
 use crate::domain::PasswordHash;
@@ -523,6 +523,27 @@ impl SqliteStore {
                 .optional()?;
             found
                 .map(|(raw, hash)| Ok((raw.into_user()?, PasswordHash::from_phc(hash))))
+                .transpose()
+        })
+    }
+
+    /// The user with this username or email, by the unique index on its key.
+    pub(super) fn find(&self, key: &UserKey) -> StoreResult<Option<User>> {
+        let (sql, key) = match key {
+            UserKey::Username(username) => (
+                format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1"),
+                username.key(),
+            ),
+            UserKey::Email(email) => (
+                format!("SELECT {USER_COLUMNS} FROM users WHERE email_key = ?1"),
+                email.key(),
+            ),
+        };
+        self.readers.with(|conn| {
+            conn.prepare_cached(&sql)?
+                .query_row([key], read_user)
+                .optional()?
+                .map(RawUser::into_user)
                 .transpose()
         })
     }

@@ -772,3 +772,19 @@ async fn health_of_a_service_the_server_does_not_know_exits_3() {
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("NOT_FOUND"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_looks_a_user_up_by_username_or_email() {
+    let app = TestApp::spawn().await;
+    let created = create(&app, "cli_lookup");
+    let by_email = json(&app, &["get", "--email", "CLI_LOOKUP@example.com"]);
+    assert_eq!(by_email, created);
+    let by_name = json(&app, &["get", "--username", "Cli_Lookup"]);
+    assert_eq!(by_name, created);
+    let neither = userctl(&app, Some(&admin(&app)), &["get"]);
+    assert_eq!(
+        neither.status.code(),
+        Some(2),
+        "an id, a username or an email is required"
+    );
+}

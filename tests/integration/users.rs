@@ -446,3 +446,89 @@ async fn an_update_that_changes_nothing_keeps_the_etag_and_emits_no_event() {
         "the first event is the real change: the no-op updates made none"
     );
 }
+
+fn by_username(name: &str) -> user_service::pb::LookupUserRequest {
+    user_service::pb::LookupUserRequest {
+        key: Some(user_service::pb::lookup_user_request::Key::Username(
+            name.into(),
+        )),
+    }
+}
+
+fn by_email(email: &str) -> user_service::pb::LookupUserRequest {
+    user_service::pb::LookupUserRequest {
+        key: Some(user_service::pb::lookup_user_request::Key::Email(
+            email.into(),
+        )),
+    }
+}
+
+#[tokio::test]
+async fn a_user_is_found_by_username_or_email_in_any_letter_case() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let ann = create(&mut admin, "Ann_Lookup").await;
+    for request in [
+        by_username("ann_lookup"),
+        by_email("ANN_LOOKUP@example.com"),
+    ] {
+        let found = admin
+            .lookup_user(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        assert_eq!(found, ann);
+    }
+    let missing = admin
+        .lookup_user(by_username("nobody_here"))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    assert!(
+        missing.message().contains("nobody_here"),
+        "{}",
+        missing.message()
+    );
+    let invalid = admin
+        .lookup_user(user_service::pb::LookupUserRequest { key: None })
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    let malformed = admin
+        .lookup_user(by_email("not-an-email"))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_user_looks_up_only_themselves_and_learns_nothing_of_others() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let me = create(&mut admin, "self_seeker").await;
+    create(&mut admin, "someone_else").await;
+    let mut client = app
+        .client_with(Some(&app.token(&me.id, user_service::domain::Role::User)))
+        .await;
+    let found = client
+        .lookup_user(by_username("SELF_SEEKER"))
+        .await
+        .unwrap();
+    assert_eq!(found.into_inner().user.unwrap().id, me.id);
+    for other in ["someone_else", "does_not_exist"] {
+        let refused = client.lookup_user(by_username(other)).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::PermissionDenied,
+            "{other}: the same answer whether or not the name exists"
+        );
+    }
+    let mut anonymous = app.client_with(None).await;
+    let refused = anonymous
+        .lookup_user(by_username("self_seeker"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}
