@@ -81,11 +81,16 @@ impl AuthLayer {
         }
     }
 
-    fn is_verified(&self, token: &str) -> bool {
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(token)
+    /// What a token already verified says: `None` when its signature has not been checked
+    /// yet (the cache is looked at once a call).
+    fn cached(&self, token: &str) -> Option<Result<Arc<Verified>, TokenError>> {
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let verified = cache.get(token)?.clone();
+        if self.jwt.expired(verified.exp) {
+            cache.pop(token);
+            return Some(Err(TokenError::Expired));
+        }
+        Some(Ok(verified))
     }
 
     /// A call whose token is not already verified (none, malformed, new or bad) is counted
@@ -107,17 +112,8 @@ impl AuthLayer {
         }
     }
 
-    /// What the token says, from the cache of verified tokens when it is there.
+    /// Checks a token's signature and claims, and keeps what it says for its next calls.
     fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
-        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(verified) = cache.get(token) {
-            if !self.jwt.expired(verified.exp) {
-                return Ok(verified.clone());
-            }
-            cache.pop(token);
-            return Err(TokenError::Expired);
-        }
-        drop(cache);
         let (claims, role) = self.jwt.verify(token)?;
         let verified = Arc::new(Verified::new(claims, role));
         self.verified
@@ -164,16 +160,18 @@ pub struct Auth<S> {
 impl AuthLayer {
     /// Who the `authorization` value names. A token whose subject is a stored user stands for
     /// that user as they are now: a suspended, inactive or deleted user's token stops working.
+    /// `known` is what the cache of verified tokens said of it, if it held the token.
     async fn authenticate(
         &self,
         authorization: Option<&[u8]>,
+        known: Option<Result<Arc<Verified>, TokenError>>,
     ) -> Result<(Caller, Option<TokenExpiry>), Status> {
         let Some(value) = authorization else {
             return Ok((Caller::Anonymous, None));
         };
         let token = bearer(value)?;
-        let verified = self
-            .verify(token)
+        let verified = known
+            .unwrap_or_else(|| self.verify(token))
             .map_err(|err| Status::unauthenticated(err.to_string()))?;
         let claimed = match &verified.subject {
             Subject::User(id) => Caller::User {
@@ -217,11 +215,13 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|value| value.as_bytes().to_vec());
-        let verified = authorization
+        let known = authorization
             .as_deref()
             .and_then(|value| bearer(value).ok())
-            .is_some_and(|token| self.layer.is_verified(token));
-        if !verified && let Err(wait) = self.layer.admit_unverified(&request) {
+            .and_then(|token| self.layer.cached(token));
+        if known.is_none()
+            && let Err(wait) = self.layer.admit_unverified(&request)
+        {
             return Box::pin(std::future::ready(Ok(refused(wait))));
         }
         if OPEN_METHODS.contains(&path) {
@@ -230,7 +230,8 @@ where
         }
         let layer = self.layer.clone();
         Box::pin(async move {
-            let (caller, expiry) = match layer.authenticate(authorization.as_deref()).await {
+            let authenticated = layer.authenticate(authorization.as_deref(), known).await;
+            let (caller, expiry) = match authenticated {
                 Ok(found) => found,
                 Err(status) => return Ok(status_response(status)),
             };
