@@ -76,6 +76,8 @@ pub struct Application {
     /// rate-limit keys.
     monitor: Pin<Box<dyn Future<Output = ()> + Send>>,
     forget: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Connections closed at once because `--max-connections` were open.
+    refused: Arc<connections::Refused>,
 }
 
 /// How often idle rate-limit keys are forgotten.
@@ -235,6 +237,7 @@ impl Application {
                 .max_connection_age(age)
                 .max_connection_age_grace(grace);
         }
+        let refused = Arc::new(connections::Refused::default());
         let mut server_stop = shutdown.clone();
         let server = Box::pin(
             builder
@@ -248,7 +251,7 @@ impl Application {
                 .add_service(users)
                 .add_service(auth)
                 .serve_with_incoming_shutdown(
-                    connections::incoming(listener, settings.connections, Arc::default()),
+                    connections::incoming(listener, settings.connections, refused.clone()),
                     async move { server_stop.triggered().await },
                 ),
         );
@@ -262,6 +265,7 @@ impl Application {
             reporter,
             monitor,
             forget,
+            refused,
         })
     }
 
@@ -292,6 +296,7 @@ impl Application {
             reporter,
             monitor,
             forget,
+            refused,
         } = self;
         let monitor = tokio::spawn(monitor);
         let forget = tokio::spawn(forget);
@@ -337,6 +342,12 @@ impl Application {
             tracing::warn!("stream tasks still running after the grace period");
         }
         store.close().await?;
+        if refused.count() > 0 {
+            tracing::warn!(
+                refused = refused.count(),
+                "connections were refused because --max-connections were open"
+            );
+        }
         tracing::info!("stopped");
         Ok(served?)
     }
