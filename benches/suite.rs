@@ -25,7 +25,7 @@ use user_service::storage::{BatchItem, StorageSettings, Store};
 #[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
-use support::{ServerProcess, TEST_SECRET, TestApp};
+use support::{ServerProcess, TEST_SECRET, TestApp, grpc_frame};
 
 const CHEAPEST: Argon2Settings = Argon2Settings {
     memory_kib: 8,
@@ -180,19 +180,6 @@ impl UserService for Ceiling {
     ) -> Result<Response<EventStream>, Status> {
         Err(Status::unimplemented("ceiling"))
     }
-}
-
-async fn start_ceiling(user: pb::User) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(UserServiceServer::new(Ceiling(user)))
-            .serve_with_incoming(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            ),
-    );
-    addr
 }
 
 /// Seeds `count` users straight through the storage layer with one shared password hash, so
@@ -362,7 +349,7 @@ async fn suite(only: &str) {
     let wanted = |name: &str| only.is_empty() || name.contains(only);
     if wanted("get") {
         get_user_with_h2load(&mut suite).await;
-        get_user_against_the_ceiling(&mut suite).await;
+        get_user_latency(&mut suite).await;
     }
     if wanted("list") || wanted("binary") {
         let large = list_users_at_a_million(&mut suite).await;
@@ -518,15 +505,6 @@ async fn get_user_with_h2load(suite: &mut Suite) {
     );
 }
 
-/// A message in gRPC's length-prefixed framing, uncompressed: an h2load request body.
-fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
-    let body = message.encode_to_vec();
-    let mut framed = vec![0];
-    framed.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
-    framed.extend_from_slice(&body);
-    framed
-}
-
 /// The ceiling in a process of its own: its address on the first line of standard output.
 async fn serve_ceiling_forever() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -550,46 +528,23 @@ async fn serve_ceiling_forever() {
         .unwrap();
 }
 
-/// Figure 1: GetUser through the full stack, with the access log on and off, against a bare tonic
-/// server that answers a constant user.
-async fn get_user_against_the_ceiling(suite: &mut Suite) {
-    println!("\n1b. GetUser under userctl bench (a tonic client, which saturates first): latency");
-    let run = suite.run;
-    let (mut full_best, mut ceiling_best, mut off_best) = (0.0f64, 0.0f64, 0.0f64);
-    for _ in 0..2 {
-        let (full, addr) = in_process(settings(&suite.small, CHEAPEST)).await;
-        let report = measure(&addr, load(Rpc::Get, 32, run)).await;
-        full_best = full_best.max(report.per_second());
-        println!("   full stack:     {}", report.summary());
-        let user = one_user(&addr).await;
-        let _ = full.stop().await;
-
-        let mut quiet = settings(&suite.small, CHEAPEST);
-        quiet.access_log = false;
-        let (off, addr) = in_process(quiet).await;
-        let report = measure(&addr, load(Rpc::Get, 32, run)).await;
-        off_best = off_best.max(report.per_second());
-        println!("   access log off: {}", report.summary());
-        let _ = off.stop().await;
-
-        let ceiling = start_ceiling(user).await;
-        let report = measure(&ceiling, load(Rpc::Get, 32, run)).await;
-        ceiling_best = ceiling_best.max(report.per_second());
-        println!("   ceiling:        {}", report.summary());
-    }
-    let r = full_best / ceiling_best;
+/// Figure 1b (userctl bench): GetUser latency through the full stack under a tonic client in
+/// this process. Its throughput is not a figure: that client saturates before the server does
+/// (figure 1 measures throughput with h2load, and the ceiling with the same tool).
+async fn get_user_latency(suite: &mut Suite) {
+    println!("\n1b. GetUser latency under userctl bench (a tonic client, 32 callers)");
+    let (server, addr) = in_process(settings(&suite.small, CHEAPEST)).await;
+    let report = measure(&addr, load(Rpc::Get, 32, suite.run)).await;
+    println!("   full stack: {}", report.summary());
+    let _ = server.stop().await;
     row(
         &mut suite.rows,
-        "GetUser full stack / ceiling (userctl bench)",
-        format!("{full_best:.0}/{ceiling_best:.0}/s = {r:.2}"),
-        ">= 0.80",
-        verdict(r, 0.8, true),
-    );
-    let r = full_best / off_best;
-    row(
-        &mut suite.rows,
-        "GetUser access log on / off",
-        format!("{full_best:.0}/{off_best:.0}/s = {r:.2}"),
+        "GetUser latency p50 / p99 (userctl bench)",
+        format!(
+            "{:?} / {:?}",
+            report.percentile(0.5),
+            report.percentile(0.99)
+        ),
         "(measured)",
         "-".into(),
     );

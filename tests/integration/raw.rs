@@ -11,12 +11,7 @@ use tonic::Status;
 
 /// A protobuf message in gRPC's length-prefixed framing, uncompressed.
 pub fn frame(message: &impl Message) -> Bytes {
-    let body = message.encode_to_vec();
-    let mut framed = Vec::with_capacity(body.len() + 5);
-    framed.push(0);
-    framed.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
-    framed.extend_from_slice(&body);
-    framed.into()
+    crate::helpers::grpc_frame(message).into()
 }
 
 /// Sends `body` to `path` with `headers` (besides the gRPC ones) and returns the status the

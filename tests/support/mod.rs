@@ -175,6 +175,17 @@ impl Drop for TestApp {
     }
 }
 
+/// A message in gRPC's length-prefixed framing, uncompressed: what a bare HTTP/2 client
+/// (a raw test, h2load) sends.
+pub fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
+    let body = message.encode_to_vec();
+    let mut framed = Vec::with_capacity(body.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&body);
+    framed
+}
+
 pub fn new_user(username: &str) -> CreateUserRequest {
     CreateUserRequest {
         username: username.to_owned(),
