@@ -7,9 +7,17 @@ CARGO ?= cargo
 run:
 	$(CARGO) run --release --locked --bin user-service
 
-## Unit, integration and snapshot tests. With CI set, any snapshot diff fails.
+## Unit, integration and snapshot tests, the integration suite once per backend: SQLite,
+## then PostgreSQL at TEST_DATABASE_URL (each test creates and drops its own database; the
+## replica and fault tests always run on PostgreSQL). With CI set, any snapshot diff fails.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+export TEST_DATABASE_URL
 test:
+	@command -v psql >/dev/null 2>&1 || { echo "make test: psql (PostgreSQL's client, Debian package postgresql-client) is needed to check TEST_DATABASE_URL" >&2; exit 1; }
+	@psql "$(TEST_DATABASE_URL)" -Atqc 'SELECT 1' >/dev/null 2>&1 || { \
+		echo "make test: PostgreSQL is unreachable at $(TEST_DATABASE_URL) (checked with psql): start it, or run make test TEST_DATABASE_URL=postgres://USER@HOST:PORT/DATABASE" >&2; exit 1; }
 	$(CARGO) test --locked --lib --bins --tests
+	TEST_BACKEND=postgres $(CARGO) test --locked --test integration -- --skip sqlite:: --skip replicas::
 
 ## Formatting and clippy, warnings as errors.
 lint:

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status, Streaming};
@@ -22,10 +23,10 @@ use user_service::pb::{
 use user_service::storage::{BatchItem, StorageSettings, Store};
 
 // The harness the integration tests use: each uses part of it.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
-use support::{ServerProcess, TEST_SECRET, TestApp, grpc_frame};
+use support::{ServerProcess, TEST_SECRET, TestApp, TestDatabase, grpc_frame};
 
 const CHEAPEST: Argon2Settings = Argon2Settings {
     memory_kib: 8,
@@ -237,7 +238,7 @@ async fn seed(database: &Path, count: usize) -> String {
 /// The real binary, as the tests start it, with limits that keep out of a benchmark's way.
 fn server_process(database: &Path) -> ServerProcess {
     ServerProcess::start_with(
-        database,
+        &TestDatabase::sqlite_file(database),
         &[("RUST_LOG", "warn,user_service::startup=info")],
         &[
             "--argon2-memory-kib",
@@ -254,12 +255,13 @@ fn server_process(database: &Path) -> ServerProcess {
 
 /// The full server in this process, as the tests start it, with these settings.
 async fn in_process(settings: Settings) -> (TestApp, String) {
-    let database = settings
-        .storage
-        .database_url
-        .trim_start_matches("sqlite://")
-        .into();
-    let app = TestApp::start_with(database, settings).await;
+    let database = Path::new(
+        settings
+            .storage
+            .database_url
+            .trim_start_matches("sqlite://"),
+    );
+    let app = TestApp::start_with(Arc::new(TestDatabase::sqlite_file(database)), settings).await;
     let addr = format!("http://{}", app.addr);
     (app, addr)
 }
@@ -425,7 +427,7 @@ async fn get_user_with_h2load(suite: &mut Suite) {
     let token = token();
     let ours = |access_log: &str| {
         let server = ServerProcess::start_with(
-            &suite.small,
+            &TestDatabase::sqlite_file(&suite.small),
             &[("RUST_LOG", "info")],
             &[
                 "--rate-limit-per-second",

@@ -31,13 +31,40 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Database location: sqlite://relative/path.db or sqlite:///absolute/path.db.
+    /// Database: sqlite://relative/path.db, sqlite:///absolute/path.db, or
+    /// postgres://user:password@host:port/database (several servers on one PostgreSQL
+    /// behave as one service).
     #[arg(
         long,
         env = "USER_SERVICE_DATABASE_URL",
+        hide_env_values = true,
         default_value = StorageSettings::DEFAULT_DATABASE_URL
     )]
     pub database_url: String,
+
+    /// PostgreSQL: connections in the pool.
+    #[arg(
+        long,
+        env = "USER_SERVICE_DATABASE_POOL_SIZE",
+        default_value_t = StorageSettings::DEFAULT_POOL_SIZE
+    )]
+    pub database_pool_size: usize,
+
+    /// PostgreSQL: seconds connecting, or waiting for a pooled connection, may take.
+    #[arg(
+        long,
+        env = "USER_SERVICE_DATABASE_CONNECT_TIMEOUT_SECS",
+        default_value_t = StorageSettings::DEFAULT_CONNECT_TIMEOUT.as_secs()
+    )]
+    pub database_connect_timeout_secs: u64,
+
+    /// PostgreSQL: milliseconds one statement may run before the database cancels it.
+    #[arg(
+        long,
+        env = "USER_SERVICE_DATABASE_STATEMENT_TIMEOUT_MS",
+        default_value_t = StorageSettings::DEFAULT_STATEMENT_TIMEOUT.as_millis() as u64
+    )]
+    pub database_statement_timeout_ms: u64,
 
     /// Argon2id memory cost in KiB (OWASP minimum: 19456).
     #[arg(long, env = "USER_SERVICE_ARGON2_MEMORY_KIB", default_value_t = Argon2Settings::OWASP_MINIMUM.memory_kib)]
@@ -365,6 +392,9 @@ impl Settings {
             listen: cli.listen,
             storage: StorageSettings {
                 database_url: cli.database_url,
+                pool_size: cli.database_pool_size,
+                connect_timeout: Duration::from_secs(cli.database_connect_timeout_secs),
+                statement_timeout: Duration::from_millis(cli.database_statement_timeout_ms),
                 cache_capacity: cli.cache_capacity,
                 event_retention: cli.event_retention,
                 ..StorageSettings::default()

@@ -43,6 +43,9 @@ pub enum ServiceError {
     /// UNAVAILABLE: the server is shutting down; retry against another instance or later.
     #[error("the server is shutting down{0}")]
     ShuttingDown(String),
+    /// UNAVAILABLE: the database cannot be reached now; retry later or on another replica.
+    #[error("{0}")]
+    Unavailable(String),
     /// INTERNAL, with an opaque message; the cause is logged.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -68,7 +71,7 @@ impl ServiceError {
             ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
             ServiceError::EtagMismatch { .. } => Code::Aborted,
             ServiceError::Compacted { .. } => Code::OutOfRange,
-            ServiceError::ShuttingDown(_) => Code::Unavailable,
+            ServiceError::ShuttingDown(_) | ServiceError::Unavailable(_) => Code::Unavailable,
             ServiceError::Internal(_) => Code::Internal,
         }
     }
@@ -88,9 +91,11 @@ impl From<StoreError> for ServiceError {
                 ServiceError::Compacted { requested, oldest }
             }
             StoreError::Invalid(violations) => ServiceError::Invalid(violations),
-            StoreError::UnsupportedUrl(_) | StoreError::Backend(_) => {
-                ServiceError::Internal(Box::new(err))
-            }
+            StoreError::Unavailable(reason) => ServiceError::Unavailable(reason),
+            StoreError::UnsupportedUrl(_)
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::InUse(_)
+            | StoreError::Backend(_) => ServiceError::Internal(Box::new(err)),
         }
     }
 }
@@ -141,7 +146,8 @@ impl From<ServiceError> for Status {
             | ServiceError::ResourceExhausted(_)
             | ServiceError::EtagMismatch { .. }
             | ServiceError::Compacted { .. }
-            | ServiceError::ShuttingDown(_) => Status::new(code, err.to_string()),
+            | ServiceError::ShuttingDown(_)
+            | ServiceError::Unavailable(_) => Status::new(code, err.to_string()),
         }
     }
 }

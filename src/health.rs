@@ -120,6 +120,7 @@ pub async fn probe(addr: &str, service: &str, timeout: Duration) -> Result<bool,
 }
 
 /// Reports NOT_SERVING while the database cannot answer, and SERVING once it can again.
+/// Checked every `interval`, and whenever the store's reachability changes.
 pub async fn monitor(
     store: Store,
     reporter: HealthReporter,
@@ -127,9 +128,17 @@ pub async fn monitor(
     interval: Duration,
 ) {
     let mut healthy = true;
+    // PostgreSQL's log tail notices a lost connection at once: check then, not only on time.
+    let mut reachable = store.reachable();
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
+            changed = reachable.changed() => {
+                if changed.is_err() {
+                    // The store is gone: the server is stopping.
+                    return;
+                }
+            }
             () = shutdown.triggered() => return,
         }
         let ping = store.ping().await;

@@ -301,7 +301,11 @@ impl Application {
         let monitor = tokio::spawn(monitor);
         let forget = tokio::spawn(forget);
         health::set_all(&reporter, ServingStatus::Serving).await;
-        tracing::info!(%local_addr, database = %settings.storage.database_url, "serving");
+        tracing::info!(
+            %local_addr,
+            database = %crate::storage::redacted(&settings.storage.database_url),
+            "serving"
+        );
 
         let mut server = server;
         let served = tokio::select! {

@@ -54,7 +54,7 @@ pub async fn current(caller: &Caller, store: &Store) -> Result<Caller, ServiceEr
     let Caller::User { id, .. } = caller else {
         return Ok(caller.clone());
     };
-    match store.get(*id).await {
+    match store.standing(*id).await {
         Ok(user) => standing(&user),
         Err(StoreError::NotFound(_)) => Err(gone()),
         Err(err) => Err(err.into()),

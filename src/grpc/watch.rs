@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -111,6 +111,8 @@ struct Watcher {
     next: i64,
     client: mpsc::Sender<Queued>,
     shutdown: Shutdown,
+    /// Turns false when the database cannot be reached; the stream then ends.
+    reachable: watch::Receiver<bool>,
 }
 
 pub async fn start(
@@ -144,6 +146,7 @@ pub async fn start(
     }
     // Subscribe before reading the head, so nothing committed in between is missed.
     let live = store.subscribe();
+    let reachable = store.reachable();
     let next = match request.start_revision {
         0 => store.head_revision() + 1,
         start => {
@@ -172,6 +175,7 @@ pub async fn start(
         next,
         client,
         shutdown: shutdown.clone(),
+        reachable,
     };
     shutdown.spawn(watcher.run(live));
     let stream = ReceiverStream::new(receiver)
@@ -210,12 +214,16 @@ impl Watcher {
         if let Some(end) = self.catch_up().await? {
             return Ok(end);
         }
+        let mut reachable = self.reachable.clone();
         loop {
             let received = tokio::select! {
                 received = live.recv() => received,
                 () = self.client.closed() => return Ok(ClientGone),
                 () = self.shutdown.triggered() => return Err(self.shutting_down()),
                 () = until(self.expires) => return Err(expired()),
+                _ = reachable.wait_for(|reachable| !reachable) => {
+                    return Err(self.unreachable());
+                }
             };
             let event = match received {
                 Ok(event) => event,
@@ -290,6 +298,13 @@ impl Watcher {
             () = self.shutdown.triggered() => Err(self.shutting_down()),
             () = until(self.expires) => Err(expired()),
         }
+    }
+
+    fn unreachable(&self) -> ServiceError {
+        ServiceError::Unavailable(format!(
+            "the database is unreachable: resume the watch with start_revision {}",
+            self.next
+        ))
     }
 
     fn shutting_down(&self) -> ServiceError {

@@ -1,9 +1,10 @@
 //! A bounded read cache that stays exactly consistent with what was committed.
 //!
-//! Writers apply every committed change here, in commit order, while they still hold the
-//! write lock. A reader that missed fills the cache only if the database snapshot it read
-//! already contains every change applied so far; otherwise its value might be older than a
-//! change the cache has already seen (a delete, say), and it is not kept.
+//! Every committed change is applied here once, in commit order (see `published`). A reader
+//! that missed fills the cache only if the database snapshot it read already contains every
+//! change applied so far; otherwise its value might be older than a change the cache has
+//! already seen (a delete, say), and it is not kept. A fill may run ahead of the changes
+//! applied so far; those changes then never put an older version back.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,13 +61,27 @@ impl UserCache {
         for change in changes {
             match change {
                 Change::Upsert(user) => {
-                    inner.users.put(user.id, Arc::new(user.clone()));
+                    // A fill from a newer snapshot may already hold a later version.
+                    let newer = inner
+                        .users
+                        .peek(&user.id)
+                        .is_some_and(|cached| cached.revision > user.revision);
+                    if !newer {
+                        inner.users.put(user.id, Arc::new(user.clone()));
+                    }
                 }
                 Change::Remove(id) => {
                     inner.users.pop(&id);
                 }
             }
         }
+        inner.applied = inner.applied.max(revision);
+    }
+
+    /// Forgets every user, and takes `revision` as applied.
+    pub fn clear(&self, revision: i64) {
+        let Some(mut inner) = self.lock() else { return };
+        inner.users.clear();
         inner.applied = inner.applied.max(revision);
     }
 

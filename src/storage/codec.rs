@@ -129,3 +129,21 @@ pub(super) fn decode_user(bytes: &[u8]) -> StoreResult<User> {
     }
     .into_user()
 }
+
+/// An event row of the log, as both backends store it.
+pub(super) fn decode_event(
+    revision: i64,
+    event_id: &[u8],
+    kind: i64,
+    at_ns: i64,
+    user: &[u8],
+) -> StoreResult<crate::domain::UserEvent> {
+    Ok(crate::domain::UserEvent {
+        revision,
+        event_id: *decode_id(event_id)?.as_uuid(),
+        kind: crate::domain::EventKind::from_i64(kind)
+            .ok_or_else(|| corrupt(&format!("event {revision} has unknown kind {kind}")))?,
+        at_ns,
+        user: decode_user(user)?,
+    })
+}

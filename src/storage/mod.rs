@@ -3,17 +3,21 @@
 
 mod cache;
 mod codec;
-mod migrations;
+mod postgres;
+mod published;
+mod rules;
 mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::domain::{
     Etag, NewUser, PasswordHash, Role, User, UserEvent, UserId, UserPatch, UserStatus,
     ValidationError,
 };
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Entry points for the fuzz targets in `fuzz/`: the codecs of what storage reads back.
@@ -39,8 +43,15 @@ pub mod fuzzing {
 /// How storage is opened and tuned.
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
-    /// `sqlite://relative/path.db` or `sqlite:///absolute/path.db`.
+    /// `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, or
+    /// `postgres://user:password@host:port/database` (also `postgresql://`).
     pub database_url: String,
+    /// PostgreSQL: connections in the pool.
+    pub pool_size: usize,
+    /// PostgreSQL: how long connecting (or waiting for a pooled connection) may take.
+    pub connect_timeout: Duration,
+    /// PostgreSQL: how long one statement may run before the database cancels it.
+    pub statement_timeout: Duration,
     /// Users kept in the read cache; 0 turns it off.
     pub cache_capacity: usize,
     /// How many of the newest events the log keeps for watch resumption.
@@ -55,6 +66,50 @@ impl StorageSettings {
     pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
     pub const DEFAULT_EVENT_RETENTION: u64 = 1_000_000;
     pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+    pub const DEFAULT_POOL_SIZE: usize = 16;
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Whether the URL names PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        is_postgres_url(&self.database_url)
+    }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The database URL with any password replaced, fit for logs and messages.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => path.to_owned(),
+    };
+    format!("{scheme}://{authority}{path}")
 }
 
 impl Default for StorageSettings {
@@ -64,6 +119,9 @@ impl Default for StorageSettings {
             cache_capacity: Self::DEFAULT_CACHE_CAPACITY,
             event_retention: Self::DEFAULT_EVENT_RETENTION,
             event_buffer: Self::DEFAULT_EVENT_BUFFER,
+            pool_size: Self::DEFAULT_POOL_SIZE,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
         }
     }
 }
@@ -83,13 +141,32 @@ pub enum StoreError {
     Compacted { requested: i64, oldest: i64 },
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    )]
     UnsupportedUrl(String),
+    #[error(
+        "the database schema is version {found}, newer than this server knows ({known}): run a newer server"
+    )]
+    SchemaTooNew { found: usize, known: usize },
+    /// Another server holds the SQLite file.
+    #[error("{0}")]
+    InUse(String),
+    /// The database cannot be reached now; the call may be retried.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("storage failure")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl StoreError {
+    pub(crate) fn taken(field: &'static str, value: &str) -> Self {
+        Self::AlreadyExists {
+            field,
+            value: value.to_owned(),
+        }
+    }
+
     pub(crate) fn backend(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Backend(Box::new(err))
     }
@@ -109,6 +186,16 @@ pub struct BatchItem {
 pub enum UserKey {
     Username(crate::domain::Username),
     Email(crate::domain::Email),
+}
+
+impl UserKey {
+    /// The indexed column that holds this key, and the key as stored there.
+    fn column_and_key(&self) -> (&'static str, String) {
+        match self {
+            UserKey::Username(username) => ("username_key", username.key()),
+            UserKey::Email(email) => ("email_key", email.key()),
+        }
+    }
 }
 
 /// What an update did.
@@ -159,12 +246,15 @@ pub struct Page {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
 }
 
+/// Runs SQLite work on the blocking pool; awaits PostgreSQL's.
 macro_rules! on_backend {
-    ($self:ident, $store:ident => $body:expr) => {
+    ($self:ident, $store:ident => $sqlite:expr, $pg:expr) => {
         match $self {
-            Store::Sqlite($store) => $body,
+            Store::Sqlite($store) => $store.clone().blocking(move |$store| $sqlite).await,
+            Store::Postgres($store) => $pg.await,
         }
     };
 }
@@ -172,6 +262,10 @@ macro_rules! on_backend {
 impl Store {
     /// Opens the database named by the settings, creating and migrating it as needed.
     pub async fn open(settings: &StorageSettings) -> StoreResult<Self> {
+        if settings.is_postgres() {
+            let store = PostgresStore::open(settings).await?;
+            return Ok(Store::Postgres(Arc::new(store)));
+        }
         let path = sqlite::path_from_url(&settings.database_url)?;
         let settings = settings.clone();
         let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, &settings))
@@ -180,9 +274,16 @@ impl Store {
         Ok(Store::Sqlite(Arc::new(store)))
     }
 
+    fn published(&self) -> &published::Published {
+        match self {
+            Store::Sqlite(store) => store.published(),
+            Store::Postgres(store) => store.published(),
+        }
+    }
+
     /// Each write returns the event it committed; `event.user` is the user after it.
     pub async fn create(&self, user: NewUser) -> StoreResult<UserEvent> {
-        on_backend!(self, s => s.clone().blocking(move |s| s.create(user)).await)
+        on_backend!(self, s => s.create(user), s.create(user))
     }
 
     /// Creates each item in one transaction; an item that fails is reported beside its
@@ -191,67 +292,108 @@ impl Store {
         &self,
         items: Vec<BatchItem>,
     ) -> StoreResult<Vec<(usize, StoreResult<UserEvent>)>> {
-        on_backend!(self, s => s.clone().blocking(move |s| s.create_batch(items)).await)
+        on_backend!(self, s => s.create_batch(items), s.create_batch(items))
     }
 
+    /// The user as committed: a read that starts after any server acknowledged a write to
+    /// them reflects it.
     pub async fn get(&self, id: UserId) -> StoreResult<User> {
-        on_backend!(self, s => {
-            if let Some(user) = s.cached(&id) {
-                return Ok(user);
-            }
-            s.clone().blocking(move |s| s.load(id)).await
-        })
+        if let Store::Sqlite(store) = self
+            && let Some(user) = store.published().cache.get(&id)
+        {
+            // One server per SQLite file: its cache has every commit.
+            return Ok(user);
+        }
+        on_backend!(self, s => s.load(id), s.get(id))
+    }
+
+    /// The user as this server last applied the log: what a call's caller is checked
+    /// against. On SQLite the same as `get`; on PostgreSQL it may trail another replica's
+    /// write by as long as the log tail takes to apply it.
+    pub async fn standing(&self, id: UserId) -> StoreResult<User> {
+        match self {
+            Store::Sqlite(_) => self.get(id).await,
+            Store::Postgres(store) => store.standing(id).await,
+        }
     }
 
     /// The user with this username or email, compared without letter case.
     pub async fn find(&self, key: UserKey) -> StoreResult<Option<User>> {
-        on_backend!(self, s => s.clone().blocking(move |s| s.find(&key)).await)
+        on_backend!(self, s => s.find(&key), s.find(&key))
     }
 
     /// The user with this username, compared without letter case, and their password hash.
     pub async fn credentials(&self, username: String) -> StoreResult<Option<(User, PasswordHash)>> {
-        on_backend!(self, s => s.clone().blocking(move |s| s.credentials(&username)).await)
+        on_backend!(self, s => s.credentials(&username), s.credentials(&username))
     }
 
     pub async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
-        on_backend!(self, s => s.clone().blocking(move |s| s.update(id, patch)).await)
+        on_backend!(self, s => s.update(id, patch), s.update(id, patch))
     }
 
     pub async fn delete(&self, id: UserId, etag: Option<Etag>) -> StoreResult<UserEvent> {
-        on_backend!(self, s => s.clone().blocking(move |s| s.delete(id, etag)).await)
+        on_backend!(self, s => s.delete(id, etag), s.delete(id, etag))
     }
 
     pub async fn list(&self, query: ListQuery) -> StoreResult<Page> {
-        on_backend!(self, s => s.clone().blocking(move |s| s.list(query)).await)
+        on_backend!(self, s => s.list(query), s.list(query))
     }
 
     /// Up to `limit` events with `revision >= from`, oldest first.
     pub async fn events_from(&self, from: i64, limit: usize) -> StoreResult<Vec<UserEvent>> {
-        on_backend!(self, s => s.clone().blocking(move |s| s.events_from(from, limit)).await)
+        on_backend!(self, s => s.events_from(from, limit), s.events_from(from, limit))
     }
 
     /// Live events, in commit order, from the moment of subscribing.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<UserEvent>> {
-        on_backend!(self, s => s.subscribe())
+        self.published().subscribe()
     }
 
-    /// The revision of the newest committed change (0 before the first).
+    /// The revision of the newest change this server has applied (0 before the first).
     pub fn head_revision(&self) -> i64 {
-        on_backend!(self, s => s.head_revision())
+        self.published().head()
     }
 
     /// The oldest revision the event log still holds (head + 1 when it is empty).
     pub fn oldest_revision(&self) -> i64 {
-        on_backend!(self, s => s.oldest_revision())
+        self.published().oldest()
+    }
+
+    /// Turns false while the database cannot be reached (PostgreSQL's log tail lost its
+    /// connection); SQLite's stays true.
+    pub fn reachable(&self) -> watch::Receiver<bool> {
+        self.published().reachable()
     }
 
     /// Succeeds when the database answers a query.
     pub async fn ping(&self) -> StoreResult<()> {
-        on_backend!(self, s => s.clone().blocking(|s| s.ping()).await)
+        on_backend!(self, s => s.ping(), s.ping())
     }
 
-    /// Flushes the journal into the database file and closes every connection.
+    /// SQLite: flushes the journal into the database file. Closes every connection.
     pub async fn close(&self) -> StoreResult<()> {
-        on_backend!(self, s => s.clone().blocking(|s| s.close()).await)
+        on_backend!(self, s => s.close(), s.close())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_database_password_never_reaches_a_log_line() {
+        assert_eq!(
+            redacted("postgres://app:s3cret@db:5432/users?sslmode=disable"),
+            "postgres://app:***@db:5432/users?sslmode=disable"
+        );
+        assert_eq!(
+            redacted("postgresql://db/users?user=app&password=s3cret"),
+            "postgresql://db/users?user=app&password=***"
+        );
+        assert_eq!(
+            redacted("postgres://app@db/users"),
+            "postgres://app@db/users"
+        );
+        assert_eq!(redacted("sqlite://data/users.db"), "sqlite://data/users.db");
     }
 }

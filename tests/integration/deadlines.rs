@@ -7,7 +7,7 @@ use tonic::Code;
 use user_service::auth::hasher::Argon2Settings;
 use user_service::domain::Role;
 
-use crate::helpers::{ServerProcess, TestApp, new_user};
+use crate::helpers::{ServerProcess, TestApp, TestDatabase, new_user};
 use crate::raw;
 
 /// Hashing this costly takes far longer than the deadlines below.
@@ -67,8 +67,8 @@ async fn a_batch_whose_client_never_finishes_ends_deadline_exceeded() {
 
 #[tokio::test]
 async fn a_call_ended_by_its_deadline_has_an_access_log_line_with_its_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("users.db"));
+    let database = TestDatabase::new();
+    let server = ServerProcess::start(&database);
     let bearer = format!("Bearer {}", server.token("test-admin", Role::Admin));
 
     let status = raw::call(
@@ -87,8 +87,8 @@ async fn a_call_ended_by_its_deadline_has_an_access_log_line_with_its_code() {
 
 #[tokio::test]
 async fn a_call_whose_client_hangs_up_is_logged_as_cancelled_at_info() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(&dir.path().join("users.db"));
+    let database = TestDatabase::new();
+    let server = ServerProcess::start(&database);
     let bearer = format!("Bearer {}", server.token("test-admin", Role::Admin));
 
     raw::abandon(

@@ -7,7 +7,7 @@ use user_service::pb::{
     WatchUsersRequest,
 };
 
-use crate::helpers::{ServerProcess, TestApp, create, create_many};
+use crate::helpers::{ServerProcess, TestApp, TestDatabase, create, create_many};
 use crate::watch::next_event;
 
 #[tokio::test]
@@ -89,8 +89,7 @@ async fn everything_committed_is_there_after_a_restart_and_a_watch_replays_acros
 
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_dash_nine() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("users.db");
+    let database = TestDatabase::new();
     let mut server = ServerProcess::start(&database);
     let mut client = server.client().await.unwrap();
     let created = create_many(&mut client, "durable", 50).await;
@@ -114,14 +113,4 @@ async fn acknowledged_writes_survive_kill_dash_nine() {
         .unwrap_or_else(|status| panic!("{} was lost: {status:?}", user.username));
         assert_eq!(fetched.into_inner().user.as_ref(), Some(user));
     }
-}
-
-#[tokio::test]
-async fn storage_is_created_on_first_start_in_a_folder_that_does_not_exist() {
-    let app = TestApp::spawn().await;
-    assert!(
-        app.database.exists(),
-        "{} was created",
-        app.database.display()
-    );
 }

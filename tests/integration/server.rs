@@ -166,39 +166,6 @@ async fn shutdown_turns_health_not_serving_and_ends_open_watches_promptly() {
 }
 
 #[tokio::test]
-async fn health_is_not_serving_while_the_database_is_unusable_and_recovers_after() {
-    let app = TestApp::spawn().await;
-    let mut health = HealthClient::new(app.channel().await)
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let status = |message: Option<tonic_health::pb::HealthCheckResponse>| message.unwrap().status;
-    assert_eq!(
-        status(health.message().await.unwrap()),
-        ServingStatus::Serving as i32
-    );
-
-    let folder = app.database.parent().unwrap().to_owned();
-    let moved = folder.with_extension("moved");
-    std::fs::rename(&folder, &moved).unwrap();
-    let during = tokio::time::timeout(Duration::from_secs(5), health.message()).await;
-    std::fs::rename(&moved, &folder).unwrap();
-
-    assert_eq!(
-        status(during.expect("health changes in time").unwrap()),
-        ServingStatus::NotServing as i32
-    );
-    let after = tokio::time::timeout(Duration::from_secs(5), health.message())
-        .await
-        .expect("health recovers in time")
-        .unwrap();
-    assert_eq!(status(after), ServingStatus::Serving as i32);
-}
-
-#[tokio::test]
 async fn during_the_drain_health_is_not_serving_while_calls_are_still_served() {
     let mut app = TestApp::spawn_with(|settings| {
         settings.shutdown_drain = Duration::from_secs(2);
@@ -273,9 +240,9 @@ async fn reflection_describes_the_error_details_failed_calls_carry() {
 
 #[tokio::test]
 async fn boolean_variables_take_the_usual_spellings_and_sigterm_exits_promptly() {
-    let dir = tempfile::tempdir().unwrap();
+    let database = crate::helpers::TestDatabase::new();
     let mut server = crate::helpers::ServerProcess::start_with_env(
-        &dir.path().join("users.db"),
+        &database,
         &[
             ("USER_SERVICE_ALLOW_SIGNUP", "yes"),
             ("USER_SERVICE_ACCESS_LOG", "0"),
@@ -394,8 +361,8 @@ async fn shutdown_finishes_within_the_grace_period_with_a_client_that_stopped_re
 
 #[tokio::test]
 async fn the_healthcheck_subcommand_exits_0_only_for_a_serving_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = crate::helpers::ServerProcess::start(&dir.path().join("users.db"));
+    let database = crate::helpers::TestDatabase::new();
+    let server = crate::helpers::ServerProcess::start(&database);
     let check = |addr: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
             .args(["healthcheck", "--addr", addr, "--timeout-secs", "2"])

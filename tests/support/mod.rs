@@ -3,14 +3,17 @@
 //! start-up code on port 0, and `ServerProcess`, the real binary as a child process; both
 //! with clients to talk to them.
 
+mod database;
+mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tempfile::TempDir;
+pub use database::TestDatabase;
+pub use proxy::Proxy;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
@@ -36,12 +39,12 @@ pub const TEST_SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 
 pub type Client = UserServiceClient<InterceptedService<Channel, Bearer>>;
 
-pub fn test_settings(database: &Path) -> Settings {
+pub fn test_settings(database: &TestDatabase) -> Settings {
     let mut settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Settings::default()
     };
-    settings.storage.database_url = format!("sqlite://{}", database.display());
+    settings.storage.database_url = database.url().to_owned();
     settings.argon2 = CHEAP_ARGON2;
     settings.shutdown_grace = Duration::from_secs(5);
     settings.shutdown_drain = Duration::ZERO;
@@ -54,11 +57,10 @@ pub fn test_settings(database: &Path) -> Settings {
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub database: PathBuf,
+    /// Kept for as long as the app (and its restarts) need it.
+    pub database: Arc<TestDatabase>,
     pub jwt: Arc<Jwt>,
     settings: Settings,
-    /// Keeps the database directory alive for as long as the app (and its restarts) need it.
-    dir: Option<TempDir>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), StartupError>>,
 }
@@ -68,22 +70,20 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    /// Starts on a fresh database of the suite's backend.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let database = dir.path().join("data").join("users.db");
-        let mut app = Self::start(database, adjust).await;
-        app.dir = Some(dir);
-        app
+        Self::spawn_on(Arc::new(TestDatabase::new()), adjust).await
     }
 
-    async fn start(database: PathBuf, adjust: impl FnOnce(&mut Settings)) -> Self {
+    /// Starts on `database` (another server may be serving it too).
+    pub async fn spawn_on(database: Arc<TestDatabase>, adjust: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = test_settings(&database);
         adjust(&mut settings);
         Self::start_with(database, settings).await
     }
 
     /// Starts on `database` with exactly these settings.
-    pub async fn start_with(database: PathBuf, settings: Settings) -> Self {
+    pub async fn start_with(database: Arc<TestDatabase>, settings: Settings) -> Self {
         let app = Application::build(settings.clone())
             .await
             .expect("the server starts");
@@ -98,7 +98,6 @@ impl TestApp {
             database,
             jwt,
             settings,
-            dir: None,
             stop: Some(stop),
             server,
         }
@@ -156,14 +155,12 @@ impl TestApp {
 
     /// Stops gracefully, then starts a new server on the same database.
     pub async fn restart(self) -> Self {
-        let (result, mut old) = self.stop().await;
+        let (result, old) = self.stop().await;
         result.expect("the server stops cleanly");
         // The same address, so clients that reconnect find the new server.
         let mut settings = old.settings.clone();
         settings.listen = old.addr;
-        let mut app = Self::start_with(old.database.clone(), settings).await;
-        app.dir = old.dir.take();
-        app
+        Self::start_with(old.database.clone(), settings).await
     }
 }
 
@@ -250,28 +247,33 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    pub fn start(database: &std::path::Path) -> Self {
-        Self::launch(database, Some(TEST_SECRET), &[], &[])
+    pub fn start(database: &TestDatabase) -> Self {
+        Self::launch(database.url(), Some(TEST_SECRET), &[], &[])
     }
 
     /// Starts the binary as `make run` would: with no key configured.
-    pub fn start_without_key(database: &std::path::Path) -> Self {
-        Self::launch(database, None, &[], &[])
+    pub fn start_without_key(database: &TestDatabase) -> Self {
+        Self::launch(database.url(), None, &[], &[])
     }
 
     /// Starts the binary with these `USER_SERVICE_*` variables set.
-    pub fn start_with_env(database: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        Self::launch(database, Some(TEST_SECRET), env, &[])
+    pub fn start_with_env(database: &TestDatabase, env: &[(&str, &str)]) -> Self {
+        Self::launch(database.url(), Some(TEST_SECRET), env, &[])
     }
 
     /// Starts the binary with these variables set (`RUST_LOG` too) and these flags besides the
     /// harness's own.
-    pub fn start_with(database: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Self {
-        Self::launch(database, Some(TEST_SECRET), env, args)
+    pub fn start_with(database: &TestDatabase, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::launch(database.url(), Some(TEST_SECRET), env, args)
+    }
+
+    /// Starts the binary on the database at `url` (through a `Proxy`, say).
+    pub fn start_on_url(url: &str, args: &[&str]) -> Self {
+        Self::launch(url, Some(TEST_SECRET), &[], args)
     }
 
     fn launch(
-        database: &std::path::Path,
+        database_url: &str,
         secret: Option<&str>,
         env: &[(&str, &str)],
         args: &[&str],
@@ -279,8 +281,7 @@ impl ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
         command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--database-url")
-            .arg(format!("sqlite://{}", database.display()))
+            .args(["--database-url", database_url])
             .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped());

@@ -7,8 +7,8 @@ use crate::helpers::create_many;
 
 #[tokio::test]
 async fn the_access_log_records_the_grpc_code_of_a_failed_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = crate::helpers::ServerProcess::start(&dir.path().join("users.db"));
+    let database = crate::helpers::TestDatabase::new();
+    let server = crate::helpers::ServerProcess::start(&database);
     let mut client = server.client().await.unwrap();
     let missing = "0192a3b4-0000-7000-8000-000000000000".to_string();
     let status = client

@@ -205,8 +205,8 @@ async fn with_an_rsa_key_the_algorithm_is_pinned_and_issuer_and_audience_are_che
 
 #[tokio::test]
 async fn without_a_configured_key_the_logged_development_token_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = crate::helpers::ServerProcess::start_without_key(&dir.path().join("users.db"));
+    let database = crate::helpers::TestDatabase::new();
+    let server = crate::helpers::ServerProcess::start_without_key(&database);
     let line = server
         .log
         .lock()

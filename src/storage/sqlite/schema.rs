@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-use super::{StoreError, StoreResult};
+use crate::storage::{StoreError, StoreResult};
 
 /// Each entry moves the schema from version `index` to `index + 1`. Never edit a shipped
 /// entry: append a new one.
@@ -67,7 +67,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Brings the database to the newest schema; each step commits on its own.
-pub(super) fn run(conn: &mut Connection) -> StoreResult<()> {
+pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let current: usize = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if current > MIGRATIONS.len() {
         return Err(StoreError::Backend(

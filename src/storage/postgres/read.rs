@@ -1,0 +1,217 @@
+//! The read path. Users are read from the database, not from the tail-fed cache, so a read
+//! that starts after any replica acknowledged a write sees it. Each read is one statement,
+//! which PostgreSQL runs in one snapshot.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
+
+use super::super::codec::{RawUser, decode_event};
+use super::super::rules::{USER_COLUMNS, into_page, list_sql};
+use super::{PostgresStore, pg_error, read_user, read_user_at};
+use crate::domain::{PasswordHash, User, UserEvent, UserId};
+use crate::storage::{ListQuery, Page, StoreError, StoreResult, UserKey};
+
+/// The user `id`, read by `client` (a pooled connection or an open transaction).
+pub(super) async fn select_user(
+    client: &impl GenericClient,
+    id: UserId,
+) -> StoreResult<Option<User>> {
+    let statement = client
+        .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .await
+        .map_err(pg_error)?;
+    client
+        .query_opt(&statement, &[&id.as_uuid().as_bytes().as_slice()])
+        .await
+        .map_err(pg_error)?
+        .map(|row| read_user(&row).and_then(RawUser::into_user))
+        .transpose()
+}
+
+/// The count of users matching the listing's filters, from the per-(status, role) counts.
+fn count_sql(query: &ListQuery, status: &str, role: &str) -> String {
+    let mut sql = String::from("SELECT coalesce(sum(n), 0)::bigint FROM user_counts WHERE true");
+    if query.status.is_some() {
+        sql.push_str(&format!(" AND status = {status}"));
+    }
+    if query.role.is_some() {
+        sql.push_str(&format!(" AND role = {role}"));
+    }
+    sql
+}
+
+impl PostgresStore {
+    pub(crate) async fn get(&self, id: UserId) -> StoreResult<User> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_opt(&statement, &[&id.as_uuid().as_bytes().as_slice()])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound(id))?;
+        read_user(&row)?.into_user()
+    }
+
+    /// The user as this server's tail last applied them: from the cache, or read with the head
+    /// revision of the same snapshot and kept in the cache when that is safe.
+    pub(crate) async fn standing(&self, id: UserId) -> StoreResult<User> {
+        if let Some(user) = self.published.cache.get(&id) {
+            return Ok(user);
+        }
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS}, (SELECT head FROM log_head) FROM users WHERE id = $1"
+            ))
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_opt(&statement, &[&id.as_uuid().as_bytes().as_slice()])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound(id))?;
+        let user = read_user(&row)?.into_user()?;
+        self.published.cache.fill(&user, row.get(10));
+        Ok(user)
+    }
+
+    /// The user with this username (any letter case) and their password hash, for login.
+    pub(crate) async fn credentials(
+        &self,
+        username: &str,
+    ) -> StoreResult<Option<(User, PasswordHash)>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = $1"
+            ))
+            .await
+            .map_err(pg_error)?;
+        let Some(row) = client
+            .query_opt(&statement, &[&username.to_ascii_lowercase()])
+            .await
+            .map_err(pg_error)?
+        else {
+            return Ok(None);
+        };
+        let hash: String = row.try_get(10).map_err(pg_error)?;
+        Ok(Some((
+            read_user(&row)?.into_user()?,
+            PasswordHash::from_phc(hash),
+        )))
+    }
+
+    /// The user with this username or email, by the unique index on its key.
+    pub(crate) async fn find(&self, key: &UserKey) -> StoreResult<Option<User>> {
+        let (column, key) = key.column_and_key();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE {column} = $1"
+            ))
+            .await
+            .map_err(pg_error)?;
+        client
+            .query_opt(&statement, &[&key])
+            .await
+            .map_err(pg_error)?
+            .map(|row| read_user(&row).and_then(RawUser::into_user))
+            .transpose()
+    }
+
+    /// One page and the matching count, in one statement (one snapshot).
+    pub(crate) async fn list(&self, query: ListQuery) -> StoreResult<Page> {
+        let status = query.status.map(|status| status as i32);
+        let role = query.role.map(|role| role as i32);
+        let cursor = query.after.map(|cursor| {
+            (
+                cursor.created_at_ns,
+                cursor.id.as_uuid().as_bytes().to_vec(),
+            )
+        });
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(5);
+        let mut placeholders = std::collections::HashMap::new();
+        let page = list_sql(&query, |name| {
+            let value: &(dyn ToSql + Sync) = match name {
+                "status" => status.as_ref().expect("used only with a status"),
+                "role" => role.as_ref().expect("used only with a role"),
+                "created_at" => &cursor.as_ref().expect("used only after a cursor").0,
+                "id" => &cursor.as_ref().expect("used only after a cursor").1,
+                _ => &limit,
+            };
+            args.push(value);
+            let placeholder = match name {
+                // `LIMIT $n + 1` would otherwise be inferred as integer, not bigint.
+                "limit" => format!("${}::bigint", args.len()),
+                _ => format!("${}", args.len()),
+            };
+            placeholders.insert(name.to_owned(), placeholder.clone());
+            placeholder
+        });
+        let placeholder = |name: &str| placeholders.get(name).cloned().unwrap_or_default();
+        let count = count_sql(&query, &placeholder("status"), &placeholder("role"));
+        let sql = format!(
+            "WITH page AS ({page}) SELECT ({count}), page.* FROM (SELECT) AS one
+             LEFT JOIN page ON true ORDER BY page.created_at DESC, page.id DESC"
+        );
+
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&sql).await.map_err(pg_error)?;
+        let rows = client.query(&statement, &args).await.map_err(pg_error)?;
+        let total: i64 = rows.first().map_or(0, |row| row.get(0));
+        let mut users = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // The one row of an empty page carries only the count.
+            if row
+                .try_get::<_, Option<&[u8]>>(1)
+                .map_err(pg_error)?
+                .is_none()
+            {
+                continue;
+            }
+            users.push(read_user_at(row, 1)?.into_user()?);
+        }
+        Ok(into_page(users, query.limit, total))
+    }
+
+    pub(crate) async fn events_from(&self, from: i64, limit: usize) -> StoreResult<Vec<UserEvent>> {
+        let client = self.client().await?;
+        events_after(&client, from - 1, limit).await
+    }
+}
+
+/// Up to `limit` events with `revision > after`, oldest first.
+pub(super) async fn events_after(
+    client: &tokio_postgres::Client,
+    after: i64,
+    limit: usize,
+) -> StoreResult<Vec<UserEvent>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let statement = client
+        .prepare(
+            "SELECT revision, event_id, kind, at, \"user\" FROM events
+             WHERE revision > $1 ORDER BY revision LIMIT $2",
+        )
+        .await
+        .map_err(pg_error)?;
+    let rows = client
+        .query(&statement, &[&after, &limit])
+        .await
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|row| {
+            decode_event(
+                row.get(0),
+                row.get(1),
+                row.get::<_, i32>(2).into(),
+                row.get(3),
+                row.get(4),
+            )
+        })
+        .collect()
+}

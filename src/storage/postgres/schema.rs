@@ -1,0 +1,123 @@
+//! Versioned schema migrations for PostgreSQL, applied at start-up under an advisory lock so
+//! that replicas starting together never race, and recorded in `schema_version`.
+
+use tokio_postgres::Client;
+
+use super::pg_error;
+use crate::storage::{StoreError, StoreResult};
+
+/// The advisory lock key that serialises migrations (any fixed number no other lock uses).
+const MIGRATION_LOCK: i64 = 0x7573_6572_0001;
+
+/// Each entry moves the schema from version `index` to `index + 1`. Never edit a shipped
+/// entry: append a new one. The tables match SQLite's column for column; the codec and the
+/// rules in `storage` are shared.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, the event log with its head (the counter row writers lock, see `write`),
+    //    and per-(status, role) counts kept by a trigger.
+    r#"
+    CREATE TABLE users (
+        id            bytea   NOT NULL PRIMARY KEY,
+        username      text    NOT NULL,
+        username_key  text    NOT NULL,
+        email         text    NOT NULL,
+        email_key     text    NOT NULL,
+        full_name     text    NOT NULL,
+        password_hash text    NOT NULL,
+        role          integer NOT NULL,
+        status        integer NOT NULL,
+        metadata      bytea   NOT NULL,
+        created_at    bigint  NOT NULL,
+        updated_at    bigint  NOT NULL,
+        revision      bigint  NOT NULL
+    );
+
+    CREATE UNIQUE INDEX users_username_key ON users (username_key);
+    CREATE UNIQUE INDEX users_email_key ON users (email_key);
+    CREATE INDEX users_newest ON users (created_at DESC, id DESC);
+    CREATE INDEX users_status_newest ON users (status, created_at DESC, id DESC);
+    CREATE INDEX users_role_newest ON users (role, created_at DESC, id DESC);
+    CREATE INDEX users_status_role_newest ON users (status, role, created_at DESC, id DESC);
+
+    CREATE TABLE user_counts (
+        status integer NOT NULL,
+        role   integer NOT NULL,
+        n      bigint  NOT NULL,
+        PRIMARY KEY (status, role)
+    );
+
+    CREATE FUNCTION users_count() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('DELETE', 'UPDATE') THEN
+            UPDATE user_counts SET n = n - 1 WHERE status = OLD.status AND role = OLD.role;
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            INSERT INTO user_counts (status, role, n) VALUES (NEW.status, NEW.role, 1)
+                ON CONFLICT (status, role) DO UPDATE SET n = user_counts.n + 1;
+        END IF;
+        RETURN NULL;
+    END $$;
+
+    CREATE TRIGGER users_counted_on_insert_or_delete AFTER INSERT OR DELETE ON users
+        FOR EACH ROW EXECUTE FUNCTION users_count();
+    CREATE TRIGGER users_counted_on_update AFTER UPDATE OF status, role ON users
+        FOR EACH ROW WHEN (OLD.status <> NEW.status OR OLD.role <> NEW.role)
+        EXECUTE FUNCTION users_count();
+
+    CREATE TABLE events (
+        revision bigint  NOT NULL PRIMARY KEY,
+        event_id bytea   NOT NULL,
+        kind     integer NOT NULL,
+        user_id  bytea   NOT NULL,
+        at       bigint  NOT NULL,
+        "user"   bytea   NOT NULL
+    );
+
+    CREATE TABLE log_head (
+        one             boolean NOT NULL PRIMARY KEY DEFAULT true CHECK (one),
+        head            bigint  NOT NULL,
+        last_created_at bigint  NOT NULL
+    );
+    INSERT INTO log_head (head, last_created_at) VALUES (0, 0);
+    "#,
+];
+
+/// Brings the database to the newest schema in one transaction, holding the migration lock.
+pub(super) async fn migrate(client: &mut Client) -> StoreResult<()> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_error)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        .await
+        .map_err(pg_error)?;
+    let current: i32 = tx
+        .query_opt("SELECT version FROM schema_version", &[])
+        .await
+        .map_err(pg_error)?
+        .map_or(0, |row| row.get(0));
+    let current = usize::try_from(current).unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.batch_execute(sql).await.map_err(pg_error)?;
+        tracing::info!(version = index + 1, "applied database migration");
+    }
+    if current < MIGRATIONS.len() {
+        let version = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+        tx.execute("DELETE FROM schema_version", &[])
+            .await
+            .map_err(pg_error)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)
+}

@@ -1,0 +1,197 @@
+//! The log tail: how one replica follows every replica's commits.
+//!
+//! One dedicated connection (outside the pool) LISTENs on `user_events`. A notification, a
+//! local commit, or a periodic tick wakes it; it then reads the `events` table from the last
+//! revision it applied, so a lost notification or a reconnect loses nothing: the table is the
+//! data, the notification only says "look". What it reads it applies, in revision order, to
+//! this replica's cache, watchers and head (`Published`).
+//!
+//! The tail also prunes the log past the retention window, on one replica at a time (a
+//! transaction-scoped advisory lock), and keeps the oldest retained revision current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Notify, mpsc};
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use super::super::published::Published;
+use super::{pg_error, pool_error, read::events_after};
+use crate::storage::{StoreError, StoreResult};
+
+/// Events read per query while catching up.
+const READ_BATCH: usize = 1000;
+/// A safety net: the tail reads the log this often even without a notification.
+const TICK: Duration = Duration::from_secs(1);
+/// One catch-up that takes longer than this counts as a lost connection.
+const READ_LIMIT: Duration = Duration::from_secs(5);
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// The advisory lock key that lets one replica at a time prune the log.
+const PRUNE_LOCK: i64 = 0x7573_6572_0002;
+/// At most this many events beyond the retention window pile up before the log is pruned.
+const MAX_PRUNE_SLACK: i64 = 1024;
+
+pub(super) struct Tail {
+    pub config: tokio_postgres::Config,
+    pub pool: Pool,
+    pub published: Arc<Published>,
+    pub nudge: Arc<Notify>,
+    pub stop: CancellationToken,
+    pub retention: i64,
+}
+
+impl Tail {
+    /// Follows the log until stopped, reconnecting with backoff whenever the connection drops.
+    pub async fn follow(self) {
+        let mut delay = RECONNECT_MIN;
+        loop {
+            match self.session().await {
+                Ok(()) => return,
+                Err(err) => {
+                    if *self.published.reachable().borrow() {
+                        tracing::error!(error = %crate::error::chain(&err), "lost the database: the log tail reconnects");
+                    }
+                    self.published.set_reachable(false);
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.stop.cancelled() => return,
+            }
+            delay = (delay * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    /// One connection's life: LISTEN, catch up, then catch up again on every wake-up.
+    async fn session(&self) -> StoreResult<()> {
+        let (client, mut connection) = self.config.connect(NoTls).await.map_err(pg_error)?;
+        let (wake, mut woken) = mpsc::unbounded_channel::<()>();
+        let driver = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(_))) => {
+                        if wake.send(()).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    // The client sees the connection's end as errors on its next query.
+                    Some(Err(_)) | None => return,
+                }
+            }
+        });
+        let _driver = AbortOnDrop(driver);
+        client
+            .batch_execute("LISTEN user_events")
+            .await
+            .map_err(pg_error)?;
+        // Only after LISTEN: whatever commits from here on wakes us, and the catch-up below
+        // reads everything before.
+        let mut first = true;
+        loop {
+            tokio::time::timeout(READ_LIMIT, self.catch_up(&client))
+                .await
+                .map_err(|_| StoreError::Unavailable("reading the event log timed out".into()))??;
+            if first {
+                if !*self.published.reachable().borrow() {
+                    tracing::info!(
+                        head = self.published.head(),
+                        "the database is back: the log tail follows again"
+                    );
+                }
+                self.published.set_reachable(true);
+                first = false;
+            }
+            maintain(&self.pool, &self.published, self.retention).await;
+            tokio::select! {
+                woke = woken.recv() => {
+                    if woke.is_none() {
+                        return Err(StoreError::Unavailable("the notification connection closed".into()));
+                    }
+                    while woken.try_recv().is_ok() {}
+                }
+                () = self.nudge.notified() => {}
+                () = tokio::time::sleep(TICK) => {}
+                () = self.stop.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// Applies every committed event after this replica's head.
+    async fn catch_up(&self, client: &tokio_postgres::Client) -> StoreResult<()> {
+        loop {
+            let head = self.published.head();
+            let events = events_after(client, head, READ_BATCH).await?;
+            let Some(first) = events.first() else {
+                return Ok(());
+            };
+            if first.revision != head + 1 {
+                // Pruned before this replica read them: what it cached may be stale.
+                tracing::warn!(
+                    head,
+                    next = first.revision,
+                    "the event log was pruned past this replica's head: clearing its cache"
+                );
+                self.published.skip_to(first.revision - 1);
+                self.published.set_oldest(first.revision);
+            }
+            let full = events.len() == READ_BATCH;
+            self.published.apply(events);
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Prunes the log once it holds more than the retention window (and some slack), on
+/// whichever replica gets the lock, and reads back the oldest retained revision. Writers run
+/// it after their commit (so a pruned revision is refused as soon as the write that pushed it
+/// out is acknowledged, as on SQLite); the tail runs it to learn of other replicas' pruning.
+pub(super) async fn maintain(pool: &Pool, published: &Published, retention: i64) {
+    let head = published.head();
+    let keep_from = head - retention + 1;
+    let slack = (retention / 8).clamp(1, MAX_PRUNE_SLACK);
+    if keep_from - published.oldest() < slack {
+        return;
+    }
+    match prune(pool, keep_from).await {
+        Ok(oldest) => published.set_oldest(oldest),
+        Err(err) => tracing::warn!(error = %err, "pruning the event log failed"),
+    }
+}
+
+async fn prune(pool: &Pool, keep_from: i64) -> StoreResult<i64> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    if locked {
+        let removed = tx
+            .execute("DELETE FROM events WHERE revision < $1", &[&keep_from])
+            .await
+            .map_err(pg_error)?;
+        tracing::debug!(removed, oldest = keep_from, "pruned the event log");
+    }
+    let oldest: Option<i64> = tx
+        .query_one("SELECT min(revision) FROM events", &[])
+        .await
+        .map_err(pg_error)?
+        .get(0);
+    tx.commit().await.map_err(pg_error)?;
+    Ok(oldest.unwrap_or(keep_from))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

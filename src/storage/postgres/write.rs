@@ -1,0 +1,270 @@
+//! The write path. Every write transaction first locks the log's counter row
+//! (`SELECT ... FROM log_head FOR UPDATE`) and holds it until commit.
+//!
+//! Why the counter row and not a sequence: a sequence hands out numbers when they are asked
+//! for, not when they commit, so revision 11 could become visible while 10 is still in flight
+//! and commits later; a watcher or tail that had read up to 11 would never see 10. With the
+//! row lock held to commit, the next writer can only read the head after this one committed,
+//! so revisions are gap-free and appear in order, on every replica. The same row carries the
+//! newest creation time, which keeps newest-first listings stable across replicas. The price
+//! is that writes commit one at a time across the whole service (a batch is one write).
+//!
+//! The commit statement also sends `NOTIFY user_events`, delivered to every replica's tail
+//! when (and only if) the transaction commits.
+
+use deadpool_postgres::{Object, Transaction};
+use tokio_postgres::error::SqlState;
+
+use super::super::codec::{encode_metadata, encode_user};
+use super::super::rules::Pending;
+use super::{APPLY_WAIT, PostgresStore, pg_error, read::select_user};
+use crate::domain::{Etag, EventKind, NewUser, User, UserEvent, UserId, UserPatch};
+use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
+
+const INSERT_USER: &str = "INSERT INTO users (id, username, username_key, email, email_key,
+        full_name, password_hash, role, status, metadata, created_at, updated_at, revision)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    ON CONFLICT DO NOTHING";
+
+const UPDATE_USER: &str = "UPDATE users SET username = $2, username_key = $3, email = $4,
+        email_key = $5, full_name = $6, role = $7, status = $8, metadata = $9,
+        updated_at = $10, revision = $11
+    WHERE id = $1";
+
+/// Writes the transaction's events and moves the head, in one statement.
+const FINISH: &str = "WITH logged AS (
+        INSERT INTO events (revision, event_id, kind, user_id, at, \"user\")
+        SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::integer[], $4::bytea[],
+                             $5::bigint[], $6::bytea[])
+    ), moved AS (
+        UPDATE log_head SET head = $7, last_created_at = $8 RETURNING head
+    )
+    SELECT pg_notify('user_events', head::text) FROM moved";
+
+/// Which unique key `username`/`email` collide on, once an insert was skipped.
+const TAKEN: &str = "SELECT username_key = $1 FROM users WHERE username_key = $1 OR email_key = $2
+    LIMIT 1";
+
+fn unique_violation(err: tokio_postgres::Error, user: &User) -> StoreError {
+    if let Some(db) = err.as_db_error()
+        && *db.code() == SqlState::UNIQUE_VIOLATION
+    {
+        match db.constraint() {
+            Some("users_username_key") => {
+                return StoreError::taken("username", user.username.as_str());
+            }
+            Some("users_email_key") => return StoreError::taken("email", user.email.as_str()),
+            _ => {}
+        }
+    }
+    pg_error(err)
+}
+
+/// Inserts `new` as the next user; a taken username or email is refused without aborting
+/// the transaction (`ON CONFLICT DO NOTHING`), so a batch goes on with its other items.
+async fn insert(tx: &Transaction<'_>, pending: &mut Pending, new: &NewUser) -> StoreResult<()> {
+    let user = pending.new_user(new);
+    let statement = tx.prepare_cached(INSERT_USER).await.map_err(pg_error)?;
+    let (username_key, email_key) = (user.username.key(), user.email.key());
+    let inserted = tx
+        .execute(
+            &statement,
+            &[
+                &user.id.as_uuid().as_bytes().as_slice(),
+                &user.username.as_str(),
+                &username_key,
+                &user.email.as_str(),
+                &email_key,
+                &user.full_name.as_str(),
+                &new.password_hash.as_phc(),
+                &(user.role as i32),
+                &(user.status as i32),
+                &encode_metadata(&user.metadata),
+                &user.created_at_ns,
+                &user.updated_at_ns,
+                &user.revision,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+    if inserted == 0 {
+        let statement = tx.prepare_cached(TAKEN).await.map_err(pg_error)?;
+        let row = tx
+            .query_opt(&statement, &[&username_key, &email_key])
+            .await
+            .map_err(pg_error)?;
+        return Err(match row.map(|row| row.get::<_, bool>(0)) {
+            Some(true) => StoreError::taken("username", user.username.as_str()),
+            Some(false) => StoreError::taken("email", user.email.as_str()),
+            None => StoreError::Backend("an insert was skipped without a conflict".into()),
+        });
+    }
+    pending.record(EventKind::Created, &user);
+    Ok(())
+}
+
+impl PostgresStore {
+    /// Opens a write transaction holding the log's counter row.
+    async fn begin<'a>(client: &'a mut Object) -> StoreResult<(Transaction<'a>, Pending)> {
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let statement = tx
+            .prepare_cached("SELECT head, last_created_at FROM log_head FOR UPDATE")
+            .await
+            .map_err(pg_error)?;
+        let row = tx.query_one(&statement, &[]).await.map_err(pg_error)?;
+        Ok((tx, Pending::new(row.get(0), row.get(1))))
+    }
+
+    /// Logs the pending events, moves the head and commits.
+    async fn commit(tx: Transaction<'_>, pending: &Pending) -> StoreResult<()> {
+        if pending.events.is_empty() {
+            return tx.rollback().await.map_err(pg_error);
+        }
+        let mut columns = (
+            Vec::with_capacity(pending.events.len()),
+            Vec::with_capacity(pending.events.len()),
+            Vec::with_capacity(pending.events.len()),
+            Vec::with_capacity(pending.events.len()),
+            Vec::with_capacity(pending.events.len()),
+            Vec::with_capacity(pending.events.len()),
+        );
+        for event in &pending.events {
+            columns.0.push(event.revision);
+            columns.1.push(event.event_id.as_bytes().to_vec());
+            columns.2.push(event.kind as i32);
+            columns.3.push(event.user.id.as_uuid().as_bytes().to_vec());
+            columns.4.push(event.at_ns);
+            columns.5.push(encode_user(&event.user));
+        }
+        let statement = tx.prepare_cached(FINISH).await.map_err(pg_error)?;
+        tx.execute(
+            &statement,
+            &[
+                &columns.0,
+                &columns.1,
+                &columns.2,
+                &columns.3,
+                &columns.4,
+                &columns.5,
+                &pending.last_revision(),
+                &pending.last_created_at_ns,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    /// After a commit, with the connection back in the pool: waits (briefly) until this
+    /// server's tail has applied the write, so its cache and watchers reflect it before the
+    /// caller hears of it; then prunes the log if it is due.
+    async fn settle(&self, pending: &Pending) {
+        if pending.events.is_empty() {
+            return;
+        }
+        self.nudge.notify_one();
+        if !self
+            .published
+            .applied(pending.last_revision(), APPLY_WAIT)
+            .await
+        {
+            tracing::warn!(
+                revision = pending.last_revision(),
+                "the log tail has not applied a committed write yet"
+            );
+        }
+        super::tail::maintain(&self.pool, &self.published, self.retention).await;
+    }
+
+    pub(crate) async fn create(&self, new: NewUser) -> StoreResult<UserEvent> {
+        let mut client = self.client().await?;
+        let (tx, mut pending) = Self::begin(&mut client).await?;
+        insert(&tx, &mut pending, &new).await?;
+        Self::commit(tx, &pending).await?;
+        drop(client);
+        self.settle(&pending).await;
+        Ok(pending.events.swap_remove(0))
+    }
+
+    pub(crate) async fn create_batch(
+        &self,
+        items: Vec<BatchItem>,
+    ) -> StoreResult<Vec<(usize, StoreResult<UserEvent>)>> {
+        let mut client = self.client().await?;
+        let (tx, mut pending) = Self::begin(&mut client).await?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            match insert(&tx, &mut pending, &item.user).await {
+                Ok(()) => {
+                    let event = pending.events.last().cloned().expect("one event");
+                    outcomes.push((item.position, Ok(event)));
+                }
+                Err(err @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => {
+                    return Err(err);
+                }
+                Err(err) => outcomes.push((item.position, Err(err))),
+            }
+        }
+        Self::commit(tx, &pending).await?;
+        drop(client);
+        self.settle(&pending).await;
+        Ok(outcomes)
+    }
+
+    pub(crate) async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
+        let mut client = self.client().await?;
+        let (tx, mut pending) = Self::begin(&mut client).await?;
+        let stored = select_user(&tx, id)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let Some(user) = pending.patched(&stored, patch)? else {
+            tx.rollback().await.map_err(pg_error)?;
+            return Ok(Updated::Unchanged(stored));
+        };
+        let statement = tx.prepare_cached(UPDATE_USER).await.map_err(pg_error)?;
+        tx.execute(
+            &statement,
+            &[
+                &user.id.as_uuid().as_bytes().as_slice(),
+                &user.username.as_str(),
+                &user.username.key(),
+                &user.email.as_str(),
+                &user.email.key(),
+                &user.full_name.as_str(),
+                &(user.role as i32),
+                &(user.status as i32),
+                &encode_metadata(&user.metadata),
+                &user.updated_at_ns,
+                &user.revision,
+            ],
+        )
+        .await
+        .map_err(|err| unique_violation(err, &user))?;
+        pending.record(EventKind::Updated, &user);
+        Self::commit(tx, &pending).await?;
+        drop(client);
+        self.settle(&pending).await;
+        Ok(Updated::Changed(pending.events.swap_remove(0)))
+    }
+
+    pub(crate) async fn delete(&self, id: UserId, etag: Option<Etag>) -> StoreResult<UserEvent> {
+        let mut client = self.client().await?;
+        let (tx, mut pending) = Self::begin(&mut client).await?;
+        let stored = select_user(&tx, id)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let user = pending.deleted(stored, etag)?;
+        let statement = tx
+            .prepare_cached("DELETE FROM users WHERE id = $1")
+            .await
+            .map_err(pg_error)?;
+        tx.execute(&statement, &[&id.as_uuid().as_bytes().as_slice()])
+            .await
+            .map_err(pg_error)?;
+        pending.record(EventKind::Deleted, &user);
+        Self::commit(tx, &pending).await?;
+        drop(client);
+        self.settle(&pending).await;
+        Ok(pending.events.swap_remove(0))
+    }
+}

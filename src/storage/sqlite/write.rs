@@ -1,0 +1,213 @@
+//! The write path: one transaction at a time through the single writer connection.
+
+use std::sync::MutexGuard;
+
+use rusqlite::{Connection, ToSql, Transaction, params};
+
+use super::super::codec::{encode_metadata, encode_user};
+use super::super::rules::Pending;
+use super::read::select_user;
+use super::{SqliteStore, Writer};
+use crate::domain::{Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch};
+use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
+
+/// At most this many events beyond the retention window pile up before the log is pruned
+/// (an eighth of the window when that is smaller), so pruning is an occasional batch.
+const MAX_PRUNE_SLACK: i64 = 1024;
+
+/// Maps the unique indexes' violations to the field that is taken.
+fn unique_violation(err: rusqlite::Error, username: &str, email: &str) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(failure, Some(message)) = &err
+        && failure.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        if message.contains("users.username_key") {
+            return StoreError::taken("username", username);
+        }
+        if message.contains("users.email_key") {
+            return StoreError::taken("email", email);
+        }
+    }
+    err.into()
+}
+
+/// Writes every column of `user`: a new row with its password hash, or, without one, an
+/// update of the existing row (whose hash stays). Unique violations name the taken field.
+fn write_row(conn: &Connection, user: &User, new_hash: Option<&PasswordHash>) -> StoreResult<()> {
+    let (username, email) = (user.username.as_str(), user.email.as_str());
+    let full_name = user.full_name.as_str();
+    let (username_key, email_key) = (user.username.key(), user.email.key());
+    let (role, status) = (user.role as i64, user.status as i64);
+    let metadata = encode_metadata(&user.metadata);
+    let mut args: Vec<(&str, &dyn ToSql)> = vec![
+        (":id", user.id.as_uuid().as_bytes()),
+        (":username", &username),
+        (":username_key", &username_key),
+        (":email", &email),
+        (":email_key", &email_key),
+        (":full_name", &full_name),
+        (":role", &role),
+        (":status", &status),
+        (":metadata", &metadata),
+        (":updated_at", &user.updated_at_ns),
+        (":revision", &user.revision),
+    ];
+    let hash;
+    let sql = match new_hash {
+        Some(new_hash) => {
+            hash = new_hash.as_phc();
+            args.push((":password_hash", &hash));
+            args.push((":created_at", &user.created_at_ns));
+            "INSERT INTO users (id, username, username_key, email, email_key, full_name,
+                                password_hash, role, status, metadata, created_at, updated_at,
+                                revision)
+             VALUES (:id, :username, :username_key, :email, :email_key, :full_name,
+                     :password_hash, :role, :status, :metadata, :created_at, :updated_at,
+                     :revision)"
+        }
+        None => {
+            "UPDATE users SET username = :username, username_key = :username_key,
+                    email = :email, email_key = :email_key, full_name = :full_name,
+                    role = :role, status = :status, metadata = :metadata,
+                    updated_at = :updated_at, revision = :revision
+             WHERE id = :id"
+        }
+    };
+    conn.prepare_cached(sql)?
+        .execute(args.as_slice())
+        .map_err(|err| unique_violation(err, username, email))?;
+    Ok(())
+}
+
+/// Records `user`'s change in the pending events and in the log table.
+fn log(tx: &Connection, pending: &mut Pending, kind: EventKind, user: &User) -> StoreResult<()> {
+    let event = pending.record(kind, user);
+    tx.prepare_cached(
+        "INSERT INTO events (revision, event_id, kind, user_id, at, user)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        event.revision,
+        event.event_id.as_bytes(),
+        kind as i64,
+        user.id.as_uuid().as_bytes(),
+        event.at_ns,
+        encode_user(user),
+    ])?;
+    Ok(())
+}
+
+fn insert(tx: &Connection, pending: &mut Pending, new: &NewUser) -> StoreResult<()> {
+    let user = pending.new_user(new);
+    write_row(tx, &user, Some(&new.password_hash))?;
+    log(tx, pending, EventKind::Created, &user)
+}
+
+impl SqliteStore {
+    pub(super) fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic mid-write drops its transaction, which rolls back: the state is intact.
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `work` in one write transaction; once it commits, publishes its events to the
+    /// cache and to watchers, in order, before the next write can start.
+    fn write<R>(
+        &self,
+        work: impl FnOnce(&mut Transaction<'_>, &mut Pending) -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let mut writer = self.writer();
+        let Writer {
+            conn,
+            last_created_at_ns,
+        } = &mut *writer;
+        let conn = conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Backend("storage is closed".into()))?;
+        let mut pending = Pending::new(self.published.head(), *last_created_at_ns);
+        let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let result = work(&mut tx, &mut pending)?;
+        tx.commit()?;
+
+        *last_created_at_ns = pending.last_created_at_ns;
+        let head = pending.last_revision();
+        if !pending.events.is_empty() {
+            self.published.apply(pending.events);
+            self.prune(conn, head);
+        }
+        Ok(result)
+    }
+
+    /// Drops events that fell out of the retention window. A failure only delays pruning.
+    fn prune(&self, conn: &Connection, head: i64) {
+        let keep_from = head - self.retention + 1;
+        let slack = (self.retention / 8).clamp(1, MAX_PRUNE_SLACK);
+        if keep_from - self.published.oldest() < slack {
+            return;
+        }
+        match conn.execute("DELETE FROM events WHERE revision < ?1", [keep_from]) {
+            Ok(removed) => {
+                self.published.set_oldest(keep_from);
+                tracing::debug!(removed, oldest = keep_from, "pruned the event log");
+            }
+            Err(err) => tracing::warn!(error = %err, "pruning the event log failed"),
+        }
+    }
+
+    pub(crate) fn create(&self, new: NewUser) -> StoreResult<UserEvent> {
+        self.write(|tx, pending| {
+            insert(tx, pending, &new)?;
+            Ok(pending.events[0].clone())
+        })
+    }
+
+    pub(crate) fn create_batch(
+        &self,
+        items: Vec<BatchItem>,
+    ) -> StoreResult<Vec<(usize, StoreResult<UserEvent>)>> {
+        self.write(|tx, pending| {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in items {
+                let savepoint = tx.savepoint()?;
+                let mark = pending.mark();
+                match insert(&savepoint, pending, &item.user) {
+                    Ok(()) => {
+                        savepoint.commit()?;
+                        let event = pending.events.last().cloned().expect("one event");
+                        outcomes.push((item.position, Ok(event)));
+                    }
+                    Err(StoreError::Backend(err)) => return Err(StoreError::Backend(err)),
+                    Err(err) => {
+                        drop(savepoint); // rolls back this item only
+                        pending.undo_to(mark);
+                        outcomes.push((item.position, Err(err)));
+                    }
+                }
+            }
+            Ok(outcomes)
+        })
+    }
+
+    pub(crate) fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
+        self.write(|tx, pending| {
+            let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
+            let Some(user) = pending.patched(&stored, patch)? else {
+                return Ok(Updated::Unchanged(stored));
+            };
+            write_row(tx, &user, None)?;
+            log(tx, pending, EventKind::Updated, &user)?;
+            Ok(Updated::Changed(pending.events[0].clone()))
+        })
+    }
+
+    pub(crate) fn delete(&self, id: UserId, etag: Option<Etag>) -> StoreResult<UserEvent> {
+        self.write(|tx, pending| {
+            let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
+            let user = pending.deleted(stored, etag)?;
+            tx.prepare_cached("DELETE FROM users WHERE id = ?1")?
+                .execute([id.as_uuid().as_bytes()])?;
+            log(tx, pending, EventKind::Deleted, &user)?;
+            Ok(pending.events[0].clone())
+        })
+    }
+}

@@ -1,0 +1,451 @@
+//! Several servers on one PostgreSQL database behave as one service: read-your-writes on
+//! every replica, every replica's watchers see every replica's events in revision order,
+//! revisions stay gap-free under concurrent writers, revoked tokens stop working everywhere,
+//! and a replica rides out a database outage. These always run on PostgreSQL.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use tonic::{Code, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use user_service::domain::Role;
+use user_service::pb::user_service_client::UserServiceClient;
+use user_service::pb::{
+    DeleteUserRequest, GetUserRequest, ListUsersRequest, UpdateUserRequest, UserEvent, UserRole,
+    UserStatus, WatchUsersRequest,
+};
+
+use crate::helpers::{
+    Bearer, Client, Proxy, ServerProcess, TestDatabase, create, create_with_role, new_user,
+};
+use crate::watch::next_event;
+
+/// A replica without a rate limit: these tests make hundreds of calls a second.
+fn replica(database: &TestDatabase) -> ServerProcess {
+    ServerProcess::start_with(database, &[], &["--rate-limit-per-second", "0"])
+}
+
+fn everyone(start_revision: i64) -> WatchUsersRequest {
+    WatchUsersRequest {
+        user_ids: vec![],
+        include_all: true,
+        start_revision,
+    }
+}
+
+async fn client_as(server: &ServerProcess, token: &str) -> Client {
+    UserServiceClient::with_interceptor(
+        server.channel().await.unwrap(),
+        Bearer::new(Some(token)).unwrap(),
+    )
+}
+
+async fn events(stream: &mut tonic::Streaming<UserEvent>, count: usize) -> Vec<UserEvent> {
+    let mut seen = Vec::with_capacity(count);
+    while seen.len() < count {
+        seen.push(next_event(stream).await);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_read_on_either_replica_reflects_a_write_acknowledged_by_the_other() {
+    let database = TestDatabase::postgres();
+    let (a, b) = (replica(&database), replica(&database));
+    let mut clients = [a.client().await.unwrap(), b.client().await.unwrap()];
+
+    for round in 0..200 {
+        let (writer, reader) = if round % 2 == 0 { (0, 1) } else { (1, 0) };
+        let created = create(&mut clients[writer], &format!("ryw{round}")).await;
+        let read = clients[reader]
+            .get_user(GetUserRequest {
+                user_id: created.id.clone(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("round {round}: the other replica: {status:?}"))
+            .into_inner()
+            .user;
+        assert_eq!(read.as_ref(), Some(&created), "round {round}");
+
+        let renamed = clients[reader]
+            .update_user(UpdateUserRequest {
+                user_id: created.id.clone(),
+                full_name: Some(format!("Renamed {round}")),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|status| panic!("round {round}: updating on the other: {status:?}"))
+            .into_inner()
+            .user
+            .unwrap();
+        let read = clients[writer]
+            .get_user(GetUserRequest {
+                user_id: created.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user;
+        assert_eq!(read.as_ref(), Some(&renamed), "round {round}: the update");
+    }
+    let listed = clients[1]
+        .list_users(ListUsersRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.total_count, 200, "the count on the other replica");
+    assert_eq!(
+        listed.users[0].username, "ryw199",
+        "the newest, written by the other"
+    );
+}
+
+#[tokio::test]
+async fn both_replicas_watchers_see_every_replicas_events_in_order_without_gaps() {
+    let database = TestDatabase::postgres();
+    let (a, b) = (replica(&database), replica(&database));
+    let (mut on_a, mut on_b) = (a.client().await.unwrap(), b.client().await.unwrap());
+    let mut watch_a = on_a.watch_users(everyone(1)).await.unwrap().into_inner();
+    let mut watch_b = on_b.watch_users(everyone(1)).await.unwrap().into_inner();
+
+    // Both replicas take writes at the same time, several callers each.
+    const PER_CALLER: usize = 25;
+    let mut writers = Vec::new();
+    for (replica, client) in [(0, &on_a), (1, &on_b)] {
+        for caller in 0..4 {
+            let mut client = client.clone();
+            writers.push(tokio::spawn(async move {
+                let mut revisions = Vec::new();
+                for i in 0..PER_CALLER {
+                    let name = format!("r{replica}c{caller}n{i}");
+                    let created = create(&mut client, &name).await;
+                    revisions.push(created.etag.parse::<i64>().unwrap());
+                }
+                revisions
+            }));
+        }
+    }
+    let mut acknowledged = BTreeSet::new();
+    for writer in writers {
+        for revision in writer.await.unwrap() {
+            assert!(
+                acknowledged.insert(revision),
+                "revision {revision} given twice"
+            );
+        }
+    }
+    let total = 8 * PER_CALLER;
+    assert_eq!(
+        acknowledged,
+        (1..=total as i64).collect(),
+        "every write got the next revision: none skipped, none shared"
+    );
+
+    let seen_a = events(&mut watch_a, total).await;
+    let seen_b = events(&mut watch_b, total).await;
+    let revisions: Vec<i64> = seen_a.iter().map(|event| event.revision).collect();
+    assert_eq!(
+        revisions,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "replica A's watcher"
+    );
+    assert_eq!(
+        seen_a, seen_b,
+        "both watchers saw the same events, in the same order"
+    );
+}
+
+#[tokio::test]
+async fn a_watch_resumed_on_the_other_replica_continues_exactly() {
+    let database = TestDatabase::postgres();
+    let (a, b) = (replica(&database), replica(&database));
+    let (mut on_a, mut on_b) = (a.client().await.unwrap(), b.client().await.unwrap());
+    let mut watch = on_a.watch_users(everyone(1)).await.unwrap().into_inner();
+    for i in 0..5 {
+        create(&mut on_a, &format!("first{i}")).await;
+    }
+    let seen = events(&mut watch, 3).await;
+    drop(watch);
+    for i in 0..5 {
+        create(&mut on_b, &format!("second{i}")).await;
+    }
+
+    let resume_from = seen.last().unwrap().revision + 1;
+    let mut resumed = on_b
+        .watch_users(everyone(resume_from))
+        .await
+        .unwrap()
+        .into_inner();
+    let rest = events(&mut resumed, 7).await;
+    let revisions: Vec<i64> = rest.iter().map(|event| event.revision).collect();
+    assert_eq!(revisions, (4..=10).collect::<Vec<_>>());
+}
+
+/// Calls `call` on the other replica until it fails, and returns the failure and how long
+/// after `acknowledged` it came; fails the test if that takes a second or more.
+async fn refused_within_a_second<F, Fut>(acknowledged: Instant, mut call: F) -> (Status, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Status>>,
+{
+    loop {
+        if let Err(status) = call().await {
+            return (status, acknowledged.elapsed());
+        }
+        assert!(
+            acknowledged.elapsed() < Duration::from_secs(1),
+            "the token still works on the other replica 1 s after the change"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_suspended_demoted_or_deleted_users_token_stops_working_on_the_other_replica() {
+    let database = TestDatabase::postgres();
+    let (a, b) = (replica(&database), replica(&database));
+    let mut admin_a = a.client().await.unwrap();
+    let mut taken = Vec::new();
+
+    // Suspended: UNAUTHENTICATED.
+    let ann = create(&mut admin_a, "ann").await;
+    let mut ann_on_b = client_as(&b, &b.token(&ann.id, Role::User)).await;
+    let own = GetUserRequest {
+        user_id: ann.id.clone(),
+    };
+    ann_on_b
+        .get_user(own.clone())
+        .await
+        .expect("the token works before");
+    admin_a
+        .update_user(UpdateUserRequest {
+            user_id: ann.id.clone(),
+            status: Some(UserStatus::Suspended as i32),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (status, took) = refused_within_a_second(Instant::now(), || {
+        let (mut client, request) = (ann_on_b.clone(), own.clone());
+        async move { client.get_user(request).await.map(drop) }
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    taken.push(("suspended", took));
+
+    // Demoted from admin: listing users is no longer allowed.
+    let boss = create_with_role(&mut admin_a, "boss", UserRole::Admin).await;
+    let mut boss_on_b = client_as(&b, &b.token(&boss, Role::Admin)).await;
+    let list = ListUsersRequest::default();
+    boss_on_b
+        .list_users(list.clone())
+        .await
+        .expect("an admin lists");
+    admin_a
+        .update_user(UpdateUserRequest {
+            user_id: boss.clone(),
+            role: Some(UserRole::User as i32),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (status, took) = refused_within_a_second(Instant::now(), || {
+        let (mut client, request) = (boss_on_b.clone(), list.clone());
+        async move { client.list_users(request).await.map(drop) }
+    })
+    .await;
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    taken.push(("demoted", took));
+
+    // Deleted: UNAUTHENTICATED.
+    let cleo = create(&mut admin_a, "cleo").await;
+    let mut cleo_on_b = client_as(&b, &b.token(&cleo.id, Role::User)).await;
+    let own = GetUserRequest {
+        user_id: cleo.id.clone(),
+    };
+    cleo_on_b
+        .get_user(own.clone())
+        .await
+        .expect("the token works before");
+    admin_a
+        .delete_user(DeleteUserRequest {
+            user_id: cleo.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (status, took) = refused_within_a_second(Instant::now(), || {
+        let (mut client, request) = (cleo_on_b.clone(), own.clone());
+        async move { client.get_user(request).await.map(drop) }
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    taken.push(("deleted", took));
+    println!("refused on the other replica after the change was acknowledged: {taken:?}");
+}
+
+#[tokio::test]
+async fn replicas_starting_together_migrate_once_and_a_newer_schema_is_refused() {
+    let database = TestDatabase::postgres();
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let url = database.url().to_owned();
+            std::thread::spawn(move || ServerProcess::start_on_url(&url, &[]))
+        })
+        .collect();
+    let servers: Vec<ServerProcess> = starts.into_iter().map(|s| s.join().unwrap()).collect();
+    let applied: usize = servers
+        .iter()
+        .map(|server| {
+            server
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|line| line.contains("applied database migration"))
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        applied, 1,
+        "one replica applied the migration, the others found it done"
+    );
+    drop(servers);
+
+    database.postgres_exec("UPDATE schema_version SET version = 99");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
+        .args(["--listen", "127.0.0.1:0", "--database-url", database.url()])
+        .env("USER_SERVICE_JWT_SECRET", crate::helpers::TEST_SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("schema is version 99, newer than this server knows"),
+        "{stderr}"
+    );
+}
+
+async fn health(server: &ServerProcess) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    HealthClient::new(server.channel().await.unwrap())
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn next_status(
+    stream: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+    within: Duration,
+) -> i32 {
+    tokio::time::timeout(within, stream.message())
+        .await
+        .expect("health changes in time")
+        .unwrap()
+        .unwrap()
+        .status
+}
+
+// The proxy runs on the test's runtime while the harness blocks reading the server's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_the_database_answers_unavailable_and_recovers_by_itself() {
+    let database = TestDatabase::postgres();
+    let proxy = Proxy::start(database.postgres_addr()).await;
+    let cut_off = ServerProcess::start_on_url(
+        &database.url_through(proxy.port),
+        &[
+            "--database-connect-timeout-secs",
+            "1",
+            "--rate-limit-per-second",
+            "0",
+        ],
+    );
+    let other = replica(&database);
+    let mut client = cut_off.client().await.unwrap();
+    let mut other_client = other.client().await.unwrap();
+    let before = create(&mut client, "before").await;
+    let mut watch = client.watch_users(everyone(1)).await.unwrap().into_inner();
+    assert_eq!(next_event(&mut watch).await.revision, 1);
+    let mut health = health(&cut_off).await;
+    assert_eq!(
+        next_status(&mut health, Duration::from_secs(5)).await,
+        ServingStatus::Serving as i32
+    );
+
+    proxy.cut();
+    let started = Instant::now();
+    assert_eq!(
+        next_status(&mut health, Duration::from_secs(5)).await,
+        ServingStatus::NotServing as i32,
+        "health turns NOT_SERVING"
+    );
+    println!("NOT_SERVING {:?} after the cut", started.elapsed());
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("the watch ends in time")
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended
+            .message()
+            .contains("resume the watch with start_revision 2"),
+        "{}",
+        ended.message()
+    );
+    let mut deadline = tonic::Request::new(GetUserRequest {
+        user_id: before.id.clone(),
+    });
+    deadline.set_timeout(Duration::from_secs(3));
+    let call = Instant::now();
+    let refused = client.get_user(deadline).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        call.elapsed() < Duration::from_secs(3),
+        "answered before the deadline"
+    );
+    let refused = client.create_user(new_user("during")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+
+    // Meanwhile the other replica writes; the cut-off one must not miss it.
+    let during = create(&mut other_client, "whileout").await;
+
+    proxy.restore();
+    assert_eq!(
+        next_status(&mut health, Duration::from_secs(10)).await,
+        ServingStatus::Serving as i32,
+        "health recovers by itself"
+    );
+    let fetched = client
+        .get_user(GetUserRequest {
+            user_id: during.id.clone(),
+        })
+        .await
+        .expect("calls work again")
+        .into_inner()
+        .user;
+    assert_eq!(fetched, Some(during.clone()));
+    let mut resumed = client.watch_users(everyone(2)).await.unwrap().into_inner();
+    let event = next_event(&mut resumed).await;
+    assert_eq!(event.revision, 2, "the resumed watch misses nothing");
+    assert_eq!(event.user, Some(during));
+    let fetched = client
+        .get_user(GetUserRequest {
+            user_id: before.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user;
+    assert_eq!(
+        fetched,
+        Some(before),
+        "what was acknowledged before the outage is there"
+    );
+}
