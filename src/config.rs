@@ -42,6 +42,15 @@ pub struct Cli {
     )]
     pub database_url: String,
 
+    /// File holding the database URL (a URL with a password, from a mounted secret);
+    /// instead of --database-url.
+    #[arg(
+        long,
+        env = "USER_SERVICE_DATABASE_URL_FILE",
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
+
     /// PostgreSQL: connections in the pool.
     #[arg(
         long,
@@ -362,6 +371,12 @@ impl Settings {
             (None, Some(secret)) => Some(secret.as_bytes().to_vec()),
             (None, None) => None,
         };
+        let database_url = match &cli.database_url_file {
+            Some(path) => {
+                String::from_utf8_lossy(&crate::contract::read_secret_file(path)?).into_owned()
+            }
+            None => cli.database_url.clone(),
+        };
         let tls = match (&cli.tls_cert, &cli.tls_key) {
             (Some(cert), Some(key)) => Some(TlsSettings {
                 cert_pem: read(cert)?,
@@ -391,7 +406,7 @@ impl Settings {
             access_log: cli.access_log,
             listen: cli.listen,
             storage: StorageSettings {
-                database_url: cli.database_url,
+                database_url,
                 pool_size: cli.database_pool_size,
                 connect_timeout: Duration::from_secs(cli.database_connect_timeout_secs),
                 statement_timeout: Duration::from_millis(cli.database_statement_timeout_ms),

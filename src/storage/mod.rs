@@ -3,6 +3,7 @@
 
 mod cache;
 mod codec;
+mod group_commit;
 mod postgres;
 mod published;
 mod rules;
@@ -242,48 +243,75 @@ pub struct Page {
     pub total: u64,
 }
 
-/// The storage backends. Handlers hold a `Store` and never know which backend it is.
+/// The storage. Handlers hold a `Store` and never know which backend it is.
 #[derive(Clone)]
-pub enum Store {
+pub struct Store {
+    backend: Backend,
+    /// Single creates, committed in groups.
+    creates: tokio::sync::mpsc::UnboundedSender<group_commit::Queued>,
+}
+
+#[derive(Clone)]
+enum Backend {
     Sqlite(Arc<SqliteStore>),
     Postgres(Arc<PostgresStore>),
 }
 
 /// Runs SQLite work on the blocking pool; awaits PostgreSQL's.
 macro_rules! on_backend {
-    ($self:ident, $store:ident => $sqlite:expr, $pg:expr) => {
-        match $self {
-            Store::Sqlite($store) => $store.clone().blocking(move |$store| $sqlite).await,
-            Store::Postgres($store) => $pg.await,
+    ($backend:expr, $store:ident => $sqlite:expr, $pg:expr) => {
+        match $backend {
+            Backend::Sqlite($store) => $store.clone().blocking(move |$store| $sqlite).await,
+            Backend::Postgres($store) => $pg.await,
         }
     };
+}
+
+impl Backend {
+    async fn create_batch(
+        &self,
+        items: Vec<BatchItem>,
+    ) -> StoreResult<Vec<(usize, StoreResult<UserEvent>)>> {
+        on_backend!(self, s => s.create_batch(items), s.create_batch(items))
+    }
 }
 
 impl Store {
     /// Opens the database named by the settings, creating and migrating it as needed.
     pub async fn open(settings: &StorageSettings) -> StoreResult<Self> {
-        if settings.is_postgres() {
-            let store = PostgresStore::open(settings).await?;
-            return Ok(Store::Postgres(Arc::new(store)));
-        }
-        let path = sqlite::path_from_url(&settings.database_url)?;
-        let settings = settings.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, &settings))
-            .await
-            .map_err(StoreError::backend)??;
-        Ok(Store::Sqlite(Arc::new(store)))
+        let backend = if settings.is_postgres() {
+            Backend::Postgres(Arc::new(PostgresStore::open(settings).await?))
+        } else {
+            let path = sqlite::path_from_url(&settings.database_url)?;
+            let settings = settings.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, &settings))
+                .await
+                .map_err(StoreError::backend)??;
+            Backend::Sqlite(Arc::new(store))
+        };
+        Ok(Self {
+            creates: group_commit::start(backend.clone()),
+            backend,
+        })
     }
 
     fn published(&self) -> &published::Published {
-        match self {
-            Store::Sqlite(store) => store.published(),
-            Store::Postgres(store) => store.published(),
+        match &self.backend {
+            Backend::Sqlite(store) => store.published(),
+            Backend::Postgres(store) => store.published(),
         }
     }
 
-    /// Each write returns the event it committed; `event.user` is the user after it.
+    /// Each write returns the event it committed; `event.user` is the user after it. Creates
+    /// that arrive together commit together (`group_commit`).
     pub async fn create(&self, user: NewUser) -> StoreResult<UserEvent> {
-        on_backend!(self, s => s.create(user), s.create(user))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.creates
+            .send(group_commit::Queued { user, reply })
+            .map_err(|_| StoreError::Backend("storage is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the group commit ended".into()))?
     }
 
     /// Creates each item in one transaction; an item that fails is reported beside its
@@ -292,56 +320,56 @@ impl Store {
         &self,
         items: Vec<BatchItem>,
     ) -> StoreResult<Vec<(usize, StoreResult<UserEvent>)>> {
-        on_backend!(self, s => s.create_batch(items), s.create_batch(items))
+        self.backend.create_batch(items).await
     }
 
     /// The user as committed: a read that starts after any server acknowledged a write to
     /// them reflects it.
     pub async fn get(&self, id: UserId) -> StoreResult<User> {
-        if let Store::Sqlite(store) = self
+        if let Backend::Sqlite(store) = &self.backend
             && let Some(user) = store.published().cache.get(&id)
         {
             // One server per SQLite file: its cache has every commit.
             return Ok(user);
         }
-        on_backend!(self, s => s.load(id), s.get(id))
+        on_backend!(&self.backend, s => s.load(id), s.get(id))
     }
 
     /// The user as this server last applied the log: what a call's caller is checked
     /// against. On SQLite the same as `get`; on PostgreSQL it may trail another replica's
     /// write by as long as the log tail takes to apply it.
     pub async fn standing(&self, id: UserId) -> StoreResult<User> {
-        match self {
-            Store::Sqlite(_) => self.get(id).await,
-            Store::Postgres(store) => store.standing(id).await,
+        match &self.backend {
+            Backend::Sqlite(_) => self.get(id).await,
+            Backend::Postgres(store) => store.standing(id).await,
         }
     }
 
     /// The user with this username or email, compared without letter case.
     pub async fn find(&self, key: UserKey) -> StoreResult<Option<User>> {
-        on_backend!(self, s => s.find(&key), s.find(&key))
+        on_backend!(&self.backend, s => s.find(&key), s.find(&key))
     }
 
     /// The user with this username, compared without letter case, and their password hash.
     pub async fn credentials(&self, username: String) -> StoreResult<Option<(User, PasswordHash)>> {
-        on_backend!(self, s => s.credentials(&username), s.credentials(&username))
+        on_backend!(&self.backend, s => s.credentials(&username), s.credentials(&username))
     }
 
     pub async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
-        on_backend!(self, s => s.update(id, patch), s.update(id, patch))
+        on_backend!(&self.backend, s => s.update(id, patch), s.update(id, patch))
     }
 
     pub async fn delete(&self, id: UserId, etag: Option<Etag>) -> StoreResult<UserEvent> {
-        on_backend!(self, s => s.delete(id, etag), s.delete(id, etag))
+        on_backend!(&self.backend, s => s.delete(id, etag), s.delete(id, etag))
     }
 
     pub async fn list(&self, query: ListQuery) -> StoreResult<Page> {
-        on_backend!(self, s => s.list(query), s.list(query))
+        on_backend!(&self.backend, s => s.list(query), s.list(query))
     }
 
     /// Up to `limit` events with `revision >= from`, oldest first.
     pub async fn events_from(&self, from: i64, limit: usize) -> StoreResult<Vec<UserEvent>> {
-        on_backend!(self, s => s.events_from(from, limit), s.events_from(from, limit))
+        on_backend!(&self.backend, s => s.events_from(from, limit), s.events_from(from, limit))
     }
 
     /// Live events, in commit order, from the moment of subscribing.
@@ -367,12 +395,12 @@ impl Store {
 
     /// Succeeds when the database answers a query.
     pub async fn ping(&self) -> StoreResult<()> {
-        on_backend!(self, s => s.ping(), s.ping())
+        on_backend!(&self.backend, s => s.ping(), s.ping())
     }
 
     /// SQLite: flushes the journal into the database file. Closes every connection.
     pub async fn close(&self) -> StoreResult<()> {
-        on_backend!(self, s => s.close(), s.close())
+        on_backend!(&self.backend, s => s.close(), s.close())
     }
 }
 

@@ -39,6 +39,18 @@ async fn a_batch_creates_the_valid_items_and_reports_each_invalid_one_by_positio
 
     let created: Vec<_> = response.users.iter().map(|u| u.username.as_str()).collect();
     assert_eq!(created, ["first", "second"]);
+    // The refused items between them took no revision: the log stays gap-free, as stored.
+    let etags: Vec<_> = response.users.iter().map(|u| u.etag.as_str()).collect();
+    assert_eq!(etags, ["2", "3"]);
+    let stored = client
+        .get_user(user_service::pb::GetUserRequest {
+            user_id: response.users[1].id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user;
+    assert_eq!(stored.as_ref(), Some(&response.users[1]));
     assert_eq!(response.errors.len(), 4, "{:#?}", response.errors);
     let expectations = [
         ("item 1 (username \"weakpass\")", "password"),

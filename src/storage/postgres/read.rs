@@ -132,9 +132,13 @@ impl PostgresStore {
                 cursor.id.as_uuid().as_bytes().to_vec(),
             )
         });
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
 
-        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(5);
+        // The row limit is written into the statement, rounded up to a power of two: with a
+        // parameter, PostgreSQL's generic plan assumes a large limit and may sort the whole
+        // table instead of reading the newest-first index (10x slower at a million users).
+        // Rounding keeps the prepared variants few; the extra rows are dropped below.
+        let rows_wanted = (query.limit + 1).next_power_of_two();
+        let mut args: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4);
         let mut placeholders = std::collections::HashMap::new();
         let page = list_sql(&query, |name| {
             let value: &(dyn ToSql + Sync) = match name {
@@ -142,14 +146,11 @@ impl PostgresStore {
                 "role" => role.as_ref().expect("used only with a role"),
                 "created_at" => &cursor.as_ref().expect("used only after a cursor").0,
                 "id" => &cursor.as_ref().expect("used only after a cursor").1,
-                _ => &limit,
+                // `LIMIT n + 1`: n + 1 is the number of rows read.
+                _ => return (rows_wanted - 1).to_string(),
             };
             args.push(value);
-            let placeholder = match name {
-                // `LIMIT $n + 1` would otherwise be inferred as integer, not bigint.
-                "limit" => format!("${}::bigint", args.len()),
-                _ => format!("${}", args.len()),
-            };
+            let placeholder = format!("${}", args.len());
             placeholders.insert(name.to_owned(), placeholder.clone());
             placeholder
         });
@@ -173,6 +174,9 @@ impl PostgresStore {
                 .is_none()
             {
                 continue;
+            }
+            if users.len() > query.limit {
+                break;
             }
             users.push(read_user_at(row, 1)?.into_user()?);
         }

@@ -13,7 +13,9 @@
 //! when (and only if) the transaction commits.
 
 use deadpool_postgres::{Object, Transaction};
+use futures_util::future::join_all;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 
 use super::super::codec::{encode_metadata, encode_user};
 use super::super::rules::Pending;
@@ -41,6 +43,11 @@ const FINISH: &str = "WITH logged AS (
     )
     SELECT pg_notify('user_events', head::text) FROM moved";
 
+/// Gives rows the revisions they really got, once rows before them were skipped.
+const MOVE_REVISIONS: &str = "UPDATE users SET revision = moved.revision
+    FROM unnest($1::bytea[], $2::bigint[]) AS moved (id, revision)
+    WHERE users.id = moved.id";
+
 /// Which unique key `username`/`email` collide on, once an insert was skipped.
 const TAKEN: &str = "SELECT username_key = $1 FROM users WHERE username_key = $1 OR email_key = $2
     LIMIT 1";
@@ -60,47 +67,121 @@ fn unique_violation(err: tokio_postgres::Error, user: &User) -> StoreError {
     pg_error(err)
 }
 
-/// Inserts `new` as the next user; a taken username or email is refused without aborting
-/// the transaction (`ON CONFLICT DO NOTHING`), so a batch goes on with its other items.
-async fn insert(tx: &Transaction<'_>, pending: &mut Pending, new: &NewUser) -> StoreResult<()> {
-    let user = pending.new_user(new);
-    let statement = tx.prepare_cached(INSERT_USER).await.map_err(pg_error)?;
-    let (username_key, email_key) = (user.username.key(), user.email.key());
-    let inserted = tx
-        .execute(
-            &statement,
-            &[
-                &user.id.as_uuid().as_bytes().as_slice(),
-                &user.username.as_str(),
-                &username_key,
-                &user.email.as_str(),
-                &email_key,
-                &user.full_name.as_str(),
-                &new.password_hash.as_phc(),
-                &(user.role as i32),
-                &(user.status as i32),
-                &encode_metadata(&user.metadata),
-                &user.created_at_ns,
-                &user.updated_at_ns,
-                &user.revision,
-            ],
-        )
-        .await
-        .map_err(pg_error)?;
-    if inserted == 0 {
-        let statement = tx.prepare_cached(TAKEN).await.map_err(pg_error)?;
-        let row = tx
-            .query_opt(&statement, &[&username_key, &email_key])
+/// The values of a user row that a `User` does not hold as they are stored.
+struct InsertRow {
+    id: Vec<u8>,
+    username: String,
+    username_key: String,
+    email: String,
+    email_key: String,
+    full_name: String,
+    password_hash: String,
+    role: i32,
+    status: i32,
+    metadata: Vec<u8>,
+}
+
+impl InsertRow {
+    fn of(user: &User, new: &NewUser) -> Self {
+        Self {
+            id: user.id.as_uuid().as_bytes().to_vec(),
+            username: user.username.as_str().to_owned(),
+            username_key: user.username.key(),
+            email: user.email.as_str().to_owned(),
+            email_key: user.email.key(),
+            full_name: user.full_name.as_str().to_owned(),
+            password_hash: new.password_hash.as_phc().to_owned(),
+            role: user.role as i32,
+            status: user.status as i32,
+            metadata: encode_metadata(&user.metadata),
+        }
+    }
+
+    /// `INSERT_USER`'s parameters.
+    fn params<'a>(&'a self, user: &'a User) -> [&'a (dyn ToSql + Sync); 13] {
+        [
+            &self.id,
+            &self.username,
+            &self.username_key,
+            &self.email,
+            &self.email_key,
+            &self.full_name,
+            &self.password_hash,
+            &self.role,
+            &self.status,
+            &self.metadata,
+            &user.created_at_ns,
+            &user.updated_at_ns,
+            &user.revision,
+        ]
+    }
+}
+
+/// Inserts `items` as the next users, in order, and records an event for each one created;
+/// returns each item's outcome. A taken username or email skips its row without aborting the
+/// transaction (`ON CONFLICT DO NOTHING`), so the others go on.
+///
+/// The inserts are sent pipelined (all at once on the connection, answers read in order), so
+/// a batch costs one round trip, not one per user. Each row is written with the revision it
+/// gets if every earlier row succeeds; when some were skipped, one more statement moves the
+/// later rows to their real, gap-free revisions before anything commits.
+async fn insert_all(
+    tx: &Transaction<'_>,
+    pending: &mut Pending,
+    items: &[&NewUser],
+) -> StoreResult<Vec<StoreResult<()>>> {
+    let insert = tx.prepare_cached(INSERT_USER).await.map_err(pg_error)?;
+    let first_revision = pending.next_revision();
+    let mut users = Vec::with_capacity(items.len());
+    for (offset, new) in items.iter().enumerate() {
+        let mut user = pending.new_user(new);
+        user.revision = first_revision + offset as i64;
+        users.push(user);
+    }
+    let rows: Vec<InsertRow> = users
+        .iter()
+        .zip(items)
+        .map(|(user, new)| InsertRow::of(user, new))
+        .collect();
+    let params: Vec<[&(dyn ToSql + Sync); 13]> = users
+        .iter()
+        .zip(&rows)
+        .map(|(user, row)| row.params(user))
+        .collect();
+    let inserted = join_all(params.iter().map(|params| tx.execute(&insert, params))).await;
+
+    let taken = tx.prepare_cached(TAKEN).await.map_err(pg_error)?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut moved = (Vec::new(), Vec::new());
+    for ((mut user, row), inserted) in users.into_iter().zip(&rows).zip(inserted) {
+        if inserted.map_err(pg_error)? == 0 {
+            let found = tx
+                .query_opt(&taken, &[&row.username_key, &row.email_key])
+                .await
+                .map_err(pg_error)?;
+            outcomes.push(Err(match found.map(|found| found.get::<_, bool>(0)) {
+                Some(true) => StoreError::taken("username", user.username.as_str()),
+                Some(false) => StoreError::taken("email", user.email.as_str()),
+                None => StoreError::Backend("an insert was skipped without a conflict".into()),
+            }));
+            continue;
+        }
+        let revision = pending.next_revision();
+        if revision != user.revision {
+            moved.0.push(row.id.clone());
+            moved.1.push(revision);
+            user.revision = revision;
+        }
+        pending.record(EventKind::Created, &user);
+        outcomes.push(Ok(()));
+    }
+    if !moved.0.is_empty() {
+        let statement = tx.prepare_cached(MOVE_REVISIONS).await.map_err(pg_error)?;
+        tx.execute(&statement, &[&moved.0, &moved.1])
             .await
             .map_err(pg_error)?;
-        return Err(match row.map(|row| row.get::<_, bool>(0)) {
-            Some(true) => StoreError::taken("username", user.username.as_str()),
-            Some(false) => StoreError::taken("email", user.email.as_str()),
-            None => StoreError::Backend("an insert was skipped without a conflict".into()),
-        });
     }
-    pending.record(EventKind::Created, &user);
-    Ok(())
+    Ok(outcomes)
 }
 
 impl PostgresStore {
@@ -176,39 +257,26 @@ impl PostgresStore {
         super::tail::maintain(&self.pool, &self.published, self.retention).await;
     }
 
-    pub(crate) async fn create(&self, new: NewUser) -> StoreResult<UserEvent> {
-        let mut client = self.client().await?;
-        let (tx, mut pending) = Self::begin(&mut client).await?;
-        insert(&tx, &mut pending, &new).await?;
-        Self::commit(tx, &pending).await?;
-        drop(client);
-        self.settle(&pending).await;
-        Ok(pending.events.swap_remove(0))
-    }
-
     pub(crate) async fn create_batch(
         &self,
         items: Vec<BatchItem>,
     ) -> StoreResult<Vec<(usize, StoreResult<UserEvent>)>> {
         let mut client = self.client().await?;
         let (tx, mut pending) = Self::begin(&mut client).await?;
-        let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            match insert(&tx, &mut pending, &item.user).await {
-                Ok(()) => {
-                    let event = pending.events.last().cloned().expect("one event");
-                    outcomes.push((item.position, Ok(event)));
-                }
-                Err(err @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => {
-                    return Err(err);
-                }
-                Err(err) => outcomes.push((item.position, Err(err))),
-            }
-        }
+        let news: Vec<&NewUser> = items.iter().map(|item| &item.user).collect();
+        let outcomes = insert_all(&tx, &mut pending, &news).await?;
         Self::commit(tx, &pending).await?;
         drop(client);
         self.settle(&pending).await;
-        Ok(outcomes)
+        let mut events = pending.events.iter();
+        Ok(items
+            .iter()
+            .zip(outcomes)
+            .map(|(item, outcome)| {
+                let outcome = outcome.map(|()| events.next().cloned().expect("an event each"));
+                (item.position, outcome)
+            })
+            .collect())
     }
 
     pub(crate) async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {

@@ -154,13 +154,6 @@ impl SqliteStore {
         }
     }
 
-    pub(crate) fn create(&self, new: NewUser) -> StoreResult<UserEvent> {
-        self.write(|tx, pending| {
-            insert(tx, pending, &new)?;
-            Ok(pending.events[0].clone())
-        })
-    }
-
     pub(crate) fn create_batch(
         &self,
         items: Vec<BatchItem>,
