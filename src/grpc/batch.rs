@@ -14,7 +14,7 @@ use crate::pb;
 use crate::storage::BatchItem;
 
 /// Items validated, hashed and committed together.
-const CHUNK: usize = 64;
+const CHUNK: usize = 256;
 /// Bytes a created user adds to the response beyond its request: id, etag, role, status and
 /// timestamps. (The password the request carries more than covers an error line.)
 const USER_OVERHEAD: usize = 128;

@@ -16,9 +16,16 @@ pub(super) fn now_ns() -> i64 {
         })
 }
 
-/// The columns of a user row, in the order both backends read them.
-pub(super) const USER_COLUMNS: &str =
-    "id, username, email, full_name, role, status, metadata, created_at, updated_at, revision";
+/// The columns of a user row, in the order both backends read them (a macro, so that
+/// statements can be `concat!`ed at compile time rather than formatted on each call).
+macro_rules! user_columns {
+    () => {
+        "id, username, email, full_name, role, status, metadata, created_at, updated_at, revision"
+    };
+}
+pub(super) use user_columns;
+
+pub(super) const USER_COLUMNS: &str = user_columns!();
 
 /// Changes made inside an open write transaction, published only once it commits.
 ///
@@ -29,6 +36,10 @@ pub(super) struct Pending {
     pub head: i64,
     pub last_created_at_ns: i64,
     pub events: Vec<UserEvent>,
+    /// How each (status, role) count changes when this transaction commits, for a backend
+    /// that keeps the counts in its write path (PostgreSQL: one update of the counts per
+    /// transaction; SQLite's triggers keep its own).
+    pub counts: Vec<(i32, i32, i64)>,
 }
 
 impl Pending {
@@ -37,7 +48,14 @@ impl Pending {
             head,
             last_created_at_ns,
             events: Vec::new(),
+            counts: Vec::new(),
         }
+    }
+
+    /// Counts `user` in (`delta` 1) or out (-1) of its status and role.
+    pub fn count(&mut self, user: &User, delta: i64) {
+        self.counts
+            .push((user.status as i32, user.role as i32, delta));
     }
 
     pub fn next_revision(&self) -> i64 {

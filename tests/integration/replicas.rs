@@ -186,20 +186,23 @@ async fn a_watch_resumed_on_the_other_replica_continues_exactly() {
     assert_eq!(revisions, (4..=10).collect::<Vec<_>>());
 }
 
-/// Calls `call` on the other replica until it fails, and returns the failure and how long
-/// after `acknowledged` it came; fails the test if that takes a second or more.
-async fn refused_within_a_second<F, Fut>(acknowledged: Instant, mut call: F) -> (Status, Duration)
+/// Calls `call` on the other replica until it fails with `code`, and returns how long after
+/// `acknowledged` that came; fails the test if it takes a second or more. (Another answer
+/// may come first: a deleted user's own record is NOT_FOUND a moment before the replica
+/// applies the deletion to the token's standing.)
+async fn refused_within_a_second<F, Fut>(acknowledged: Instant, code: Code, mut call: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), Status>>,
 {
     loop {
-        if let Err(status) = call().await {
-            return (status, acknowledged.elapsed());
+        let answer = call().await;
+        if answer.as_ref().is_err_and(|status| status.code() == code) {
+            return acknowledged.elapsed();
         }
         assert!(
             acknowledged.elapsed() < Duration::from_secs(1),
-            "the token still works on the other replica 1 s after the change"
+            "the token still works on the other replica 1 s after the change: {answer:?}"
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -230,12 +233,11 @@ async fn a_suspended_demoted_or_deleted_users_token_stops_working_on_the_other_r
         })
         .await
         .unwrap();
-    let (status, took) = refused_within_a_second(Instant::now(), || {
+    let took = refused_within_a_second(Instant::now(), Code::Unauthenticated, || {
         let (mut client, request) = (ann_on_b.clone(), own.clone());
         async move { client.get_user(request).await.map(drop) }
     })
     .await;
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     taken.push(("suspended", took));
 
     // Demoted from admin: listing users is no longer allowed.
@@ -254,12 +256,11 @@ async fn a_suspended_demoted_or_deleted_users_token_stops_working_on_the_other_r
         })
         .await
         .unwrap();
-    let (status, took) = refused_within_a_second(Instant::now(), || {
+    let took = refused_within_a_second(Instant::now(), Code::PermissionDenied, || {
         let (mut client, request) = (boss_on_b.clone(), list.clone());
         async move { client.list_users(request).await.map(drop) }
     })
     .await;
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     taken.push(("demoted", took));
 
     // Deleted: UNAUTHENTICATED.
@@ -279,12 +280,11 @@ async fn a_suspended_demoted_or_deleted_users_token_stops_working_on_the_other_r
         })
         .await
         .unwrap();
-    let (status, took) = refused_within_a_second(Instant::now(), || {
+    let took = refused_within_a_second(Instant::now(), Code::Unauthenticated, || {
         let (mut client, request) = (cleo_on_b.clone(), own.clone());
         async move { client.get_user(request).await.map(drop) }
     })
     .await;
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     taken.push(("deleted", took));
     println!("refused on the other replica after the change was acknowledged: {taken:?}");
 }

@@ -199,9 +199,9 @@ async fn a_batch_whose_stream_breaks_still_says_exactly_what_was_created() {
         "Bearer {}",
         app.token("test-admin", user_service::domain::Role::Admin)
     );
-    // 70 good items (a first transaction of 64 commits), then bytes that are no protobuf.
+    // 260 good items (a first transaction of 256 commits), then bytes that are no protobuf.
     let mut body = Vec::new();
-    for i in 0..70 {
+    for i in 0..260 {
         body.extend_from_slice(&crate::raw::frame(&new_user(&format!("broken{i}"))));
     }
     body.extend_from_slice(&[0, 0, 0, 0, 3, 0xff, 0xff, 0xff]);
@@ -230,12 +230,12 @@ async fn a_batch_whose_stream_breaks_still_says_exactly_what_was_created() {
         listed.total_count,
         "the answer lists every user that exists"
     );
-    assert_eq!(answer.users.len(), 64, "only the committed transaction");
+    assert_eq!(answer.users.len(), 256, "only the committed transaction");
     assert!(
         answer
             .errors
             .iter()
-            .any(|error| error.starts_with("items 64 to") && error.contains("stream broke")),
+            .any(|error| error.starts_with("items 256 to") && error.contains("stream broke")),
         "{:?}",
         answer.errors
     );

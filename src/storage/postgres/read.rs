@@ -6,20 +6,40 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::super::codec::{RawUser, decode_event};
-use super::super::rules::{USER_COLUMNS, into_page, list_sql};
+use super::super::rules::{into_page, list_sql, user_columns};
 use super::{PostgresStore, pg_error, read_user, read_user_at};
 use crate::domain::{PasswordHash, User, UserEvent, UserId};
 use crate::storage::{ListQuery, Page, StoreError, StoreResult, UserKey};
+
+const SELECT_USER: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+/// The user with the head revision of the same snapshot.
+const SELECT_USER_AND_HEAD: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    ", (SELECT head FROM log_head) FROM users WHERE id = $1"
+);
+const SELECT_CREDENTIALS: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    ", password_hash FROM users WHERE username_key = $1"
+);
+const SELECT_BY_USERNAME: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE username_key = $1"
+);
+const SELECT_BY_EMAIL: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    " FROM users WHERE email_key = $1"
+);
 
 /// The user `id`, read by `client` (a pooled connection or an open transaction).
 pub(super) async fn select_user(
     client: &impl GenericClient,
     id: UserId,
 ) -> StoreResult<Option<User>> {
-    let statement = client
-        .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-        .await
-        .map_err(pg_error)?;
+    let statement = client.prepare_cached(SELECT_USER).await.map_err(pg_error)?;
     client
         .query_opt(&statement, &[&id.as_uuid().as_bytes().as_slice()])
         .await
@@ -43,16 +63,9 @@ fn count_sql(query: &ListQuery, status: &str, role: &str) -> String {
 impl PostgresStore {
     pub(crate) async fn get(&self, id: UserId) -> StoreResult<User> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-            .await
-            .map_err(pg_error)?;
-        let row = client
-            .query_opt(&statement, &[&id.as_uuid().as_bytes().as_slice()])
-            .await
-            .map_err(pg_error)?
-            .ok_or(StoreError::NotFound(id))?;
-        read_user(&row)?.into_user()
+        select_user(&client, id)
+            .await?
+            .ok_or(StoreError::NotFound(id))
     }
 
     /// The user as this server's tail last applied them: from the cache, or read with the head
@@ -63,9 +76,7 @@ impl PostgresStore {
         }
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(&format!(
-                "SELECT {USER_COLUMNS}, (SELECT head FROM log_head) FROM users WHERE id = $1"
-            ))
+            .prepare_cached(SELECT_USER_AND_HEAD)
             .await
             .map_err(pg_error)?;
         let row = client
@@ -85,9 +96,7 @@ impl PostgresStore {
     ) -> StoreResult<Option<(User, PasswordHash)>> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(&format!(
-                "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = $1"
-            ))
+            .prepare_cached(SELECT_CREDENTIALS)
             .await
             .map_err(pg_error)?;
         let Some(row) = client
@@ -106,14 +115,12 @@ impl PostgresStore {
 
     /// The user with this username or email, by the unique index on its key.
     pub(crate) async fn find(&self, key: &UserKey) -> StoreResult<Option<User>> {
-        let (column, key) = key.column_and_key();
+        let (sql, key) = match key {
+            UserKey::Username(username) => (SELECT_BY_USERNAME, username.key()),
+            UserKey::Email(email) => (SELECT_BY_EMAIL, email.key()),
+        };
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE {column} = $1"
-            ))
-            .await
-            .map_err(pg_error)?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
         client
             .query_opt(&statement, &[&key])
             .await

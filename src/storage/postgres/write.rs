@@ -33,11 +33,19 @@ const UPDATE_USER: &str = "UPDATE users SET username = $2, username_key = $3, em
         updated_at = $10, revision = $11
     WHERE id = $1";
 
-/// Writes the transaction's events and moves the head, in one statement.
+/// Writes the transaction's events, applies its changes to the per-(status, role) counts
+/// (once per transaction: one new row version of each count touched, not one per user), and
+/// moves the head, in one statement.
 const FINISH: &str = "WITH logged AS (
         INSERT INTO events (revision, event_id, kind, user_id, at, \"user\")
         SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::integer[], $4::bytea[],
                              $5::bigint[], $6::bytea[])
+    ), counted AS (
+        INSERT INTO user_counts (status, role, n)
+        SELECT status, role, sum(delta)
+        FROM unnest($9::integer[], $10::integer[], $11::bigint[]) AS change (status, role, delta)
+        GROUP BY status, role
+        ON CONFLICT (status, role) DO UPDATE SET n = user_counts.n + EXCLUDED.n
     ), moved AS (
         UPDATE log_head SET head = $7, last_created_at = $8 RETURNING head
     )
@@ -172,6 +180,7 @@ async fn insert_all(
             moved.1.push(revision);
             user.revision = revision;
         }
+        pending.count(&user, 1);
         pending.record(EventKind::Created, &user);
         outcomes.push(Ok(()));
     }
@@ -217,6 +226,23 @@ impl PostgresStore {
             columns.4.push(event.at_ns);
             columns.5.push(encode_user(&event.user));
         }
+        let counts = (
+            pending
+                .counts
+                .iter()
+                .map(|count| count.0)
+                .collect::<Vec<_>>(),
+            pending
+                .counts
+                .iter()
+                .map(|count| count.1)
+                .collect::<Vec<_>>(),
+            pending
+                .counts
+                .iter()
+                .map(|count| count.2)
+                .collect::<Vec<_>>(),
+        );
         let statement = tx.prepare_cached(FINISH).await.map_err(pg_error)?;
         tx.execute(
             &statement,
@@ -229,6 +255,9 @@ impl PostgresStore {
                 &columns.5,
                 &pending.last_revision(),
                 &pending.last_created_at_ns,
+                &counts.0,
+                &counts.1,
+                &counts.2,
             ],
         )
         .await
@@ -308,6 +337,10 @@ impl PostgresStore {
         )
         .await
         .map_err(|err| unique_violation(err, &user))?;
+        if (stored.status, stored.role) != (user.status, user.role) {
+            pending.count(&stored, -1);
+            pending.count(&user, 1);
+        }
         pending.record(EventKind::Updated, &user);
         Self::commit(tx, &pending).await?;
         drop(client);
@@ -329,6 +362,7 @@ impl PostgresStore {
         tx.execute(&statement, &[&id.as_uuid().as_bytes().as_slice()])
             .await
             .map_err(pg_error)?;
+        pending.count(&user, -1);
         pending.record(EventKind::Deleted, &user);
         Self::commit(tx, &pending).await?;
         drop(client);
