@@ -69,6 +69,9 @@ impl Published {
 
     /// Waits until revision `revision` has been applied here, or `limit` has passed.
     pub async fn applied(&self, revision: i64, limit: std::time::Duration) -> bool {
+        if self.head() >= revision {
+            return true;
+        }
         let mut head = self.head.subscribe();
         tokio::time::timeout(limit, head.wait_for(|head| *head >= revision))
             .await

@@ -7,11 +7,14 @@
 //!
 //! - Writes take the log's counter row (`log_head`) for update inside their transaction and
 //!   hold it to commit, so revisions follow commit order across every replica (`write`).
-//! - Reads of users go to the database, so a read that starts after any replica acknowledged
-//!   a write reflects it (`read`).
+//! - A read of a user reflects every write any replica acknowledged before it began: it
+//!   passes a read fence (the database's head, one query shared by the reads waiting for it)
+//!   and is answered from the cache once the tail has applied that head (`fence`, `read`).
+//!   Listings and lookups read the database.
 //! - Each replica follows the committed log with one tail (`tail`), which feeds its read
 //!   cache (used for the caller's standing on each call), its watchers and its head revision.
 
+mod fence;
 mod read;
 mod schema;
 mod tail;
@@ -92,6 +95,7 @@ fn read_user_at(row: &tokio_postgres::Row, offset: usize) -> StoreResult<RawUser
 
 pub struct PostgresStore {
     pool: Pool,
+    fence: fence::Fence,
     published: Arc<Published>,
     /// Wakes the tail at once after a local commit, without waiting for the notification.
     nudge: Arc<Notify>,
@@ -164,6 +168,7 @@ impl PostgresStore {
             .follow(),
         );
         Ok(Self {
+            fence: fence::Fence::start(pool.clone()),
             pool,
             published,
             nudge,

@@ -34,6 +34,10 @@ const SELECT_BY_EMAIL: &str = concat!(
     " FROM users WHERE email_key = $1"
 );
 
+/// How long a read waits for this replica's tail to reach the fence before it reads the
+/// database instead.
+const FENCE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The user `id`, read by `client` (a pooled connection or an open transaction).
 pub(super) async fn select_user(
     client: &impl GenericClient,
@@ -61,19 +65,31 @@ fn count_sql(query: &ListQuery, status: &str, role: &str) -> String {
 }
 
 impl PostgresStore {
+    /// The user as committed, reflecting every write acknowledged before this call began
+    /// (on any replica): through the read fence, from the cache once this replica's tail has
+    /// caught up with the database's head; otherwise from the database.
     pub(crate) async fn get(&self, id: UserId) -> StoreResult<User> {
-        let client = self.client().await?;
-        select_user(&client, id)
-            .await?
-            .ok_or(StoreError::NotFound(id))
+        let head = self.fence.head().await?;
+        if self.published.applied(head, FENCE_WAIT).await
+            && let Some(user) = self.published.cache.get(&id)
+        {
+            return Ok(user);
+        }
+        self.load(id).await
     }
 
-    /// The user as this server's tail last applied them: from the cache, or read with the head
-    /// revision of the same snapshot and kept in the cache when that is safe.
+    /// The user as this server's tail last applied them: what a call's caller is checked
+    /// against.
     pub(crate) async fn standing(&self, id: UserId) -> StoreResult<User> {
         if let Some(user) = self.published.cache.get(&id) {
             return Ok(user);
         }
+        self.load(id).await
+    }
+
+    /// Reads the user with the head revision of the same snapshot, and keeps them in the cache
+    /// when that is safe.
+    async fn load(&self, id: UserId) -> StoreResult<User> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(SELECT_USER_AND_HEAD)
