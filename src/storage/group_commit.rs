@@ -6,7 +6,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Backend, BatchItem, StoreError, StoreResult};
+use super::{Backend, BatchItem, StoreResult};
 use crate::domain::{NewUser, UserEvent};
 
 /// Most creates committed together.
@@ -51,19 +51,9 @@ async fn commit_groups(backend: Backend, mut queued: mpsc::UnboundedReceiver<Que
             }
             Err(err) => {
                 for reply in replies.into_iter().flatten() {
-                    let _ = reply.send(Err(err.for_each_in_group()));
+                    let _ = reply.send(Err(err.for_another_caller()));
                 }
             }
-        }
-    }
-}
-
-impl StoreError {
-    /// The error every create of a failed group gets: the same kind, with the cause's text.
-    fn for_each_in_group(&self) -> StoreError {
-        match self {
-            StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
-            other => StoreError::Backend(crate::error::chain(other).into()),
         }
     }
 }

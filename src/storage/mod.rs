@@ -168,6 +168,15 @@ impl StoreError {
         }
     }
 
+    /// What each caller that shared a failed operation (a group commit, a read fence) gets:
+    /// the same kind when it is retryable, otherwise a backend failure with the cause's text.
+    fn for_another_caller(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
+            other => StoreError::Backend(crate::error::chain(other).into()),
+        }
+    }
+
     pub(crate) fn backend(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Backend(Box::new(err))
     }
