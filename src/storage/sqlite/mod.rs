@@ -154,7 +154,8 @@ pub struct SqliteStore {
     readers: ReadPool,
     published: Published,
     retention: i64,
-    _lock: FileLock,
+    /// Held from open to close (or, if close never runs, to the end of the process).
+    lock: Mutex<Option<FileLock>>,
 }
 
 impl SqliteStore {
@@ -201,7 +202,7 @@ impl SqliteStore {
                 settings.event_buffer,
             ),
             retention: i64::try_from(settings.event_retention.max(1)).unwrap_or(i64::MAX),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -226,6 +227,9 @@ impl SqliteStore {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             conn.close().map_err(|(_, err)| StoreError::from(err))?;
         }
+        // The writer is gone: another server may take the file now, even while tasks that
+        // outlive this server still hold the store.
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
         Ok(())
     }
 }
