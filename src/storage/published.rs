@@ -82,8 +82,9 @@ impl Published {
         self.oldest.load(Ordering::Acquire)
     }
 
+    /// Raises the oldest retained revision (pruning only ever moves it forward).
     pub fn set_oldest(&self, oldest: i64) {
-        self.oldest.store(oldest, Ordering::Release);
+        self.oldest.fetch_max(oldest, Ordering::AcqRel);
     }
 
     pub fn reachable(&self) -> watch::Receiver<bool> {

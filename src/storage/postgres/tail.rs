@@ -147,8 +147,8 @@ impl Tail {
     }
 }
 
-/// Prunes the log once it holds more than the retention window (and some slack), on
-/// whichever replica gets the lock, and reads back the oldest retained revision. Writers run
+/// Prunes the log once it holds more than the retention window (and some slack), one
+/// replica at a time (an advisory lock), and reads back the oldest retained revision. Writers run
 /// it after their commit (so a pruned revision is refused as soon as the write that pushed it
 /// out is acknowledged, as on SQLite); the tail runs it to learn of other replicas' pruning.
 pub(super) async fn maintain(pool: &Pool, published: &Published, retention: i64) {
@@ -167,24 +167,24 @@ pub(super) async fn maintain(pool: &Pool, published: &Published, retention: i64)
 async fn prune(pool: &Pool, keep_from: i64) -> StoreResult<i64> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg_error)?;
-    let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
+    // Waits for a replica (or this one's tail) that is pruning now; the delete then finds
+    // little or nothing left, and the oldest revision read after it is the pruned one.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PRUNE_LOCK])
         .await
-        .map_err(pg_error)?
-        .get(0);
-    if locked {
-        let removed = tx
-            .execute("DELETE FROM events WHERE revision < $1", &[&keep_from])
-            .await
-            .map_err(pg_error)?;
-        tracing::debug!(removed, oldest = keep_from, "pruned the event log");
-    }
+        .map_err(pg_error)?;
+    let removed = tx
+        .execute("DELETE FROM events WHERE revision < $1", &[&keep_from])
+        .await
+        .map_err(pg_error)?;
     let oldest: Option<i64> = tx
         .query_one("SELECT min(revision) FROM events", &[])
         .await
         .map_err(pg_error)?
         .get(0);
     tx.commit().await.map_err(pg_error)?;
+    if removed > 0 {
+        tracing::debug!(removed, oldest = keep_from, "pruned the event log");
+    }
     Ok(oldest.unwrap_or(keep_from))
 }
 
