@@ -22,10 +22,11 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /app/target/release/user-service /usr/local/bin/user-service
 COPY --from=builder --chown=65532:65532 /data /data
 ENV USER_SERVICE_LISTEN=0.0.0.0:50051 \
+    USER_SERVICE_METRICS_LISTEN=0.0.0.0:9090 \
     USER_SERVICE_DATABASE_URL=sqlite:///data/users.db \
     USER_SERVICE_LOG_FORMAT=json
 VOLUME ["/data"]
-EXPOSE 50051
+EXPOSE 50051 9090
 USER 65532:65532
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/user-service", "healthcheck", "--timeout-secs", "3"]

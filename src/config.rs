@@ -271,6 +271,10 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (off when unset).
+    #[arg(long, env = "USER_SERVICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Write one access log line per call (target user_service::access).
     #[arg(long, env = "USER_SERVICE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub access_log: bool,
@@ -332,6 +336,7 @@ pub struct Settings {
     pub max_concurrent_calls: usize,
     pub tls: Option<TlsSettings>,
     pub access_log: bool,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// PEM material for serving TLS, and for requiring client certificates.
@@ -404,6 +409,7 @@ impl Settings {
             max_concurrent_calls: cli.max_concurrent_calls,
             tls,
             access_log: cli.access_log,
+            metrics_listen: cli.metrics_listen,
             listen: cli.listen,
             storage: StorageSettings {
                 database_url,

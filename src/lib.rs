@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod metrics;
 pub mod middleware;
 pub mod pb;
 pub mod shutdown;

@@ -24,6 +24,7 @@ use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};
 use crate::grpc::signup::SignupLimit;
 use crate::grpc::stream_limits::{StreamControls, StreamLimits};
 use crate::health;
+use crate::metrics::{Metrics, methods_of};
 use crate::middleware::{
     AccessLogLayer, ActivityLayer, AuthLayer, ContentTypeLayer, DeadlineLayer, LoadShedLayer,
     RateLimitLayer,
@@ -78,7 +79,11 @@ pub struct Application {
     forget: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// Connections closed at once because `--max-connections` were open.
     refused: Arc<connections::Refused>,
+    /// The metrics endpoint's address and server, when `--metrics-listen` is set.
+    metrics_server: Option<(SocketAddr, Background)>,
 }
+
+type Background = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How often idle rate-limit keys are forgotten.
 const FORGET_IDLE_KEYS_EVERY: Duration = Duration::from_secs(60);
@@ -126,6 +131,7 @@ impl Application {
         })?;
         let jwt = Arc::new(jwt);
         let (trigger, shutdown) = shutdown::channel();
+        let mut metrics_server = None;
         let rate_limit = RateLimitLayer::new(
             settings.rate_limit_per_second,
             settings.rate_limit_burst,
@@ -138,6 +144,35 @@ impl Application {
             )),
             rate: rate_limit.clone(),
             trusted_proxies: settings.trusted_proxies.clone().into(),
+        };
+        let metrics = match settings.metrics_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                let metrics = Arc::new(Metrics::new(&methods_of(&[
+                    pb::FILE_DESCRIPTOR_SET,
+                    tonic_health::pb::FILE_DESCRIPTOR_SET,
+                    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                ])));
+                let sources = Arc::new(crate::metrics::Sources {
+                    store: store.clone(),
+                    streams: streams.limits.clone(),
+                });
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                let served = Box::pin(crate::metrics::serve(
+                    listener,
+                    metrics.clone(),
+                    sources,
+                    shutdown.clone(),
+                ));
+                metrics_server = Some((local, served as Background));
+                Some(metrics)
+            }
+            None => None,
         };
         let (reporter, health_service) = health::service(shutdown.clone(), streams.clone());
         health::set_all(&reporter, ServingStatus::Serving).await;
@@ -210,6 +245,7 @@ impl Application {
             })
             .layer(AccessLogLayer {
                 enabled: settings.access_log,
+                metrics: metrics.clone(),
             })
             .layer(DeadlineLayer)
             .layer(ContentTypeLayer)
@@ -266,7 +302,13 @@ impl Application {
             monitor,
             forget,
             refused,
+            metrics_server,
         })
+    }
+
+    /// Where `/metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(addr, _)| *addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -297,8 +339,13 @@ impl Application {
             monitor,
             forget,
             refused,
+            metrics_server,
         } = self;
         let monitor = tokio::spawn(monitor);
+        let metrics_server = metrics_server.map(|(addr, served)| {
+            tracing::info!(%addr, "serving metrics at /metrics");
+            tokio::spawn(served)
+        });
         let forget = tokio::spawn(forget);
         health::set_all(&reporter, ServingStatus::Serving).await;
         tracing::info!(
@@ -337,6 +384,9 @@ impl Application {
         };
         monitor.abort();
         forget.abort();
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.abort();
+        }
         // Stream tasks end at shutdown; storage closes only once the last one has.
         trigger.trigger();
         if tokio::time::timeout(settings.shutdown_grace, trigger.tasks_ended())

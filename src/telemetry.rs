@@ -9,6 +9,16 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The log writer's count of dropped lines, for the metrics (set once the subscriber is).
+static DROPPED: std::sync::OnceLock<ErrorCounter> = std::sync::OnceLock::new();
+
+/// Lines dropped so far because the log writer's queue was full (0 before `init`).
+pub fn dropped_lines() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |dropped| dropped.dropped_lines() as u64)
+}
+
 /// Lines queued for the writer before new ones are dropped.
 const QUEUED_LINES: usize = 128_000;
 
@@ -32,6 +42,7 @@ pub fn init(format: LogFormat) -> LogWriter {
         .buffered_lines_limit(QUEUED_LINES)
         .finish(std::io::stderr());
     let dropped = writer.error_counter();
+    let _ = DROPPED.set(dropped.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -74,6 +74,11 @@ impl StreamLimits {
 
     /// A place for one more stream of `key` (a principal, or `ip:ADDRESS`), or
     /// RESOURCE_EXHAUSTED naming the limit that is full.
+    /// Streams open now, server-wide.
+    pub fn open_streams(&self) -> usize {
+        self.server_wide_limit - self.server_wide.available_permits()
+    }
+
     pub fn enter(self: &Arc<Self>, key: String) -> Result<StreamPlace, ServiceError> {
         let full =
             |what: String| ServiceError::ResourceExhausted(format!("{what}; close one first"));

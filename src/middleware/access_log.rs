@@ -1,6 +1,8 @@
 //! Outermost layer: one structured line per call with method, peer, principal, gRPC code and
-//! duration. The code comes from `grpc-status` (trailers-only headers, or the trailers); a
-//! call whose client went away before it ended is CANCELLED, whatever the handler answered.
+//! duration, and the gRPC server metrics (started, handled by code, messages received and
+//! sent, handling time). The code comes from `grpc-status` (trailers-only headers, or the
+//! trailers); a call whose client went away before it ended is CANCELLED, whatever the
+//! handler answered.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +14,10 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
 
+use super::Refusal;
 use crate::client_address::peer_addr;
+use crate::metrics::{MessageCounter, MethodMetrics, Metrics};
+use bytes::Buf;
 
 /// What is learnt about a call after it started: the principal, which the auth layer further
 /// in leaves here, and whether the client went away.
@@ -37,6 +42,8 @@ impl PrincipalSlot {
 struct WatchedRequest {
     inner: tonic::body::Body,
     state: PrincipalSlot,
+    /// Counts the messages received, when metrics are on.
+    received: Option<(MessageCounter, Arc<MethodMetrics>)>,
 }
 
 impl Body for WatchedRequest {
@@ -48,8 +55,16 @@ impl Body for WatchedRequest {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            self.state.0.client_gone.store(true, Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(Some(Err(_))) => self.state.0.client_gone.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some((counter, metrics))) =
+                    (frame.data_ref(), self.received.as_mut())
+                {
+                    metrics.received(counter.feed(data));
+                }
+            }
+            _ => {}
         }
         polled
     }
@@ -63,11 +78,12 @@ impl Body for WatchedRequest {
     }
 }
 
-/// `enabled: false` writes no line (for operators who log elsewhere); the call still passes
-/// through the layer, at the cost of a flag test.
-#[derive(Clone, Copy)]
+/// `enabled: false` writes no line (for operators who log elsewhere); `metrics: None` records
+/// none. With neither, the call passes through at the cost of two tests.
+#[derive(Clone)]
 pub struct AccessLogLayer {
     pub enabled: bool,
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl<S> Layer<S> for AccessLogLayer {
@@ -77,6 +93,7 @@ impl<S> Layer<S> for AccessLogLayer {
         AccessLog {
             inner,
             enabled: self.enabled,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -85,6 +102,7 @@ impl<S> Layer<S> for AccessLogLayer {
 pub struct AccessLog<S> {
     inner: S,
     enabled: bool,
+    metrics: Option<Arc<Metrics>>,
 }
 
 fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
@@ -101,6 +119,9 @@ struct CallRecord {
     started: Instant,
     code: Option<Code>,
     logged: bool,
+    /// Whether to write the line (the record may exist for the metrics alone).
+    log: bool,
+    metrics: Option<Arc<MethodMetrics>>,
 }
 
 impl CallRecord {
@@ -115,6 +136,12 @@ impl CallRecord {
         } else {
             code.or(self.code).unwrap_or(Code::Cancelled)
         };
+        if let Some(metrics) = &self.metrics {
+            metrics.handled(code, self.started.elapsed());
+        }
+        if !self.log {
+            return;
+        }
         let peer = self.peer.map(|peer| peer.to_string());
         let peer = peer.as_deref().unwrap_or("-");
         let principal = self.principal.0.principal.get().map_or("-", String::as_str);
@@ -141,6 +168,7 @@ impl Drop for CallRecord {
 pub struct LoggedBody<B> {
     inner: B,
     record: Option<CallRecord>,
+    sent: MessageCounter,
 }
 
 impl<B> LoggedBody<B> {
@@ -154,6 +182,7 @@ impl<B> LoggedBody<B> {
 impl<B> Body for LoggedBody<B>
 where
     B: Body + Unpin,
+    B::Data: bytes::Buf,
 {
     type Data = B::Data;
     type Error = B::Error;
@@ -167,6 +196,12 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(grpc_code) {
                     self.finish(Some(code));
+                }
+                if let Some(data) = frame.data_ref() {
+                    let this = &mut *self;
+                    if let Some(metrics) = this.record.as_ref().and_then(|r| r.metrics.as_ref()) {
+                        metrics.sent(this.sent.feed(data.chunk()));
+                    }
                 }
             }
             Poll::Ready(Some(Err(_))) => self.finish(Some(Code::Internal)),
@@ -200,15 +235,23 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        if !self.enabled {
+        let metrics = self
+            .metrics
+            .as_ref()
+            .and_then(|metrics| metrics.method(request.uri().path()));
+        if !self.enabled && metrics.is_none() {
             let response = self.inner.call(request);
             return Box::pin(async move {
                 let response = response.await?;
                 Ok(response.map(|inner| LoggedBody {
                     inner,
                     record: None,
+                    sent: MessageCounter::default(),
                 }))
             });
+        }
+        if let Some(metrics) = &metrics {
+            metrics.started();
         }
         let principal = PrincipalSlot::default();
         let (mut parts, body) = request.into_parts();
@@ -218,6 +261,9 @@ where
             tonic::body::Body::new(WatchedRequest {
                 inner: body,
                 state: principal.clone(),
+                received: metrics
+                    .clone()
+                    .map(|metrics| (MessageCounter::default(), metrics)),
             }),
         );
         let record = CallRecord {
@@ -227,16 +273,25 @@ where
             started: Instant::now(),
             code: None,
             logged: false,
+            log: self.enabled,
+            metrics,
         };
         let response = self.inner.call(request);
+        let all_metrics = self.metrics.clone();
         Box::pin(async move {
             let mut record = record;
             match response.await {
                 Ok(response) => {
+                    if let (Some(metrics), Some(Refusal(reason))) =
+                        (&all_metrics, response.extensions().get::<Refusal>())
+                    {
+                        metrics.refused(reason);
+                    }
                     record.code = grpc_code(response.headers());
                     Ok(response.map(|inner| LoggedBody {
                         inner,
                         record: Some(record),
+                        sent: MessageCounter::default(),
                     }))
                 }
                 Err(err) => {

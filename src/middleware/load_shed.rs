@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tonic::Status;
 use tower::{Layer, Service, ServiceExt};
 
-use super::{BoxFuture, Response, is_infrastructure, status_response};
+use super::{BoxFuture, Response, is_infrastructure, refusal_response};
 
 #[derive(Clone)]
 pub struct LoadShedLayer {
@@ -68,7 +68,10 @@ where
                 "the server is handling its limit of {}; retry with backoff",
                 crate::text::count(self.layer.limit as u64, "call", "calls")
             ));
-            return Box::pin(std::future::ready(Ok(status_response(status))));
+            return Box::pin(std::future::ready(Ok(refusal_response(
+                status,
+                "load_shed",
+            ))));
         };
         Box::pin(async move {
             let response = inner.oneshot(request).await;

@@ -28,6 +28,18 @@ type Response = http::Response<tonic::body::Body>;
 /// The future every layer here returns.
 type BoxFuture<E> = std::pin::Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
 
+/// Why a layer answered a call itself instead of passing it on, left on the response for the
+/// metrics (`user_service_refused_calls_total{reason}`) in the outermost layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal(pub &'static str);
+
+/// A refusal response: the status, marked with its reason.
+fn refusal_response(status: Status, reason: &'static str) -> Response {
+    let mut response = status_response(status);
+    response.extensions_mut().insert(Refusal(reason));
+    response
+}
+
 /// A complete gRPC error response (trailers-only: HTTP 200 with `grpc-status` in the headers).
 fn status_response(status: Status) -> Response {
     status.into_http()

@@ -14,7 +14,7 @@ use tower_governor::GovernorError;
 use tower_governor::governor::{Governor, GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 
-use super::{BoxFuture, Response, is_infrastructure, status_response};
+use super::{BoxFuture, Response, is_infrastructure, refusal_response, status_response};
 use crate::auth::Caller;
 use crate::client_address::{address_key, client_ip};
 
@@ -105,9 +105,10 @@ impl RateLimitLayer {
 /// to retry at once).
 pub(super) fn refused(wait: Duration) -> Response {
     let wait_time = wait.as_secs().max(1);
-    let mut response = status_response(Status::resource_exhausted(format!(
-        "rate limit exceeded: retry after {wait_time} s"
-    )));
+    let mut response = refusal_response(
+        Status::resource_exhausted(format!("rate limit exceeded: retry after {wait_time} s")),
+        "rate_limit",
+    );
     response
         .headers_mut()
         .insert("retry-after", http::HeaderValue::from(wait_time));

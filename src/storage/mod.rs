@@ -252,6 +252,15 @@ pub struct Page {
     pub total: u64,
 }
 
+/// Database connections by state.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolState {
+    pub in_use: usize,
+    pub idle: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
 /// The storage. Handlers hold a `Store` and never know which backend it is.
 #[derive(Clone)]
 pub struct Store {
@@ -400,6 +409,14 @@ impl Store {
     /// connection); SQLite's stays true.
     pub fn reachable(&self) -> watch::Receiver<bool> {
         self.published().reachable()
+    }
+
+    /// The connection pool's state (PostgreSQL); SQLite has no pool to report.
+    pub fn connections(&self) -> Option<PoolState> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(store) => Some(store.pool_state()),
+        }
     }
 
     /// Succeeds when the database answers a query.

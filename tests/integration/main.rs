@@ -11,6 +11,7 @@ mod durability;
 mod helpers;
 mod list;
 mod malformed;
+mod metrics;
 mod raw;
 mod readme;
 mod replicas;

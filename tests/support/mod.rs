@@ -57,6 +57,8 @@ pub fn test_settings(database: &TestDatabase) -> Settings {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when the settings ask for it.
+    pub metrics_addr: Option<SocketAddr>,
     /// Kept for as long as the app (and its restarts) need it.
     pub database: Arc<TestDatabase>,
     pub jwt: Arc<Jwt>,
@@ -88,6 +90,7 @@ impl TestApp {
             .await
             .expect("the server starts");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let jwt = app.jwt();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
@@ -95,6 +98,7 @@ impl TestApp {
         }));
         Self {
             addr,
+            metrics_addr,
             database,
             jwt,
             settings,

@@ -186,6 +186,15 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool_error)
     }
 
+    pub(super) fn pool_state(&self) -> super::PoolState {
+        let status = self.pool.status();
+        super::PoolState {
+            in_use: status.size.saturating_sub(status.available),
+            idle: status.available,
+            waiting: status.waiting,
+        }
+    }
+
     /// Succeeds when a pooled connection answers and the log tail is connected.
     pub(super) async fn ping(&self) -> StoreResult<()> {
         if !*self.published.reachable().borrow() {

@@ -1,0 +1,228 @@
+//! Prometheus metrics: scraped from the real server after known calls, parsed with a real
+//! exposition parser, exact counts per method and code.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use user_service::pb::{GetUserRequest, WatchUsersRequest};
+
+use crate::helpers::{TestApp, create, new_user};
+use crate::watch::next_event;
+
+/// GETs `path` from `addr`: the status line and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("headers, then a body");
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+struct Scraped(prometheus_parse::Scrape);
+
+impl Scraped {
+    async fn from(app: &TestApp) -> Self {
+        let (status, body) = http_get(app.metrics_addr.expect("metrics are on"), "/metrics").await;
+        assert!(status.contains("200"), "{status}");
+        let lines = body.lines().map(|line| Ok(line.to_owned()));
+        Self(prometheus_parse::Scrape::parse(lines).expect("a valid exposition"))
+    }
+
+    /// The value of the sample named `name` whose labels include `labels` (0 when none).
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let found: Vec<_> = self
+            .0
+            .samples
+            .iter()
+            .filter(|sample| sample.metric == name)
+            .filter(|sample| {
+                labels
+                    .iter()
+                    .all(|(key, value)| sample.labels.get(key) == Some(*value))
+            })
+            .collect();
+        assert!(
+            found.len() <= 1,
+            "{name} {labels:?} matches {} samples",
+            found.len()
+        );
+        found.first().map_or(0.0, |sample| match &sample.value {
+            prometheus_parse::Value::Counter(value)
+            | prometheus_parse::Value::Gauge(value)
+            | prometheus_parse::Value::Untyped(value) => *value,
+            other => panic!("{name} is not a scalar: {other:?}"),
+        })
+    }
+
+    fn handled(&self, method: &str, code: &str) -> f64 {
+        self.value(
+            "grpc_server_handled_total",
+            &[("grpc_method", method), ("grpc_code", code)],
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_scrape_counts_each_call_by_method_code_and_message() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let mut client = app.client().await;
+    let ann = create(&mut client, "ann").await;
+    let taken = client.create_user(new_user("ann")).await.unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    client
+        .get_user(GetUserRequest {
+            user_id: ann.id.clone(),
+        })
+        .await
+        .unwrap();
+    let missing = client
+        .get_user(GetUserRequest {
+            user_id: "0192a3b4-0000-7000-8000-000000000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut watch = client
+        .watch_users(WatchUsersRequest {
+            user_ids: vec![],
+            include_all: true,
+            start_revision: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_event(&mut watch).await.revision, 1);
+    drop(watch);
+
+    // The watch is counted once the server has seen it end.
+    let mut scraped = Scraped::from(&app).await;
+    for _ in 0..100 {
+        if scraped.handled("WatchUsers", "Canceled") == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        scraped = Scraped::from(&app).await;
+    }
+
+    assert_eq!(scraped.handled("CreateUser", "OK"), 1.0);
+    assert_eq!(scraped.handled("CreateUser", "AlreadyExists"), 1.0);
+    assert_eq!(scraped.handled("GetUser", "OK"), 1.0);
+    assert_eq!(scraped.handled("GetUser", "NotFound"), 1.0);
+    assert_eq!(
+        scraped.handled("DeleteUser", "OK"),
+        0.0,
+        "registered, never called"
+    );
+    assert_eq!(scraped.handled("WatchUsers", "Canceled"), 1.0);
+    let create = [("grpc_method", "CreateUser")];
+    assert_eq!(scraped.value("grpc_server_started_total", &create), 2.0);
+    assert_eq!(
+        scraped.value("grpc_server_msg_received_total", &create),
+        2.0
+    );
+    assert_eq!(
+        scraped.value("grpc_server_msg_sent_total", &create),
+        1.0,
+        "a refused create sends no message"
+    );
+    let watch = [
+        ("grpc_method", "WatchUsers"),
+        ("grpc_type", "server_stream"),
+        ("grpc_service", "userservice.UserService"),
+    ];
+    assert_eq!(scraped.value("grpc_server_msg_sent_total", &watch), 1.0);
+    let health = [
+        ("grpc_service", "grpc.health.v1.Health"),
+        ("grpc_method", "Check"),
+        ("grpc_type", "unary"),
+        ("grpc_code", "OK"),
+    ];
+    assert_eq!(scraped.value("grpc_server_handled_total", &health), 1.0);
+    assert_eq!(
+        scraped.value(
+            "grpc_server_handling_seconds_count",
+            &[("grpc_method", "GetUser")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        scraped.value("user_service_users", &[("status", "active")]),
+        1.0
+    );
+    assert_eq!(
+        scraped.value("user_service_event_log_head_revision", &[]),
+        1.0
+    );
+    assert_eq!(scraped.value("user_service_open_streams", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_serves_only_metrics() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let (status, _) = http_get(app.metrics_addr.unwrap(), "/other").await;
+    assert!(status.contains("404"), "{status}");
+    let off = TestApp::spawn().await;
+    assert_eq!(off.metrics_addr, None, "off unless asked for");
+}
+
+#[tokio::test]
+async fn calls_refused_by_the_rate_limit_are_counted_by_reason() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        settings.rate_limit_per_second = 1;
+        settings.rate_limit_burst = 1;
+    })
+    .await;
+    let mut client = app.client().await;
+    let mut refused = 0;
+    for _ in 0..5 {
+        let answer = client
+            .get_user(GetUserRequest {
+                user_id: "0192a3b4-0000-7000-8000-000000000000".into(),
+            })
+            .await;
+        if answer.is_err_and(|status| status.code() == Code::ResourceExhausted) {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "a burst of 1 refuses some of 5 quick calls");
+    let scraped = Scraped::from(&app).await;
+    assert_eq!(
+        scraped.value(
+            "user_service_refused_calls_total",
+            &[("reason", "rate_limit")]
+        ),
+        f64::from(refused)
+    );
+    assert_eq!(
+        scraped.handled("GetUser", "ResourceExhausted"),
+        f64::from(refused)
+    );
+    assert_eq!(
+        scraped.handled("GetUser", "NotFound"),
+        f64::from(5 - refused),
+        "the others were answered"
+    );
+}
