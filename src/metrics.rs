@@ -124,6 +124,44 @@ pub struct Metrics {
     pub database_connections: Family<StateLabels, Gauge>,
     log_lines_dropped: Counter,
     log_lines_dropped_seen: AtomicU64,
+    argon2_waiting: Gauge,
+    argon2: Timed,
+    commits: Timed,
+}
+
+/// A count and a total time kept elsewhere (`timing::Timings`), mirrored into a counter pair
+/// (`*_total`, `*_seconds_total`) at each scrape: rate(seconds) / rate(count) is the mean.
+struct Timed {
+    count: Counter,
+    seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    seen: std::sync::Mutex<(u64, Duration)>,
+}
+
+impl Timed {
+    fn register(registry: &mut Registry, name: &str, what: &str) -> Self {
+        let timed = Self {
+            count: Counter::default(),
+            seconds: Counter::default(),
+            seen: std::sync::Mutex::default(),
+        };
+        registry.register(name, format!("{what}: how many."), timed.count.clone());
+        registry.register(
+            format!("{name}_seconds"),
+            format!("{what}: the time they took, in all."),
+            timed.seconds.clone(),
+        );
+        timed
+    }
+
+    fn mirror(&self, (count, took): (u64, Duration)) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if count > seen.0 {
+            self.count.inc_by(count - seen.0);
+            self.seconds
+                .inc_by(took.saturating_sub(seen.1).as_secs_f64());
+            *seen = (count, took);
+        }
+    }
 }
 
 /// `(path, grpc_type)` of every method in these encoded file descriptor sets.
@@ -264,7 +302,26 @@ impl Metrics {
             "Log lines dropped because the log writer could not keep up.",
             log_lines_dropped.clone(),
         );
+        let argon2_waiting = Gauge::default();
+        registry.register(
+            "user_service_argon2_queue_depth",
+            "Password hashes waiting for a core.",
+            argon2_waiting.clone(),
+        );
+        let argon2 = Timed::register(
+            &mut registry,
+            "user_service_argon2_hashes",
+            "Argon2 hashes and verifications run",
+        );
+        let commits = Timed::register(
+            &mut registry,
+            "user_service_commits",
+            "Write transactions this server committed (time from begin to commit)",
+        );
         Self {
+            argon2_waiting,
+            argon2,
+            commits,
             registry,
             methods,
             users,
@@ -310,6 +367,7 @@ impl Metrics {
 pub struct Sources {
     pub store: crate::storage::Store,
     pub streams: Arc<crate::grpc::stream_limits::StreamLimits>,
+    pub hashing: Arc<crate::auth::hasher::HashStats>,
 }
 
 impl Metrics {
@@ -353,6 +411,11 @@ impl Metrics {
             }
         }
         self.log_lines_dropped(crate::telemetry::dropped_lines());
+        let waiting = sources.hashing.waiting.load(Ordering::Relaxed);
+        self.argon2_waiting
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.argon2.mirror(sources.hashing.hashing.totals());
+        self.commits.mirror(sources.store.commit_totals());
     }
 }
 

@@ -159,6 +159,7 @@ impl Application {
                 let sources = Arc::new(crate::metrics::Sources {
                     store: store.clone(),
                     streams: streams.limits.clone(),
+                    hashing: hasher.stats(),
                 });
                 let local = listener
                     .local_addr()

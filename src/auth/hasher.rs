@@ -57,6 +57,32 @@ pub struct PasswordHasher {
     params: Params,
     permits: Arc<Semaphore>,
     login_permits: Arc<Semaphore>,
+    stats: Arc<HashStats>,
+}
+
+/// What the hasher has done, for the metrics.
+#[derive(Debug, Default)]
+pub struct HashStats {
+    /// Jobs waiting for a core now.
+    pub waiting: std::sync::atomic::AtomicUsize,
+    /// Jobs run, and the time they took on their core.
+    pub hashing: crate::timing::Timings,
+}
+
+/// Counts a job as waiting until dropped (also when its caller gives up while it waits).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl PasswordHasher {
@@ -73,7 +99,12 @@ impl PasswordHasher {
             params,
             permits: Arc::new(Semaphore::new(cores)),
             login_permits: Arc::new(Semaphore::new(cores.div_ceil(2))),
+            stats: Arc::default(),
         })
+    }
+
+    pub fn stats(&self) -> Arc<HashStats> {
+        self.stats.clone()
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -86,12 +117,19 @@ impl PasswordHasher {
         share: &Semaphore,
         job: impl FnOnce(Argon2<'static>) -> R + Send + 'static,
     ) -> Result<R, HashError> {
-        let _permit = share
-            .acquire()
-            .await
-            .expect("the hashing semaphores are never closed");
+        let waiting = Waiting::enter(&self.stats.waiting);
+        let permit = share.acquire().await;
+        drop(waiting);
+        let _permit = permit.expect("the hashing semaphores are never closed");
         let argon2 = self.argon2();
-        Ok(tokio::task::spawn_blocking(move || job(argon2)).await?)
+        let stats = self.stats.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let done = job(argon2);
+            stats.hashing.record(started.elapsed());
+            done
+        })
+        .await?)
     }
 
     pub async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {

@@ -411,6 +411,11 @@ impl Store {
         self.published().reachable()
     }
 
+    /// Write transactions this server committed, and their time from begin to commit.
+    pub fn commit_totals(&self) -> (u64, Duration) {
+        self.published().commits.totals()
+    }
+
     /// The connection pool's state (PostgreSQL); SQLite has no pool to report.
     pub fn connections(&self) -> Option<PoolState> {
         match &self.backend {

@@ -19,6 +19,8 @@ pub(super) struct Published {
     oldest: AtomicI64,
     /// False while the database cannot be reached; watchers end when it turns false.
     reachable: watch::Sender<bool>,
+    /// Write transactions committed here, and how long each took from begin to commit.
+    pub commits: crate::timing::Timings,
 }
 
 impl Published {
@@ -30,6 +32,7 @@ impl Published {
             head: watch::Sender::new(head),
             oldest: AtomicI64::new(oldest),
             reachable: watch::Sender::new(true),
+            commits: crate::timing::Timings::default(),
         }
     }
 

@@ -40,6 +40,8 @@ pub(super) struct Pending {
     /// that keeps the counts in its write path (PostgreSQL: one update of the counts per
     /// transaction; SQLite's triggers keep its own).
     pub counts: Vec<(i32, i32, i64)>,
+    /// When the transaction began, for the commit time.
+    pub began: std::time::Instant,
 }
 
 impl Pending {
@@ -49,6 +51,7 @@ impl Pending {
             last_created_at_ns,
             events: Vec::new(),
             counts: Vec::new(),
+            began: std::time::Instant::now(),
         }
     }
 

@@ -173,6 +173,13 @@ async fn a_scrape_counts_each_call_by_method_code_and_message() {
         1.0
     );
     assert_eq!(scraped.value("user_service_open_streams", &[]), 0.0);
+    // The decoy hash made at start-up (logins of unknown users verify against it), and one
+    // per create: the refused one was hashed before storage refused it.
+    assert_eq!(scraped.value("user_service_argon2_hashes_total", &[]), 3.0);
+    assert!(scraped.value("user_service_argon2_hashes_seconds_total", &[]) > 0.0);
+    assert_eq!(scraped.value("user_service_argon2_queue_depth", &[]), 0.0);
+    assert!(scraped.value("user_service_commits_total", &[]) >= 1.0);
+    assert!(scraped.value("user_service_commits_seconds_total", &[]) > 0.0);
 }
 
 #[tokio::test]

@@ -206,7 +206,7 @@ impl PostgresStore {
     }
 
     /// Logs the pending events, moves the head and commits.
-    async fn commit(tx: Transaction<'_>, pending: &Pending) -> StoreResult<()> {
+    async fn commit(&self, tx: Transaction<'_>, pending: &Pending) -> StoreResult<()> {
         if pending.events.is_empty() {
             return tx.rollback().await.map_err(pg_error);
         }
@@ -262,7 +262,9 @@ impl PostgresStore {
         )
         .await
         .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)
+        tx.commit().await.map_err(pg_error)?;
+        self.published.commits.record(pending.began.elapsed());
+        Ok(())
     }
 
     /// After a commit, with the connection back in the pool: waits (briefly) until this
@@ -294,7 +296,7 @@ impl PostgresStore {
         let (tx, mut pending) = Self::begin(&mut client).await?;
         let news: Vec<&NewUser> = items.iter().map(|item| &item.user).collect();
         let outcomes = insert_all(&tx, &mut pending, &news).await?;
-        Self::commit(tx, &pending).await?;
+        self.commit(tx, &pending).await?;
         drop(client);
         self.settle(&pending).await;
         let mut events = pending.events.iter();
@@ -342,7 +344,7 @@ impl PostgresStore {
             pending.count(&user, 1);
         }
         pending.record(EventKind::Updated, &user);
-        Self::commit(tx, &pending).await?;
+        self.commit(tx, &pending).await?;
         drop(client);
         self.settle(&pending).await;
         Ok(Updated::Changed(pending.events.swap_remove(0)))
@@ -364,7 +366,7 @@ impl PostgresStore {
             .map_err(pg_error)?;
         pending.count(&user, -1);
         pending.record(EventKind::Deleted, &user);
-        Self::commit(tx, &pending).await?;
+        self.commit(tx, &pending).await?;
         drop(client);
         self.settle(&pending).await;
         Ok(pending.events.swap_remove(0))

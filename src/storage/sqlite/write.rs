@@ -128,6 +128,7 @@ impl SqliteStore {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let result = work(&mut tx, &mut pending)?;
         tx.commit()?;
+        self.published.commits.record(pending.began.elapsed());
 
         *last_created_at_ns = pending.last_created_at_ns;
         let head = pending.last_revision();
