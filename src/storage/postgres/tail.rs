@@ -147,10 +147,10 @@ impl Tail {
     }
 }
 
-/// Prunes the log once it holds more than the retention window (and some slack), one
-/// replica at a time (an advisory lock), and reads back the oldest retained revision. Writers run
-/// it after their commit (so a pruned revision is refused as soon as the write that pushed it
-/// out is acknowledged, as on SQLite); the tail runs it to learn of other replicas' pruning.
+/// Prunes the log once it holds more than the retention window (and some slack), one replica
+/// at a time (an advisory lock), and reads back the oldest retained revision. Writers run it
+/// after their commit (so a pruned revision is refused as soon as the write that pushed it out
+/// is acknowledged, as on SQLite); the tail runs it to learn of other replicas' pruning.
 pub(super) async fn maintain(pool: &Pool, published: &Published, retention: i64) {
     let head = published.head();
     let keep_from = head - retention + 1;
