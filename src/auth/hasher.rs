@@ -142,6 +142,26 @@ impl PasswordHasher {
         .await?
     }
 
+    /// Whether `hash` is weaker than what this server makes now: another algorithm or version,
+    /// or less memory, fewer iterations or fewer lanes in any one of them. A hash that does
+    /// not parse is not judged (it never verifies either).
+    pub fn is_weaker(&self, hash: &PasswordHash) -> bool {
+        let Ok(parsed) = argon2::password_hash::phc::PasswordHash::new(hash.as_phc()) else {
+            return false;
+        };
+        if parsed.algorithm.as_str() != Algorithm::Argon2id.as_str()
+            || parsed.version != Some(Version::V0x13 as u32)
+        {
+            return true;
+        }
+        let Ok(params) = Params::try_from(&parsed) else {
+            return false;
+        };
+        params.m_cost() < self.params.m_cost()
+            || params.t_cost() < self.params.t_cost()
+            || params.p_cost() < self.params.p_cost()
+    }
+
     /// Whether `password` matches `hash`, for a login: on Login's own share of the cores. A
     /// malformed stored hash never matches.
     pub async fn verify(&self, password: Password, hash: PasswordHash) -> Result<bool, HashError> {
@@ -157,6 +177,27 @@ impl PasswordHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_hash_is_weaker_when_any_cost_is_lower_than_the_servers() {
+        let cheap = PasswordHasher::new(CHEAP).unwrap();
+        let stronger = PasswordHasher::new(Argon2Settings {
+            memory_kib: 128,
+            ..CHEAP
+        })
+        .unwrap();
+        let password = Password::parse("a long enough password".into()).unwrap();
+        let made_cheap = cheap.hash(password.clone()).await.unwrap();
+        let made_stronger = stronger.hash(password).await.unwrap();
+        assert!(stronger.is_weaker(&made_cheap), "less memory");
+        assert!(!stronger.is_weaker(&made_stronger), "the server's own");
+        assert!(!cheap.is_weaker(&made_stronger), "stronger is not weaker");
+        let argon2i = PasswordHash::from_phc(
+            "$argon2i$v=19$m=65536,t=3,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG".into(),
+        );
+        assert!(cheap.is_weaker(&argon2i), "another algorithm");
+        assert!(!cheap.is_weaker(&PasswordHash::from_phc("not a hash".into())));
+    }
 
     const CHEAP: Argon2Settings = Argon2Settings {
         memory_kib: 64,

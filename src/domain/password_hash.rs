@@ -16,6 +16,16 @@ impl PasswordHash {
     pub(crate) fn as_phc(&self) -> &str {
         &self.0
     }
+
+    /// The algorithm, version and costs, without the salt and the hash: `$argon2id$v=19$m=…`.
+    /// Safe to show.
+    pub fn parameters(&self) -> &str {
+        // `$algorithm$version$params$salt$hash`: everything before the fourth `$`.
+        match self.0.match_indices('$').nth(3) {
+            Some((end, _)) => &self.0[..end],
+            None => "",
+        }
+    }
 }
 
 impl fmt::Debug for PasswordHash {

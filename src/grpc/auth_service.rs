@@ -132,7 +132,7 @@ impl AuthService for AuthServiceImpl {
         };
         let matched = self
             .hasher
-            .verify(password, hash)
+            .verify(password.clone(), hash.clone())
             .await
             .map_err(ServiceError::from)?;
         let user = match user {
@@ -146,6 +146,9 @@ impl AuthService for AuthServiceImpl {
             ))
             .into());
         }
+        if self.hasher.is_weaker(&hash) {
+            self.upgrade(&user, password, hash).await;
+        }
         let (token, expires) = self
             .jwt
             .mint(&user.id.to_string(), user.role, None)
@@ -157,5 +160,28 @@ impl AuthService for AuthServiceImpl {
             expires_at: Some(timestamp(expires_ns)),
             user: Some(user_to_pb(user)),
         }))
+    }
+}
+
+impl AuthServiceImpl {
+    /// Rehashes a password whose stored hash is weaker than this server's settings, now that
+    /// the login has the password, and stores it in place of the old one. A failure leaves the
+    /// old hash (which still verifies) and does not fail the login.
+    async fn upgrade(&self, user: &crate::domain::User, password: Password, old: PasswordHash) {
+        let upgraded = match self.hasher.hash(password).await {
+            Ok(new) => self.store.replace_password_hash(user.id, old, new).await,
+            Err(err) => {
+                tracing::warn!(user_id = %user.id, error = %err, "rehashing a weak password hash failed");
+                return;
+            }
+        };
+        match upgraded {
+            Ok(true) => tracing::info!(user_id = %user.id, "upgraded a weak password hash"),
+            // Changed meanwhile: what is stored now was not made from this password.
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(user_id = %user.id, error = %crate::error::chain(&err), "storing an upgraded password hash failed")
+            }
+        }
     }
 }

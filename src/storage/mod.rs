@@ -373,6 +373,21 @@ impl Store {
         on_backend!(&self.backend, s => s.credentials(&username), s.credentials(&username))
     }
 
+    /// Stores `new` in place of `old`, only if `old` is still the stored hash (a login that
+    /// upgrades a weak hash must not undo a change made meanwhile): whether it did.
+    pub async fn replace_password_hash(
+        &self,
+        id: UserId,
+        old: PasswordHash,
+        new: PasswordHash,
+    ) -> StoreResult<bool> {
+        on_backend!(
+            &self.backend,
+            s => s.replace_password_hash(id, &old, &new),
+            s.replace_password_hash(id, &old, &new)
+        )
+    }
+
     pub async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
         on_backend!(&self.backend, s => s.update(id, patch), s.update(id, patch))
     }

@@ -20,7 +20,7 @@ use tokio_postgres::types::ToSql;
 use super::super::codec::{encode_metadata, encode_user};
 use super::super::rules::Pending;
 use super::{APPLY_WAIT, PostgresStore, pg_error, read::select_user};
-use crate::domain::{Etag, EventKind, NewUser, User, UserEvent, UserId, UserPatch};
+use crate::domain::{Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
 const INSERT_USER: &str = "INSERT INTO users (id, username, username_key, email, email_key,
@@ -370,5 +370,34 @@ impl PostgresStore {
         drop(client);
         self.settle(&pending).await;
         Ok(pending.events.swap_remove(0))
+    }
+
+    /// Stores `new` in place of `old` (only if `old` is still the stored hash). Not a change
+    /// anyone watches: no event, no revision, so the log's lock is not taken.
+    pub(crate) async fn replace_password_hash(
+        &self,
+        id: UserId,
+        old: &PasswordHash,
+        new: &PasswordHash,
+    ) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
+            )
+            .await
+            .map_err(pg_error)?;
+        let replaced = client
+            .execute(
+                &statement,
+                &[
+                    &new.as_phc(),
+                    &id.as_uuid().as_bytes().as_slice(),
+                    &old.as_phc(),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(replaced == 1)
     }
 }

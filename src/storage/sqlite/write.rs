@@ -204,4 +204,22 @@ impl SqliteStore {
             Ok(pending.events[0].clone())
         })
     }
+
+    /// Stores `new` in place of `old` (only if `old` is still the stored hash). Not a change
+    /// anyone watches: no event, no revision.
+    pub(crate) fn replace_password_hash(
+        &self,
+        id: UserId,
+        old: &PasswordHash,
+        new: &PasswordHash,
+    ) -> StoreResult<bool> {
+        self.write(|tx, _| {
+            let replaced = tx
+                .prepare_cached(
+                    "UPDATE users SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3",
+                )?
+                .execute(params![new.as_phc(), id.as_uuid().as_bytes(), old.as_phc()])?;
+            Ok(replaced == 1)
+        })
+    }
 }

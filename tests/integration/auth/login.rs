@@ -139,3 +139,56 @@ async fn login_attempts_are_limited_per_client_address_across_usernames() {
     let limited = login(&app, "third_name", "guess-guess").await.unwrap_err();
     assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
 }
+
+#[tokio::test]
+async fn a_login_upgrades_a_hash_weaker_than_the_servers_settings_and_keeps_working() {
+    use std::sync::Arc;
+    use user_service::storage::{StorageSettings, Store};
+
+    let stored_parameters = |database: Arc<crate::helpers::TestDatabase>| async move {
+        let store = Store::open(&StorageSettings {
+            database_url: database.url().to_owned(),
+            ..StorageSettings::default()
+        })
+        .await
+        .unwrap();
+        let (_, hash) = store.credentials("upgraded".into()).await.unwrap().unwrap();
+        store.close().await.unwrap();
+        hash.parameters().to_owned()
+    };
+    let cheap = TestApp::spawn().await;
+    let mut admin = cheap.client().await;
+    create(&mut admin, "upgraded").await;
+    login(&cheap, "upgraded", "correct horse battery")
+        .await
+        .expect("the server's own hash verifies");
+    let (stopped, cheap) = cheap.stop().await;
+    stopped.unwrap();
+    let database = cheap.database.clone();
+    let before = stored_parameters(database.clone()).await;
+    assert!(before.contains("m=64,t=1"), "{before}");
+
+    // The same database, a server with more memory per hash.
+    let mut settings = crate::helpers::test_settings(&database);
+    settings.argon2.memory_kib = 128;
+    let stronger = TestApp::start_with(database.clone(), settings.clone()).await;
+    login(&stronger, "upgraded", "correct horse battery")
+        .await
+        .expect("the weaker hash still verifies");
+    let (stopped, _) = stronger.stop().await;
+    stopped.unwrap();
+    let after = stored_parameters(database.clone()).await;
+    assert!(
+        after.starts_with("$argon2id$v=19$m=128,t=1"),
+        "upgraded: {after}"
+    );
+
+    let again = TestApp::start_with(database.clone(), settings).await;
+    login(&again, "upgraded", "correct horse battery")
+        .await
+        .expect("the upgraded hash verifies");
+    let wrong = login(&again, "upgraded", "not the password")
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+}
