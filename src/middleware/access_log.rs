@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
@@ -17,7 +18,6 @@ use tower::{Layer, Service};
 use super::Refusal;
 use crate::client_address::peer_addr;
 use crate::metrics::{MessageCounter, MethodMetrics, Metrics};
-use bytes::Buf;
 
 /// What is learnt about a call after it started: the principal, which the auth layer further
 /// in leaves here, and whether the client went away.
@@ -182,7 +182,7 @@ impl<B> LoggedBody<B> {
 impl<B> Body for LoggedBody<B>
 where
     B: Body + Unpin,
-    B::Data: bytes::Buf,
+    B::Data: Buf,
 {
     type Data = B::Data;
     type Error = B::Error;
