@@ -67,9 +67,11 @@ impl Health for DrainingHealth {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (place, _) = self
-            .streams
-            .enter(&crate::auth::Caller::Anonymous, &request)?;
+        let (place, _) = self.streams.enter(
+            &crate::auth::Caller::Anonymous,
+            &request,
+            crate::grpc::stream_limits::StreamKind::HealthWatch,
+        )?;
         let mut updates = self.inner.watch(request).await?.into_inner();
         let mut shutdown = self.shutdown.clone();
         let (sender, receiver) = mpsc::channel(4);

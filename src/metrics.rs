@@ -45,6 +45,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
 }
@@ -116,8 +121,9 @@ pub struct Metrics {
     pub users: Family<StatusLabels, Gauge>,
     pub head_revision: Gauge,
     pub oldest_revision: Gauge,
-    /// Open WatchUsers and SyncUsers streams.
-    pub open_streams: Gauge,
+    /// Streaming calls open now, by kind: `watch` (live watchers), `sync`, `batch`,
+    /// `health_watch`.
+    pub open_streams: Family<KindLabels, Gauge>,
     /// Calls refused before a handler ran, by reason: `rate_limit`, `load_shed`.
     pub refused: Family<ReasonLabels, Counter>,
     /// Database connections by state: `in_use`, `idle`, `waiting` (callers waiting for one).
@@ -278,10 +284,10 @@ impl Metrics {
             "The oldest revision the event log still holds (watches resume from it or later).",
             oldest_revision.clone(),
         );
-        let open_streams = Gauge::default();
+        let open_streams = Family::<KindLabels, Gauge>::default();
         registry.register(
             "user_service_open_streams",
-            "Open WatchUsers and SyncUsers streams.",
+            "Streaming calls open now, by kind (watch: live watchers; sync; batch; health_watch).",
             open_streams.clone(),
         );
         let refused = Family::<ReasonLabels, Counter>::default();
@@ -397,8 +403,11 @@ impl Metrics {
         }
         self.head_revision.set(sources.store.head_revision());
         self.oldest_revision.set(sources.store.oldest_revision());
-        self.open_streams
-            .set(i64::try_from(sources.streams.open_streams()).unwrap_or(i64::MAX));
+        for kind in crate::grpc::stream_limits::StreamKind::ALL {
+            self.open_streams
+                .get_or_create(&KindLabels { kind: kind.name() })
+                .set(i64::try_from(sources.streams.open_streams(kind)).unwrap_or(i64::MAX));
+        }
         if let Some(pool) = sources.store.connections() {
             for (state, count) in [
                 ("in_use", pool.in_use),

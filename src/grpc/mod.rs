@@ -25,7 +25,7 @@ use crate::shutdown::Shutdown;
 use crate::storage::{Cursor, ListQuery, Store, Updated, UserKey};
 use convert::{parse_create, parse_etag, parse_filter, parse_lookup_id, parse_update, user_to_pb};
 use signup::SignupLimit;
-use stream_limits::StreamControls;
+use stream_limits::{StreamControls, StreamKind};
 
 use crate::contract::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, WATCH_START_REVISION};
 
@@ -344,7 +344,7 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<Self::WatchUsersStream>, Status> {
         let caller = caller_of(&request);
         let expires = token_expiry(&request);
-        let (place, _) = self.streams.enter(&caller, &request)?;
+        let (place, _) = self.streams.enter(&caller, &request, StreamKind::Watch)?;
         let (stream, start) =
             watch::start(self, &caller, expires, place, request.into_inner()).await?;
         let mut response = Response::new(stream);
@@ -363,7 +363,7 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<pb::BatchCreateUsersResponse>, Status> {
         let caller = caller_of(&request);
         self.authorize(&caller, &Access::BatchCreate)?;
-        let (_place, _) = self.streams.enter(&caller, &request)?;
+        let (_place, _) = self.streams.enter(&caller, &request, StreamKind::Batch)?;
         let response = batch::run(self, request.into_inner()).await?;
         Ok(Response::new(response))
     }
@@ -377,7 +377,7 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<Self::SyncUsersStream>, Status> {
         let caller = caller_of(&request);
         let expires = token_expiry(&request);
-        let (place, key) = self.streams.enter(&caller, &request)?;
+        let (place, key) = self.streams.enter(&caller, &request, StreamKind::Sync)?;
         Ok(Response::new(sync::start(
             self.clone(),
             sync::Opened {

@@ -3,6 +3,7 @@
 //! holds its place until it ends.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -36,9 +37,37 @@ impl StreamControls {
         &self,
         caller: &crate::auth::Caller,
         request: &tonic::Request<T>,
+        kind: StreamKind,
     ) -> Result<(StreamPlace, String), ServiceError> {
         let key = self.key(caller, request.extensions(), request.metadata());
-        Ok((self.limits.enter(key.clone())?, key))
+        Ok((self.limits.enter(key.clone(), kind)?, key))
+    }
+}
+
+/// Which call a stream belongs to, for the count of each kind open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Watch,
+    Sync,
+    Batch,
+    HealthWatch,
+}
+
+impl StreamKind {
+    pub const ALL: [StreamKind; 4] = [
+        StreamKind::Watch,
+        StreamKind::Sync,
+        StreamKind::Batch,
+        StreamKind::HealthWatch,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StreamKind::Watch => "watch",
+            StreamKind::Sync => "sync",
+            StreamKind::Batch => "batch",
+            StreamKind::HealthWatch => "health_watch",
+        }
     }
 }
 
@@ -47,12 +76,15 @@ pub struct StreamLimits {
     open: Mutex<HashMap<String, usize>>,
     server_wide: Arc<Semaphore>,
     server_wide_limit: usize,
+    /// Streams open now, by `StreamKind`.
+    by_kind: [AtomicUsize; 4],
 }
 
 /// A stream's place; given back when dropped.
 pub struct StreamPlace {
     limits: Arc<StreamLimits>,
     key: String,
+    kind: StreamKind,
     _server_wide: OwnedSemaphorePermit,
 }
 
@@ -63,6 +95,7 @@ impl StreamLimits {
             open: Mutex::new(HashMap::new()),
             server_wide: Arc::new(Semaphore::new(server_wide)),
             server_wide_limit: server_wide,
+            by_kind: Default::default(),
         }
     }
 
@@ -72,14 +105,18 @@ impl StreamLimits {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A place for one more stream of `key` (a principal, or `ip:ADDRESS`), or
-    /// RESOURCE_EXHAUSTED naming the limit that is full.
-    /// Streams open now, server-wide.
-    pub fn open_streams(&self) -> usize {
-        self.server_wide_limit - self.server_wide.available_permits()
+    /// Streams of `kind` open now.
+    pub fn open_streams(&self, kind: StreamKind) -> usize {
+        self.by_kind[kind as usize].load(Ordering::Relaxed)
     }
 
-    pub fn enter(self: &Arc<Self>, key: String) -> Result<StreamPlace, ServiceError> {
+    /// A place for one more stream of `key` (a principal, or `ip:ADDRESS`), or
+    /// RESOURCE_EXHAUSTED naming the limit that is full.
+    pub fn enter(
+        self: &Arc<Self>,
+        key: String,
+        kind: StreamKind,
+    ) -> Result<StreamPlace, ServiceError> {
         let full =
             |what: String| ServiceError::ResourceExhausted(format!("{what}; close one first"));
         let server_wide = self.server_wide.clone().try_acquire_owned().map_err(|_| {
@@ -97,9 +134,11 @@ impl StreamLimits {
             )));
         }
         *count += 1;
+        self.by_kind[kind as usize].fetch_add(1, Ordering::Relaxed);
         Ok(StreamPlace {
             limits: self.clone(),
             key,
+            kind,
             _server_wide: server_wide,
         })
     }
@@ -107,6 +146,7 @@ impl StreamLimits {
 
 impl Drop for StreamPlace {
     fn drop(&mut self) {
+        self.limits.by_kind[self.kind as usize].fetch_sub(1, Ordering::Relaxed);
         let mut open = self.limits.open();
         if let Some(count) = open.get_mut(&self.key) {
             *count -= 1;
@@ -124,22 +164,22 @@ mod tests {
     #[test]
     fn a_caller_past_its_limit_is_refused_and_a_closed_stream_frees_its_place() {
         let limits = Arc::new(StreamLimits::new(2, 10));
-        let first = limits.enter("user:a".into()).unwrap();
-        let _second = limits.enter("user:a".into()).unwrap();
-        assert!(limits.enter("user:a".into()).is_err());
+        let first = limits.enter("user:a".into(), StreamKind::Watch).unwrap();
+        let _second = limits.enter("user:a".into(), StreamKind::Watch).unwrap();
+        assert!(limits.enter("user:a".into(), StreamKind::Watch).is_err());
         assert!(
-            limits.enter("user:b".into()).is_ok(),
+            limits.enter("user:b".into(), StreamKind::Watch).is_ok(),
             "others are not affected"
         );
         drop(first);
-        assert!(limits.enter("user:a".into()).is_ok());
+        assert!(limits.enter("user:a".into(), StreamKind::Watch).is_ok());
     }
 
     #[test]
     fn the_server_wide_limit_holds_across_callers() {
         let limits = Arc::new(StreamLimits::new(5, 2));
-        let _a = limits.enter("ip:1".into()).unwrap();
-        let _b = limits.enter("ip:2".into()).unwrap();
-        assert!(limits.enter("ip:3".into()).is_err());
+        let _a = limits.enter("ip:1".into(), StreamKind::Watch).unwrap();
+        let _b = limits.enter("ip:2".into(), StreamKind::Watch).unwrap();
+        assert!(limits.enter("ip:3".into(), StreamKind::Watch).is_err());
     }
 }

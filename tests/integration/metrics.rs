@@ -111,6 +111,12 @@ async fn a_scrape_counts_each_call_by_method_code_and_message() {
         .unwrap()
         .into_inner();
     assert_eq!(next_event(&mut watch).await.revision, 1);
+    let watching = Scraped::from(&app).await;
+    assert_eq!(
+        watching.value("user_service_open_streams", &[("kind", "watch")]),
+        1.0,
+        "a live watcher"
+    );
     drop(watch);
 
     // The watch is counted once the server has seen it end.
@@ -172,7 +178,11 @@ async fn a_scrape_counts_each_call_by_method_code_and_message() {
         scraped.value("user_service_event_log_head_revision", &[]),
         1.0
     );
-    assert_eq!(scraped.value("user_service_open_streams", &[]), 0.0);
+    assert_eq!(
+        scraped.value("user_service_open_streams", &[("kind", "watch")]),
+        0.0,
+        "the watcher is gone"
+    );
     // The decoy hash made at start-up (logins of unknown users verify against it), and one
     // per create: the refused one was hashed before storage refused it.
     assert_eq!(scraped.value("user_service_argon2_hashes_total", &[]), 3.0);
