@@ -123,13 +123,6 @@ impl TestDatabase {
         url_of(&config)
     }
 
-    pub fn backend(&self) -> Backend {
-        match self.kind {
-            Kind::Sqlite { .. } => Backend::Sqlite,
-            Kind::Postgres { .. } => Backend::Postgres,
-        }
-    }
-
     /// Runs `sql` in this PostgreSQL database.
     pub fn postgres_exec(&self, sql: &str) {
         run(&self.url, sql);

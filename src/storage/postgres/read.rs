@@ -208,26 +208,29 @@ impl PostgresStore {
 
     pub(crate) async fn events_from(&self, from: i64, limit: usize) -> StoreResult<Vec<UserEvent>> {
         let client = self.client().await?;
-        events_after(&client, from - 1, limit).await
+        let statement = client
+            .prepare_cached(EVENTS_AFTER)
+            .await
+            .map_err(pg_error)?;
+        events_after(&client, &statement, from - 1, limit).await
     }
 }
 
-/// Up to `limit` events with `revision > after`, oldest first.
+/// Up to `$2` events with `revision > $1`, oldest first.
+pub(super) const EVENTS_AFTER: &str = "SELECT revision, event_id, kind, at, \"user\" FROM events
+    WHERE revision > $1 ORDER BY revision LIMIT $2";
+
+/// Runs `EVENTS_AFTER`, prepared by the caller once per connection: up to `limit` events
+/// with `revision > after`, oldest first.
 pub(super) async fn events_after(
     client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
     after: i64,
     limit: usize,
 ) -> StoreResult<Vec<UserEvent>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let statement = client
-        .prepare(
-            "SELECT revision, event_id, kind, at, \"user\" FROM events
-             WHERE revision > $1 ORDER BY revision LIMIT $2",
-        )
-        .await
-        .map_err(pg_error)?;
     let rows = client
-        .query(&statement, &[&after, &limit])
+        .query(statement, &[&after, &limit])
         .await
         .map_err(pg_error)?;
     rows.iter()

@@ -18,7 +18,8 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::super::published::Published;
-use super::{pg_error, pool_error, read::events_after};
+use super::read::{EVENTS_AFTER, events_after};
+use super::{pg_error, pool_error};
 use crate::storage::{StoreError, StoreResult};
 
 /// Events read per query while catching up.
@@ -88,11 +89,13 @@ impl Tail {
             .batch_execute("LISTEN user_events")
             .await
             .map_err(pg_error)?;
+        // Prepared once for the connection's life: every wake-up runs it.
+        let read = client.prepare(EVENTS_AFTER).await.map_err(pg_error)?;
         // Only after LISTEN: whatever commits from here on wakes us, and the catch-up below
         // reads everything before.
         let mut first = true;
         loop {
-            tokio::time::timeout(READ_LIMIT, self.catch_up(&client))
+            tokio::time::timeout(READ_LIMIT, self.catch_up(&client, &read))
                 .await
                 .map_err(|_| StoreError::Unavailable("reading the event log timed out".into()))??;
             if first {
@@ -121,10 +124,14 @@ impl Tail {
     }
 
     /// Applies every committed event after this replica's head.
-    async fn catch_up(&self, client: &tokio_postgres::Client) -> StoreResult<()> {
+    async fn catch_up(
+        &self,
+        client: &tokio_postgres::Client,
+        read: &tokio_postgres::Statement,
+    ) -> StoreResult<()> {
         loop {
             let head = self.published.head();
-            let events = events_after(client, head, READ_BATCH).await?;
+            let events = events_after(client, read, head, READ_BATCH).await?;
             let Some(first) = events.first() else {
                 return Ok(());
             };
