@@ -282,6 +282,11 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, env = "USER_SERVICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Export trace spans over OTLP/gRPC to this collector, e.g. http://otel-collector:4317
+    /// (off when unset).
+    #[arg(long, env = "USER_SERVICE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]

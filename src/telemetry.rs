@@ -1,13 +1,28 @@
-//! Logging: `RUST_LOG` picks what is logged, `--log-format` how. Lines are written by a worker
-//! thread, off the request path: a call queues its access-log line and goes on. Under a load
-//! the worker cannot keep up with, lines are dropped rather than calls slowed, and counted.
+//! Logging and traces. `RUST_LOG` picks what is logged, `--log-format` how. Lines are written
+//! by a worker thread, off the request path: a call queues its access-log line and goes on.
+//! Under a load the worker cannot keep up with, lines are dropped rather than calls slowed, and
+//! counted. With `--otlp-endpoint`, spans (one per call, with storage and hashing work as
+//! children) are exported over OTLP/gRPC; without it no span is even created.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
 
 use crate::config::LogFormat;
+
+/// The target of the spans this server makes for traces. They are at DEBUG level, so that the
+/// default log filter (`info`) leaves them disabled and free when no traces are exported.
+pub const SPAN_TARGET: &str = "user_service::span";
 
 /// The log writer's count of dropped lines, for the metrics (set once the subscriber is).
 static DROPPED: std::sync::OnceLock<ErrorCounter> = std::sync::OnceLock::new();
@@ -22,10 +37,12 @@ pub fn dropped_lines() -> u64 {
 /// Lines queued for the writer before new ones are dropped.
 const QUEUED_LINES: usize = 128_000;
 
-/// Keeps the log writer running; dropping it writes every line still queued.
+/// Keeps the log writer running and the span exporter with it; `finish` writes every line
+/// still queued and sends every span still held.
 pub struct LogWriter {
     _worker: WorkerGuard,
     dropped: ErrorCounter,
+    traces: Option<SdkTracerProvider>,
 }
 
 impl LogWriter {
@@ -33,10 +50,34 @@ impl LogWriter {
     pub fn dropped_lines(&self) -> usize {
         self.dropped.dropped_lines()
     }
+
+    /// Sends the spans not yet exported (waiting up to `EXPORT_TIMEOUT`), then writes the
+    /// queued lines. Call it while the runtime the exporter was built on still runs.
+    pub fn finish(mut self) {
+        if let Some(traces) = self.traces.take()
+            && let Err(err) = traces.shutdown_with_timeout(EXPORT_TIMEOUT)
+        {
+            tracing::warn!("spans not exported at shutdown: {err}");
+        }
+    }
 }
 
-/// Installs the global subscriber; `info` when `RUST_LOG` is unset.
-pub fn init(format: LogFormat) -> LogWriter {
+/// How long one export of spans may take, and the flush at shutdown.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot export traces to {endpoint}")]
+pub struct TracesError {
+    endpoint: String,
+    #[source]
+    source: opentelemetry_otlp::ExporterBuildError,
+}
+
+/// Installs the global subscriber: log lines (`info` when `RUST_LOG` is unset) and, with an
+/// OTLP endpoint, trace export. Call it inside the server's runtime: the exporter's gRPC
+/// connection lives there.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<LogWriter, TracesError> {
+    let traces = otlp_endpoint.map(tracer_provider).transpose()?;
     let (writer, worker) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
@@ -44,16 +85,83 @@ pub fn init(format: LogFormat) -> LogWriter {
     let dropped = writer.error_counter();
     let _ = DROPPED.set(dropped.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    LogWriter {
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Text => lines.with_filter(filter).boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    // Only this server's own spans become trace spans; its log events stay log lines.
+    let spans = traces.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("user-service"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(filter_fn(|metadata| {
+                metadata.is_span() && metadata.target() == SPAN_TARGET
+            }))
+    });
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(spans)
+        .init();
+    Ok(LogWriter {
         _worker: worker,
         dropped,
+        traces,
+    })
+}
+
+fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, TracesError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .map_err(|source| TracesError {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
+    let exporter = OnRuntime {
+        inner: exporter,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let mut resource = Resource::builder();
+    // OTEL_SERVICE_NAME, when set, names the service instead.
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("user-service");
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
+}
+
+/// The OTLP exporter's gRPC client needs a Tokio runtime, but the SDK's batch processor
+/// exports from a thread of its own; each export is driven on the server's runtime instead.
+#[derive(Debug)]
+struct OnRuntime {
+    inner: opentelemetry_otlp::SpanExporter,
+    runtime: tokio::runtime::Handle,
+}
+
+impl SpanExporter for OnRuntime {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        std::future::ready(self.runtime.block_on(self.inner.export(batch)))
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::domain::{Password, PasswordHash};
 
@@ -139,6 +140,7 @@ impl PasswordHasher {
                 .map(|hash| PasswordHash::from_phc(hash.to_string()))
                 .map_err(HashError::Hash)
         })
+        .instrument(span("hash_password"))
         .await?
     }
 
@@ -170,8 +172,15 @@ impl PasswordHasher {
                 .verify_password(password.expose().as_bytes(), hash.as_phc())
                 .is_ok()
         })
+        .instrument(span("verify_password"))
         .await
     }
+}
+
+/// A trace span for one hash or verification, its wait for a core included (disabled unless
+/// traces are exported).
+fn span(operation: &'static str) -> tracing::Span {
+    tracing::debug_span!(target: crate::telemetry::SPAN_TARGET, "password", otel.name = operation)
 }
 
 #[cfg(test)]

@@ -17,14 +17,25 @@ fn main() -> ExitCode {
     if let Some(ServerCommand::Healthcheck(args)) = &cli.command {
         return healthcheck(args);
     }
-    let logs = telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            tracing::error!("cannot start the async runtime: {err}");
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Inside the runtime: the trace exporter's connection lives on it.
+    let logs = {
+        let _entered = runtime.enter();
+        telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref())
+    };
+    let logs = match logs {
+        Ok(logs) => logs,
+        Err(err) => {
+            eprintln!("{}", user_service::error::chain(&err));
             return ExitCode::FAILURE;
         }
     };
@@ -35,7 +46,6 @@ fn main() -> ExitCode {
         app.run_until(termination_signal()).await?;
         Ok::<(), BoxError>(())
     });
-    runtime.shutdown_timeout(EXIT_WAIT);
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -50,8 +60,9 @@ fn main() -> ExitCode {
             "log lines were dropped while the writer could not keep up"
         );
     }
-    // Writes every line still queued.
-    drop(logs);
+    // Sends the spans still held, while the runtime runs, and writes every line still queued.
+    logs.finish();
+    runtime.shutdown_timeout(EXIT_WAIT);
     code
 }
 

@@ -1,8 +1,9 @@
-//! Outermost layer: one structured line per call with method, peer, principal, gRPC code and
-//! duration, and the gRPC server metrics (started, handled by code, messages received and
-//! sent, handling time). The code comes from `grpc-status` (trailers-only headers, or the
-//! trailers); a call whose client went away before it ended is CANCELLED, whatever the
-//! handler answered.
+//! Outermost layer: one structured line per call with method, peer, principal, gRPC code,
+//! duration and trace id; the gRPC server metrics (started, handled by code, messages received
+//! and sent, handling time); and the call's server span, which continues the caller's trace
+//! (W3C `traceparent`) when traces are exported. The code comes from `grpc-status`
+//! (trailers-only headers, or the trailers); a call whose client went away before it ended is
+//! CANCELLED, whatever the handler answered.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,12 +13,18 @@ use std::time::Instant;
 
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TraceId};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tonic::Code;
 use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::Refusal;
 use crate::client_address::peer_addr;
 use crate::metrics::{MessageCounter, MethodMetrics, Metrics};
+use crate::telemetry::SPAN_TARGET;
 
 /// What is learnt about a call after it started: the principal, which the auth layer further
 /// in leaves here, and whether the client went away.
@@ -110,6 +117,66 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
     value.parse::<i32>().ok().map(Code::from_i32)
 }
 
+/// The request's metadata, as the trace context propagator reads it.
+struct Metadata<'a>(&'a http::HeaderMap);
+
+impl Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The call's server span, named and described as OpenTelemetry's RPC conventions ask, child
+/// of the caller's span when the call carries a `traceparent`; and the trace id for the log
+/// line. The span is disabled (and costs a flag test) unless traces are exported.
+fn call_span(request: &http::Request<tonic::body::Body>) -> (tracing::Span, Option<TraceId>) {
+    let path = request.uri().path();
+    let name = path.strip_prefix('/').unwrap_or(path);
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    let span = tracing::debug_span!(
+        target: SPAN_TARGET,
+        "rpc",
+        otel.name = name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let has_parent = request.headers().contains_key("traceparent");
+    let parent =
+        has_parent.then(|| TraceContextPropagator::new().extract(&Metadata(request.headers())));
+    if span.is_disabled() {
+        // Not exported, but the caller's trace id still ties the log line to their trace.
+        let trace_id = parent.map(|cx| cx.span().span_context().trace_id());
+        return (span, trace_id.filter(|id| *id != TraceId::INVALID));
+    }
+    if let Some(parent) = parent {
+        let _ = span.set_parent(parent);
+    }
+    let trace_id = span.context().span().span_context().trace_id();
+    (span, Some(trace_id).filter(|id| *id != TraceId::INVALID))
+}
+
+/// Whether OpenTelemetry counts this code as a server span's error: the server's fault, not
+/// the caller's.
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
 /// One call in flight; logs exactly once, when the response ends, or when it is dropped
 /// unfinished (the client went away before or while it was sent).
 struct CallRecord {
@@ -122,6 +189,9 @@ struct CallRecord {
     /// Whether to write the line (the record may exist for the metrics alone).
     log: bool,
     metrics: Option<Arc<MethodMetrics>>,
+    /// The server span, ended with the call.
+    span: tracing::Span,
+    trace_id: Option<TraceId>,
 }
 
 impl CallRecord {
@@ -139,6 +209,15 @@ impl CallRecord {
         if let Some(metrics) = &self.metrics {
             metrics.handled(code, self.started.elapsed());
         }
+        let span = std::mem::replace(&mut self.span, tracing::Span::none());
+        if !span.is_disabled() {
+            span.record("rpc.grpc.status_code", code as i64);
+            if is_server_error(code) {
+                span.record("otel.status_code", "error");
+            }
+        }
+        // The span ends here, unless the handler's future still holds it.
+        drop(span);
         if !self.log {
             return;
         }
@@ -147,12 +226,13 @@ impl CallRecord {
         let principal = self.principal.0.principal.get().map_or("-", String::as_str);
         let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let method = self.method.as_str();
+        let trace_id = self.trace_id.map(tracing::field::display);
         match code {
             Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss => {
-                tracing::warn!(target: "user_service::access", method, peer, principal, code = ?code, micros, "call");
+                tracing::warn!(target: "user_service::access", method, peer, principal, code = ?code, micros, trace_id, "call");
             }
             _ => {
-                tracing::info!(target: "user_service::access", method, peer, principal, code = ?code, micros, "call");
+                tracing::info!(target: "user_service::access", method, peer, principal, code = ?code, micros, trace_id, "call");
             }
         }
     }
@@ -239,7 +319,8 @@ where
             .metrics
             .as_ref()
             .and_then(|metrics| metrics.method(request.uri().path()));
-        if !self.enabled && metrics.is_none() {
+        let (span, trace_id) = call_span(&request);
+        if !self.enabled && metrics.is_none() && span.is_disabled() {
             let response = self.inner.call(request);
             return Box::pin(async move {
                 let response = response.await?;
@@ -275,10 +356,15 @@ where
             logged: false,
             log: self.enabled,
             metrics,
+            span: span.clone(),
+            trace_id,
         };
-        let response = self.inner.call(request);
+        let response = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
         let all_metrics = self.metrics.clone();
-        Box::pin(async move {
+        let handled = async move {
             let mut record = record;
             match response.await {
                 Ok(response) => {
@@ -299,6 +385,7 @@ where
                     Err(err)
                 }
             }
-        })
+        };
+        Box::pin(handled.instrument(span))
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
+use tracing::Instrument;
 
 use crate::domain::{
     Etag, NewUser, PasswordHash, Role, User, UserEvent, UserId, UserPatch, UserStatus,
@@ -313,6 +314,23 @@ impl Store {
         })
     }
 
+    /// A trace span for one storage operation (disabled unless traces are exported), named as
+    /// OpenTelemetry's database conventions ask.
+    fn span(&self, operation: &'static str) -> tracing::Span {
+        let system = match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgresql",
+        };
+        tracing::debug_span!(
+            target: crate::telemetry::SPAN_TARGET,
+            "storage",
+            otel.name = operation,
+            otel.kind = "client",
+            db.system.name = system,
+            db.operation.name = operation,
+        )
+    }
+
     fn published(&self) -> &published::Published {
         match &self.backend {
             Backend::Sqlite(store) => store.published(),
@@ -323,13 +341,17 @@ impl Store {
     /// Each write returns the event it committed; `event.user` is the user after it. Creates
     /// that arrive together commit together (`group_commit`).
     pub async fn create(&self, user: NewUser) -> StoreResult<UserEvent> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.creates
-            .send(group_commit::Queued { user, reply })
-            .map_err(|_| StoreError::Backend("storage is closed".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Backend("the group commit ended".into()))?
+        async {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.creates
+                .send(group_commit::Queued { user, reply })
+                .map_err(|_| StoreError::Backend("storage is closed".into()))?;
+            answer
+                .await
+                .map_err(|_| StoreError::Backend("the group commit ended".into()))?
+        }
+        .instrument(self.span("create_user"))
+        .await
     }
 
     /// Creates each item in one transaction; an item that fails is reported beside its
@@ -338,39 +360,55 @@ impl Store {
         &self,
         items: Vec<BatchItem>,
     ) -> StoreResult<Vec<(usize, StoreResult<UserEvent>)>> {
-        self.backend.create_batch(items).await
+        async { self.backend.create_batch(items).await }
+            .instrument(self.span("create_users"))
+            .await
     }
 
     /// The user as committed: a read that starts after any server acknowledged a write to
     /// them reflects it.
     pub async fn get(&self, id: UserId) -> StoreResult<User> {
-        if let Backend::Sqlite(store) = &self.backend
-            && let Some(user) = store.published().cache.get(&id)
-        {
-            // One server per SQLite file: its cache has every commit.
-            return Ok(user);
+        async {
+            if let Backend::Sqlite(store) = &self.backend
+                && let Some(user) = store.published().cache.get(&id)
+            {
+                // One server per SQLite file: its cache has every commit.
+                return Ok(user);
+            }
+            on_backend!(&self.backend, s => s.load(id), s.get(id))
         }
-        on_backend!(&self.backend, s => s.load(id), s.get(id))
+        .instrument(self.span("get_user"))
+        .await
     }
 
     /// The user as this server last applied the log: what a call's caller is checked
     /// against. On SQLite the same as `get`; on PostgreSQL it may trail another replica's
     /// write by as long as the log tail takes to apply it.
     pub async fn standing(&self, id: UserId) -> StoreResult<User> {
-        match &self.backend {
-            Backend::Sqlite(_) => self.get(id).await,
-            Backend::Postgres(store) => store.standing(id).await,
+        async {
+            match &self.backend {
+                Backend::Sqlite(_) => self.get(id).await,
+                Backend::Postgres(store) => store.standing(id).await,
+            }
         }
+        .instrument(self.span("get_standing"))
+        .await
     }
 
     /// The user with this username or email, compared without letter case.
     pub async fn find(&self, key: UserKey) -> StoreResult<Option<User>> {
-        on_backend!(&self.backend, s => s.find(&key), s.find(&key))
+        async { on_backend!(&self.backend, s => s.find(&key), s.find(&key)) }
+            .instrument(self.span("find_user"))
+            .await
     }
 
     /// The user with this username, compared without letter case, and their password hash.
     pub async fn credentials(&self, username: String) -> StoreResult<Option<(User, PasswordHash)>> {
-        on_backend!(&self.backend, s => s.credentials(&username), s.credentials(&username))
+        async {
+            on_backend!(&self.backend, s => s.credentials(&username), s.credentials(&username))
+        }
+        .instrument(self.span("get_credentials"))
+        .await
     }
 
     /// Stores `new` in place of `old`, only if `old` is still the stored hash (a login that
@@ -381,28 +419,42 @@ impl Store {
         old: PasswordHash,
         new: PasswordHash,
     ) -> StoreResult<bool> {
-        on_backend!(
-            &self.backend,
-            s => s.replace_password_hash(id, &old, &new),
-            s.replace_password_hash(id, &old, &new)
-        )
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.replace_password_hash(id, &old, &new),
+                s.replace_password_hash(id, &old, &new)
+            )
+        }
+        .instrument(self.span("replace_password_hash"))
+        .await
     }
 
     pub async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
-        on_backend!(&self.backend, s => s.update(id, patch), s.update(id, patch))
+        async { on_backend!(&self.backend, s => s.update(id, patch), s.update(id, patch)) }
+            .instrument(self.span("update_user"))
+            .await
     }
 
     pub async fn delete(&self, id: UserId, etag: Option<Etag>) -> StoreResult<UserEvent> {
-        on_backend!(&self.backend, s => s.delete(id, etag), s.delete(id, etag))
+        async { on_backend!(&self.backend, s => s.delete(id, etag), s.delete(id, etag)) }
+            .instrument(self.span("delete_user"))
+            .await
     }
 
     pub async fn list(&self, query: ListQuery) -> StoreResult<Page> {
-        on_backend!(&self.backend, s => s.list(query), s.list(query))
+        async { on_backend!(&self.backend, s => s.list(query), s.list(query)) }
+            .instrument(self.span("list_users"))
+            .await
     }
 
     /// Up to `limit` events with `revision >= from`, oldest first.
     pub async fn events_from(&self, from: i64, limit: usize) -> StoreResult<Vec<UserEvent>> {
-        on_backend!(&self.backend, s => s.events_from(from, limit), s.events_from(from, limit))
+        async {
+            on_backend!(&self.backend, s => s.events_from(from, limit), s.events_from(from, limit))
+        }
+        .instrument(self.span("read_events"))
+        .await
     }
 
     /// Live events, in commit order, from the moment of subscribing.

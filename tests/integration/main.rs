@@ -21,6 +21,7 @@ mod sqlite;
 mod stream_rights;
 mod streams;
 mod tls;
+mod traces;
 mod userctl;
 mod users;
 mod watch;

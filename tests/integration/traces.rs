@@ -1,0 +1,342 @@
+//! OpenTelemetry traces, through the real server binary: calls that carry a W3C `traceparent`
+//! are exported over OTLP/gRPC, to a collector run inside the test, as server spans that
+//! continue the caller's trace, with storage and hashing work as their children; the access
+//! log line carries the trace id.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
+use tokio::net::TcpListener;
+use tonic::{Code, Request, Response, Status};
+use user_service::pb::GetUserRequest;
+
+use crate::helpers::{ServerProcess, TestDatabase, new_user};
+
+/// An OTLP trace receiver: keeps every span it is sent, and the resources they came with.
+#[derive(Clone, Default)]
+struct Collector {
+    received: Arc<Mutex<Vec<ResourceSpans>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let mut received = self.received.lock().unwrap();
+        received.extend(request.into_inner().resource_spans);
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Collector {
+    /// Serves on a free port; the endpoint to give the server.
+    async fn start() -> (Self, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let collector = Self::default();
+        let service = TraceServiceServer::new(collector.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (collector, format!("http://{addr}"))
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        let received = self.received.lock().unwrap();
+        received
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .flat_map(|scope| scope.spans.clone())
+            .collect()
+    }
+
+    /// The spans of trace `trace_id` once one of them is named `name`, waiting up to ten
+    /// seconds for the server to export it.
+    async fn trace(&self, trace_id: &[u8], name: &str) -> Vec<Span> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let spans: Vec<Span> = self
+                .spans()
+                .into_iter()
+                .filter(|span| span.trace_id == trace_id)
+                .collect();
+            if spans.iter().any(|span| span.name == name) {
+                return spans;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no span {name:?} exported in trace {}; spans received: {:?}",
+                hex(trace_id),
+                self.spans()
+                    .iter()
+                    .map(|span| (&span.name, hex(&span.trace_id)))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap())
+        .collect()
+}
+
+fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
+    span.attributes
+        .iter()
+        .find(|attribute| attribute.key == key)
+        .and_then(|attribute| attribute.value.as_ref()?.value.as_ref())
+}
+
+fn text(value: &str) -> Value {
+    Value::StringValue(value.to_owned())
+}
+
+/// A server exporting spans to `endpoint` in batches every 50 ms.
+fn traced_server(database: &TestDatabase, endpoint: &str) -> ServerProcess {
+    ServerProcess::start_with(
+        database,
+        &[
+            ("USER_SERVICE_OTLP_ENDPOINT", endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+        &[],
+    )
+}
+
+fn traced<T>(message: T, traceparent: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().unwrap());
+    request
+}
+
+const CREATE: &str = "userservice.UserService/CreateUser";
+const GET: &str = "userservice.UserService/GetUser";
+
+#[tokio::test]
+async fn a_call_with_a_traceparent_is_exported_as_a_child_of_the_callers_span() {
+    let (collector, endpoint) = Collector::start().await;
+    let database = TestDatabase::new();
+    let server = traced_server(&database, &endpoint);
+    let mut client = server.client().await.unwrap();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+
+    client
+        .create_user(traced(
+            new_user("traced"),
+            &format!("00-{trace_id}-{caller_span}-01"),
+        ))
+        .await
+        .expect("the user is created");
+
+    let spans = collector.trace(&unhex(trace_id), CREATE).await;
+    let call = spans.iter().find(|span| span.name == CREATE).unwrap();
+    assert_eq!(
+        hex(&call.parent_span_id),
+        caller_span,
+        "the caller's span is the parent"
+    );
+    assert_eq!(call.kind, SpanKind::Server as i32, "a server span");
+    assert_eq!(attribute(call, "rpc.system"), Some(&text("grpc")));
+    assert_eq!(
+        attribute(call, "rpc.service"),
+        Some(&text("userservice.UserService"))
+    );
+    assert_eq!(attribute(call, "rpc.method"), Some(&text("CreateUser")));
+    assert_eq!(
+        attribute(call, "rpc.grpc.status_code"),
+        Some(&Value::IntValue(0)),
+        "OK"
+    );
+    // The children end before the call does, so they were exported with it or before it.
+    for child in ["hash_password", "create_user"] {
+        let span = spans
+            .iter()
+            .find(|span| span.name == child)
+            .unwrap_or_else(|| panic!("no {child} span in the call's trace: {spans:?}"));
+        assert_eq!(
+            span.parent_span_id, call.span_id,
+            "{child} is a child of the call's span"
+        );
+    }
+    let storage = spans
+        .iter()
+        .find(|span| span.name == "create_user")
+        .unwrap();
+    assert_eq!(
+        attribute(storage, "db.system.name"),
+        Some(&text(if database.url().starts_with("postgres") {
+            "postgresql"
+        } else {
+            "sqlite"
+        }))
+    );
+    let resources = collector.received.lock().unwrap().clone();
+    let service_name = resources[0]
+        .resource
+        .as_ref()
+        .and_then(|resource| {
+            resource
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "service.name")
+        })
+        .and_then(|kv| kv.value.as_ref()?.value.clone());
+    assert_eq!(service_name, Some(text("user-service")));
+
+    let line = server.wait_for_log(&format!("\"method\":\"/{CREATE}\""));
+    assert!(
+        line.contains(&format!("\"trace_id\":\"{trace_id}\"")),
+        "the access log line carries the trace id: {line}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_call_is_exported_with_its_status_code() {
+    let (collector, endpoint) = Collector::start().await;
+    let database = TestDatabase::new();
+    let server = traced_server(&database, &endpoint);
+    let mut client = server.client().await.unwrap();
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let unknown = uuid::Uuid::now_v7().to_string();
+
+    let status = client
+        .get_user(traced(
+            GetUserRequest { user_id: unknown },
+            &format!("00-{trace_id}-b7ad6b7169203331-01"),
+        ))
+        .await
+        .expect_err("no such user");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    let spans = collector.trace(&unhex(trace_id), GET).await;
+    let call = spans.iter().find(|span| span.name == GET).unwrap();
+    assert_eq!(
+        attribute(call, "rpc.grpc.status_code"),
+        Some(&Value::IntValue(Code::NotFound as i64))
+    );
+    // NOT_FOUND is the caller's doing: the span is not marked as the server's error.
+    let status = call.status.clone().unwrap_or_default();
+    assert_ne!(status.code, StatusCode::Error as i32, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_call_without_a_traceparent_starts_a_trace_of_its_own() {
+    let (collector, endpoint) = Collector::start().await;
+    let database = TestDatabase::new();
+    let server = traced_server(&database, &endpoint);
+    let mut client = server.client().await.unwrap();
+
+    client
+        .create_user(new_user("untraced"))
+        .await
+        .expect("the user is created");
+
+    let line = server.wait_for_log(&format!("\"method\":\"/{CREATE}\""));
+    let trace_id = line
+        .split("\"trace_id\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("the access log line has a trace id: {line}"));
+    let spans = collector.trace(&unhex(trace_id), CREATE).await;
+    let call = spans.iter().find(|span| span.name == CREATE).unwrap();
+    assert!(call.parent_span_id.is_empty(), "a root span: {call:?}");
+}
+
+#[tokio::test]
+async fn without_an_endpoint_the_log_line_still_carries_the_callers_trace_id() {
+    let database = TestDatabase::new();
+    let server = ServerProcess::start(&database);
+    let mut client = server.client().await.unwrap();
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
+
+    client
+        .create_user(traced(
+            new_user("logged"),
+            &format!("00-{trace_id}-00f067aa0ba902b7-01"),
+        ))
+        .await
+        .expect("the user is created");
+
+    let line = server.wait_for_log(&format!("\"method\":\"/{CREATE}\""));
+    assert!(
+        line.contains(&format!("\"trace_id\":\"{trace_id}\"")),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn spans_still_held_at_shutdown_are_exported_before_the_server_exits() {
+    let (collector, endpoint) = Collector::start().await;
+    let database = TestDatabase::new();
+    // Batches every ten minutes: only the flush at shutdown can send this call's span.
+    let mut server = ServerProcess::start_with(
+        &database,
+        &[
+            ("USER_SERVICE_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+        &[],
+    );
+    let mut client = server.client().await.unwrap();
+    let trace_id = "6bf92f3577b34da6a3ce929d0e0e4736";
+    client
+        .create_user(traced(
+            new_user("flushed"),
+            &format!("00-{trace_id}-00f067aa0ba902b7-01"),
+        ))
+        .await
+        .expect("the user is created");
+    drop(client);
+    assert!(
+        collector.spans().is_empty(),
+        "nothing is exported before the batch is due"
+    );
+
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait();
+        (server, status)
+    })
+    .await
+    .unwrap()
+    .1
+    .unwrap();
+
+    assert!(exited.success(), "{exited:?}");
+    let exported = collector.spans();
+    assert!(
+        exported
+            .iter()
+            .any(|span| span.name == CREATE && hex(&span.trace_id) == trace_id),
+        "the call's span was sent at shutdown: {exported:?}"
+    );
+}
