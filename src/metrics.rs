@@ -131,43 +131,6 @@ pub struct Metrics {
     log_lines_dropped: Counter,
     log_lines_dropped_seen: AtomicU64,
     argon2_waiting: Gauge,
-    argon2: Timed,
-    commits: Timed,
-}
-
-/// A count and a total time kept elsewhere (`timing::Timings`), mirrored into a counter pair
-/// (`*_total`, `*_seconds_total`) at each scrape: rate(seconds) / rate(count) is the mean.
-struct Timed {
-    count: Counter,
-    seconds: Counter<f64, std::sync::atomic::AtomicU64>,
-    seen: std::sync::Mutex<(u64, Duration)>,
-}
-
-impl Timed {
-    fn register(registry: &mut Registry, name: &str, what: &str) -> Self {
-        let timed = Self {
-            count: Counter::default(),
-            seconds: Counter::default(),
-            seen: std::sync::Mutex::default(),
-        };
-        registry.register(name, format!("{what}: how many."), timed.count.clone());
-        registry.register(
-            format!("{name}_seconds"),
-            format!("{what}: the time they took, in all."),
-            timed.seconds.clone(),
-        );
-        timed
-    }
-
-    fn mirror(&self, (count, took): (u64, Duration)) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if count > seen.0 {
-            self.count.inc_by(count - seen.0);
-            self.seconds
-                .inc_by(took.saturating_sub(seen.1).as_secs_f64());
-            *seen = (count, took);
-        }
-    }
 }
 
 /// `(path, grpc_type)` of every method in these encoded file descriptor sets.
@@ -200,7 +163,8 @@ pub fn methods_of(descriptor_sets: &[&[u8]]) -> Vec<(String, &'static str)> {
 
 impl Metrics {
     /// Metrics for these methods (`(path, grpc_type)`), each registered with zeros.
-    pub fn new(methods: &[(String, &'static str)]) -> Self {
+    /// The metrics of these methods, and the histograms `sources` keep.
+    pub fn new(methods: &[(String, &'static str)], sources: &Sources) -> Self {
         let mut registry = Registry::default();
         let started = Family::<MethodLabels, Counter>::default();
         let handled = Family::<HandledLabels, Counter>::default();
@@ -314,20 +278,18 @@ impl Metrics {
             "Password hashes waiting for a core.",
             argon2_waiting.clone(),
         );
-        let argon2 = Timed::register(
-            &mut registry,
-            "user_service_argon2_hashes",
-            "Argon2 hashes and verifications run",
+        registry.register(
+            "user_service_argon2_duration_seconds",
+            "Time an Argon2 hash or verification took on its core.",
+            sources.hashing.hashing.histogram(),
         );
-        let commits = Timed::register(
-            &mut registry,
-            "user_service_commits",
-            "Write transactions this server committed (time from begin to commit)",
+        registry.register(
+            "user_service_commit_duration_seconds",
+            "Time a write transaction took from begin to commit.",
+            sources.store.commit_times().histogram(),
         );
         Self {
             argon2_waiting,
-            argon2,
-            commits,
             registry,
             methods,
             users,
@@ -423,8 +385,6 @@ impl Metrics {
         let waiting = sources.hashing.waiting.load(Ordering::Relaxed);
         self.argon2_waiting
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
-        self.argon2.mirror(sources.hashing.hashing.totals());
-        self.commits.mirror(sources.store.commit_totals());
     }
 }
 

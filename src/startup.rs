@@ -150,17 +150,20 @@ impl Application {
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| StartupError::Bind { addr, source })?;
-                let metrics = Arc::new(Metrics::new(&methods_of(&[
-                    pb::FILE_DESCRIPTOR_SET,
-                    tonic_health::pb::FILE_DESCRIPTOR_SET,
-                    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-                ])));
                 let sources = Arc::new(crate::metrics::Sources {
                     store: store.clone(),
                     streams: streams.limits.clone(),
                     hashing: hasher.stats(),
                 });
+                let metrics = Arc::new(Metrics::new(
+                    &methods_of(&[
+                        pb::FILE_DESCRIPTOR_SET,
+                        tonic_health::pb::FILE_DESCRIPTOR_SET,
+                        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                    ]),
+                    &sources,
+                ));
                 let local = listener
                     .local_addr()
                     .map_err(|source| StartupError::Bind { addr, source })?;

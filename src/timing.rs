@@ -1,27 +1,29 @@
-//! A count and a total time of some repeated work (hashes, commits), kept with two atomics
-//! so the work's own layer records it without knowing who reads it (the metrics do).
+//! How long some repeated work took (hashes, commits), as a histogram that the work's own layer
+//! records into without knowing who reads it: the metrics register the same histogram.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-#[derive(Debug, Default)]
-pub struct Timings {
-    count: AtomicU64,
-    nanos: AtomicU64,
-}
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+#[derive(Debug, Clone)]
+pub struct Timings(Histogram);
 
 impl Timings {
-    pub fn record(&self, took: Duration) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    /// Buckets whose upper bounds start at `first` and double, `count` of them.
+    pub fn new(first: Duration, count: u16) -> Self {
+        Self(Histogram::new(exponential_buckets(
+            first.as_secs_f64(),
+            2.0,
+            count,
+        )))
     }
 
-    /// How many, and how long in all.
-    pub fn totals(&self) -> (u64, Duration) {
-        (
-            self.count.load(Ordering::Relaxed),
-            Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
-        )
+    pub fn record(&self, took: Duration) {
+        self.0.observe(took.as_secs_f64());
+    }
+
+    /// The histogram itself, to register for a scrape.
+    pub fn histogram(&self) -> Histogram {
+        self.0.clone()
     }
 }

@@ -62,12 +62,21 @@ pub struct PasswordHasher {
 }
 
 /// What the hasher has done, for the metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HashStats {
     /// Jobs waiting for a core now.
     pub waiting: std::sync::atomic::AtomicUsize,
-    /// Jobs run, and the time they took on their core.
+    /// The time each job took on its core: 1 ms to 8 s.
     pub hashing: crate::timing::Timings,
+}
+
+impl Default for HashStats {
+    fn default() -> Self {
+        Self {
+            waiting: Default::default(),
+            hashing: crate::timing::Timings::new(std::time::Duration::from_millis(1), 14),
+        }
+    }
 }
 
 /// Counts a job as waiting until dropped (also when its caller gives up while it waits).

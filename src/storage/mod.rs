@@ -479,8 +479,8 @@ impl Store {
     }
 
     /// Write transactions this server committed, and their time from begin to commit.
-    pub fn commit_totals(&self) -> (u64, Duration) {
-        self.published().commits.totals()
+    pub fn commit_times(&self) -> crate::timing::Timings {
+        self.published().commits.clone()
     }
 
     /// The connection pool's state (PostgreSQL); SQLite has no pool to report.

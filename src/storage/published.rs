@@ -32,7 +32,8 @@ impl Published {
             head: watch::Sender::new(head),
             oldest: AtomicI64::new(oldest),
             reachable: watch::Sender::new(true),
-            commits: crate::timing::Timings::default(),
+            // 100 µs to 3.3 s.
+            commits: crate::timing::Timings::new(std::time::Duration::from_micros(100), 16),
         }
     }
 

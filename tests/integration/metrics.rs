@@ -64,6 +64,24 @@ impl Scraped {
         })
     }
 
+    /// The cumulative count of histogram `name`'s last bucket (+Inf).
+    fn last_bucket(&self, name: &str) -> f64 {
+        let sample = self
+            .0
+            .samples
+            .iter()
+            .find(|sample| sample.metric == name)
+            .unwrap_or_else(|| panic!("no histogram {name}"));
+        match &sample.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                let last = buckets.last().expect("a histogram has buckets");
+                assert_eq!(last.less_than, f64::INFINITY, "{buckets:?}");
+                last.count
+            }
+            other => panic!("{name} is not a histogram: {other:?}"),
+        }
+    }
+
     fn handled(&self, method: &str, code: &str) -> f64 {
         self.value(
             "grpc_server_handled_total",
@@ -185,11 +203,20 @@ async fn a_scrape_counts_each_call_by_method_code_and_message() {
     );
     // The decoy hash made at start-up (logins of unknown users verify against it), and one
     // per create: the refused one was hashed before storage refused it.
-    assert_eq!(scraped.value("user_service_argon2_hashes_total", &[]), 3.0);
-    assert!(scraped.value("user_service_argon2_hashes_seconds_total", &[]) > 0.0);
+    assert_eq!(
+        scraped.value("user_service_argon2_duration_seconds_count", &[]),
+        3.0
+    );
+    assert!(scraped.value("user_service_argon2_duration_seconds_sum", &[]) > 0.0);
     assert_eq!(scraped.value("user_service_argon2_queue_depth", &[]), 0.0);
-    assert!(scraped.value("user_service_commits_total", &[]) >= 1.0);
-    assert!(scraped.value("user_service_commits_seconds_total", &[]) > 0.0);
+    // The successful create committed; the refused one may have shared its transaction.
+    assert!(scraped.value("user_service_commit_duration_seconds_count", &[]) >= 1.0);
+    assert!(scraped.value("user_service_commit_duration_seconds_sum", &[]) > 0.0);
+    assert_eq!(
+        scraped.last_bucket("user_service_commit_duration_seconds"),
+        scraped.value("user_service_commit_duration_seconds_count", &[]),
+        "every commit is in the last bucket"
+    );
 }
 
 #[tokio::test]
