@@ -416,8 +416,8 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Figure 1 (h2load): GetUser through the full stack, with the access log on (to a pipe) and
-/// off, against a bare tonic server answering a constant user, each in a process of its own
+/// Figure 1 (h2load): GetUser through the full stack (metrics on), with the access log on (to
+/// a pipe) and off, against a bare tonic server answering a constant user, each in a process of its own
 /// on core 0 while h2load, a far cheaper client than a tonic one, drives it from core 1.
 /// Alternating, three rounds, medians.
 async fn get_user_with_h2load(suite: &mut Suite) {
@@ -450,6 +450,8 @@ async fn get_user_with_h2load(suite: &mut Suite) {
                 "100000",
                 "--access-log",
                 access_log,
+                "--metrics-listen",
+                "127.0.0.1:0",
             ],
         );
         server.discard_log();

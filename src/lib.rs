@@ -19,6 +19,7 @@ pub mod health;
 pub mod metrics;
 pub mod middleware;
 pub mod pb;
+pub mod rate;
 pub mod shutdown;
 pub mod startup;
 pub mod storage;

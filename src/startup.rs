@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
+use tonic::service::LayerExt as _;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::authenticator::Authenticator;
 use crate::auth::hasher::{HashError, PasswordHasher};
 use crate::config::Settings;
 use crate::connections;
@@ -26,12 +28,13 @@ use crate::grpc::stream_limits::{StreamControls, StreamLimits};
 use crate::health;
 use crate::metrics::{Metrics, methods_of};
 use crate::middleware::{
-    AccessLogLayer, ActivityLayer, AuthLayer, ContentTypeLayer, DeadlineLayer, LoadShedLayer,
-    RateLimitLayer,
+    AccessLogLayer, ActivityLayer, AuthLayer, ContentTypeLayer, DeadlineLayer, RateLimitLayer,
+    ShedLayer,
 };
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
 };
+use crate::rate::RateLimiter;
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::storage::{Store, StoreError};
 
@@ -132,10 +135,11 @@ impl Application {
         let jwt = Arc::new(jwt);
         let (trigger, shutdown) = shutdown::channel();
         let mut metrics_server = None;
-        let rate_limit = RateLimitLayer::new(
+        let trusted_proxies: Arc<[std::net::IpAddr]> = settings.trusted_proxies.clone().into();
+        let rate_limit = RateLimiter::new(
             settings.rate_limit_per_second,
             settings.rate_limit_burst,
-            settings.trusted_proxies.clone(),
+            trusted_proxies.clone(),
         );
         let streams = StreamControls {
             limits: Arc::new(StreamLimits::new(
@@ -143,7 +147,7 @@ impl Application {
                 settings.max_open_streams,
             )),
             rate: rate_limit.clone(),
-            trusted_proxies: settings.trusted_proxies.clone().into(),
+            trusted_proxies: trusted_proxies.clone(),
         };
         let metrics = match settings.metrics_listen {
             Some(addr) => {
@@ -242,8 +246,9 @@ impl Application {
             signup,
             shutdown.clone(),
         ));
-        // The architecture diagram's order, outermost first.
-        let middleware = tower::ServiceBuilder::new()
+        // The architecture diagram's order, outermost first. Every call passes these: the
+        // access log, metrics and trace span, the caller's deadline, and the content type.
+        let every_call = tower::ServiceBuilder::new()
             .layer(ActivityLayer {
                 enabled: settings.connections.idle.is_some(),
             })
@@ -252,16 +257,22 @@ impl Application {
                 metrics: metrics.clone(),
             })
             .layer(DeadlineLayer)
-            .layer(ContentTypeLayer)
-            // Before authentication, so calls with bad tokens are shed like any other.
-            .layer(LoadShedLayer::new(settings.max_concurrent_calls))
-            .layer(AuthLayer::new(
-                jwt.clone(),
-                store.clone(),
-                rate_limit.clone(),
-                settings.trusted_proxies.clone().into(),
-            ))
-            .layer(rate_limit);
+            .layer(ContentTypeLayer);
+        // Then the user and auth services' calls (health checks and reflection need no token
+        // and are never limited): load shedding, before authentication so that calls with
+        // bad tokens are shed like any other; authentication; the rate limit per caller.
+        let authenticator = Arc::new(Authenticator::new(
+            jwt.clone(),
+            store.clone(),
+            rate_limit.clone(),
+            trusted_proxies,
+        ));
+        let guarded = tower::ServiceBuilder::new()
+            .layer(ShedLayer::new(settings.max_concurrent_calls))
+            .load_shed()
+            .concurrency_limit(settings.max_concurrent_calls)
+            .layer(AuthLayer::new(authenticator))
+            .option_layer(rate_limit.config().cloned().map(RateLimitLayer::new));
 
         let mut builder = Server::builder();
         if let Some(tls) = &settings.tls {
@@ -284,12 +295,12 @@ impl Application {
                 .http2_keepalive_interval(Some(settings.keepalive_interval))
                 .http2_keepalive_timeout(Some(settings.keepalive_timeout))
                 .max_concurrent_streams(settings.max_concurrent_streams)
-                .layer(middleware)
+                .layer(every_call)
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
-                .add_service(users)
-                .add_service(auth)
+                .add_service(guarded.named_layer(users))
+                .add_service(guarded.named_layer(auth))
                 .serve_with_incoming_shutdown(
                     connections::incoming(listener, settings.connections, refused.clone()),
                     async move { server_stop.triggered().await },
@@ -412,7 +423,7 @@ impl Application {
 }
 
 async fn forget_idle_keys(
-    rate_limit: RateLimitLayer,
+    rate_limit: RateLimiter,
     login_limits: Arc<LoginLimits>,
     signup: Option<Arc<SignupLimit>>,
     mut shutdown: shutdown::Shutdown,

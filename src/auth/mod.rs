@@ -1,5 +1,6 @@
 //! Who is calling (from a verified bearer token) and what they may do.
 
+pub mod authenticator;
 pub mod hasher;
 
 pub mod policy;
@@ -87,12 +88,24 @@ impl Caller {
         }
     }
 
-    /// How logs and the rate limiter name the caller; `None` when anonymous.
-    pub fn principal(&self) -> Option<String> {
+    /// How logs name the caller (`user:ID`, `service:NAME`); `None` when anonymous.
+    pub fn principal(&self) -> Option<Principal<'_>> {
         match self {
             Caller::Anonymous => None,
-            Caller::User { id, .. } => Some(format!("user:{id}")),
-            Caller::Service { name, .. } => Some(format!("service:{name}")),
+            Caller::User { .. } | Caller::Service { .. } => Some(Principal(self)),
+        }
+    }
+}
+
+/// A caller's name in the logs, formatted only when a line is written.
+pub struct Principal<'a>(&'a Caller);
+
+impl std::fmt::Display for Principal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Caller::Anonymous => f.write_str("-"),
+            Caller::User { id, .. } => write!(f, "user:{id}"),
+            Caller::Service { name, .. } => write!(f, "service:{name}"),
         }
     }
 }

@@ -104,7 +104,7 @@ const WRONG: &str = "the username or password is wrong";
 
 #[tonic::async_trait]
 impl AuthService for AuthServiceImpl {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn login(
         &self,
         request: Request<pb::LoginRequest>,

@@ -150,7 +150,7 @@ fn invalid(violation: FieldViolation) -> ServiceError {
 
 #[tonic::async_trait]
 impl UserService for UserServiceImpl {
-    #[tracing::instrument(skip_all, fields(username = %request.get_ref().username))]
+    #[tracing::instrument(level = "debug", skip_all, fields(username = %request.get_ref().username))]
     async fn create_user(
         &self,
         request: Request<pb::CreateUserRequest>,
@@ -183,7 +183,7 @@ impl UserService for UserServiceImpl {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %request.get_ref().user_id))]
     async fn get_user(
         &self,
         request: Request<pb::GetUserRequest>,
@@ -201,7 +201,7 @@ impl UserService for UserServiceImpl {
         }))
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn lookup_user(
         &self,
         request: Request<pb::LookupUserRequest>,
@@ -233,7 +233,7 @@ impl UserService for UserServiceImpl {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %request.get_ref().user_id))]
     async fn update_user(
         &self,
         request: Request<pb::UpdateUserRequest>,
@@ -245,7 +245,7 @@ impl UserService for UserServiceImpl {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(user_id = %request.get_ref().user_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(user_id = %request.get_ref().user_id))]
     async fn delete_user(
         &self,
         request: Request<pb::DeleteUserRequest>,
@@ -266,7 +266,7 @@ impl UserService for UserServiceImpl {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(page_size = request.get_ref().page_size))]
+    #[tracing::instrument(level = "debug", skip_all, fields(page_size = request.get_ref().page_size))]
     async fn list_users(
         &self,
         request: Request<pb::ListUsersRequest>,
@@ -337,7 +337,7 @@ impl UserService for UserServiceImpl {
 
     type WatchUsersStream = EventStream;
 
-    #[tracing::instrument(skip_all, fields(include_all = request.get_ref().include_all, start_revision = request.get_ref().start_revision))]
+    #[tracing::instrument(level = "debug", skip_all, fields(include_all = request.get_ref().include_all, start_revision = request.get_ref().start_revision))]
     async fn watch_users(
         &self,
         request: Request<pb::WatchUsersRequest>,
@@ -356,7 +356,7 @@ impl UserService for UserServiceImpl {
         Ok(response)
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn batch_create_users(
         &self,
         request: Request<Streaming<pb::CreateUserRequest>>,
@@ -370,7 +370,7 @@ impl UserService for UserServiceImpl {
 
     type SyncUsersStream = EventStream;
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn sync_users(
         &self,
         request: Request<Streaming<pb::UpdateUserRequest>>,

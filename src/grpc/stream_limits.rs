@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ServiceError;
+use crate::rate::CallerKey;
 
 /// What a stream is counted by: the stream caps, the rate limit its messages count against,
 /// and the proxies whose forwarding headers name an anonymous caller's address.
 #[derive(Clone)]
 pub struct StreamControls {
     pub limits: Arc<StreamLimits>,
-    pub rate: crate::middleware::RateLimitLayer,
+    pub rate: crate::rate::RateLimiter,
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
 }
 
@@ -26,10 +27,9 @@ impl StreamControls {
         caller: &crate::auth::Caller,
         extensions: &http::Extensions,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> String {
+    ) -> Option<CallerKey> {
         let headers = metadata.clone().into_headers();
-        crate::middleware::caller_key(caller, extensions, &headers, &self.trusted_proxies)
-            .unwrap_or_else(|| "unknown".to_owned())
+        CallerKey::of(caller, extensions, &headers, &self.trusted_proxies)
     }
 
     /// A place for one more stream of the request's caller.
@@ -38,7 +38,7 @@ impl StreamControls {
         caller: &crate::auth::Caller,
         request: &tonic::Request<T>,
         kind: StreamKind,
-    ) -> Result<(StreamPlace, String), ServiceError> {
+    ) -> Result<(StreamPlace, Option<CallerKey>), ServiceError> {
         let key = self.key(caller, request.extensions(), request.metadata());
         Ok((self.limits.enter(key.clone(), kind)?, key))
     }
@@ -73,7 +73,8 @@ impl StreamKind {
 
 pub struct StreamLimits {
     per_caller: usize,
-    open: Mutex<HashMap<String, usize>>,
+    /// Open streams by caller; callers without a key (anonymous, address unknown) share one.
+    open: Mutex<HashMap<Option<CallerKey>, usize>>,
     server_wide: Arc<Semaphore>,
     server_wide_limit: usize,
     /// Streams open now, by `StreamKind`.
@@ -83,7 +84,7 @@ pub struct StreamLimits {
 /// A stream's place; given back when dropped.
 pub struct StreamPlace {
     limits: Arc<StreamLimits>,
-    key: String,
+    key: Option<CallerKey>,
     kind: StreamKind,
     _server_wide: OwnedSemaphorePermit,
 }
@@ -99,7 +100,7 @@ impl StreamLimits {
         }
     }
 
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<Option<CallerKey>, usize>> {
         self.open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -110,11 +111,11 @@ impl StreamLimits {
         self.by_kind[kind as usize].load(Ordering::Relaxed)
     }
 
-    /// A place for one more stream of `key` (a principal, or `ip:ADDRESS`), or
-    /// RESOURCE_EXHAUSTED naming the limit that is full.
+    /// A place for one more stream of `key`, or RESOURCE_EXHAUSTED naming the limit that is
+    /// full.
     pub fn enter(
         self: &Arc<Self>,
-        key: String,
+        key: Option<CallerKey>,
         kind: StreamKind,
     ) -> Result<StreamPlace, ServiceError> {
         let full =
@@ -161,25 +162,33 @@ impl Drop for StreamPlace {
 mod tests {
     use super::*;
 
+    fn service(name: &str) -> Option<CallerKey> {
+        Some(CallerKey::Service(name.into()))
+    }
+
+    fn address(last: u8) -> Option<CallerKey> {
+        Some(CallerKey::Address([10, 0, 0, last].into()))
+    }
+
     #[test]
     fn a_caller_past_its_limit_is_refused_and_a_closed_stream_frees_its_place() {
         let limits = Arc::new(StreamLimits::new(2, 10));
-        let first = limits.enter("user:a".into(), StreamKind::Watch).unwrap();
-        let _second = limits.enter("user:a".into(), StreamKind::Watch).unwrap();
-        assert!(limits.enter("user:a".into(), StreamKind::Watch).is_err());
+        let first = limits.enter(service("a"), StreamKind::Watch).unwrap();
+        let _second = limits.enter(service("a"), StreamKind::Watch).unwrap();
+        assert!(limits.enter(service("a"), StreamKind::Watch).is_err());
         assert!(
-            limits.enter("user:b".into(), StreamKind::Watch).is_ok(),
+            limits.enter(service("b"), StreamKind::Watch).is_ok(),
             "others are not affected"
         );
         drop(first);
-        assert!(limits.enter("user:a".into(), StreamKind::Watch).is_ok());
+        assert!(limits.enter(service("a"), StreamKind::Watch).is_ok());
     }
 
     #[test]
     fn the_server_wide_limit_holds_across_callers() {
         let limits = Arc::new(StreamLimits::new(5, 2));
-        let _a = limits.enter("ip:1".into(), StreamKind::Watch).unwrap();
-        let _b = limits.enter("ip:2".into(), StreamKind::Watch).unwrap();
-        assert!(limits.enter("ip:3".into(), StreamKind::Watch).is_err());
+        let _a = limits.enter(address(1), StreamKind::Watch).unwrap();
+        let _b = limits.enter(address(2), StreamKind::Watch).unwrap();
+        assert!(limits.enter(address(3), StreamKind::Watch).is_err());
     }
 }

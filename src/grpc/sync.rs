@@ -37,8 +37,9 @@ pub struct Opened {
     pub expires: Option<Instant>,
     /// The stream's place under the caps, held until it ends.
     pub place: StreamPlace,
-    /// What the rate limit counts each message against.
-    pub key: String,
+    /// What the rate limit counts each message against (none: an anonymous caller whose
+    /// address is unknown).
+    pub key: Option<crate::rate::CallerKey>,
 }
 
 pub fn start(
@@ -79,7 +80,9 @@ pub fn start(
             };
             let user_id = request.user_id.clone();
             // Each message counts against the caller's rate limit, like a call of its own.
-            if let Err(wait) = service.streams.rate.check(&key) {
+            if let Some(key) = &key
+                && let Err(wait) = service.streams.rate.check(key)
+            {
                 let status = ServiceError::ResourceExhausted(format!(
                     "rate limit exceeded: retry after {} s",
                     wait.as_secs().max(1)

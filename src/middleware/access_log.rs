@@ -22,6 +22,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::Refusal;
+use crate::auth::{Caller, Principal};
 use crate::client_address::peer_addr;
 use crate::metrics::{MessageCounter, MethodMetrics, Metrics};
 use crate::telemetry::SPAN_TARGET;
@@ -30,7 +31,7 @@ use crate::telemetry::SPAN_TARGET;
 /// in leaves here, and whether the client went away.
 #[derive(Default)]
 struct CallState {
-    principal: OnceLock<String>,
+    caller: OnceLock<Caller>,
     client_gone: AtomicBool,
 }
 
@@ -39,8 +40,8 @@ struct CallState {
 pub struct PrincipalSlot(Arc<CallState>);
 
 impl PrincipalSlot {
-    pub fn set(&self, principal: String) {
-        let _ = self.0.principal.set(principal);
+    pub fn set(&self, caller: &Caller) {
+        let _ = self.0.caller.set(caller.clone());
     }
 }
 
@@ -117,6 +118,30 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
     value.parse::<i32>().ok().map(Code::from_i32)
 }
 
+/// The peer address in a log line, `-` when unknown; formatted only when written.
+struct PeerOf(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for PeerOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(peer) => peer.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// The caller in a log line, `-` when anonymous.
+struct PrincipalOf<'a>(Option<Principal<'a>>);
+
+impl std::fmt::Display for PrincipalOf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(principal) => principal.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// The request's metadata, as the trace context propagator reads it.
 struct Metadata<'a>(&'a http::HeaderMap);
 
@@ -180,7 +205,7 @@ fn is_server_error(code: Code) -> bool {
 /// One call in flight; logs exactly once, when the response ends, or when it is dropped
 /// unfinished (the client went away before or while it was sent).
 struct CallRecord {
-    method: String,
+    uri: http::Uri,
     peer: Option<std::net::SocketAddr>,
     principal: PrincipalSlot,
     started: Instant,
@@ -221,11 +246,11 @@ impl CallRecord {
         if !self.log {
             return;
         }
-        let peer = self.peer.map(|peer| peer.to_string());
-        let peer = peer.as_deref().unwrap_or("-");
-        let principal = self.principal.0.principal.get().map_or("-", String::as_str);
+        let peer = tracing::field::display(PeerOf(self.peer));
+        let principal = self.principal.0.caller.get().and_then(Caller::principal);
+        let principal = tracing::field::display(PrincipalOf(principal));
         let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let method = self.method.as_str();
+        let method = self.uri.path();
         let trace_id = self.trace_id.map(tracing::field::display);
         match code {
             Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss => {
@@ -348,7 +373,7 @@ where
             }),
         );
         let record = CallRecord {
-            method: request.uri().path().to_owned(),
+            uri: request.uri().clone(),
             peer: peer_addr(request.extensions()),
             principal,
             started: Instant::now(),

@@ -1,9 +1,9 @@
-//! The tower layers every call passes through, in the architecture diagram's order:
+//! The tower layers calls pass through, in the architecture diagram's order:
 //! access log -> deadline -> content type -> load shedding -> authentication -> rate limit ->
-//! the services.
-//! The diagram's order (log, auth, rate limit) holds; shedding comes before authentication so
-//! that calls with bad tokens are shed like any other.
-//! `startup` assembles them.
+//! the services. Every call passes the first three; health checks and reflection skip the
+//! rest, which wrap only the user and auth services. Shedding comes before authentication so
+//! that calls with bad tokens are shed like any other. `startup` assembles the stack, in one
+//! place.
 
 pub mod access_log;
 pub mod activity;
@@ -20,8 +20,8 @@ pub use activity::ActivityLayer;
 pub use auth::AuthLayer;
 pub use content_type::ContentTypeLayer;
 pub use deadline::DeadlineLayer;
-pub use load_shed::LoadShedLayer;
-pub use rate_limit::{RateLimitLayer, caller_key};
+pub use load_shed::ShedLayer;
+pub use rate_limit::RateLimitLayer;
 
 type Response = http::Response<tonic::body::Body>;
 
@@ -43,9 +43,4 @@ fn refusal_response(status: Status, reason: &'static str) -> Response {
 /// A complete gRPC error response (trailers-only: HTTP 200 with `grpc-status` in the headers).
 fn status_response(status: Status) -> Response {
     status.into_http()
-}
-
-/// Calls that need no token and are never limited: health checks and reflection.
-fn is_infrastructure(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
 }

@@ -92,6 +92,12 @@ async fn past_the_concurrency_limit_calls_are_shed_at_once() {
     }
     let shed = shed.expect("a call past the limit is refused");
     assert!(shed.message().contains("limit"), "{}", shed.message());
+    HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health checks are never shed");
     drop(sender);
     held.await.unwrap().expect("the held call completes");
     assert_eq!(

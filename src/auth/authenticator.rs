@@ -1,0 +1,214 @@
+//! Authentication as one component: from a call's `authorization` metadata to the `Caller` it
+//! stands for now. A signature is checked once per token (the verified tokens are cached;
+//! expiry is checked on every call); a call whose token is not verified yet is first counted
+//! against its client address, so a flood of bad tokens costs a map lookup each; and a token
+//! whose subject is a stored user stands for that user as they are now.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lru::LruCache;
+
+use super::{Caller, TokenExpiry};
+use crate::contract::tokens::{Claims, Jwt, TokenError};
+use crate::domain::{Role, UserId};
+use crate::error::ServiceError;
+use crate::rate::{CallerKey, RateLimiter};
+use crate::storage::Store;
+
+/// Calls that anyone may make without a token.
+const OPEN_METHODS: [&str; 1] = ["/userservice.AuthService/Login"];
+
+/// Tokens whose signature was already checked. Verifying a signature and parsing the claims
+/// costs more than the rest of a cached GetUser.
+const VERIFIED_TOKENS: usize = 10_000;
+
+/// What a verified token says, in the form authentication uses on every call.
+struct Verified {
+    exp: u64,
+    role: Role,
+    subject: Subject,
+}
+
+enum Subject {
+    /// A stored user: their current role and status decide.
+    User(UserId),
+    Service(String),
+}
+
+impl Verified {
+    fn new(claims: Claims, role: Role) -> Self {
+        let subject = match UserId::parse("sub", &claims.sub) {
+            Ok(id) => Subject::User(id),
+            Err(_) => Subject::Service(claims.sub),
+        };
+        Self {
+            exp: claims.exp,
+            role,
+            subject,
+        }
+    }
+
+    fn claimed(&self) -> Caller {
+        match &self.subject {
+            Subject::User(id) => Caller::User {
+                id: *id,
+                role: self.role,
+            },
+            Subject::Service(name) => Caller::Service {
+                name: name.clone(),
+                role: self.role,
+            },
+        }
+    }
+}
+
+/// Who is calling, and until when their token works (none for anonymous calls).
+pub struct Authenticated {
+    pub caller: Caller,
+    pub expiry: Option<TokenExpiry>,
+}
+
+/// Why a call is not let through.
+#[derive(Debug)]
+pub enum Rejected {
+    /// Too many calls with unverified tokens from this address: retry after this long.
+    TooSoon(Duration),
+    /// UNAUTHENTICATED (a bad or expired token, a user who may no longer act), or the store
+    /// could not say who the user is now.
+    Denied(ServiceError),
+}
+
+pub struct Authenticator {
+    jwt: Arc<Jwt>,
+    store: Store,
+    verified: Mutex<LruCache<String, Arc<Verified>>>,
+    limiter: RateLimiter,
+    trusted_proxies: Arc<[IpAddr]>,
+}
+
+impl Authenticator {
+    pub fn new(
+        jwt: Arc<Jwt>,
+        store: Store,
+        limiter: RateLimiter,
+        trusted_proxies: Arc<[IpAddr]>,
+    ) -> Self {
+        let capacity = NonZeroUsize::new(VERIFIED_TOKENS).expect("non-zero");
+        Self {
+            jwt,
+            store,
+            verified: Mutex::new(LruCache::new(capacity)),
+            limiter,
+            trusted_proxies,
+        }
+    }
+
+    /// Who `request` comes from. Everything but the user's current standing is decided before
+    /// this returns, so the future borrows nothing from the request.
+    pub fn authenticate<B>(
+        self: &Arc<Self>,
+        request: &http::Request<B>,
+    ) -> impl Future<Output = Result<Authenticated, Rejected>> + Send + 'static {
+        let claimed = self.claimed(request);
+        let this = self.clone();
+        async move {
+            let Some(verified) = claimed? else {
+                return Ok(Authenticated {
+                    caller: Caller::Anonymous,
+                    expiry: None,
+                });
+            };
+            let caller = super::current(&verified.claimed(), &this.store)
+                .await
+                .map_err(Rejected::Denied)?;
+            Ok(Authenticated {
+                caller,
+                expiry: Some(TokenExpiry(verified.exp)),
+            })
+        }
+    }
+
+    /// What the request's token says, checked; `None` for a call that goes on anonymous.
+    fn claimed<B>(&self, request: &http::Request<B>) -> Result<Option<Arc<Verified>>, Rejected> {
+        let authorization = request.headers().get(http::header::AUTHORIZATION);
+        let token = authorization.map(|value| bearer(value.as_bytes()));
+        let known = match &token {
+            Some(Ok(token)) => self.cached(token),
+            _ => None,
+        };
+        if known.is_none() {
+            self.admit_unverified(request).map_err(Rejected::TooSoon)?;
+        }
+        if OPEN_METHODS.contains(&request.uri().path()) {
+            return Ok(None);
+        }
+        let Some(token) = token else {
+            return Ok(None);
+        };
+        let token = token.map_err(Rejected::Denied)?;
+        let verified = known
+            .unwrap_or_else(|| self.verify(token))
+            .map_err(|err| Rejected::Denied(ServiceError::Unauthenticated(err.to_string())))?;
+        Ok(Some(verified))
+    }
+
+    /// What a token already verified says: `None` when its signature has not been checked
+    /// yet.
+    fn cached(&self, token: &str) -> Option<Result<Arc<Verified>, TokenError>> {
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let verified = cache.get(token)?.clone();
+        if self.jwt.expired(verified.exp) {
+            cache.pop(token);
+            return Some(Err(TokenError::Expired));
+        }
+        Some(Ok(verified))
+    }
+
+    /// Counts a call whose token is not verified yet (none, malformed, new or bad) against
+    /// its client address.
+    fn admit_unverified<B>(&self, request: &http::Request<B>) -> Result<(), Duration> {
+        let key = CallerKey::of(
+            &Caller::Anonymous,
+            request.extensions(),
+            request.headers(),
+            &self.trusted_proxies,
+        );
+        match key {
+            Some(key) => self.limiter.check(&key),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a token's signature and claims, and keeps what it says for its next calls.
+    fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
+        let (claims, role) = self.jwt.verify(token)?;
+        let verified = Arc::new(Verified::new(claims, role));
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(token.to_owned(), verified.clone());
+        Ok(verified)
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` value.
+pub fn bearer(value: &[u8]) -> Result<&str, ServiceError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            ServiceError::Unauthenticated(
+                "the authorization metadata must be 'Bearer <token>'".into(),
+            )
+        })
+}

@@ -1,0 +1,123 @@
+//! Whom a limit counts a call against, and the per-caller rate limit: one limiter, shared by
+//! the rate-limit layer (authenticated calls), authentication (calls whose token is not
+//! verified yet, by address) and SyncUsers (each message counts like a call).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::middleware::NoOpMiddleware;
+use tower_governor::GovernorError;
+use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
+use tower_governor::key_extractor::KeyExtractor;
+
+use crate::auth::Caller;
+use crate::client_address::{address_key, client_ip};
+use crate::domain::UserId;
+
+/// An authenticated caller's principal, or an anonymous caller's address (an IPv6 /64).
+/// Made without allocating for users and addresses, since every call makes one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CallerKey {
+    User(UserId),
+    Service(String),
+    Address(IpAddr),
+}
+
+impl fmt::Display for CallerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallerKey::User(id) => write!(f, "user:{id}"),
+            CallerKey::Service(name) => write!(f, "service:{name}"),
+            CallerKey::Address(ip) => write!(f, "ip:{ip}"),
+        }
+    }
+}
+
+impl CallerKey {
+    /// The key of `caller`; `None` when it is anonymous and its address is unknown.
+    pub fn of(
+        caller: &Caller,
+        extensions: &http::Extensions,
+        headers: &http::HeaderMap,
+        trusted_proxies: &[IpAddr],
+    ) -> Option<Self> {
+        match caller {
+            Caller::User { id, .. } => Some(CallerKey::User(*id)),
+            Caller::Service { name, .. } => Some(CallerKey::Service(name.clone())),
+            Caller::Anonymous => client_ip(extensions, headers, trusted_proxies)
+                .map(|ip| CallerKey::Address(address_key(ip))),
+        }
+    }
+}
+
+/// The key of a call that authentication has passed, for tower_governor.
+#[derive(Clone)]
+pub struct KeyOfCall {
+    trusted_proxies: Arc<[IpAddr]>,
+}
+
+impl KeyExtractor for KeyOfCall {
+    type Key = CallerKey;
+
+    fn extract<T>(&self, request: &http::Request<T>) -> Result<CallerKey, GovernorError> {
+        let caller = request.extensions().get::<Caller>();
+        CallerKey::of(
+            caller.unwrap_or(&Caller::Anonymous),
+            request.extensions(),
+            request.headers(),
+            &self.trusted_proxies,
+        )
+        .ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
+pub type Config = GovernorConfig<KeyOfCall, NoOpMiddleware>;
+
+/// `per_second` calls per second sustained, bursts of `burst`, per caller; off when
+/// `per_second` is 0.
+#[derive(Clone)]
+pub struct RateLimiter {
+    config: Option<Arc<Config>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u32, burst: u32, trusted_proxies: Arc<[IpAddr]>) -> Self {
+        let config = (per_second > 0).then(|| {
+            let period = Duration::from_nanos(1_000_000_000 / u64::from(per_second));
+            let config = GovernorConfigBuilder::default()
+                .key_extractor(KeyOfCall { trusted_proxies })
+                .period(period)
+                .burst_size(burst.max(1))
+                .finish()
+                .expect("a non-zero period and burst make a valid rate limit");
+            Arc::new(config)
+        });
+        Self { config }
+    }
+
+    /// The limit's configuration, for the layer; `None` when it is off.
+    pub fn config(&self) -> Option<&Arc<Config>> {
+        self.config.as_ref()
+    }
+
+    /// Counts one call (a SyncUsers message, say) against `key`; refused with how long to wait.
+    pub fn check(&self, key: &CallerKey) -> Result<(), Duration> {
+        let Some(config) = &self.config else {
+            return Ok(());
+        };
+        config.limiter().check_key(key).map_err(|not_until| {
+            use governor::clock::{Clock, DefaultClock};
+            not_until.wait_time_from(DefaultClock::default().now())
+        })
+    }
+
+    /// Drops the state of keys that are back to a full burst, so the key map stays bounded.
+    pub fn forget_idle_keys(&self) {
+        if let Some(config) = &self.config {
+            config.limiter().retain_recent();
+            config.limiter().shrink_to_fit();
+        }
+    }
+}
