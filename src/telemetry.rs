@@ -37,6 +37,9 @@ pub fn dropped_lines() -> u64 {
 /// Lines queued for the writer before new ones are dropped.
 const QUEUED_LINES: usize = 128_000;
 
+/// Bytes of log lines gathered into one write.
+const WRITE_BUFFER: usize = 64 * 1024;
+
 /// Keeps the log writer running and the span exporter with it; `finish` writes every line
 /// still queued and sends every span still held.
 pub struct LogWriter {
@@ -81,7 +84,9 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<LogWriter,
     let (writer, worker) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
-        .finish(std::io::stderr());
+        // The worker flushes whenever it has written all it was sent, so a burst of lines
+        // costs one write, and a quiet server's lines still appear at once.
+        .finish(std::io::BufWriter::with_capacity(WRITE_BUFFER, std::io::stderr()));
     let dropped = writer.error_counter();
     let _ = DROPPED.set(dropped.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
