@@ -86,7 +86,10 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<LogWriter,
         .buffered_lines_limit(QUEUED_LINES)
         // The worker flushes whenever it has written all it was sent, so a burst of lines
         // costs one write, and a quiet server's lines still appear at once.
-        .finish(std::io::BufWriter::with_capacity(WRITE_BUFFER, std::io::stderr()));
+        .finish(std::io::BufWriter::with_capacity(
+            WRITE_BUFFER,
+            std::io::stderr(),
+        ));
     let dropped = writer.error_counter();
     let _ = DROPPED.set(dropped.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

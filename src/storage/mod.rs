@@ -267,7 +267,8 @@ pub struct PoolState {
 pub struct Store {
     backend: Backend,
     /// Single creates, committed in groups.
-    creates: tokio::sync::mpsc::UnboundedSender<group_commit::Queued>,
+    /// Single writes, committed in groups (`group_commit`).
+    writes: tokio::sync::mpsc::UnboundedSender<group_commit::Queued>,
 }
 
 #[derive(Clone)]
@@ -293,6 +294,17 @@ impl Backend {
     ) -> StoreResult<Vec<(usize, StoreResult<UserEvent>)>> {
         on_backend!(self, s => s.create_batch(items), s.create_batch(items))
     }
+
+    async fn change_group(
+        &self,
+        changes: Vec<group_commit::Change>,
+    ) -> StoreResult<Vec<StoreResult<group_commit::Changed>>> {
+        on_backend!(self, s => s.change_group(changes), s.change_group(changes))
+    }
+
+    async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
+        on_backend!(self, s => s.update(id, patch), s.update(id, patch))
+    }
 }
 
 impl Store {
@@ -309,7 +321,7 @@ impl Store {
             Backend::Sqlite(Arc::new(store))
         };
         Ok(Self {
-            creates: group_commit::start(backend.clone()),
+            writes: group_commit::start(backend.clone()),
             backend,
         })
     }
@@ -338,17 +350,25 @@ impl Store {
         }
     }
 
-    /// Each write returns the event it committed; `event.user` is the user after it. Creates
-    /// that arrive together commit together (`group_commit`).
+    /// Queues one write for the next group commit and waits for its outcome.
+    async fn write(&self, write: group_commit::Write) -> StoreResult<group_commit::Done> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.writes
+            .send(group_commit::Queued { write, reply })
+            .map_err(|_| StoreError::Backend("storage is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the group commit ended".into()))?
+    }
+
+    /// Each write returns the event it committed; `event.user` is the user after it. Single
+    /// writes that arrive together commit together (`group_commit`).
     pub async fn create(&self, user: NewUser) -> StoreResult<UserEvent> {
         async {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            self.creates
-                .send(group_commit::Queued { user, reply })
-                .map_err(|_| StoreError::Backend("storage is closed".into()))?;
-            answer
-                .await
-                .map_err(|_| StoreError::Backend("the group commit ended".into()))?
+            match self.write(group_commit::Write::Create(user)).await? {
+                group_commit::Done::Created(event) => Ok(event),
+                group_commit::Done::Changed(_) => Err(group_commit::mismatched()),
+            }
         }
         .instrument(self.span("create_user"))
         .await
@@ -431,15 +451,27 @@ impl Store {
     }
 
     pub async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
-        async { on_backend!(&self.backend, s => s.update(id, patch), s.update(id, patch)) }
-            .instrument(self.span("update_user"))
-            .await
+        let change = group_commit::Change::Update(id, patch);
+        async {
+            match self.write(group_commit::Write::Change(change)).await? {
+                group_commit::Done::Changed(group_commit::Changed::Updated(updated)) => Ok(updated),
+                _ => Err(group_commit::mismatched()),
+            }
+        }
+        .instrument(self.span("update_user"))
+        .await
     }
 
     pub async fn delete(&self, id: UserId, etag: Option<Etag>) -> StoreResult<UserEvent> {
-        async { on_backend!(&self.backend, s => s.delete(id, etag), s.delete(id, etag)) }
-            .instrument(self.span("delete_user"))
-            .await
+        let change = group_commit::Change::Delete(id, etag);
+        async {
+            match self.write(group_commit::Write::Change(change)).await? {
+                group_commit::Done::Changed(group_commit::Changed::Deleted(event)) => Ok(event),
+                _ => Err(group_commit::mismatched()),
+            }
+        }
+        .instrument(self.span("delete_user"))
+        .await
     }
 
     pub async fn list(&self, query: ListQuery) -> StoreResult<Page> {

@@ -532,3 +532,93 @@ async fn a_user_looks_up_only_themselves_and_learns_nothing_of_others() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
 }
+
+/// Concurrent updates and deletes commit in groups: each keeps its own outcome (a stale etag
+/// or an unknown id fails alone), and every change that succeeded has a revision of its own,
+/// in a gap-free log.
+#[tokio::test]
+async fn concurrent_updates_and_deletes_each_keep_their_own_outcome() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let users = crate::helpers::create_many(&mut client, "grouped", 16).await;
+    let (contested, doomed) = users.split_at(8);
+    let channel = app.channel().await;
+    let mut calls = Vec::new();
+    // Two updates per contested user, both against the etag it was created with: one wins.
+    for (user, attempt) in contested.iter().flat_map(|user| [(user, 1), (user, 2)]) {
+        let mut client = app.client_on(channel.clone());
+        let request = UpdateUserRequest {
+            user_id: user.id.clone(),
+            full_name: Some(format!("Attempt {attempt}")),
+            etag: Some(user.etag.clone()),
+            ..Default::default()
+        };
+        calls.push(tokio::spawn(async move {
+            let outcome = client.update_user(request).await;
+            ("update", outcome.map(|r| r.into_inner().user.unwrap().etag))
+        }));
+    }
+    for user in doomed {
+        let mut client = app.client_on(channel.clone());
+        let request = DeleteUserRequest {
+            user_id: user.id.clone(),
+            etag: None,
+        };
+        calls.push(tokio::spawn(async move {
+            let outcome = client.delete_user(request).await;
+            ("delete", outcome.map(|_| String::new()))
+        }));
+    }
+    for _ in 0..4 {
+        let mut client = app.client_on(channel.clone());
+        let request = DeleteUserRequest {
+            user_id: uuid::Uuid::now_v7().to_string(),
+            etag: None,
+        };
+        calls.push(tokio::spawn(async move {
+            let outcome = client.delete_user(request).await;
+            ("unknown", outcome.map(|_| String::new()))
+        }));
+    }
+
+    let mut outcomes = std::collections::BTreeMap::<(&str, i32), usize>::new();
+    for call in calls {
+        let (kind, outcome) = call.await.unwrap();
+        let code = outcome.map_or_else(|status| status.code(), |_| Code::Ok);
+        *outcomes.entry((kind, code as i32)).or_default() += 1;
+    }
+
+    let expected = std::collections::BTreeMap::from([
+        (("update", Code::Ok as i32), 8),
+        (("update", Code::Aborted as i32), 8),
+        (("delete", Code::Ok as i32), 8),
+        (("unknown", Code::NotFound as i32), 4),
+    ]);
+    assert_eq!(outcomes, expected, "each write's own outcome");
+    for user in contested {
+        let now = client
+            .get_user(GetUserRequest {
+                user_id: user.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        assert!(now.full_name.starts_with("Attempt "), "{now:?}");
+    }
+    // 16 creates, 8 updates and 8 deletes: 32 revisions, each once, in order.
+    let mut watch = client
+        .watch_users(WatchUsersRequest {
+            user_ids: vec![],
+            include_all: true,
+            start_revision: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for revision in 1..=32 {
+        let event = crate::watch::next_event(&mut watch).await;
+        assert_eq!(event.revision, revision, "the log has no gap and no repeat");
+    }
+}

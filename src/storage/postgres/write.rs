@@ -12,6 +12,8 @@
 //! The commit statement also sends `NOTIFY user_events`, delivered to every replica's tail
 //! when (and only if) the transaction commits.
 
+use std::collections::HashMap;
+
 use deadpool_postgres::{Object, Transaction};
 use futures_util::future::join_all;
 use tokio_postgres::error::SqlState;
@@ -21,6 +23,7 @@ use super::super::codec::{encode_metadata, encode_user};
 use super::super::rules::Pending;
 use super::{APPLY_WAIT, PostgresStore, pg_error, read::select_user};
 use crate::domain::{Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch};
+use crate::storage::group_commit::{Change, Changed};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
 const INSERT_USER: &str = "INSERT INTO users (id, username, username_key, email, email_key,
@@ -193,6 +196,58 @@ async fn insert_all(
     Ok(outcomes)
 }
 
+const DELETE_USER: &str = "DELETE FROM users WHERE id = $1";
+
+/// A row write a change group sends once its changes are decided.
+enum Written {
+    Updated(User),
+    Deleted(UserId),
+}
+
+/// Decides one update of a change group against the users as the group left them so far.
+fn decide_update(
+    pending: &mut Pending,
+    current: &mut HashMap<UserId, Option<User>>,
+    writes: &mut Vec<Written>,
+    id: UserId,
+    patch: UserPatch,
+) -> StoreResult<Changed> {
+    let Some(Some(stored)) = current.get(&id) else {
+        return Err(StoreError::NotFound(id));
+    };
+    let Some(user) = pending.patched(stored, patch)? else {
+        return Ok(Changed::Updated(Updated::Unchanged(stored.clone())));
+    };
+    if (stored.status, stored.role) != (user.status, user.role) {
+        let stored = stored.clone();
+        pending.count(&stored, -1);
+        pending.count(&user, 1);
+    }
+    let event = pending.record(EventKind::Updated, &user).clone();
+    writes.push(Written::Updated(user.clone()));
+    current.insert(id, Some(user));
+    Ok(Changed::Updated(Updated::Changed(event)))
+}
+
+/// Decides one delete of a change group.
+fn decide_delete(
+    pending: &mut Pending,
+    current: &mut HashMap<UserId, Option<User>>,
+    writes: &mut Vec<Written>,
+    id: UserId,
+    etag: Option<Etag>,
+) -> StoreResult<Changed> {
+    let Some(Some(stored)) = current.get(&id) else {
+        return Err(StoreError::NotFound(id));
+    };
+    let user = pending.deleted(stored.clone(), etag)?;
+    pending.count(&user, -1);
+    let event = pending.record(EventKind::Deleted, &user).clone();
+    writes.push(Written::Deleted(id));
+    current.insert(id, None);
+    Ok(Changed::Deleted(event))
+}
+
 impl PostgresStore {
     /// Opens a write transaction holding the log's counter row.
     async fn begin<'a>(client: &'a mut Object) -> StoreResult<(Transaction<'a>, Pending)> {
@@ -350,30 +405,82 @@ impl PostgresStore {
         Ok(Updated::Changed(pending.events.swap_remove(0)))
     }
 
-    pub(crate) async fn delete(&self, id: UserId, etag: Option<Etag>) -> StoreResult<UserEvent> {
+    /// Applies each change in one transaction, in order: the users are read at once, the
+    /// changes decided in memory (a change that fails fails alone, before it writes anything),
+    /// then the writes sent pipelined. Renames do not come here (`group_commit`), so no write
+    /// can meet a unique index: nothing else writes users while the log's row is held.
+    pub(crate) async fn change_group(
+        &self,
+        changes: Vec<Change>,
+    ) -> StoreResult<Vec<StoreResult<Changed>>> {
         let mut client = self.client().await?;
         let (tx, mut pending) = Self::begin(&mut client).await?;
-        let stored = select_user(&tx, id)
-            .await?
-            .ok_or(StoreError::NotFound(id))?;
-        let user = pending.deleted(stored, etag)?;
-        let statement = tx
-            .prepare_cached("DELETE FROM users WHERE id = $1")
-            .await
-            .map_err(pg_error)?;
-        tx.execute(&statement, &[&id.as_uuid().as_bytes().as_slice()])
-            .await
-            .map_err(pg_error)?;
-        pending.count(&user, -1);
-        pending.record(EventKind::Deleted, &user);
+        let mut ids: Vec<UserId> = changes
+            .iter()
+            .map(|change| match change {
+                Change::Update(id, _) | Change::Delete(id, _) => *id,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let read = join_all(ids.iter().map(|id| select_user(&tx, *id))).await;
+        let mut current: HashMap<UserId, Option<User>> = HashMap::with_capacity(ids.len());
+        for (id, user) in ids.into_iter().zip(read) {
+            current.insert(id, user?);
+        }
+        let mut writes = Vec::with_capacity(changes.len());
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for change in changes {
+            let outcome = match change {
+                Change::Update(id, patch) => {
+                    decide_update(&mut pending, &mut current, &mut writes, id, patch)
+                }
+                Change::Delete(id, etag) => {
+                    decide_delete(&mut pending, &mut current, &mut writes, id, etag)
+                }
+            };
+            outcomes.push(outcome);
+        }
+        let update = tx.prepare_cached(UPDATE_USER).await.map_err(pg_error)?;
+        let delete = tx.prepare_cached(DELETE_USER).await.map_err(pg_error)?;
+        let sent = join_all(writes.iter().map(|write| async {
+            match write {
+                Written::Updated(user) => {
+                    let metadata = encode_metadata(&user.metadata);
+                    tx.execute(
+                        &update,
+                        &[
+                            &user.id.as_uuid().as_bytes().as_slice(),
+                            &user.username.as_str(),
+                            &user.username.key(),
+                            &user.email.as_str(),
+                            &user.email.key(),
+                            &user.full_name.as_str(),
+                            &(user.role as i32),
+                            &(user.status as i32),
+                            &metadata,
+                            &user.updated_at_ns,
+                            &user.revision,
+                        ],
+                    )
+                    .await
+                }
+                Written::Deleted(id) => {
+                    tx.execute(&delete, &[&id.as_uuid().as_bytes().as_slice()])
+                        .await
+                }
+            }
+        }))
+        .await;
+        for result in sent {
+            result.map_err(pg_error)?;
+        }
         self.commit(tx, &pending).await?;
         drop(client);
         self.settle(&pending).await;
-        Ok(pending.events.swap_remove(0))
+        Ok(outcomes)
     }
 
-    /// Stores `new` in place of `old` (only if `old` is still the stored hash). Not a change
-    /// anyone watches: no event, no revision, so the log's lock is not taken.
     pub(crate) async fn replace_password_hash(
         &self,
         id: UserId,

@@ -8,7 +8,8 @@ use super::super::codec::{encode_metadata, encode_user};
 use super::super::rules::Pending;
 use super::read::select_user;
 use super::{SqliteStore, Writer};
-use crate::domain::{Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch};
+use crate::domain::{EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch};
+use crate::storage::group_commit::{Change, Changed};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
 /// At most this many events beyond the retention window pile up before the log is pruned
@@ -100,6 +101,31 @@ fn insert(tx: &Connection, pending: &mut Pending, new: &NewUser) -> StoreResult<
     let user = pending.new_user(new);
     write_row(tx, &user, Some(&new.password_hash))?;
     log(tx, pending, EventKind::Created, &user)
+}
+
+/// One update or delete, inside the group's transaction.
+fn apply(tx: &Connection, pending: &mut Pending, change: Change) -> StoreResult<Changed> {
+    match change {
+        Change::Update(id, patch) => {
+            let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
+            let Some(user) = pending.patched(&stored, patch)? else {
+                return Ok(Changed::Updated(Updated::Unchanged(stored)));
+            };
+            write_row(tx, &user, None)?;
+            log(tx, pending, EventKind::Updated, &user)?;
+            let event = pending.events.last().cloned().expect("one event");
+            Ok(Changed::Updated(Updated::Changed(event)))
+        }
+        Change::Delete(id, etag) => {
+            let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
+            let user = pending.deleted(stored, etag)?;
+            tx.prepare_cached("DELETE FROM users WHERE id = ?1")?
+                .execute([id.as_uuid().as_bytes()])?;
+            log(tx, pending, EventKind::Deleted, &user)?;
+            let event = pending.events.last().cloned().expect("one event");
+            Ok(Changed::Deleted(event))
+        }
+    }
 }
 
 impl SqliteStore {
@@ -194,14 +220,31 @@ impl SqliteStore {
         })
     }
 
-    pub(crate) fn delete(&self, id: UserId, etag: Option<Etag>) -> StoreResult<UserEvent> {
+    /// Applies each change in one transaction, in order; a change that fails is undone alone
+    /// (its savepoint) and does not stop the others.
+    pub(crate) fn change_group(
+        &self,
+        changes: Vec<Change>,
+    ) -> StoreResult<Vec<StoreResult<Changed>>> {
         self.write(|tx, pending| {
-            let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
-            let user = pending.deleted(stored, etag)?;
-            tx.prepare_cached("DELETE FROM users WHERE id = ?1")?
-                .execute([id.as_uuid().as_bytes()])?;
-            log(tx, pending, EventKind::Deleted, &user)?;
-            Ok(pending.events[0].clone())
+            let mut outcomes = Vec::with_capacity(changes.len());
+            for change in changes {
+                let savepoint = tx.savepoint()?;
+                let mark = pending.mark();
+                match apply(&savepoint, pending, change) {
+                    Ok(changed) => {
+                        savepoint.commit()?;
+                        outcomes.push(Ok(changed));
+                    }
+                    Err(StoreError::Backend(err)) => return Err(StoreError::Backend(err)),
+                    Err(err) => {
+                        drop(savepoint); // rolls back this change only
+                        pending.undo_to(mark);
+                        outcomes.push(Err(err));
+                    }
+                }
+            }
+            Ok(outcomes)
         })
     }
 
