@@ -696,6 +696,29 @@ async fn create_users(suite: &mut Suite) {
         ">= 10000/s",
         verdict(cheap_rate, 10_000.0, true),
     );
+    // Single writes, which group commit gathers: 64 callers, cheapest hashing, no access log.
+    let single = suite.dir.path().join("single.db");
+    let mut quiet = settings(&single, CHEAPEST);
+    quiet.access_log = false;
+    let (server, addr) = in_process(quiet).await;
+    let creates = measure(&addr, load(Rpc::Create, 64, suite.run)).await;
+    println!("   CreateUser, 64 callers, cheapest Argon2, no access log: {}", creates.summary());
+    let updates = measure(&addr, load(Rpc::Update, 64, suite.run)).await;
+    println!("   UpdateUser, 64 callers, no access log: {}", updates.summary());
+    let _ = server.stop().await;
+    for (name, report) in [
+        ("CreateUser, 64 callers, cheapest Argon2 (userctl bench)", &creates),
+        ("UpdateUser, 64 callers (userctl bench)", &updates),
+    ] {
+        let rate = report.per_second();
+        row(
+            &mut suite.rows,
+            name,
+            format!("{rate:.0}/s"),
+            ">= 10000/s",
+            verdict(rate, 10_000.0, true),
+        );
+    }
 }
 
 /// Runs pgbench against `url` with these arguments: transactions per second.

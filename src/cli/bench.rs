@@ -18,6 +18,8 @@ pub enum Rpc {
     List,
     /// CreateUser with fresh usernames (each pays a password hash).
     Create,
+    /// UpdateUser of users listed at the start, a new full name each time (no etag).
+    Update,
     /// `--concurrency` watchers of everyone while `--updates` updates are made.
     Watch,
 }
@@ -53,6 +55,7 @@ enum Call {
     Get,
     List,
     Create,
+    Update,
 }
 
 /// What a watch run saw.
@@ -166,9 +169,10 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
         Rpc::Get => Call::Get,
         Rpc::List => Call::List,
         Rpc::Create => Call::Create,
+        Rpc::Update => Call::Update,
         Rpc::Watch => return watch(&connections, &args).await,
     };
-    let ids = if call == Call::Get {
+    let ids = if matches!(call, Call::Get | Call::Update) {
         let page = retrying(|| {
             let mut client = connections[0].users();
             let request = connections[0].request(pb::ListUsersRequest {
@@ -181,7 +185,7 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
         .into_inner();
         if page.users.is_empty() {
             return Err(Failure::usage(
-                "there are no users to get: create some first",
+                "there are no users to call on: create some first",
             ));
         }
         page.users.into_iter().map(|user| user.id).collect()
@@ -234,6 +238,17 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                                 metadata: Default::default(),
                             };
                             client.create_user(request).await.map(drop)
+                        }
+                        Call::Update => {
+                            made += 1;
+                            n = n.wrapping_mul(31).wrapping_add(17) % ids.len();
+                            let mut request = tonic::Request::new(pb::UpdateUserRequest {
+                                user_id: ids[n].clone(),
+                                full_name: Some(format!("Bench User {caller} {made}")),
+                                ..Default::default()
+                            });
+                            request.set_timeout(timeout);
+                            client.update_user(request).await.map(drop)
                         }
                     };
                     tally.record(began, outcome);
