@@ -702,12 +702,21 @@ async fn create_users(suite: &mut Suite) {
     quiet.access_log = false;
     let (server, addr) = in_process(quiet).await;
     let creates = measure(&addr, load(Rpc::Create, 64, suite.run)).await;
-    println!("   CreateUser, 64 callers, cheapest Argon2, no access log: {}", creates.summary());
+    println!(
+        "   CreateUser, 64 callers, cheapest Argon2, no access log: {}",
+        creates.summary()
+    );
     let updates = measure(&addr, load(Rpc::Update, 64, suite.run)).await;
-    println!("   UpdateUser, 64 callers, no access log: {}", updates.summary());
+    println!(
+        "   UpdateUser, 64 callers, no access log: {}",
+        updates.summary()
+    );
     let _ = server.stop().await;
     for (name, report) in [
-        ("CreateUser, 64 callers, cheapest Argon2 (userctl bench)", &creates),
+        (
+            "CreateUser, 64 callers, cheapest Argon2 (userctl bench)",
+            &creates,
+        ),
         ("UpdateUser, 64 callers (userctl bench)", &updates),
     ] {
         let rate = report.per_second();

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,6 +73,12 @@ pub struct Authenticated {
     pub expiry: Option<TokenExpiry>,
 }
 
+/// Authentication's answer: at once, or once the caller's standing is read.
+pub enum Authentication {
+    Now(Result<Authenticated, Rejected>),
+    Later(Pin<Box<dyn Future<Output = Result<Authenticated, Rejected>> + Send>>),
+}
+
 /// Why a call is not let through.
 #[derive(Debug)]
 pub enum Rejected {
@@ -107,29 +114,34 @@ impl Authenticator {
         }
     }
 
-    /// Who `request` comes from. Everything but the user's current standing is decided before
-    /// this returns, so the future borrows nothing from the request.
-    pub fn authenticate<B>(
-        self: &Arc<Self>,
-        request: &http::Request<B>,
-    ) -> impl Future<Output = Result<Authenticated, Rejected>> + Send + 'static {
-        let claimed = self.claimed(request);
-        let this = self.clone();
-        async move {
-            let Some(verified) = claimed? else {
-                return Ok(Authenticated {
+    /// Who `request` comes from: decided at once when the cache holds the caller's standing
+    /// (almost every call), else a future that reads it and borrows nothing from the request.
+    pub fn authenticate<B>(self: &Arc<Self>, request: &http::Request<B>) -> Authentication {
+        let verified = match self.claimed(request) {
+            Ok(Some(verified)) => verified,
+            Ok(None) => {
+                return Authentication::Now(Ok(Authenticated {
                     caller: Caller::Anonymous,
                     expiry: None,
-                });
-            };
-            let caller = super::current(&verified.claimed(), &this.store)
+                }));
+            }
+            Err(rejected) => return Authentication::Now(Err(rejected)),
+        };
+        let claimed = verified.claimed();
+        let expiry = Some(TokenExpiry(verified.exp));
+        if let Some(now) = super::current_now(&claimed, &self.store) {
+            return Authentication::Now(
+                now.map(|caller| Authenticated { caller, expiry })
+                    .map_err(Rejected::Denied),
+            );
+        }
+        let this = self.clone();
+        Authentication::Later(Box::pin(async move {
+            let caller = super::current(&claimed, &this.store)
                 .await
                 .map_err(Rejected::Denied)?;
-            Ok(Authenticated {
-                caller,
-                expiry: Some(TokenExpiry(verified.exp)),
-            })
-        }
+            Ok(Authenticated { caller, expiry })
+        }))
     }
 
     /// What the request's token says, checked; `None` for a call that goes on anonymous.

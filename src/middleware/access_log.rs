@@ -328,12 +328,11 @@ where
 impl<S, ResBody> Service<http::Request<tonic::body::Body>> for AccessLog<S>
 where
     S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
     ResBody: Body + Unpin,
 {
     type Response = http::Response<LoggedBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = LoggedCall<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -346,15 +345,11 @@ where
             .and_then(|metrics| metrics.method(request.uri().path()));
         let (span, trace_id) = call_span(&request);
         if !self.enabled && metrics.is_none() && span.is_disabled() {
-            let response = self.inner.call(request);
-            return Box::pin(async move {
-                let response = response.await?;
-                Ok(response.map(|inner| LoggedBody {
-                    inner,
-                    record: None,
-                    sent: MessageCounter::default(),
-                }))
-            });
+            return LoggedCall {
+                inner: self.inner.call(request).instrument(span),
+                record: None,
+                metrics: None,
+            };
         }
         if let Some(metrics) = &metrics {
             metrics.started();
@@ -388,29 +383,59 @@ where
             let _entered = span.enter();
             self.inner.call(request)
         };
-        let all_metrics = self.metrics.clone();
-        let handled = async move {
-            let mut record = record;
-            match response.await {
-                Ok(response) => {
-                    if let (Some(metrics), Some(Refusal(reason))) =
-                        (&all_metrics, response.extensions().get::<Refusal>())
-                    {
+        LoggedCall {
+            inner: response.instrument(span),
+            record: Some(record),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The call until its answer starts; its record then moves into the answer's body, which
+    /// logs the call when it ends. Dropped unanswered (the client went away), the record logs
+    /// the call as CANCELLED.
+    pub struct LoggedCall<F> {
+        #[pin]
+        inner: tracing::instrument::Instrumented<F>,
+        record: Option<CallRecord>,
+        metrics: Option<Arc<Metrics>>,
+    }
+}
+
+impl<F, ResBody, E> Future for LoggedCall<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = Result<http::Response<LoggedBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let mut record = this.record.take();
+        match result {
+            Ok(response) => {
+                if let Some(record) = &mut record {
+                    if let (Some(metrics), Some(Refusal(reason))) = (
+                        this.metrics.as_ref(),
+                        response.extensions().get::<Refusal>(),
+                    ) {
                         metrics.refused(reason);
                     }
                     record.code = grpc_code(response.headers());
-                    Ok(response.map(|inner| LoggedBody {
-                        inner,
-                        record: Some(record),
-                        sent: MessageCounter::default(),
-                    }))
                 }
-                Err(err) => {
-                    record.finish(Some(Code::Internal));
-                    Err(err)
-                }
+                Poll::Ready(Ok(response.map(|inner| LoggedBody {
+                    inner,
+                    record,
+                    sent: MessageCounter::default(),
+                })))
             }
-        };
-        Box::pin(handled.instrument(span))
+            Err(err) => {
+                if let Some(mut record) = record {
+                    record.finish(Some(Code::Internal));
+                }
+                Poll::Ready(Err(err))
+            }
+        }
     }
 }

@@ -45,12 +45,10 @@ fn busy(extensions: &http::Extensions) -> Option<Busy> {
 impl<S, B, ResBody> Service<http::Request<B>> for TrackActivity<S>
 where
     S: Service<http::Request<B>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: Send + 'static,
 {
     type Response = http::Response<BusyBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = Tracked<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -62,11 +60,33 @@ where
         } else {
             None
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|inner| BusyBody { inner, _busy: busy }))
-        })
+        Tracked {
+            inner: self.inner.call(request),
+            busy,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The call's answer, whose body will keep the connection busy.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        busy: Option<Busy>,
+    }
+}
+
+impl<F, ResBody, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = Result<http::Response<BusyBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let busy = this.busy.take();
+        Poll::Ready(Ok(response.map(|inner| BusyBody { inner, _busy: busy })))
     }
 }
 

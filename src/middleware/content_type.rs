@@ -2,12 +2,15 @@
 //! is not `application/grpc` (text, JSON, a browser's form) gets INVALID_ARGUMENT instead of
 //! being read as protobuf.
 
+use std::future::Ready;
 use std::task::{Context, Poll};
+
+use futures_util::future::Either;
 
 use tonic::Status;
 use tower::{Layer, Service};
 
-use super::{BoxFuture, Response, status_response};
+use super::{Response, status_response};
 
 #[derive(Clone, Copy, Default)]
 pub struct ContentTypeLayer;
@@ -39,12 +42,10 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
 impl<S, B> Service<http::Request<B>> for GrpcOnly<S>
 where
     S: Service<http::Request<B>, Response = Response>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = BoxFuture<S::Error>;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -52,7 +53,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if is_grpc(request.headers()) {
-            return Box::pin(self.inner.call(request));
+            return Either::Right(self.inner.call(request));
         }
         let got = request
             .headers()
@@ -60,6 +61,6 @@ where
             .map_or_else(|| "none".to_owned(), |value| format!("{value:?}"));
         let status =
             Status::invalid_argument(format!("content-type must be application/grpc, got {got}"));
-        Box::pin(std::future::ready(Ok(status_response(status))))
+        Either::Left(std::future::ready(Ok(status_response(status))))
     }
 }

@@ -25,9 +25,6 @@ pub use rate_limit::RateLimitLayer;
 
 type Response = http::Response<tonic::body::Body>;
 
-/// The future every layer here returns.
-type BoxFuture<E> = std::pin::Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
-
 /// Why a layer answered a call itself instead of passing it on, left on the response for the
 /// metrics (`user_service_refused_calls_total{reason}`) in the outermost layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
