@@ -52,7 +52,12 @@ impl UserCache {
     }
 
     pub fn get(&self, id: &UserId) -> Option<User> {
-        self.lock()?.users.get(id).map(|user| User::clone(user))
+        self.shared(id).map(|user| User::clone(&user))
+    }
+
+    /// The cached user without copying them out (a reference count, not an allocation).
+    pub fn shared(&self, id: &UserId) -> Option<Arc<User>> {
+        self.lock()?.users.get(id).cloned()
     }
 
     /// Applies the changes one commit made, up to `revision`.

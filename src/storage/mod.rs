@@ -417,8 +417,8 @@ impl Store {
 
     /// `standing`'s answer when it needs no wait: the user as this server's cache holds them
     /// (`None` when the cache does not hold them, deleted users included).
-    pub fn cached_standing(&self, id: UserId) -> Option<User> {
-        self.published().cache.get(&id)
+    pub fn cached_standing(&self, id: UserId) -> Option<Arc<User>> {
+        self.published().cache.shared(&id)
     }
 
     /// The user with this username or email, compared without letter case.
