@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use user_service::domain::{Email, FullName, Password, Username};
+use user_service::domain::{Credential, Email, FullName, Password, Username};
 use user_service::grpc::convert::{parse_create, parse_lookup_id, parse_update, parse_user_id};
 use user_service::pb;
 
@@ -21,7 +21,13 @@ fuzz_target!(|data: &[u8]| {
                 assert!(Username::parse(draft.username.as_str().to_owned()).is_ok());
                 assert!(Email::parse(draft.email.as_str().to_owned()).is_ok());
                 assert!(FullName::parse(draft.full_name.as_str().to_owned()).is_ok());
-                assert!(Password::parse(draft.password.expose().to_owned()).is_ok());
+                match &draft.credential {
+                    Credential::Password(password) => {
+                        assert!(Password::parse(password.expose().to_owned()).is_ok());
+                    }
+                    // Only hashes of an algorithm the server verifies are imported.
+                    Credential::Imported(hash) => assert!(hash.scheme().is_some()),
+                }
             }
         }
         1 => {

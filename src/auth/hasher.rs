@@ -8,7 +8,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::domain::{Password, PasswordHash};
+use crate::domain::{Credential, Password, PasswordHash, Scheme};
 
 /// Argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,16 +153,27 @@ impl PasswordHasher {
         .await?
     }
 
+    /// The hash to store for a new user's credential: a password hashed here, or an imported
+    /// hash as it is.
+    pub async fn hash_credential(&self, credential: Credential) -> Result<PasswordHash, HashError> {
+        match credential {
+            Credential::Password(password) => self.hash(password).await,
+            Credential::Imported(hash) => Ok(hash),
+        }
+    }
+
     /// Whether `hash` is weaker than what this server makes now: another algorithm or version,
     /// or less memory, fewer iterations or fewer lanes in any one of them. A hash that does
     /// not parse is not judged (it never verifies either).
     pub fn is_weaker(&self, hash: &PasswordHash) -> bool {
+        if hash.scheme() != Some(Scheme::Argon2id) {
+            // Another algorithm (an import), whatever its costs.
+            return hash.scheme().is_some();
+        }
         let Ok(parsed) = argon2::password_hash::phc::PasswordHash::new(hash.as_phc()) else {
             return false;
         };
-        if parsed.algorithm.as_str() != Algorithm::Argon2id.as_str()
-            || parsed.version != Some(Version::V0x13 as u32)
-        {
+        if parsed.version != Some(Version::V0x13 as u32) {
             return true;
         }
         let Ok(params) = Params::try_from(&parsed) else {
@@ -177,9 +188,25 @@ impl PasswordHasher {
     /// malformed stored hash never matches.
     pub async fn verify(&self, password: Password, hash: PasswordHash) -> Result<bool, HashError> {
         self.run(&self.login_permits, move |argon2| {
-            argon2
-                .verify_password(password.expose().as_bytes(), hash.as_phc())
-                .is_ok()
+            let password = password.expose().as_bytes();
+            let phc = || argon2::password_hash::phc::PasswordHash::new(hash.as_phc());
+            match hash.scheme() {
+                Some(Scheme::Argon2id | Scheme::Argon2i) => {
+                    argon2.verify_password(password, hash.as_phc()).is_ok()
+                }
+                Some(Scheme::Bcrypt) => bcrypt::verify(password, hash.as_phc()).unwrap_or(false),
+                Some(Scheme::Scrypt) => phc().is_ok_and(|parsed| {
+                    scrypt::Scrypt::new()
+                        .verify_password(password, &parsed)
+                        .is_ok()
+                }),
+                Some(Scheme::Pbkdf2Sha256) => phc().is_ok_and(|parsed| {
+                    pbkdf2::Pbkdf2::SHA256
+                        .verify_password(password, &parsed)
+                        .is_ok()
+                }),
+                None => false,
+            }
         })
         .instrument(span("verify_password"))
         .await
@@ -217,7 +244,7 @@ mod tests {
         assert!(!cheap.is_weaker(&PasswordHash::from_phc("not a hash".into())));
     }
 
-    const CHEAP: Argon2Settings = Argon2Settings {
+    pub(super) const CHEAP: Argon2Settings = Argon2Settings {
         memory_kib: 64,
         iterations: 1,
         parallelism: 1,
@@ -273,5 +300,100 @@ mod tests {
     fn settings_below_the_owasp_minimum_are_flagged() {
         assert!(CHEAP.below_recommendation());
         assert!(!Argon2Settings::default().below_recommendation());
+    }
+}
+
+#[cfg(test)]
+mod imported {
+    use argon2::password_hash::PasswordHasher as _;
+
+    use super::*;
+
+    const SECRET: &str = "an imported password";
+    const SALT: &[u8] = b"sixteen byte slt";
+
+    /// The same password hashed by each algorithm an import may bring, with cheap costs.
+    fn made_elsewhere() -> Vec<(Scheme, String)> {
+        let argon2i = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        );
+        let scrypt = scrypt::Scrypt::new_with_params(scrypt::Params::new(4, 8, 1).unwrap());
+        let pbkdf2 = pbkdf2::Pbkdf2::new(
+            pbkdf2::Algorithm::Pbkdf2Sha256,
+            pbkdf2::Params::new(1000).unwrap(),
+        );
+        vec![
+            (
+                Scheme::Argon2i,
+                argon2i
+                    .hash_password_with_salt(SECRET.as_bytes(), SALT)
+                    .unwrap()
+                    .to_string(),
+            ),
+            (
+                Scheme::Scrypt,
+                scrypt
+                    .hash_password_with_salt(SECRET.as_bytes(), SALT)
+                    .unwrap()
+                    .to_string(),
+            ),
+            (
+                Scheme::Pbkdf2Sha256,
+                pbkdf2
+                    .hash_password_with_salt(SECRET.as_bytes(), SALT)
+                    .unwrap()
+                    .to_string(),
+            ),
+            (Scheme::Bcrypt, bcrypt::hash(SECRET, 4).unwrap()),
+        ]
+    }
+
+    #[tokio::test]
+    async fn an_imported_hash_of_each_algorithm_verifies_its_password_only_and_counts_as_weaker() {
+        let hasher = PasswordHasher::new(super::tests::CHEAP).unwrap();
+        for (scheme, made) in made_elsewhere() {
+            let hash = PasswordHash::import(made)
+                .unwrap_or_else(|violation| panic!("{scheme:?} is importable: {violation:?}"));
+            assert_eq!(hash.scheme(), Some(scheme));
+            let right = Password::parse(SECRET.into()).unwrap();
+            let wrong = Password::parse("another long password".into()).unwrap();
+            assert!(
+                hasher.verify(right, hash.clone()).await.unwrap(),
+                "{scheme:?}"
+            );
+            assert!(
+                !hasher.verify(wrong, hash.clone()).await.unwrap(),
+                "{scheme:?}"
+            );
+            assert!(hasher.is_weaker(&hash), "{scheme:?} is upgraded at login");
+        }
+    }
+
+    #[test]
+    fn malformed_or_unsupported_hashes_are_refused_naming_the_field() {
+        for raw in [
+            "",
+            "plain text",
+            "$md5$c2FsdA$aGFzaA",
+            "$1$salt$hash",
+            "$argon2id$v=19$m=1,t=1,p=1$c2l4dGVlbiBieXRlIHNsdA$aGFzaGhhc2hoYXNo",
+            "$argon2id$v=19$m=64,t=1,p=1",
+            "$pbkdf2-sha256$i=1000$c2FsdA",
+            "$scrypt$ln=4,r=8,p=1$$",
+            "$2b$04$short",
+            "$2b$xx$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyza",
+        ] {
+            let violation =
+                PasswordHash::import(raw.into()).expect_err(&format!("{raw:?} is refused"));
+            assert_eq!(violation.field, "password_hash", "{raw:?}");
+            let secret_part = raw.rsplit('$').next().unwrap_or_default();
+            assert!(
+                secret_part.len() < 6 || !violation.description.contains(secret_part),
+                "the message does not quote the hash: {}",
+                violation.description
+            );
+        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! | caller    | may                                                                  |
 //! |-----------|----------------------------------------------------------------------|
-//! | admin     | everything                                                           |
+//! | admin     | everything, and alone: create users with imported password hashes    |
 //! | moderator | read, list, look up and watch everyone; suspend or reactivate users    |
 //! |           | whose role is USER; read, update (not role or status) and delete     |
 //! |           | themselves                                                           |
@@ -64,6 +64,9 @@ pub enum Access<'a> {
     Lookup {
         own: bool,
     },
+    /// Creating users with password hashes made elsewhere (CreateUser or BatchCreateUsers
+    /// with `password_hash`): admins only, since a hash can be a known password's.
+    ImportPasswordHash,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,6 +163,7 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
         (_, Access::Update { .. }) => forbidden(role, "update other users"),
         (_, Access::Delete { .. }) => forbidden(role, "delete other users"),
         (_, Access::Lookup { .. }) => forbidden(role, "look up other users"),
+        (_, Access::ImportPasswordHash) => forbidden(role, "import password hashes"),
     }
 }
 
@@ -205,6 +209,9 @@ mod tests {
         let rows: Vec<(Role, Access<'_>, bool)> = vec![
             (Role::Admin, Access::Create, true),
             (Role::Admin, Access::BatchCreate, true),
+            (Role::Admin, Access::ImportPasswordHash, true),
+            (Role::Moderator, Access::ImportPasswordHash, false),
+            (Role::User, Access::ImportPasswordHash, false),
             (Role::Admin, Access::List, true),
             (Role::Admin, Access::Watch { only: None }, true),
             (Role::Admin, update(other, Role::Admin, ROLE), true),
@@ -294,6 +301,11 @@ mod tests {
         assert_eq!(
             authorize(&Caller::Anonymous, &Access::List, true),
             Err(Denied::NeedsToken)
+        );
+        assert_eq!(
+            authorize(&Caller::Anonymous, &Access::ImportPasswordHash, true),
+            Err(Denied::NeedsToken),
+            "sign-up takes passwords, never hashes"
         );
     }
 

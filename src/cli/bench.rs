@@ -236,6 +236,7 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                                 password: "benchmark password".into(),
                                 role: 0,
                                 metadata: Default::default(),
+                                password_hash: String::new(),
                             };
                             client.create_user(request).await.map(drop)
                         }

@@ -93,6 +93,7 @@ pub async fn create(connection: &Connection, args: CreateArgs, json: bool) -> Re
         password: password_or_prompt(args.password)?,
         role: args.role.unwrap_or_default(),
         metadata: args.metadata.into_iter().collect(),
+        password_hash: String::new(),
     };
     // Not retried: a create that reached the server must not be made twice.
     let response = connection

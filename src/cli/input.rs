@@ -153,16 +153,18 @@ pub fn json_lines<T>(
 }
 
 /// The CSV columns besides `meta.KEY`.
-const KNOWN_COLUMNS: [&str; 6] = [
+const KNOWN_COLUMNS: [&str; 7] = [
     "username",
     "email",
     "full_name",
     "fullName",
     "password",
+    "password_hash",
     "role",
 ];
 
-/// Rows of a CSV file with a header: username, email, full_name, password, role, and any
+/// Rows of a CSV file with a header: username, email, full_name, password (or
+/// password_hash, an existing hash to import), role, and any
 /// `meta.KEY` column as metadata.
 pub fn csv_rows(
     path: &Path,
@@ -218,6 +220,7 @@ pub fn csv_from<R: std::io::Read + 'static>(
                         "email" => request.email = value.to_owned(),
                         "full_name" | "fullName" => request.full_name = value.to_owned(),
                         "password" => request.password = value.to_owned(),
+                        "password_hash" => request.password_hash = value.to_owned(),
                         "role" if value.is_empty() => {}
                         "role" => request.role = role(value)?,
                         // Checked against KNOWN_COLUMNS above: any other is meta.KEY.
@@ -268,6 +271,19 @@ mod tests {
         ] {
             assert!(status(bad).is_err(), "status {bad:?}");
         }
+    }
+
+    #[test]
+    fn an_import_row_may_carry_a_password_hash_instead_of_a_password() {
+        let csv = "username,email,password_hash\nann,ann@example.com,$2b$04$hash\n";
+        let rows: Vec<_> = csv_from(std::io::Cursor::new(csv), Path::new("users.csv"))
+            .unwrap()
+            .collect();
+        let request = rows[0].parsed.as_ref().unwrap();
+        assert_eq!(request.password_hash, "$2b$04$hash");
+        assert_eq!(request.password, "");
+        let json = create_from_json(r#"{"username":"bo","passwordHash":"$2b$04$hash"}"#).unwrap();
+        assert_eq!(json.password_hash, "$2b$04$hash");
     }
 
     #[test]

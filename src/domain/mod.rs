@@ -19,9 +19,11 @@ pub use email::Email;
 pub use full_name::FullName;
 pub use metadata::{Metadata, MetadataPatch};
 pub use password::Password;
-pub use password_hash::PasswordHash;
+pub use password_hash::{PasswordHash, Scheme};
 pub use role::Role;
-pub use user::{Etag, EventKind, NewUser, User, UserDraft, UserEvent, UserId, UserPatch};
+pub use user::{
+    Credential, Etag, EventKind, NewUser, User, UserDraft, UserEvent, UserId, UserPatch,
+};
 pub use user_status::UserStatus;
 pub use username::Username;
 pub(crate) use validation::Violations;

@@ -172,9 +172,18 @@ pub struct UserDraft {
     pub username: Username,
     pub email: Email,
     pub full_name: FullName,
-    pub password: super::Password,
+    pub credential: Credential,
     pub role: Role,
     pub metadata: Metadata,
+}
+
+/// How a new user's password arrives.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// In clear, to be hashed.
+    Password(super::Password),
+    /// As a hash made by another system, stored as it is.
+    Imported(PasswordHash),
 }
 
 impl UserDraft {

@@ -181,7 +181,7 @@ async fn write_chunk(
             Ok(draft) => {
                 let hasher = service.hasher.clone();
                 hashing.spawn(async move {
-                    let hash = hasher.hash(draft.password.clone()).await;
+                    let hash = hasher.hash_credential(draft.credential.clone()).await;
                     hash.map(|hash| BatchItem {
                         position,
                         user: draft.with_hash(hash),

@@ -3,9 +3,9 @@
 use prost_types::Timestamp;
 
 use crate::domain::{
-    Email, Etag, EventKind, FieldViolation, FullName, Metadata, MetadataPatch, Password, Role,
-    User, UserDraft, UserEvent, UserId, UserPatch, UserStatus, Username, ValidationError,
-    Violations,
+    Credential, Email, Etag, EventKind, FieldViolation, FullName, Metadata, MetadataPatch,
+    Password, PasswordHash, Role, User, UserDraft, UserEvent, UserId, UserPatch, UserStatus,
+    Username, ValidationError, Violations,
 };
 use crate::pb;
 use crate::storage::UserKey;
@@ -77,7 +77,16 @@ pub fn parse_create(request: pb::CreateUserRequest) -> Result<UserDraft, Validat
     let username = violations.check(Username::parse(request.username));
     let email = violations.check(Email::parse(request.email));
     let full_name = violations.check(FullName::parse(request.full_name));
-    let password = violations.check(Password::parse(request.password));
+    let credential = violations.check(match (request.password, request.password_hash) {
+        (password, hash) if hash.is_empty() => Password::parse(password).map(Credential::Password),
+        (password, hash) if password.is_empty() => {
+            PasswordHash::import(hash).map(Credential::Imported)
+        }
+        _ => Err(FieldViolation::new(
+            "password_hash",
+            "give password or password_hash, not both",
+        )),
+    });
     let role = violations.check(Role::parse_for_create(request.role));
     let metadata = violations.check(Metadata::parse(request.metadata));
     violations.finish(|| {
@@ -85,7 +94,7 @@ pub fn parse_create(request: pb::CreateUserRequest) -> Result<UserDraft, Validat
             username: username?,
             email: email?,
             full_name: full_name?,
-            password: password?,
+            credential: credential?,
             role: role?,
             metadata: metadata?,
         })

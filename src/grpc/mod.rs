@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Changes, authorize};
 use crate::auth::{Caller, TokenExpiry};
-use crate::domain::{FieldViolation, Role, UserStatus, ValidationError};
+use crate::domain::{Credential, FieldViolation, Role, UserStatus, ValidationError};
 use crate::error::ServiceError;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
@@ -167,9 +167,12 @@ impl UserService for UserServiceImpl {
             // Sign-up never grants more than USER, whatever was asked.
             draft.role = Role::User;
         }
+        if matches!(draft.credential, Credential::Imported(_)) {
+            self.authorize(&caller, &Access::ImportPasswordHash)?;
+        }
         let hash = self
             .hasher
-            .hash(draft.password.clone())
+            .hash_credential(draft.credential.clone())
             .await
             .map_err(ServiceError::from)?;
         let event = self

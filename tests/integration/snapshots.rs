@@ -310,6 +310,31 @@ async fn status_codes_and_messages_for_bad_input() {
                 ..new_user("ann2")
             },
         ),
+        (
+            "password and password_hash both",
+            pb::CreateUserRequest {
+                password_hash: "$2b$04$abcdefghijklmnopqrstuuVbsuMsXIBR3YrmyTAqElyDHWDmgSFbe"
+                    .into(),
+                ..new_user("both")
+            },
+        ),
+        (
+            "password_hash of an unsupported algorithm",
+            pb::CreateUserRequest {
+                password: String::new(),
+                password_hash: "$1$saltsalt$hash".into(),
+                ..new_user("md5crypt")
+            },
+        ),
+        (
+            "password_hash with costs its algorithm refuses",
+            pb::CreateUserRequest {
+                password: String::new(),
+                password_hash: "$argon2id$v=19$m=1,t=1,p=1$c2l4dGVlbiBieXRlIHNsdA$aGFzaGhhc2hoYXNo"
+                    .into(),
+                ..new_user("tiny_argon")
+            },
+        ),
         ("everything wrong", pb::CreateUserRequest::default()),
     ];
     for (case, request) in create_cases {

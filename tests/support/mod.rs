@@ -195,6 +195,7 @@ pub fn new_user(username: &str) -> CreateUserRequest {
         password: "correct horse battery".to_owned(),
         role: 0,
         metadata: Default::default(),
+        password_hash: String::new(),
     }
 }
 

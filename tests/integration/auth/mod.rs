@@ -2,6 +2,7 @@
 //! tokens, Login, limits, and the access log.
 
 mod access_log;
+mod imported;
 mod limits;
 mod login;
 mod policy;
