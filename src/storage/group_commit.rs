@@ -3,8 +3,7 @@
 //! (PostgreSQL) for the creates of a group, and one more for its updates and deletes; still
 //! one revision, one event and one outcome per write. A write that fails on its own (a taken
 //! name, an unknown id, a stale etag) fails alone; a failure of the whole transaction reaches
-//! every write in it. An update that renames (username or email) commits on its own, after
-//! the group: on PostgreSQL its uniqueness is checked by the database as it writes.
+//! every write in it.
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,7 +63,6 @@ async fn commit_groups(backend: Backend, mut queued: mpsc::UnboundedReceiver<Que
     while queued.recv_many(&mut group, MAX_GROUP).await > 0 {
         let (mut creates, mut create_replies) = (Vec::new(), Vec::new());
         let (mut changes, mut change_replies) = (Vec::new(), Vec::new());
-        let mut renames = Vec::new();
         for Queued { write, reply } in group.drain(..) {
             match write {
                 Write::Create(user) => {
@@ -73,11 +71,6 @@ async fn commit_groups(backend: Backend, mut queued: mpsc::UnboundedReceiver<Que
                         user,
                     });
                     create_replies.push(Some(reply));
-                }
-                Write::Change(Change::Update(id, patch))
-                    if patch.username.is_some() || patch.email.is_some() =>
-                {
-                    renames.push((id, patch, reply));
                 }
                 Write::Change(change) => {
                     changes.push(change);
@@ -90,10 +83,6 @@ async fn commit_groups(backend: Backend, mut queued: mpsc::UnboundedReceiver<Que
         }
         if !changes.is_empty() {
             commit_changes(&backend, changes, change_replies).await;
-        }
-        for (id, patch, reply) in renames {
-            let outcome = backend.update(id, patch).await;
-            let _ = reply.send(outcome.map(|updated| Done::Changed(Changed::Updated(updated))));
         }
     }
 }

@@ -301,10 +301,6 @@ impl Backend {
     ) -> StoreResult<Vec<StoreResult<group_commit::Changed>>> {
         on_backend!(self, s => s.change_group(changes), s.change_group(changes))
     }
-
-    async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
-        on_backend!(self, s => s.update(id, patch), s.update(id, patch))
-    }
 }
 
 impl Store {

@@ -533,15 +533,16 @@ async fn a_user_looks_up_only_themselves_and_learns_nothing_of_others() {
     assert_eq!(refused.code(), Code::Unauthenticated);
 }
 
-/// Concurrent updates and deletes commit in groups: each keeps its own outcome (a stale etag
-/// or an unknown id fails alone), and every change that succeeded has a revision of its own,
-/// in a gap-free log.
+/// Concurrent updates and deletes commit in groups: each keeps its own outcome (a stale etag,
+/// an unknown id or a taken name fails alone), and every change that succeeded has a revision
+/// of its own, in a gap-free log.
 #[tokio::test]
 async fn concurrent_updates_and_deletes_each_keep_their_own_outcome() {
     let app = TestApp::spawn().await;
     let mut client = app.client().await;
-    let users = crate::helpers::create_many(&mut client, "grouped", 16).await;
-    let (contested, doomed) = users.split_at(8);
+    let users = crate::helpers::create_many(&mut client, "grouped", 18).await;
+    let (contested, rest) = users.split_at(8);
+    let (doomed, renamers) = rest.split_at(8);
     let channel = app.channel().await;
     let mut calls = Vec::new();
     // Two updates per contested user, both against the etag it was created with: one wins.
@@ -569,6 +570,19 @@ async fn concurrent_updates_and_deletes_each_keep_their_own_outcome() {
             ("delete", outcome.map(|_| String::new()))
         }));
     }
+    // Two users taking the same new name: one gets it.
+    for user in renamers {
+        let mut client = app.client_on(channel.clone());
+        let request = UpdateUserRequest {
+            user_id: user.id.clone(),
+            username: Some("one_name_for_two".into()),
+            ..Default::default()
+        };
+        calls.push(tokio::spawn(async move {
+            let outcome = client.update_user(request).await;
+            ("rename", outcome.map(|_| String::new()))
+        }));
+    }
     for _ in 0..4 {
         let mut client = app.client_on(channel.clone());
         let request = DeleteUserRequest {
@@ -592,6 +606,8 @@ async fn concurrent_updates_and_deletes_each_keep_their_own_outcome() {
         (("update", Code::Ok as i32), 8),
         (("update", Code::Aborted as i32), 8),
         (("delete", Code::Ok as i32), 8),
+        (("rename", Code::Ok as i32), 1),
+        (("rename", Code::AlreadyExists as i32), 1),
         (("unknown", Code::NotFound as i32), 4),
     ]);
     assert_eq!(outcomes, expected, "each write's own outcome");
@@ -607,17 +623,13 @@ async fn concurrent_updates_and_deletes_each_keep_their_own_outcome() {
             .unwrap();
         assert!(now.full_name.starts_with("Attempt "), "{now:?}");
     }
-    // 16 creates, 8 updates and 8 deletes: 32 revisions, each once, in order.
+    // 18 creates, 8 updates, 8 deletes and a rename: 35 revisions, each once, in order.
     let mut watch = client
-        .watch_users(WatchUsersRequest {
-            user_ids: vec![],
-            include_all: true,
-            start_revision: 1,
-        })
+        .watch_users(crate::watch::everyone(1))
         .await
         .unwrap()
         .into_inner();
-    for revision in 1..=32 {
+    for revision in 1..=35 {
         let event = crate::watch::next_event(&mut watch).await;
         assert_eq!(event.revision, revision, "the log has no gap and no repeat");
     }

@@ -128,6 +128,53 @@ impl InsertRow {
     }
 }
 
+/// `UPDATE_USER`'s parameters for one user.
+struct UpdateRow<'a> {
+    user: &'a User,
+    id: &'a [u8],
+    username: &'a str,
+    username_key: String,
+    email: &'a str,
+    email_key: String,
+    full_name: &'a str,
+    role: i32,
+    status: i32,
+    metadata: Vec<u8>,
+}
+
+impl<'a> UpdateRow<'a> {
+    fn of(user: &'a User) -> Self {
+        Self {
+            user,
+            id: user.id.as_uuid().as_bytes(),
+            username: user.username.as_str(),
+            username_key: user.username.key(),
+            email: user.email.as_str(),
+            email_key: user.email.key(),
+            full_name: user.full_name.as_str(),
+            role: user.role as i32,
+            status: user.status as i32,
+            metadata: encode_metadata(&user.metadata),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+        [
+            &self.id,
+            &self.username,
+            &self.username_key,
+            &self.email,
+            &self.email_key,
+            &self.full_name,
+            &self.role,
+            &self.status,
+            &self.metadata,
+            &self.user.updated_at_ns,
+            &self.user.revision,
+        ]
+    }
+}
+
 /// Inserts `items` as the next users, in order, and records an event for each one created;
 /// returns each item's outcome. A taken username or email skips its row without aborting the
 /// transaction (`ON CONFLICT DO NOTHING`), so the others go on.
@@ -376,24 +423,10 @@ impl PostgresStore {
             return Ok(Updated::Unchanged(stored));
         };
         let statement = tx.prepare_cached(UPDATE_USER).await.map_err(pg_error)?;
-        tx.execute(
-            &statement,
-            &[
-                &user.id.as_uuid().as_bytes().as_slice(),
-                &user.username.as_str(),
-                &user.username.key(),
-                &user.email.as_str(),
-                &user.email.key(),
-                &user.full_name.as_str(),
-                &(user.role as i32),
-                &(user.status as i32),
-                &encode_metadata(&user.metadata),
-                &user.updated_at_ns,
-                &user.revision,
-            ],
-        )
-        .await
-        .map_err(|err| unique_violation(err, &user))?;
+        let row = UpdateRow::of(&user);
+        tx.execute(&statement, &row.params())
+            .await
+            .map_err(|err| unique_violation(err, &user))?;
         if (stored.status, stored.role) != (user.status, user.role) {
             pending.count(&stored, -1);
             pending.count(&user, 1);
@@ -405,14 +438,42 @@ impl PostgresStore {
         Ok(Updated::Changed(pending.events.swap_remove(0)))
     }
 
-    /// Applies each change in one transaction, in order: the users are read at once, the
-    /// changes decided in memory (a change that fails fails alone, before it writes anything),
-    /// then the writes sent pipelined. Renames do not come here (`group_commit`), so no write
-    /// can meet a unique index: nothing else writes users while the log's row is held.
+    /// Applies a group of changes, each with its own outcome, in the order given. A rename
+    /// (username or email) could meet a unique index, which would abort the whole
+    /// transaction; each one commits on its own after the group, where the index judges it
+    /// as it writes. The others share one transaction (`apply_changes`).
     pub(crate) async fn change_group(
         &self,
         changes: Vec<Change>,
     ) -> StoreResult<Vec<StoreResult<Changed>>> {
+        let (renames, others): (Vec<_>, Vec<_>) =
+            changes.into_iter().enumerate().partition(|(_, change)| {
+                matches!(change, Change::Update(_, patch)
+                    if patch.username.is_some() || patch.email.is_some())
+            });
+        let (positions, others): (Vec<usize>, Vec<Change>) = others.into_iter().unzip();
+        let mut outcomes: Vec<(usize, StoreResult<Changed>)> = if others.is_empty() {
+            Vec::new()
+        } else {
+            positions
+                .into_iter()
+                .zip(self.apply_changes(others).await?)
+                .collect()
+        };
+        for (position, rename) in renames {
+            if let Change::Update(id, patch) = rename {
+                outcomes.push((position, self.update(id, patch).await.map(Changed::Updated)));
+            }
+        }
+        outcomes.sort_unstable_by_key(|(position, _)| *position);
+        Ok(outcomes.into_iter().map(|(_, outcome)| outcome).collect())
+    }
+
+    /// Applies each change in one transaction, in order: the users are read at once, the
+    /// changes decided in memory (a change that fails fails alone, before it writes anything),
+    /// then the writes sent pipelined. No rename comes here, so no write can meet a unique
+    /// index: nothing else writes users while the log's row is held.
+    async fn apply_changes(&self, changes: Vec<Change>) -> StoreResult<Vec<StoreResult<Changed>>> {
         let mut client = self.client().await?;
         let (tx, mut pending) = Self::begin(&mut client).await?;
         let mut ids: Vec<UserId> = changes
@@ -446,24 +507,8 @@ impl PostgresStore {
         let sent = join_all(writes.iter().map(|write| async {
             match write {
                 Written::Updated(user) => {
-                    let metadata = encode_metadata(&user.metadata);
-                    tx.execute(
-                        &update,
-                        &[
-                            &user.id.as_uuid().as_bytes().as_slice(),
-                            &user.username.as_str(),
-                            &user.username.key(),
-                            &user.email.as_str(),
-                            &user.email.key(),
-                            &user.full_name.as_str(),
-                            &(user.role as i32),
-                            &(user.status as i32),
-                            &metadata,
-                            &user.updated_at_ns,
-                            &user.revision,
-                        ],
-                    )
-                    .await
+                    let row = UpdateRow::of(user);
+                    tx.execute(&update, &row.params()).await
                 }
                 Written::Deleted(id) => {
                     tx.execute(&delete, &[&id.as_uuid().as_bytes().as_slice()])

@@ -8,7 +8,7 @@ use super::super::codec::{encode_metadata, encode_user};
 use super::super::rules::Pending;
 use super::read::select_user;
 use super::{SqliteStore, Writer};
-use crate::domain::{EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch};
+use crate::domain::{EventKind, NewUser, PasswordHash, User, UserEvent, UserId};
 use crate::storage::group_commit::{Change, Changed};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
@@ -208,20 +208,8 @@ impl SqliteStore {
         })
     }
 
-    pub(crate) fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
-        self.write(|tx, pending| {
-            let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
-            let Some(user) = pending.patched(&stored, patch)? else {
-                return Ok(Updated::Unchanged(stored));
-            };
-            write_row(tx, &user, None)?;
-            log(tx, pending, EventKind::Updated, &user)?;
-            Ok(Updated::Changed(pending.events[0].clone()))
-        })
-    }
-
-    /// Applies each change in one transaction, in order; a change that fails is undone alone
-    /// (its savepoint) and does not stop the others.
+    /// Applies each change in one transaction, in order; a change that fails (a taken name
+    /// included) is undone alone (its savepoint) and does not stop the others.
     pub(crate) fn change_group(
         &self,
         changes: Vec<Change>,
