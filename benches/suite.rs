@@ -244,21 +244,23 @@ async fn seed_url(url: &str, count: usize) -> String {
     last_page
 }
 
-/// The real binary, as the tests start it, with limits that keep out of a benchmark's way.
-fn server_process(database: &Path) -> ServerProcess {
+/// The real binary, as the tests start it, with limits that keep out of a benchmark's way,
+/// and these flags besides.
+fn server_process(database: &Path, flags: &[&str]) -> ServerProcess {
+    let limits = [
+        "--argon2-memory-kib",
+        "8",
+        "--rate-limit-per-second",
+        "1000000",
+        "--rate-limit-burst",
+        "1000000",
+        "--max-concurrent-calls",
+        "100000",
+    ];
     ServerProcess::start_with(
         &TestDatabase::sqlite_file(database),
         &[("RUST_LOG", "warn,user_service::startup=info")],
-        &[
-            "--argon2-memory-kib",
-            "8",
-            "--rate-limit-per-second",
-            "1000000",
-            "--rate-limit-burst",
-            "1000000",
-            "--max-concurrent-calls",
-            "100000",
-        ],
+        &[&limits[..], flags].concat(),
     )
 }
 
@@ -278,7 +280,7 @@ async fn in_process(settings: Settings) -> (TestApp, String) {
 /// Time from spawning the server to its first SERVING health answer.
 async fn time_to_serving(database: &Path) -> (ServerProcess, Duration) {
     let started = Instant::now();
-    let server = server_process(database);
+    let server = server_process(database, &[]);
     let endpoint = tonic::transport::Endpoint::from_shared(server.url().to_owned()).unwrap();
     loop {
         if let Ok(channel) = endpoint.connect().await {
@@ -699,22 +701,7 @@ async fn create_users(suite: &mut Suite) {
     // Single writes, which group commit gathers: 64 callers, cheapest hashing, no access log,
     // the server in a process of its own (the two still share the cores).
     let single = suite.dir.path().join("single.db");
-    let server = ServerProcess::start_with(
-        &TestDatabase::sqlite_file(&single),
-        &[("RUST_LOG", "warn,user_service::startup=info")],
-        &[
-            "--argon2-memory-kib",
-            "8",
-            "--rate-limit-per-second",
-            "1000000",
-            "--rate-limit-burst",
-            "1000000",
-            "--max-concurrent-calls",
-            "100000",
-            "--access-log",
-            "false",
-        ],
-    );
+    let server = server_process(&single, &["--access-log", "false"]);
     let creates = measure(server.url(), load(Rpc::Create, 64, suite.run)).await;
     println!(
         "   CreateUser, 64 callers, cheapest Argon2, no access log: {}",
@@ -977,7 +964,7 @@ async fn cross_replica_delivery(writer: &str, watcher: &str, count: usize) -> Ve
 /// memory an idle watcher costs.
 async fn watch_fan_out(suite: &mut Suite) {
     println!("\n4. WatchUsers fan-out against the real binary: 2,000 watchers, 1,000 updates");
-    let server = server_process(&suite.small);
+    let server = server_process(&suite.small, &[]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = server.rss_kib();
     let args = BenchArgs {

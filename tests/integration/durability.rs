@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use user_service::pb::{
     DeleteUserRequest, EventType, GetUserRequest, ListUsersRequest, UpdateUserRequest,
-    WatchUsersRequest,
 };
 
 use crate::helpers::{ServerProcess, TestApp, TestDatabase, create, create_many};
@@ -57,11 +56,7 @@ async fn everything_committed_is_there_after_a_restart_and_a_watch_replays_acros
     assert_eq!(listed.total_count, 1, "the deleted user stays deleted");
 
     let mut events = client
-        .watch_users(WatchUsersRequest {
-            user_ids: vec![],
-            include_all: true,
-            start_revision: 1,
-        })
+        .watch_users(crate::watch::everyone(1))
         .await
         .unwrap()
         .into_inner();

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use user_service::pb::{GetUserRequest, WatchUsersRequest};
+use user_service::pb::GetUserRequest;
 
 use crate::helpers::{TestApp, create, new_user};
 use crate::watch::next_event;
@@ -120,11 +120,7 @@ async fn a_scrape_counts_each_call_by_method_code_and_message() {
         .await
         .unwrap();
     let mut watch = client
-        .watch_users(WatchUsersRequest {
-            user_ids: vec![],
-            include_all: true,
-            start_revision: 1,
-        })
+        .watch_users(crate::watch::everyone(1))
         .await
         .unwrap()
         .into_inner();

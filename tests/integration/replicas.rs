@@ -14,7 +14,7 @@ use user_service::domain::Role;
 use user_service::pb::user_service_client::UserServiceClient;
 use user_service::pb::{
     DeleteUserRequest, GetUserRequest, ListUsersRequest, UpdateUserRequest, UserEvent, UserRole,
-    UserStatus, WatchUsersRequest,
+    UserStatus,
 };
 
 use crate::helpers::{
@@ -27,13 +27,7 @@ fn replica(database: &TestDatabase) -> ServerProcess {
     ServerProcess::start_with(database, &[], &["--rate-limit-per-second", "0"])
 }
 
-fn everyone(start_revision: i64) -> WatchUsersRequest {
-    WatchUsersRequest {
-        user_ids: vec![],
-        include_all: true,
-        start_revision,
-    }
-}
+use crate::watch::everyone;
 
 async fn client_as(server: &ServerProcess, token: &str) -> Client {
     UserServiceClient::with_interceptor(

@@ -113,13 +113,13 @@ fn text(value: &str) -> Value {
     Value::StringValue(value.to_owned())
 }
 
-/// A server exporting spans to `endpoint` in batches every 50 ms.
-fn traced_server(database: &TestDatabase, endpoint: &str) -> ServerProcess {
+/// A server exporting spans to `endpoint` in batches every `batch_ms` milliseconds.
+fn traced_server(database: &TestDatabase, endpoint: &str, batch_ms: u64) -> ServerProcess {
     ServerProcess::start_with(
         database,
         &[
             ("USER_SERVICE_OTLP_ENDPOINT", endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_BSP_SCHEDULE_DELAY", &batch_ms.to_string()),
         ],
         &[],
     )
@@ -140,7 +140,7 @@ const GET: &str = "userservice.UserService/GetUser";
 async fn a_call_with_a_traceparent_is_exported_as_a_child_of_the_callers_span() {
     let (collector, endpoint) = Collector::start().await;
     let database = TestDatabase::new();
-    let server = traced_server(&database, &endpoint);
+    let server = traced_server(&database, &endpoint, 50);
     let mut client = server.client().await.unwrap();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
@@ -219,7 +219,7 @@ async fn a_call_with_a_traceparent_is_exported_as_a_child_of_the_callers_span() 
 async fn a_failed_call_is_exported_with_its_status_code() {
     let (collector, endpoint) = Collector::start().await;
     let database = TestDatabase::new();
-    let server = traced_server(&database, &endpoint);
+    let server = traced_server(&database, &endpoint, 50);
     let mut client = server.client().await.unwrap();
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let unknown = uuid::Uuid::now_v7().to_string();
@@ -248,7 +248,7 @@ async fn a_failed_call_is_exported_with_its_status_code() {
 async fn a_call_without_a_traceparent_starts_a_trace_of_its_own() {
     let (collector, endpoint) = Collector::start().await;
     let database = TestDatabase::new();
-    let server = traced_server(&database, &endpoint);
+    let server = traced_server(&database, &endpoint, 50);
     let mut client = server.client().await.unwrap();
 
     client
@@ -294,14 +294,7 @@ async fn spans_still_held_at_shutdown_are_exported_before_the_server_exits() {
     let (collector, endpoint) = Collector::start().await;
     let database = TestDatabase::new();
     // Batches every ten minutes: only the flush at shutdown can send this call's span.
-    let mut server = ServerProcess::start_with(
-        &database,
-        &[
-            ("USER_SERVICE_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
-        ],
-        &[],
-    );
+    let mut server = traced_server(&database, &endpoint, 600_000);
     let mut client = server.client().await.unwrap();
     let trace_id = "6bf92f3577b34da6a3ce929d0e0e4736";
     client

@@ -17,7 +17,8 @@ pub async fn next_event(stream: &mut Streaming<UserEvent>) -> UserEvent {
         .expect("the stream is still open")
 }
 
-fn everyone(start_revision: i64) -> WatchUsersRequest {
+/// Every change, from `start_revision` (0: from now on).
+pub fn everyone(start_revision: i64) -> WatchUsersRequest {
     WatchUsersRequest {
         user_ids: vec![],
         include_all: true,
