@@ -219,6 +219,11 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_TOKEN_TTL_SECS", default_value_t = 3600)]
     pub token_ttl_secs: u64,
 
+    /// Lifetime of a session started by Login, in seconds: its refresh tokens work until
+    /// then, and no access token it issues outlives it.
+    #[arg(long, env = "USER_SERVICE_SESSION_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub session_ttl_secs: u64,
+
     /// Let anyone create an account without a token (always with role USER).
     #[arg(long, env = "USER_SERVICE_ALLOW_SIGNUP", value_parser = BoolishValueParser::new())]
     pub allow_signup: bool,
@@ -338,6 +343,7 @@ pub struct Settings {
     pub rate_limit_burst: u32,
     pub trusted_proxies: Vec<IpAddr>,
     pub login_attempts_per_minute: NonZeroU32,
+    pub session_ttl: Duration,
     pub max_concurrent_calls: usize,
     pub tls: Option<TlsSettings>,
     pub access_log: bool,
@@ -411,6 +417,7 @@ impl Settings {
             rate_limit_burst: cli.rate_limit_burst,
             trusted_proxies: cli.trusted_proxies.clone(),
             login_attempts_per_minute: cli.login_attempts_per_minute,
+            session_ttl: Duration::from_secs(cli.session_ttl_secs),
             max_concurrent_calls: cli.max_concurrent_calls,
             tls,
             access_log: cli.access_log,

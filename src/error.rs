@@ -35,6 +35,9 @@ pub enum ServiceError {
         "etag \"{expected}\" does not match the user's current etag \"{current}\": read the user again and retry"
     )]
     EtagMismatch { expected: i64, current: i64 },
+    /// ABORTED: a concurrent change got in first; the call may be retried as it is.
+    #[error("{0}")]
+    Aborted(String),
     /// OUT_OF_RANGE: a watch asked to resume before the oldest retained event.
     #[error(
         "start_revision {requested} is no longer retained: the oldest available revision is {oldest}"
@@ -69,7 +72,7 @@ impl ServiceError {
             ServiceError::PermissionDenied(_) => Code::PermissionDenied,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
-            ServiceError::EtagMismatch { .. } => Code::Aborted,
+            ServiceError::EtagMismatch { .. } | ServiceError::Aborted(_) => Code::Aborted,
             ServiceError::Compacted { .. } => Code::OutOfRange,
             ServiceError::ShuttingDown(_) | ServiceError::Unavailable(_) => Code::Unavailable,
             ServiceError::Internal(_) => Code::Internal,
@@ -145,6 +148,7 @@ impl From<ServiceError> for Status {
             | ServiceError::FailedPrecondition(_)
             | ServiceError::ResourceExhausted(_)
             | ServiceError::EtagMismatch { .. }
+            | ServiceError::Aborted(_)
             | ServiceError::Compacted { .. }
             | ServiceError::ShuttingDown(_)
             | ServiceError::Unavailable(_) => Status::new(code, err.to_string()),

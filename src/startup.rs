@@ -204,6 +204,7 @@ impl Application {
             jwt.clone(),
             login_limits.clone(),
             decoy,
+            settings.session_ttl,
         ))
         .max_decoding_message_size(settings.max_message_bytes)
         .max_encoding_message_size(settings.max_message_bytes);

@@ -19,9 +19,13 @@ use crate::domain::{Role, UserId};
 use crate::error::ServiceError;
 use crate::rate::{CallerKey, RateLimiter};
 use crate::storage::Store;
+use crate::storage::sessions::{SessionId, Standing};
 
 /// Calls that anyone may make without a token.
-const OPEN_METHODS: [&str; 1] = ["/userservice.AuthService/Login"];
+const OPEN_METHODS: [&str; 2] = [
+    "/userservice.AuthService/Login",
+    "/userservice.AuthService/Refresh",
+];
 
 /// Tokens whose signature was already checked. Verifying a signature and parsing the claims
 /// costs more than the rest of a cached GetUser.
@@ -32,6 +36,9 @@ struct Verified {
     exp: u64,
     role: Role,
     subject: Subject,
+    /// What a user's token needs beyond the user's standing: its session open, or, without
+    /// one, to be issued after the user's sessions last ended. `None` for a service.
+    standing: Option<Standing>,
 }
 
 enum Subject {
@@ -41,15 +48,34 @@ enum Subject {
 }
 
 impl Verified {
-    fn new(claims: Claims, role: Role) -> Self {
-        let subject = match UserId::parse("sub", &claims.sub) {
-            Ok(id) => Subject::User(id),
-            Err(_) => Subject::Service(claims.sub),
+    fn new(claims: Claims, role: Role) -> Result<Self, TokenError> {
+        let (subject, standing) = match UserId::parse("sub", &claims.sub) {
+            Ok(id) => {
+                let standing = match &claims.sid {
+                    Some(sid) => Standing::Session(
+                        SessionId::parse_str(sid).map_err(|_| TokenError::Malformed)?,
+                    ),
+                    None => Standing::IssuedAt {
+                        user: id,
+                        iat: claims.iat,
+                    },
+                };
+                (Subject::User(id), Some(standing))
+            }
+            Err(_) => (Subject::Service(claims.sub), None),
         };
-        Self {
+        Ok(Self {
             exp: claims.exp,
             role,
             subject,
+            standing,
+        })
+    }
+
+    fn session(&self) -> Option<SessionId> {
+        match self.standing {
+            Some(Standing::Session(id)) => Some(id),
+            _ => None,
         }
     }
 
@@ -71,6 +97,8 @@ impl Verified {
 pub struct Authenticated {
     pub caller: Caller,
     pub expiry: Option<TokenExpiry>,
+    /// The session that issued the token, when one did.
+    pub session: Option<SessionId>,
 }
 
 /// Authentication's answer: at once, or once the caller's standing is read.
@@ -123,24 +151,53 @@ impl Authenticator {
                 return Authentication::Now(Ok(Authenticated {
                     caller: Caller::Anonymous,
                     expiry: None,
+                    session: None,
                 }));
             }
             Err(rejected) => return Authentication::Now(Err(rejected)),
         };
         let claimed = verified.claimed();
         let expiry = Some(TokenExpiry(verified.exp));
-        if let Some(now) = super::current_now(&claimed, &self.store) {
-            return Authentication::Now(
-                now.map(|caller| Authenticated { caller, expiry })
+        let session = verified.session();
+        let standing = verified.standing;
+        let holds_now = match &standing {
+            Some(standing) => self.store.session_holds_now(standing),
+            None => Some(true),
+        };
+        match (holds_now, super::current_now(&claimed, &self.store)) {
+            (Some(false), _) => return Authentication::Now(Err(ended())),
+            (Some(true), Some(now)) => {
+                return Authentication::Now(
+                    now.map(|caller| Authenticated {
+                        caller,
+                        expiry,
+                        session,
+                    })
                     .map_err(Rejected::Denied),
-            );
+                );
+            }
+            _ => {}
         }
         let this = self.clone();
         Authentication::Later(Box::pin(async move {
+            if let Some(standing) = standing {
+                let holds = this
+                    .store
+                    .session_holds(standing)
+                    .await
+                    .map_err(|err| Rejected::Denied(err.into()))?;
+                if !holds {
+                    return Err(ended());
+                }
+            }
             let caller = super::current(&claimed, &this.store)
                 .await
                 .map_err(Rejected::Denied)?;
-            Ok(Authenticated { caller, expiry })
+            Ok(Authenticated {
+                caller,
+                expiry,
+                session,
+            })
         }))
     }
 
@@ -198,13 +255,21 @@ impl Authenticator {
     /// Checks a token's signature and claims, and keeps what it says for its next calls.
     fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
         let (claims, role) = self.jwt.verify(token)?;
-        let verified = Arc::new(Verified::new(claims, role));
+        let verified = Arc::new(Verified::new(claims, role)?);
         self.verified
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .put(token.to_owned(), verified.clone());
         Ok(verified)
     }
+}
+
+/// The token's session ended (logout, a password change, a reused refresh token), or the
+/// token was issued before its user's sessions were all ended.
+fn ended() -> Rejected {
+    Rejected::Denied(ServiceError::Unauthenticated(
+        "the token's session has ended: log in again".into(),
+    ))
 }
 
 /// The token of an `authorization: Bearer <token>` value.

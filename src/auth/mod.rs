@@ -28,6 +28,10 @@ impl TokenExpiry {
     }
 }
 
+/// The session that issued the caller's token, set beside the `Caller` when there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerSession(pub crate::storage::sessions::SessionId);
+
 /// What a stored user's token stands for, given the user as they are now: only an ACTIVE
 /// user acts, with their current role.
 pub fn standing(user: &User) -> Result<Caller, ServiceError> {

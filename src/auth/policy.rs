@@ -5,9 +5,10 @@
 //! | admin     | everything, and alone: create users with imported password hashes    |
 //! | moderator | read, list, look up and watch everyone; suspend or reactivate users    |
 //! |           | whose role is USER; read, update (not role or status) and delete     |
-//! |           | themselves                                                           |
+//! |           | themselves; change their own password, end their own sessions        |
 //! | user      | read, look up, update (not role or status) and delete themselves;    |
-//! |           | watch only their own id                                              |
+//! |           | change their own password, end their own sessions; watch only their  |
+//! |           | own id                                                               |
 //! | anonymous | CreateUser when sign-up is on (the role is always USER); nothing else |
 //!
 //! SyncUsers messages are judged like the UpdateUser each carries.
@@ -63,6 +64,15 @@ pub enum Access<'a> {
     /// A lookup by username or email; `own` when it names the caller.
     Lookup {
         own: bool,
+    },
+    /// Ending every session of a user.
+    EndSessions {
+        target: UserId,
+    },
+    /// Changing a user's password: a user's own needs their current password (which the
+    /// handler checks); anyone else's, an admin.
+    SetPassword {
+        target: UserId,
     },
     /// Creating users with password hashes made elsewhere (CreateUser or BatchCreateUsers
     /// with `password_hash`): admins only, since a hash can be a known password's.
@@ -130,11 +140,13 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
             }
         }
 
-        (Role::Moderator | Role::User, Access::Read { target } | Access::Delete { target })
-            if is_me(target) =>
-        {
-            Ok(())
-        }
+        (
+            Role::Moderator | Role::User,
+            Access::Read { target }
+            | Access::Delete { target }
+            | Access::EndSessions { target }
+            | Access::SetPassword { target },
+        ) if is_me(target) => Ok(()),
         (
             Role::Moderator | Role::User,
             Access::Update {
@@ -164,6 +176,8 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
         (_, Access::Delete { .. }) => forbidden(role, "delete other users"),
         (_, Access::Lookup { .. }) => forbidden(role, "look up other users"),
         (_, Access::ImportPasswordHash) => forbidden(role, "import password hashes"),
+        (_, Access::EndSessions { .. }) => forbidden(role, "end other users' sessions"),
+        (_, Access::SetPassword { .. }) => forbidden(role, "set other users' passwords"),
     }
 }
 
@@ -279,6 +293,24 @@ mod tests {
             (Role::User, Access::Lookup { own: false }, false),
             (Role::Moderator, Access::Lookup { own: false }, true),
             (Role::Admin, Access::Lookup { own: false }, true),
+            (Role::Admin, Access::EndSessions { target: other }, true),
+            (Role::Admin, Access::SetPassword { target: other }, true),
+            (Role::Moderator, Access::EndSessions { target: me }, true),
+            (
+                Role::Moderator,
+                Access::EndSessions { target: other },
+                false,
+            ),
+            (Role::Moderator, Access::SetPassword { target: me }, true),
+            (
+                Role::Moderator,
+                Access::SetPassword { target: other },
+                false,
+            ),
+            (Role::User, Access::EndSessions { target: me }, true),
+            (Role::User, Access::EndSessions { target: other }, false),
+            (Role::User, Access::SetPassword { target: me }, true),
+            (Role::User, Access::SetPassword { target: other }, false),
         ];
         for (role, access, allowed) in rows {
             let who = caller(role, me);

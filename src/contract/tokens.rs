@@ -26,6 +26,10 @@ pub struct Claims {
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// The session that issued the token (Login and Refresh set it): the token stops working
+    /// when that session ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Where the keys come from. With none of them the server makes a random secret.
@@ -244,19 +248,56 @@ impl Jwt {
         role: Role,
         ttl: Option<Duration>,
     ) -> Result<(String, u64), CannotSign> {
-        let (key, algorithm) = self.signing.as_ref().ok_or(CannotSign)?;
         let issued = now();
+        self.sign(
+            subject,
+            role,
+            issued,
+            issued + ttl.unwrap_or(self.ttl).as_secs(),
+            None,
+        )
+    }
+
+    /// Signs a token for a session's user, valid for the configured lifetime but never past
+    /// the session's end (`ends`, seconds since the epoch).
+    pub fn mint_for_session(
+        &self,
+        subject: &str,
+        role: Role,
+        session: &str,
+        ends: u64,
+    ) -> Result<(String, u64), CannotSign> {
+        let issued = now();
+        let exp = (issued + self.ttl.as_secs()).min(ends);
+        self.sign(subject, role, issued, exp, Some(session.to_owned()))
+    }
+
+    fn sign(
+        &self,
+        subject: &str,
+        role: Role,
+        issued: u64,
+        exp: u64,
+        sid: Option<String>,
+    ) -> Result<(String, u64), CannotSign> {
+        let (key, algorithm) = self.signing.as_ref().ok_or(CannotSign)?;
         let claims = Claims {
             sub: subject.to_owned(),
             role: role.name().to_owned(),
-            exp: issued + ttl.unwrap_or(self.ttl).as_secs(),
+            exp,
             iat: issued,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            sid,
         };
         let token = jsonwebtoken::encode(&Header::new(*algorithm), &claims, key)
             .expect("signing with a key that was parsed at start-up does not fail");
         Ok((token, claims.exp))
+    }
+
+    /// Whether this server can mint tokens (it holds a signing key).
+    pub fn can_sign(&self) -> bool {
+        self.signing.is_some()
     }
 }
 

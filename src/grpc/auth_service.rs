@@ -3,20 +3,31 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tonic::{Request, Response, Status};
 
+use super::caller_of;
 use super::convert::{timestamp, user_to_pb};
 use crate::auth::hasher::PasswordHasher;
+use crate::auth::policy::{Access, Denied, authorize};
+use crate::auth::{Caller, CallerSession};
 use crate::client_address::{address_key, client_ip};
 use crate::contract::tokens::Jwt;
 use crate::domain::PasswordHash;
-use crate::domain::{Password, UserStatus, Username, ValidationError, Violations};
+use crate::domain::{
+    FieldViolation, Password, User, UserId, UserStatus, Username, ValidationError, Violations,
+};
 use crate::error::ServiceError;
 use crate::pb::{self, auth_service_server::AuthService};
-use crate::storage::Store;
+use crate::storage::sessions::{NewSession, RefreshDigest, Rotation, SessionId};
+use crate::storage::{Store, StoreError, now_ns};
 
 /// How many times an address's allowance one username gets from all addresses together.
 pub const USERNAME_ALLOWANCE: u32 = 10;
@@ -80,6 +91,8 @@ pub struct AuthServiceImpl {
     limits: Arc<LoginLimits>,
     /// Checked against when the username does not exist, so a miss costs a full hash too.
     decoy: PasswordHash,
+    /// How long a session (and so its refresh tokens) lasts from Login.
+    session_ttl: Duration,
 }
 
 impl AuthServiceImpl {
@@ -89,6 +102,7 @@ impl AuthServiceImpl {
         jwt: Arc<Jwt>,
         limits: Arc<LoginLimits>,
         decoy: PasswordHash,
+        session_ttl: Duration,
     ) -> Self {
         Self {
             store,
@@ -96,11 +110,56 @@ impl AuthServiceImpl {
             jwt,
             limits,
             decoy,
+            session_ttl,
         }
     }
 }
 
 const WRONG: &str = "the username or password is wrong";
+
+/// Bytes of randomness in a refresh token.
+const REFRESH_BYTES: usize = 32;
+
+/// A new refresh token, and the digest the database keeps of it.
+fn new_refresh_token() -> Result<(String, RefreshDigest), ServiceError> {
+    let mut bytes = [0u8; REFRESH_BYTES];
+    getrandom::fill(&mut bytes).map_err(|err| ServiceError::Internal(Box::new(err)))?;
+    Ok((URL_SAFE_NO_PAD.encode(bytes), digest(&bytes)))
+}
+
+fn digest(token: &[u8]) -> RefreshDigest {
+    RefreshDigest(Sha256::digest(token).into())
+}
+
+/// The digest of a refresh token as a caller sent it.
+fn parse_refresh_token(raw: &str) -> Result<RefreshDigest, ServiceError> {
+    let invalid = |rule: &str| {
+        ServiceError::from(ValidationError {
+            violations: vec![FieldViolation::new("refresh_token", rule)],
+        })
+    };
+    if raw.is_empty() {
+        return Err(invalid("must not be empty"));
+    }
+    match URL_SAFE_NO_PAD.decode(raw) {
+        Ok(bytes) if bytes.len() == REFRESH_BYTES => Ok(digest(&bytes)),
+        _ => Err(invalid(
+            "must be a refresh token as Login or Refresh returned it",
+        )),
+    }
+}
+
+/// A password field, its violations named after the request field.
+fn password_field(field: &'static str, raw: String) -> Result<Password, FieldViolation> {
+    Password::parse(raw).map_err(|mut violation| {
+        violation.field = field.into();
+        violation
+    })
+}
+
+fn seconds(ns: i64) -> u64 {
+    u64::try_from(ns / 1_000_000_000).unwrap_or(0)
+}
 
 #[tonic::async_trait]
 impl AuthService for AuthServiceImpl {
@@ -109,9 +168,7 @@ impl AuthService for AuthServiceImpl {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        let headers = request.metadata().clone().into_headers();
-        let address = client_ip(request.extensions(), &headers, &self.limits.trusted_proxies)
-            .map(address_key);
+        let address = self.address_of(&request);
         let request = request.into_inner();
         let mut violations = Violations::default();
         let username = violations.check(Username::parse(request.username));
@@ -149,25 +206,265 @@ impl AuthService for AuthServiceImpl {
         if self.hasher.is_weaker(&hash) {
             self.upgrade(&user, password, hash).await;
         }
-        let (token, expires) = self
-            .jwt
-            .mint(&user.id.to_string(), user.role, None)
-            .map_err(|err| ServiceError::FailedPrecondition(err.to_string()))?;
-        tracing::info!(user_id = %user.id, "logged in");
-        let expires_ns = i64::try_from(expires).unwrap_or(i64::MAX / 1_000_000_000) * 1_000_000_000;
+        let login = self.start_session(user).await?;
+        Ok(Response::new(login))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let presented = parse_refresh_token(&request.into_inner().refresh_token)?;
+        let (token, next) = new_refresh_token()?;
+        let rotation = self
+            .store
+            .rotate_refresh(presented, next)
+            .await
+            .map_err(ServiceError::from)?;
+        let (session, user_id, ends_ns) = match rotation {
+            Rotation::Rotated {
+                session,
+                user,
+                expires_at_ns,
+            } => (session, user, expires_at_ns),
+            Rotation::Reused { session } => {
+                tracing::warn!(%session, "a refresh token was used twice: its session ended");
+                return Err(ServiceError::Unauthenticated(
+                    "the refresh token was already used, so its session has ended: log in again"
+                        .into(),
+                )
+                .into());
+            }
+            Rotation::Invalid => {
+                return Err(ServiceError::Unauthenticated(
+                    "the refresh token is not valid: it expired, its session ended, or it was never issued"
+                        .into(),
+                )
+                .into());
+            }
+        };
+        let user = match self.store.get(user_id).await {
+            Ok(user) => user,
+            Err(StoreError::NotFound(_)) => return Err(crate::auth::gone().into()),
+            Err(err) => return Err(ServiceError::from(err).into()),
+        };
+        crate::auth::standing(&user)?;
+        let (access_token, expires) = self.mint(&user, session, ends_ns)?;
+        tracing::info!(user_id = %user.id, %session, "refreshed a session");
         Ok(Response::new(pb::LoginResponse {
-            access_token: token,
-            expires_at: Some(timestamp(expires_ns)),
+            access_token,
+            expires_at: Some(timestamp(expires)),
             user: Some(user_to_pb(user)),
+            refresh_token: token,
+            refresh_expires_at: Some(timestamp(ends_ns)),
         }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        if caller_of(&request) == Caller::Anonymous {
+            return Err(ServiceError::from(Denied::NeedsToken).into());
+        }
+        let Some(CallerSession(session)) = request.extensions().get::<CallerSession>().copied()
+        else {
+            return Err(ServiceError::FailedPrecondition(
+                "the token was not issued by a session (Login or Refresh): there is no session to end"
+                    .into(),
+            )
+            .into());
+        };
+        self.store
+            .end_session(session)
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(%session, "logged out");
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn end_sessions(
+        &self,
+        request: Request<pb::EndSessionsRequest>,
+    ) -> Result<Response<pb::EndSessionsResponse>, Status> {
+        let caller = caller_of(&request);
+        let raw = request.into_inner().user_id;
+        let target = target_user(&caller, &raw)?;
+        authorize(&caller, &Access::EndSessions { target }, false).map_err(ServiceError::from)?;
+        // An unknown user is NOT_FOUND, as everywhere else.
+        self.store
+            .get(target)
+            .await
+            .map_err(|err| ServiceError::from(err).naming(&raw))?;
+        let ended = self
+            .store
+            .end_sessions(target)
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(user_id = %target, ended, "ended every session of a user");
+        Ok(Response::new(pb::EndSessionsResponse {
+            ended: i64::try_from(ended).unwrap_or(i64::MAX),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let caller = caller_of(&request);
+        let address = self.address_of(&request);
+        let request = request.into_inner();
+        let target = target_user(&caller, &request.user_id)?;
+        authorize(&caller, &Access::SetPassword { target }, false).map_err(ServiceError::from)?;
+        let own = caller.user_id() == Some(target);
+
+        let mut violations = Violations::default();
+        let current = if own {
+            violations.check(password_field("current_password", request.current_password))
+        } else {
+            None
+        };
+        let new = violations.check(password_field("new_password", request.new_password));
+        let (current, new) = violations
+            .finish(|| Some((current, new?)))
+            .map_err(|invalid: ValidationError| ServiceError::from(invalid))?;
+
+        let (user, stored) = self
+            .store
+            .credentials_of(target)
+            .await
+            .map_err(ServiceError::from)?
+            .ok_or_else(|| ServiceError::NotFound(request.user_id.clone()))?;
+        let expected = match current {
+            Some(current) => {
+                // Guessing the current password is limited like guessing it at Login.
+                self.limits.check(user.username.as_str(), address)?;
+                let matched = self
+                    .hasher
+                    .verify(current, stored.clone())
+                    .await
+                    .map_err(ServiceError::from)?;
+                if !matched {
+                    return Err(ServiceError::Unauthenticated(
+                        "the current password is wrong".into(),
+                    )
+                    .into());
+                }
+                Some(stored)
+            }
+            None => None,
+        };
+        let hash = self.hasher.hash(new).await.map_err(ServiceError::from)?;
+        let set = self
+            .store
+            .set_password(target, expected, hash)
+            .await
+            .map_err(|err| ServiceError::from(err).naming(&request.user_id))?;
+        if !set {
+            return Err(ServiceError::Aborted(
+                "the password changed while this call checked the current one: try again".into(),
+            )
+            .into());
+        }
+        tracing::info!(user_id = %target, own, "changed a password; the user's sessions ended");
+        let login = if own {
+            Some(self.start_session(user).await?)
+        } else {
+            None
+        };
+        Ok(Response::new(pb::ChangePasswordResponse { login }))
     }
 }
 
+/// The user a sessions or password call is about: the one named, or the caller themselves
+/// when none is.
+fn target_user(caller: &Caller, raw: &str) -> Result<UserId, ServiceError> {
+    if *caller == Caller::Anonymous {
+        return Err(Denied::NeedsToken.into());
+    }
+    if raw.is_empty() {
+        return caller.user_id().ok_or_else(|| {
+            ValidationError {
+                violations: vec![FieldViolation::new(
+                    "user_id",
+                    "must name a user when the caller is a service",
+                )],
+            }
+            .into()
+        });
+    }
+    UserId::parse_lookup("user_id", raw).map_err(|violation| {
+        ValidationError {
+            violations: vec![violation],
+        }
+        .into()
+    })
+}
+
 impl AuthServiceImpl {
+    fn address_of<T>(&self, request: &Request<T>) -> Option<IpAddr> {
+        let headers = request.metadata().clone().into_headers();
+        client_ip(request.extensions(), &headers, &self.limits.trusted_proxies).map(address_key)
+    }
+
+    /// An access token of `session` for `user`, never outliving the session.
+    fn mint(
+        &self,
+        user: &User,
+        session: SessionId,
+        ends_ns: i64,
+    ) -> Result<(String, i64), ServiceError> {
+        let (token, expires) = self
+            .jwt
+            .mint_for_session(
+                &user.id.to_string(),
+                user.role,
+                &session.to_string(),
+                seconds(ends_ns),
+            )
+            .map_err(|err| ServiceError::FailedPrecondition(err.to_string()))?;
+        let expires_ns = i64::try_from(expires).unwrap_or(i64::MAX / 1_000_000_000) * 1_000_000_000;
+        Ok((token, expires_ns))
+    }
+
+    /// Starts a session for `user`: its first access and refresh tokens.
+    async fn start_session(&self, user: User) -> Result<pb::LoginResponse, ServiceError> {
+        if !self.jwt.can_sign() {
+            return Err(ServiceError::FailedPrecondition(
+                crate::contract::tokens::CannotSign.to_string(),
+            ));
+        }
+        let (refresh_token, refresh) = new_refresh_token()?;
+        let created_at_ns = now_ns();
+        let ttl = i64::try_from(self.session_ttl.as_nanos()).unwrap_or(i64::MAX);
+        let session = NewSession {
+            id: SessionId::now_v7(),
+            user: user.id,
+            refresh,
+            created_at_ns,
+            expires_at_ns: created_at_ns.saturating_add(ttl),
+        };
+        let (id, ends_ns) = (session.id, session.expires_at_ns);
+        self.store.start_session(session).await?;
+        let (access_token, expires) = self.mint(&user, id, ends_ns)?;
+        tracing::info!(user_id = %user.id, session = %id, "logged in");
+        Ok(pb::LoginResponse {
+            access_token,
+            expires_at: Some(timestamp(expires)),
+            user: Some(user_to_pb(user)),
+            refresh_token,
+            refresh_expires_at: Some(timestamp(ends_ns)),
+        })
+    }
+
     /// Rehashes a password whose stored hash is weaker than this server's settings, now that
     /// the login has the password, and stores it in place of the old one. A failure leaves the
     /// old hash (which still verifies) and does not fail the login.
-    async fn upgrade(&self, user: &crate::domain::User, password: Password, old: PasswordHash) {
+    async fn upgrade(&self, user: &User, password: Password, old: PasswordHash) {
         let upgraded = match self.hasher.hash(password).await {
             Ok(new) => self.store.replace_password_hash(user.id, old, new).await,
             Err(err) => {

@@ -62,6 +62,11 @@ fn admit(mut request: Request, authenticated: Result<Authenticated, Rejected>) -
     if let Some(expiry) = authenticated.expiry {
         request.extensions_mut().insert(expiry);
     }
+    if let Some(session) = authenticated.session {
+        request
+            .extensions_mut()
+            .insert(crate::auth::CallerSession(session));
+    }
     if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
         slot.set(&authenticated.caller);
     }

@@ -20,6 +20,7 @@ use crate::domain::{
     ValidationError,
 };
 pub use postgres::PostgresStore;
+pub(crate) use rules::now_ns;
 pub use sqlite::SqliteStore;
 
 /// Entry points for the fuzz targets in `fuzz/`: the codecs of what storage reads back.
@@ -286,6 +287,8 @@ macro_rules! on_backend {
         }
     };
 }
+
+pub mod sessions;
 
 impl Backend {
     async fn create_batch(

@@ -13,6 +13,8 @@ use crate::domain::{EventKind, UserEvent};
 
 pub(super) struct Published {
     pub cache: UserCache,
+    /// Sessions' states and users' token cut-offs, as last read.
+    pub sessions: super::sessions::SessionCache,
     events: broadcast::Sender<Arc<UserEvent>>,
     /// The newest applied revision; writers wait on it to see their own change applied.
     head: watch::Sender<i64>,
@@ -28,6 +30,7 @@ impl Published {
         let (events, _) = broadcast::channel(event_buffer.max(1));
         Self {
             cache: UserCache::new(cache_capacity, head),
+            sessions: Default::default(),
             events,
             head: watch::Sender::new(head),
             oldest: AtomicI64::new(oldest),

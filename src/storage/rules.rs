@@ -8,7 +8,7 @@ use crate::domain::{
     Etag, EventKind, NewUser, User, UserEvent, UserId, UserPatch, UserStatus, ValidationError,
 };
 
-pub(super) fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| {

@@ -8,9 +8,10 @@ use user_service::pb::ListUsersRequest;
 use crate::helpers::{TestApp, create};
 use crate::raw;
 
-const METHODS: [&str; 11] = [
+const METHODS: [&str; 16] = [
     "/userservice.UserService/CreateUser",
     "/userservice.UserService/GetUser",
+    "/userservice.UserService/LookupUser",
     "/userservice.UserService/UpdateUser",
     "/userservice.UserService/DeleteUser",
     "/userservice.UserService/ListUsers",
@@ -18,6 +19,10 @@ const METHODS: [&str; 11] = [
     "/userservice.UserService/BatchCreateUsers",
     "/userservice.UserService/SyncUsers",
     "/userservice.AuthService/Login",
+    "/userservice.AuthService/Refresh",
+    "/userservice.AuthService/Logout",
+    "/userservice.AuthService/EndSessions",
+    "/userservice.AuthService/ChangePassword",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
 ];

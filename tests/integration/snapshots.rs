@@ -16,7 +16,7 @@ use user_service::pb;
 use user_service::pb::auth_service_client::AuthServiceClient;
 use user_service::storage::Cursor;
 
-use crate::helpers::{TestApp, create, new_user};
+use crate::helpers::{Bearer, TestApp, create, new_user};
 
 macro_rules! snapshot {
     ($name:expr, $value:expr) => {
@@ -183,6 +183,7 @@ async fn status_codes_and_messages_for_bad_input() {
     let mut client = app.client().await;
     let ann = create(&mut client, "ann").await;
     let unknown = "0192a3b4-0000-7000-8000-000000000000".to_string();
+    let unknown_id = unknown.clone();
     let mut table = String::new();
     let mut row = |rpc: &str, case: &str, outcome: String| {
         writeln!(table, "{rpc:<16} | {case:<40} | {outcome}").unwrap();
@@ -589,6 +590,95 @@ async fn status_codes_and_messages_for_bad_input() {
         "Login",
         "unknown username",
         describe(login.login(unknown).await),
+    );
+    let refresh = |refresh_token: &str| pb::RefreshRequest {
+        refresh_token: refresh_token.into(),
+    };
+    row(
+        "Refresh",
+        "refresh_token empty",
+        describe(login.refresh(refresh("")).await),
+    );
+    row(
+        "Refresh",
+        "refresh_token not a token",
+        describe(login.refresh(refresh("not-a-token")).await),
+    );
+    row(
+        "Refresh",
+        "refresh_token unknown",
+        describe(
+            login
+                .refresh(refresh("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+                .await,
+        ),
+    );
+    let mut plain_auth = AuthServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&app.token(&plain.id, Role::User))).unwrap(),
+    );
+    row(
+        "Logout",
+        "token without a session",
+        describe(plain_auth.logout(pb::LogoutRequest {}).await),
+    );
+    let change = |current: &str, new: &str, user_id: &str| pb::ChangePasswordRequest {
+        user_id: user_id.into(),
+        current_password: current.into(),
+        new_password: new.into(),
+    };
+    row(
+        "ChangePassword",
+        "current password wrong",
+        describe(
+            plain_auth
+                .change_password(change("not the password", "a new password", ""))
+                .await,
+        ),
+    );
+    row(
+        "ChangePassword",
+        "new_password too short",
+        describe(
+            plain_auth
+                .change_password(change("correct horse battery", "short", ""))
+                .await,
+        ),
+    );
+    row(
+        "ChangePassword",
+        "user sets another's",
+        describe(
+            plain_auth
+                .change_password(change("", "a new password", &ann.id))
+                .await,
+        ),
+    );
+    row(
+        "EndSessions",
+        "user ends another's",
+        describe(
+            plain_auth
+                .end_sessions(pb::EndSessionsRequest {
+                    user_id: ann.id.clone(),
+                })
+                .await,
+        ),
+    );
+    let mut admin_auth = AuthServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&app.token("admin", Role::Admin))).unwrap(),
+    );
+    row(
+        "EndSessions",
+        "unknown user",
+        describe(
+            admin_auth
+                .end_sessions(pb::EndSessionsRequest {
+                    user_id: unknown_id.clone(),
+                })
+                .await,
+        ),
     );
 
     let limited = TestApp::spawn_with(|settings| {

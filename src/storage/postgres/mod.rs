@@ -17,6 +17,7 @@
 mod fence;
 mod read;
 mod schema;
+mod sessions;
 mod tail;
 mod write;
 

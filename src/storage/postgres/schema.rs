@@ -63,6 +63,29 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO log_head (head, last_created_at) VALUES (0, 0);
     "#,
+    // 2: sessions, their refresh tokens (SHA-256 digests), and per-user cut-offs for tokens
+    //    without a session. A session that is not here is not open.
+    r#"
+    CREATE TABLE sessions (
+        id         bytea  NOT NULL PRIMARY KEY,
+        user_id    bytea  NOT NULL,
+        created_at bigint NOT NULL,
+        expires_at bigint NOT NULL
+    );
+    CREATE INDEX sessions_by_user ON sessions (user_id);
+
+    CREATE TABLE refresh_tokens (
+        digest     bytea   NOT NULL PRIMARY KEY,
+        session_id bytea   NOT NULL,
+        used       boolean NOT NULL
+    );
+    CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
+
+    CREATE TABLE token_cutoffs (
+        user_id bytea  NOT NULL PRIMARY KEY,
+        cutoff  bigint NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

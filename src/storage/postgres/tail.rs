@@ -1,6 +1,7 @@
 //! The log tail: how one replica follows every replica's commits.
 //!
-//! One dedicated connection (outside the pool) LISTENs on `user_events`. A notification, a
+//! One dedicated connection (outside the pool) LISTENs on `user_events` (and on
+//! `user_sessions`, whose notifications say which sessions ended: see `storage::sessions`). A notification, a
 //! local commit, or a periodic tick wakes it; it then reads the `events` table from the last
 //! revision it applied, so a lost notification or a reconnect loses nothing: the table is the
 //! data, the notification only says "look". What it reads it applies, in revision order, to
@@ -18,6 +19,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::super::published::Published;
+use super::super::sessions::{self, Ended};
 use super::read::{EVENTS_AFTER, events_after};
 use super::{pg_error, pool_error};
 use crate::storage::{StoreError, StoreResult};
@@ -70,9 +72,18 @@ impl Tail {
     async fn session(&self) -> StoreResult<()> {
         let (client, mut connection) = self.config.connect(NoTls).await.map_err(pg_error)?;
         let (wake, mut woken) = mpsc::unbounded_channel::<()>();
+        let published = self.published.clone();
         let driver = tokio::spawn(async move {
             loop {
                 match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(note)))
+                        if note.channel() == sessions::CHANNEL =>
+                    {
+                        match Ended::parse(note.payload()) {
+                            Some(ended) => published.sessions.forget(ended),
+                            None => published.sessions.clear(),
+                        }
+                    }
                     Some(Ok(AsyncMessage::Notification(_))) => {
                         if wake.send(()).is_err() {
                             return;
@@ -86,9 +97,11 @@ impl Tail {
         });
         let _driver = AbortOnDrop(driver);
         client
-            .batch_execute("LISTEN user_events")
+            .batch_execute(&format!("LISTEN user_events; LISTEN {}", sessions::CHANNEL))
             .await
             .map_err(pg_error)?;
+        // Sessions that ended while no connection listened were never announced here.
+        self.published.sessions.clear();
         // Prepared once for the connection's life: every wake-up runs it.
         let read = client.prepare(EVENTS_AFTER).await.map_err(pg_error)?;
         // Only after LISTEN: whatever commits from here on wakes us, and the catch-up below

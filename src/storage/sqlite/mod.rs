@@ -12,6 +12,7 @@
 
 mod read;
 mod schema;
+mod sessions;
 mod write;
 
 use std::fs::File;

@@ -64,6 +64,29 @@ const MIGRATIONS: &[&str] = &[
         user     BLOB    NOT NULL
     ) STRICT;
     "#,
+    // 2: sessions, their refresh tokens (SHA-256 digests), and per-user cut-offs for tokens
+    //    without a session. A session that is not here is not open.
+    r#"
+    CREATE TABLE sessions (
+        id         BLOB    NOT NULL PRIMARY KEY,
+        user_id    BLOB    NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX sessions_by_user ON sessions (user_id);
+
+    CREATE TABLE refresh_tokens (
+        digest     BLOB    NOT NULL PRIMARY KEY,
+        session_id BLOB    NOT NULL,
+        used       INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
+
+    CREATE TABLE token_cutoffs (
+        user_id BLOB    NOT NULL PRIMARY KEY,
+        cutoff  INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the newest schema; each step commits on its own.

@@ -138,7 +138,7 @@ impl SqliteStore {
 
     /// Runs `work` in one write transaction; once it commits, publishes its events to the
     /// cache and to watchers, in order, before the next write can start.
-    fn write<R>(
+    pub(super) fn write<R>(
         &self,
         work: impl FnOnce(&mut Transaction<'_>, &mut Pending) -> StoreResult<R>,
     ) -> StoreResult<R> {

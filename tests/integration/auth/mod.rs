@@ -6,6 +6,7 @@ mod imported;
 mod limits;
 mod login;
 mod policy;
+mod sessions;
 mod tokens;
 
 use tonic::Code;

@@ -1,0 +1,295 @@
+//! Sessions on PostgreSQL. A commit that ends sessions also sends `NOTIFY user_sessions`, which
+//! every replica's tail turns into forgetting what it cached of them.
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
+
+use super::super::rules::user_columns;
+use super::super::sessions::{
+    CHANNEL, Ended, Known, NewSession, RefreshDigest, Rotation, SessionId, Standing,
+};
+use super::{PostgresStore, pg_error, read_user};
+use crate::domain::{PasswordHash, User, UserId};
+use crate::storage::{StoreError, StoreResult};
+
+const SELECT_CREDENTIALS_BY_ID: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    ", password_hash FROM users WHERE id = $1"
+);
+
+fn uuid_of(bytes: &[u8]) -> StoreResult<uuid::Uuid> {
+    uuid::Uuid::from_slice(bytes).map_err(StoreError::backend)
+}
+
+async fn exec(tx: &Transaction<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+    let statement = tx.prepare_cached(sql).await.map_err(pg_error)?;
+    tx.execute(&statement, params).await.map_err(pg_error)
+}
+
+async fn notify(tx: &Transaction<'_>, ended: Ended) -> StoreResult<()> {
+    exec(
+        tx,
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &ended.payload()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn end_one(tx: &Transaction<'_>, id: SessionId) -> StoreResult<bool> {
+    let id = id.as_bytes().as_slice();
+    exec(
+        tx,
+        "DELETE FROM refresh_tokens WHERE session_id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(exec(tx, "DELETE FROM sessions WHERE id = $1", &[&id]).await? == 1)
+}
+
+async fn end_all(tx: &Transaction<'_>, user: UserId, cutoff_ns: i64) -> StoreResult<u64> {
+    let user_bytes = user.as_uuid().as_bytes().as_slice();
+    exec(
+        tx,
+        "INSERT INTO token_cutoffs (user_id, cutoff) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO UPDATE SET cutoff = greatest(token_cutoffs.cutoff, EXCLUDED.cutoff)",
+        &[&user_bytes, &cutoff_ns],
+    )
+    .await?;
+    exec(
+        tx,
+        "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_id = $1)",
+        &[&user_bytes],
+    )
+    .await?;
+    let open = exec(
+        tx,
+        "DELETE FROM sessions WHERE user_id = $1 AND expires_at > $2",
+        &[&user_bytes, &cutoff_ns],
+    )
+    .await?;
+    exec(
+        tx,
+        "DELETE FROM sessions WHERE user_id = $1",
+        &[&user_bytes],
+    )
+    .await?;
+    notify(tx, Ended::User(user)).await?;
+    Ok(open)
+}
+
+impl PostgresStore {
+    pub(crate) async fn start_session(&self, session: &NewSession) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let user = session.user.as_uuid().as_bytes().as_slice();
+        let id = session.id.as_bytes().as_slice();
+        // The user's expired sessions go as a new one comes.
+        exec(
+            &tx,
+            "DELETE FROM refresh_tokens WHERE session_id IN
+                (SELECT id FROM sessions WHERE user_id = $1 AND expires_at <= $2)",
+            &[&user, &session.created_at_ns],
+        )
+        .await?;
+        exec(
+            &tx,
+            "DELETE FROM sessions WHERE user_id = $1 AND expires_at <= $2",
+            &[&user, &session.created_at_ns],
+        )
+        .await?;
+        exec(
+            &tx,
+            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            &[&id, &user, &session.created_at_ns, &session.expires_at_ns],
+        )
+        .await?;
+        exec(
+            &tx,
+            "INSERT INTO refresh_tokens (digest, session_id, used) VALUES ($1, $2, false)",
+            &[&session.refresh.0.as_slice(), &id],
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    pub(crate) async fn rotate_refresh(
+        &self,
+        presented: RefreshDigest,
+        next: RefreshDigest,
+        now_ns: i64,
+    ) -> StoreResult<Rotation> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        // The token's row stays locked to commit: of two calls with one token, the second
+        // reads it used.
+        let statement = tx
+            .prepare_cached(
+                "SELECT t.session_id, t.used, s.user_id, s.expires_at
+                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                 WHERE t.digest = $1 FOR UPDATE OF t",
+            )
+            .await
+            .map_err(pg_error)?;
+        let found = tx
+            .query_opt(&statement, &[&presented.0.as_slice()])
+            .await
+            .map_err(pg_error)?;
+        let Some(row) = found else {
+            return Ok(Rotation::Invalid);
+        };
+        let session = uuid_of(row.try_get(0).map_err(pg_error)?)?;
+        let used: bool = row.try_get(1).map_err(pg_error)?;
+        let user = UserId::from_uuid(uuid_of(row.try_get(2).map_err(pg_error)?)?);
+        let expires_at_ns: i64 = row.try_get(3).map_err(pg_error)?;
+        let rotation = if expires_at_ns <= now_ns {
+            end_one(&tx, session).await?;
+            Rotation::Invalid
+        } else if used {
+            end_one(&tx, session).await?;
+            notify(&tx, Ended::Session(session)).await?;
+            Rotation::Reused { session }
+        } else {
+            exec(
+                &tx,
+                "UPDATE refresh_tokens SET used = true WHERE digest = $1",
+                &[&presented.0.as_slice()],
+            )
+            .await?;
+            exec(
+                &tx,
+                "INSERT INTO refresh_tokens (digest, session_id, used) VALUES ($1, $2, false)",
+                &[&next.0.as_slice(), &session.as_bytes().as_slice()],
+            )
+            .await?;
+            Rotation::Rotated {
+                session,
+                user,
+                expires_at_ns,
+            }
+        };
+        tx.commit().await.map_err(pg_error)?;
+        Ok(rotation)
+    }
+
+    pub(crate) async fn end_session(&self, id: SessionId) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let ended = end_one(&tx, id).await?;
+        notify(&tx, Ended::Session(id)).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(ended)
+    }
+
+    pub(crate) async fn end_sessions(&self, user: UserId, cutoff_ns: i64) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let open = end_all(&tx, user, cutoff_ns).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(open)
+    }
+
+    pub(crate) async fn set_password(
+        &self,
+        user: UserId,
+        expected: Option<&PasswordHash>,
+        new: &PasswordHash,
+        cutoff_ns: i64,
+    ) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let id = user.as_uuid().as_bytes().as_slice();
+        let statement = tx
+            .prepare_cached("SELECT password_hash FROM users WHERE id = $1 FOR UPDATE")
+            .await
+            .map_err(pg_error)?;
+        let stored: String = tx
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound(user))?
+            .try_get(0)
+            .map_err(pg_error)?;
+        if expected.is_some_and(|expected| expected.as_phc() != stored) {
+            return Ok(false);
+        }
+        exec(
+            &tx,
+            "UPDATE users SET password_hash = $1 WHERE id = $2",
+            &[&new.as_phc(), &id],
+        )
+        .await?;
+        end_all(&tx, user, cutoff_ns).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(true)
+    }
+
+    pub(crate) async fn credentials_of(
+        &self,
+        id: UserId,
+    ) -> StoreResult<Option<(User, PasswordHash)>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(SELECT_CREDENTIALS_BY_ID)
+            .await
+            .map_err(pg_error)?;
+        let Some(row) = client
+            .query_opt(&statement, &[&id.as_uuid().as_bytes().as_slice()])
+            .await
+            .map_err(pg_error)?
+        else {
+            return Ok(None);
+        };
+        let hash: String = row.try_get(10).map_err(pg_error)?;
+        Ok(Some((
+            read_user(&row)?.into_user()?,
+            PasswordHash::from_phc(hash),
+        )))
+    }
+
+    pub(crate) async fn session_standing(
+        &self,
+        standing: &Standing,
+        now_ns: i64,
+    ) -> StoreResult<(Known, Option<UserId>)> {
+        let client = self.client().await?;
+        match standing {
+            Standing::Session(id) => {
+                let statement = client
+                    .prepare_cached("SELECT user_id, expires_at FROM sessions WHERE id = $1")
+                    .await
+                    .map_err(pg_error)?;
+                let found = client
+                    .query_opt(&statement, &[&id.as_bytes().as_slice()])
+                    .await
+                    .map_err(pg_error)?;
+                let Some(row) = found else {
+                    return Ok((Known::Session { open: false }, None));
+                };
+                let user = UserId::from_uuid(uuid_of(row.try_get(0).map_err(pg_error)?)?);
+                let expires_at: i64 = row.try_get(1).map_err(pg_error)?;
+                Ok((
+                    Known::Session {
+                        open: expires_at > now_ns,
+                    },
+                    Some(user),
+                ))
+            }
+            Standing::IssuedAt { user, .. } => {
+                let statement = client
+                    .prepare_cached("SELECT cutoff FROM token_cutoffs WHERE user_id = $1")
+                    .await
+                    .map_err(pg_error)?;
+                let cutoff = client
+                    .query_opt(&statement, &[&user.as_uuid().as_bytes().as_slice()])
+                    .await
+                    .map_err(pg_error)?
+                    .map(|row| row.try_get::<_, i64>(0))
+                    .transpose()
+                    .map_err(pg_error)?;
+                Ok((Known::Cutoff(cutoff), Some(*user)))
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Sessions: what a login starts and a logout, a password change or a reused refresh token
+//! ends. The database holds each session, its refresh tokens (as digests, never the tokens)
+//! and, per user, the moment before which tokens without a session stopped working. Every
+//! server keeps what it read of them in a `SessionCache`, which a commit that ends sessions
+//! clears at once here and, through `NOTIFY user_sessions`, on every other replica.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use lru::LruCache;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::rules::now_ns;
+use super::{Backend, StoreResult};
+use crate::domain::{PasswordHash, User, UserId};
+
+/// The notification channel that tells every replica which sessions ended.
+pub(super) const CHANNEL: &str = "user_sessions";
+
+/// A session's id: the `sid` claim of the access tokens it issues.
+pub type SessionId = Uuid;
+
+/// A refresh token as stored: its SHA-256 digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshDigest(pub [u8; 32]);
+
+/// A session to start, with its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub user: UserId,
+    pub refresh: RefreshDigest,
+    pub created_at_ns: i64,
+    pub expires_at_ns: i64,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: it is used up, and `next` replaced it.
+    Rotated {
+        session: SessionId,
+        user: UserId,
+        expires_at_ns: i64,
+    },
+    /// The token had been used before: someone holds a copy, so its session ended now.
+    Reused { session: SessionId },
+    /// No such token, or its session already ended or expired.
+    Invalid,
+}
+
+/// What a token's holder must still have for the token to work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// A token issued by a session: the session must be open.
+    Session(SessionId),
+    /// A user's token without a session (minted elsewhere): it must be issued at or after
+    /// the user's last password change or end of all sessions (`iat`, in seconds).
+    IssuedAt { user: UserId, iat: u64 },
+}
+
+impl Standing {
+    /// Whether a token with this standing still works, given what the database says: the
+    /// session's state, or the user's cut-off (nanoseconds since the epoch).
+    pub fn holds(&self, known: Known) -> bool {
+        match (self, known) {
+            (Standing::Session(_), Known::Session { open }) => open,
+            (Standing::IssuedAt { iat, .. }, Known::Cutoff(cutoff)) => cutoff.is_none_or(|ns| {
+                i64::try_from(*iat)
+                    .ok()
+                    .and_then(|secs| secs.checked_mul(1_000_000_000))
+                    .is_some_and(|issued_ns| issued_ns >= ns)
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// What the database said about a `Standing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// The session's state: open means neither ended nor expired. A session that does not
+    /// exist is not open.
+    Session { open: bool },
+    /// The user's cut-off for tokens without a session, when there is one.
+    Cutoff(Option<i64>),
+}
+
+/// Sessions' states and users' cut-offs as this server last read them. An entry stays until
+/// a commit here or a notification from another replica says it changed, so steady traffic
+/// costs a map lookup. Each change bumps a generation; a read that a change overtook is not
+/// kept, so a stale answer never outlives the notification that should have removed it.
+pub struct SessionCache {
+    inner: Mutex<Entries>,
+}
+
+struct Entries {
+    sessions: LruCache<SessionId, (UserId, bool)>,
+    cutoffs: LruCache<UserId, Option<i64>>,
+    generation: u64,
+}
+
+/// Entries of each kind kept; the least recently used go first.
+const CAPACITY: usize = 100_000;
+
+/// What changed, as a notification's payload says it: `s:<session>` or `u:<user>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Session(SessionId),
+    /// Every session of the user, and their tokens without a session.
+    User(UserId),
+}
+
+impl Ended {
+    pub fn payload(self) -> String {
+        match self {
+            Ended::Session(id) => format!("s:{id}"),
+            Ended::User(id) => format!("u:{id}"),
+        }
+    }
+
+    pub fn parse(payload: &str) -> Option<Self> {
+        let (kind, id) = payload.split_once(':')?;
+        let id = Uuid::parse_str(id).ok()?;
+        match kind {
+            "s" => Some(Ended::Session(id)),
+            "u" => Some(Ended::User(UserId::from_uuid(id))),
+            _ => None,
+        }
+    }
+}
+
+impl Default for SessionCache {
+    fn default() -> Self {
+        let capacity = NonZeroUsize::new(CAPACITY).expect("non-zero");
+        Self {
+            inner: Mutex::new(Entries {
+                sessions: LruCache::new(capacity),
+                cutoffs: LruCache::new(capacity),
+                generation: 0,
+            }),
+        }
+    }
+}
+
+impl SessionCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the cache knows of `standing`, if anything.
+    pub fn get(&self, standing: &Standing) -> Option<Known> {
+        let mut entries = self.entries();
+        match standing {
+            Standing::Session(id) => entries
+                .sessions
+                .get(id)
+                .map(|&(_, open)| Known::Session { open }),
+            Standing::IssuedAt { user, .. } => {
+                entries.cutoffs.get(user).copied().map(Known::Cutoff)
+            }
+        }
+    }
+
+    /// The generation to pass to `fill` for a read that starts now.
+    pub fn generation(&self) -> u64 {
+        self.entries().generation
+    }
+
+    /// Keeps what a read that started at `generation` found, unless a change came since.
+    pub fn fill(&self, standing: &Standing, user: Option<UserId>, known: Known, generation: u64) {
+        let mut entries = self.entries();
+        if entries.generation != generation {
+            return;
+        }
+        match (standing, known) {
+            (Standing::Session(id), Known::Session { open }) => {
+                // A session that does not exist has no user; it cannot be opened later, so
+                // it is remembered as closed under a nil user.
+                let user = user.unwrap_or_else(|| UserId::from_uuid(Uuid::nil()));
+                entries.sessions.put(*id, (user, open));
+            }
+            (Standing::IssuedAt { user, .. }, Known::Cutoff(cutoff)) => {
+                entries.cutoffs.put(*user, cutoff);
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets what `ended` changed, so the next check reads the database again.
+    pub fn forget(&self, ended: Ended) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        match ended {
+            Ended::Session(id) => {
+                entries.sessions.pop(&id);
+            }
+            Ended::User(user) => {
+                entries.cutoffs.pop(&user);
+                let theirs: Vec<SessionId> = entries
+                    .sessions
+                    .iter()
+                    .filter(|(_, (owner, _))| *owner == user)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in theirs {
+                    entries.sessions.pop(&id);
+                }
+            }
+        }
+    }
+
+    /// Forgets everything: notifications may have been missed (a lost connection).
+    pub fn clear(&self) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        entries.sessions.clear();
+        entries.cutoffs.clear();
+    }
+}
+
+impl super::Store {
+    fn sessions(&self) -> &SessionCache {
+        &self.published().sessions
+    }
+
+    /// Starts a session with its first refresh token.
+    pub async fn start_session(&self, session: NewSession) -> StoreResult<()> {
+        async {
+            on_backend!(&self.backend, s => s.start_session(&session), s.start_session(&session))
+        }
+        .instrument(self.span("start_session"))
+        .await
+    }
+
+    /// Uses up a refresh token and stores `next` in its place, or ends the session when the
+    /// token was used before.
+    pub async fn rotate_refresh(
+        &self,
+        presented: RefreshDigest,
+        next: RefreshDigest,
+    ) -> StoreResult<Rotation> {
+        let now = now_ns();
+        let rotation = async {
+            on_backend!(
+                &self.backend,
+                s => s.rotate_refresh(presented, next, now),
+                s.rotate_refresh(presented, next, now)
+            )
+        }
+        .instrument(self.span("rotate_refresh_token"))
+        .await?;
+        if let Rotation::Reused { session } = rotation {
+            self.sessions().forget(Ended::Session(session));
+        }
+        Ok(rotation)
+    }
+
+    /// Ends one session: whether it was open.
+    pub async fn end_session(&self, id: SessionId) -> StoreResult<bool> {
+        let ended = async { on_backend!(&self.backend, s => s.end_session(id), s.end_session(id)) }
+            .instrument(self.span("end_session"))
+            .await?;
+        self.sessions().forget(Ended::Session(id));
+        Ok(ended)
+    }
+
+    /// Ends every session of `user`, and their tokens without a session issued until now:
+    /// how many sessions were open.
+    pub async fn end_sessions(&self, user: UserId) -> StoreResult<u64> {
+        let cutoff = now_ns();
+        let ended = async {
+            on_backend!(&self.backend, s => s.end_sessions(user, cutoff), s.end_sessions(user, cutoff))
+        }
+        .instrument(self.span("end_sessions"))
+        .await?;
+        self.sessions().forget(Ended::User(user));
+        Ok(ended)
+    }
+
+    /// Stores a new password hash and ends every session and token the user had. With
+    /// `expected`, only if that is still the stored hash (`false` otherwise: it changed since
+    /// the caller checked the current password).
+    pub async fn set_password(
+        &self,
+        user: UserId,
+        expected: Option<PasswordHash>,
+        new: PasswordHash,
+    ) -> StoreResult<bool> {
+        let cutoff = now_ns();
+        let set = async {
+            on_backend!(
+                &self.backend,
+                s => s.set_password(user, expected.as_ref(), &new, cutoff),
+                s.set_password(user, expected.as_ref(), &new, cutoff)
+            )
+        }
+        .instrument(self.span("set_password"))
+        .await?;
+        if set {
+            self.sessions().forget(Ended::User(user));
+        }
+        Ok(set)
+    }
+
+    /// The user with this id and their password hash.
+    pub async fn credentials_of(&self, id: UserId) -> StoreResult<Option<(User, PasswordHash)>> {
+        async { on_backend!(&self.backend, s => s.credentials_of(id), s.credentials_of(id)) }
+            .instrument(self.span("get_credentials"))
+            .await
+    }
+
+    /// Whether a token with this standing still works, when this server already knows.
+    pub fn session_holds_now(&self, standing: &Standing) -> Option<bool> {
+        self.sessions()
+            .get(standing)
+            .map(|known| standing.holds(known))
+    }
+
+    /// Whether a token with this standing still works, read from the database when this
+    /// server does not know yet.
+    pub async fn session_holds(&self, standing: Standing) -> StoreResult<bool> {
+        if let Some(holds) = self.session_holds_now(&standing) {
+            return Ok(holds);
+        }
+        let generation = self.sessions().generation();
+        let now = now_ns();
+        let (known, user) = async {
+            on_backend!(
+                &self.backend,
+                s => s.session_standing(&standing, now),
+                s.session_standing(&standing, now)
+            )
+        }
+        .instrument(self.span("get_session"))
+        .await?;
+        self.sessions().fill(&standing, user, known, generation);
+        Ok(standing.holds(known))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_without_a_session_works_only_from_its_users_cutoff_on() {
+        let user = UserId::new();
+        let at = |iat| Standing::IssuedAt { user, iat };
+        let cutoff = Known::Cutoff(Some(1_700_000_000_500_000_000));
+        assert!(at(1_700_000_001).holds(cutoff));
+        assert!(
+            !at(1_700_000_000).holds(cutoff),
+            "issued in the second before"
+        );
+        assert!(at(1).holds(Known::Cutoff(None)));
+    }
+
+    #[test]
+    fn a_read_overtaken_by_a_change_is_not_kept() {
+        let cache = SessionCache::default();
+        let session = Uuid::now_v7();
+        let standing = Standing::Session(session);
+        let user = UserId::new();
+        let generation = cache.generation();
+        cache.forget(Ended::Session(session));
+        cache.fill(
+            &standing,
+            Some(user),
+            Known::Session { open: true },
+            generation,
+        );
+        assert_eq!(cache.get(&standing), None);
+
+        cache.fill(
+            &standing,
+            Some(user),
+            Known::Session { open: true },
+            cache.generation(),
+        );
+        assert_eq!(cache.get(&standing), Some(Known::Session { open: true }));
+        cache.forget(Ended::User(user));
+        assert_eq!(
+            cache.get(&standing),
+            None,
+            "ending a user's sessions forgets each"
+        );
+    }
+
+    #[test]
+    fn payloads_round_trip() {
+        let ended = [Ended::Session(Uuid::now_v7()), Ended::User(UserId::new())];
+        for ended in ended {
+            assert_eq!(Ended::parse(&ended.payload()), Some(ended));
+        }
+        assert_eq!(Ended::parse("x:1"), None);
+    }
+}

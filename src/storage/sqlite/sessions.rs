@@ -1,0 +1,207 @@
+//! Sessions on SQLite: writes through the single writer, reads from the read pool.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::super::rules::USER_COLUMNS;
+use super::super::sessions::{Known, NewSession, RefreshDigest, Rotation, SessionId, Standing};
+use super::{SqliteStore, read_user};
+use crate::domain::{PasswordHash, User, UserId};
+use crate::storage::{StoreError, StoreResult};
+
+/// Ends every session of `user`: how many were still open at `now_ns`.
+fn end_all(tx: &Transaction<'_>, user: UserId, now_ns: i64) -> StoreResult<u64> {
+    let user = user.as_uuid().as_bytes();
+    tx.prepare_cached(
+        "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_id = ?1)",
+    )?
+    .execute([user])?;
+    let open = tx
+        .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND expires_at > ?2")?
+        .execute(params![user, now_ns])?;
+    tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
+        .execute([user])?;
+    Ok(open as u64)
+}
+
+/// Tokens without a session issued before `cutoff_ns` stop working for `user`.
+fn set_cutoff(tx: &Transaction<'_>, user: UserId, cutoff_ns: i64) -> StoreResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO token_cutoffs (user_id, cutoff) VALUES (?1, ?2)
+         ON CONFLICT (user_id) DO UPDATE SET cutoff = max(cutoff, excluded.cutoff)",
+    )?
+    .execute(params![user.as_uuid().as_bytes(), cutoff_ns])?;
+    Ok(())
+}
+
+fn end_one(tx: &Transaction<'_>, id: SessionId) -> StoreResult<bool> {
+    tx.prepare_cached("DELETE FROM refresh_tokens WHERE session_id = ?1")?
+        .execute([id.as_bytes()])?;
+    let ended = tx
+        .prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+        .execute([id.as_bytes()])?;
+    Ok(ended == 1)
+}
+
+impl SqliteStore {
+    pub(crate) fn start_session(&self, session: &NewSession) -> StoreResult<()> {
+        self.write(|tx, _| {
+            let user = session.user.as_uuid().as_bytes();
+            // The user's expired sessions go as a new one comes.
+            tx.prepare_cached(
+                "DELETE FROM refresh_tokens WHERE session_id IN
+                    (SELECT id FROM sessions WHERE user_id = ?1 AND expires_at <= ?2)",
+            )?
+            .execute(params![user, session.created_at_ns])?;
+            tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND expires_at <= ?2")?
+                .execute(params![user, session.created_at_ns])?;
+            tx.prepare_cached(
+                "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                session.id.as_bytes(),
+                user,
+                session.created_at_ns,
+                session.expires_at_ns
+            ])?;
+            tx.prepare_cached(
+                "INSERT INTO refresh_tokens (digest, session_id, used) VALUES (?1, ?2, 0)",
+            )?
+            .execute(params![session.refresh.0, session.id.as_bytes()])?;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn rotate_refresh(
+        &self,
+        presented: RefreshDigest,
+        next: RefreshDigest,
+        now_ns: i64,
+    ) -> StoreResult<Rotation> {
+        self.write(|tx, _| {
+            let found = tx
+                .prepare_cached(
+                    "SELECT t.session_id, t.used, s.user_id, s.expires_at
+                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                     WHERE t.digest = ?1",
+                )?
+                .query_row([presented.0], |row| {
+                    Ok((
+                        row.get::<_, [u8; 16]>(0)?,
+                        row.get::<_, bool>(1)?,
+                        row.get::<_, [u8; 16]>(2)?,
+                        row.get::<_, i64>(3)?,
+                    ))
+                })
+                .optional()?;
+            let Some((session, used, user, expires_at_ns)) = found else {
+                return Ok(Rotation::Invalid);
+            };
+            let session = SessionId::from_bytes(session);
+            if expires_at_ns <= now_ns {
+                end_one(tx, session)?;
+                return Ok(Rotation::Invalid);
+            }
+            if used {
+                end_one(tx, session)?;
+                return Ok(Rotation::Reused { session });
+            }
+            tx.prepare_cached("UPDATE refresh_tokens SET used = 1 WHERE digest = ?1")?
+                .execute([presented.0])?;
+            tx.prepare_cached(
+                "INSERT INTO refresh_tokens (digest, session_id, used) VALUES (?1, ?2, 0)",
+            )?
+            .execute(params![next.0, session.as_bytes()])?;
+            Ok(Rotation::Rotated {
+                session,
+                user: UserId::from_uuid(uuid::Uuid::from_bytes(user)),
+                expires_at_ns,
+            })
+        })
+    }
+
+    pub(crate) fn end_session(&self, id: SessionId) -> StoreResult<bool> {
+        self.write(|tx, _| end_one(tx, id))
+    }
+
+    pub(crate) fn end_sessions(&self, user: UserId, cutoff_ns: i64) -> StoreResult<u64> {
+        self.write(|tx, _| {
+            set_cutoff(tx, user, cutoff_ns)?;
+            end_all(tx, user, cutoff_ns)
+        })
+    }
+
+    pub(crate) fn set_password(
+        &self,
+        user: UserId,
+        expected: Option<&PasswordHash>,
+        new: &PasswordHash,
+        cutoff_ns: i64,
+    ) -> StoreResult<bool> {
+        self.write(|tx, _| {
+            let stored: Option<String> = tx
+                .prepare_cached("SELECT password_hash FROM users WHERE id = ?1")?
+                .query_row([user.as_uuid().as_bytes()], |row| row.get(0))
+                .optional()?;
+            let stored = stored.ok_or(StoreError::NotFound(user))?;
+            if expected.is_some_and(|expected| expected.as_phc() != stored) {
+                return Ok(false);
+            }
+            tx.prepare_cached("UPDATE users SET password_hash = ?1 WHERE id = ?2")?
+                .execute(params![new.as_phc(), user.as_uuid().as_bytes()])?;
+            set_cutoff(tx, user, cutoff_ns)?;
+            end_all(tx, user, cutoff_ns)?;
+            Ok(true)
+        })
+    }
+
+    /// The user and their password hash, by id.
+    pub(crate) fn credentials_of(&self, id: UserId) -> StoreResult<Option<(User, PasswordHash)>> {
+        self.readers.with(|conn| {
+            let found = conn
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS}, password_hash FROM users WHERE id = ?1"
+                ))?
+                .query_row([id.as_uuid().as_bytes()], |row| {
+                    Ok((read_user(row)?, row.get::<_, String>(10)?))
+                })
+                .optional()?;
+            found
+                .map(|(raw, hash)| Ok((raw.into_user()?, PasswordHash::from_phc(hash))))
+                .transpose()
+        })
+    }
+
+    /// What the database says of a token's standing at `now_ns`, and the session's user.
+    pub(crate) fn session_standing(
+        &self,
+        standing: &Standing,
+        now_ns: i64,
+    ) -> StoreResult<(Known, Option<UserId>)> {
+        self.readers.with(|conn| match standing {
+            Standing::Session(id) => {
+                let found = conn
+                    .prepare_cached("SELECT user_id, expires_at FROM sessions WHERE id = ?1")?
+                    .query_row([id.as_bytes()], |row| {
+                        Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .optional()?;
+                Ok(match found {
+                    Some((user, expires_at)) => (
+                        Known::Session {
+                            open: expires_at > now_ns,
+                        },
+                        Some(UserId::from_uuid(uuid::Uuid::from_bytes(user))),
+                    ),
+                    None => (Known::Session { open: false }, None),
+                })
+            }
+            Standing::IssuedAt { user, .. } => {
+                let cutoff = conn
+                    .prepare_cached("SELECT cutoff FROM token_cutoffs WHERE user_id = ?1")?
+                    .query_row([user.as_uuid().as_bytes()], |row| row.get::<_, i64>(0))
+                    .optional()?;
+                Ok((Known::Cutoff(cutoff), Some(*user)))
+            }
+        })
+    }
+}
