@@ -15,7 +15,7 @@ use user_service::cli::bench::{self, BenchArgs, Report, Rpc};
 use user_service::cli::{Bearer, Target};
 use user_service::config::Settings;
 use user_service::contract::tokens::{Jwt, JwtSettings};
-use user_service::domain::{Email, FullName, Metadata, NewUser, Password, Role, Username};
+use user_service::domain::{Actor, Email, FullName, Metadata, NewUser, Password, Role, Username};
 use user_service::grpc::EventStream;
 use user_service::pb::{
     self, user_service_server::UserService, user_service_server::UserServiceServer,
@@ -220,6 +220,7 @@ async fn seed_url(url: &str, count: usize) -> String {
                     password_hash: hash.clone(),
                     role: Role::User,
                     metadata: Metadata::parse([("team".to_string(), "seed".to_string())]).unwrap(),
+                    actor: Actor::Service("bench".into()),
                 },
             })
             .collect();

@@ -101,6 +101,16 @@ impl Caller {
         }
     }
 
+    /// Who the event log records as the author of this caller's changes.
+    pub fn actor(&self) -> crate::domain::Actor {
+        use crate::domain::Actor;
+        match self {
+            Caller::Anonymous => Actor::Anonymous,
+            Caller::User { id, .. } => Actor::User(*id),
+            Caller::Service { name, .. } => Actor::Service(name.clone()),
+        }
+    }
+
     /// How logs name the caller (`user:ID`, `service:NAME`); `None` when anonymous.
     pub fn principal(&self) -> Option<Principal<'_>> {
         match self {

@@ -1,6 +1,7 @@
 //! Validated domain types: once constructed, a value satisfies every rule of its field. One
 //! file per field type; `user` puts them together.
 
+mod actor;
 mod email;
 mod full_name;
 mod metadata;
@@ -15,6 +16,7 @@ mod validation;
 #[cfg(test)]
 mod properties;
 
+pub use actor::Actor;
 pub use email::Email;
 pub use full_name::FullName;
 pub use metadata::{Metadata, MetadataPatch};

@@ -126,6 +126,8 @@ pub struct NewUser {
     pub password_hash: PasswordHash,
     pub role: Role,
     pub metadata: Metadata,
+    /// Who creates the user.
+    pub actor: super::Actor,
 }
 
 /// A validated partial update: `None` leaves a field as it is.
@@ -138,6 +140,8 @@ pub struct UserPatch {
     pub status: Option<UserStatus>,
     pub metadata: MetadataPatch,
     pub etag: Option<Etag>,
+    /// Who makes the change.
+    pub actor: super::Actor,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +168,8 @@ pub struct UserEvent {
     pub at_ns: i64,
     /// The user after the change (for a deletion: as it was when deleted).
     pub user: User,
+    /// Who made the change.
+    pub actor: super::Actor,
 }
 
 /// A validated CreateUser before its password is hashed.
@@ -187,8 +193,9 @@ pub enum Credential {
 }
 
 impl UserDraft {
-    pub fn with_hash(self, password_hash: PasswordHash) -> NewUser {
+    pub fn with_hash(self, password_hash: PasswordHash, actor: super::Actor) -> NewUser {
         NewUser {
+            actor,
             username: self.username,
             email: self.email,
             full_name: self.full_name,

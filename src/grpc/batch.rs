@@ -1,6 +1,7 @@
 //! BatchCreateUsers: validates every item like CreateUser, hashes in parallel, and writes in
 //! batched transactions, holding only one chunk of the stream in memory at a time.
 
+use crate::domain::Actor;
 use std::collections::HashMap;
 
 use prost::Message;
@@ -63,6 +64,7 @@ fn record(
 pub async fn run(
     service: &UserServiceImpl,
     mut stream: Streaming<pb::CreateUserRequest>,
+    actor: &Actor,
 ) -> Result<pb::BatchCreateUsersResponse, Status> {
     let mut response = pb::BatchCreateUsersResponse::default();
     let mut chunk = Vec::with_capacity(CHUNK);
@@ -102,7 +104,7 @@ pub async fn run(
                 chunk.push((position, request));
                 if chunk.len() == CHUNK {
                     let full = std::mem::take(&mut chunk);
-                    if let Err(failed) = create_chunk(service, full, &mut response).await {
+                    if let Err(failed) = create_chunk(service, full, &mut response, actor).await {
                         cutoff = Some(failed);
                     }
                 }
@@ -110,7 +112,7 @@ pub async fn run(
         }
         position += 1;
     }
-    if let Err(failed) = create_chunk(service, chunk, &mut response).await {
+    if let Err(failed) = create_chunk(service, chunk, &mut response, actor).await {
         cutoff.get_or_insert(failed);
     }
     if let Some((first, why)) = cutoff
@@ -154,23 +156,27 @@ async fn create_chunk(
     service: &UserServiceImpl,
     chunk: Vec<(usize, pb::CreateUserRequest)>,
     response: &mut pb::BatchCreateUsersResponse,
+    actor: &Actor,
 ) -> Result<(), (usize, Cutoff)> {
     let Some(first) = chunk.first().map(|(position, _)| *position) else {
         return Ok(());
     };
-    write_chunk(service, chunk, response).await.map_err(|err| {
-        let status = Status::from(err);
-        (
-            first,
-            Cutoff::Failed(status.code(), status.message().to_owned()),
-        )
-    })
+    write_chunk(service, chunk, response, actor)
+        .await
+        .map_err(|err| {
+            let status = Status::from(err);
+            (
+                first,
+                Cutoff::Failed(status.code(), status.message().to_owned()),
+            )
+        })
 }
 
 async fn write_chunk(
     service: &UserServiceImpl,
     chunk: Vec<(usize, pb::CreateUserRequest)>,
     response: &mut pb::BatchCreateUsersResponse,
+    actor: &Actor,
 ) -> Result<(), ServiceError> {
     let mut errors = Vec::new();
     let mut usernames = HashMap::new();
@@ -180,11 +186,12 @@ async fn write_chunk(
         match parse_create(request) {
             Ok(draft) => {
                 let hasher = service.hasher.clone();
+                let actor = actor.clone();
                 hashing.spawn(async move {
                     let hash = hasher.hash_credential(draft.credential.clone()).await;
                     hash.map(|hash| BatchItem {
                         position,
-                        user: draft.with_hash(hash),
+                        user: draft.with_hash(hash, actor),
                     })
                 });
             }

@@ -2,8 +2,9 @@
 
 use prost_types::Timestamp;
 
+use crate::auth::Caller;
 use crate::domain::{
-    Credential, Email, Etag, EventKind, FieldViolation, FullName, Metadata, MetadataPatch,
+    Actor, Credential, Email, Etag, EventKind, FieldViolation, FullName, Metadata, MetadataPatch,
     Password, PasswordHash, Role, User, UserDraft, UserEvent, UserId, UserPatch, UserStatus,
     Username, ValidationError, Violations,
 };
@@ -33,7 +34,28 @@ pub fn user_to_pb(user: User) -> pb::User {
     }
 }
 
-pub fn event_to_pb(event: UserEvent) -> pb::UserEvent {
+/// The actor as a watcher may see them: whole for admins and moderators (and for the actor
+/// themselves), the kind alone for other users.
+pub fn actor_to_pb(actor: &Actor, seen_by: &Caller) -> pb::Actor {
+    let (kind, id) = match actor {
+        Actor::Unknown => (pb::ActorKind::Unspecified, String::new()),
+        Actor::Anonymous => (pb::ActorKind::Anonymous, String::new()),
+        Actor::User(id) => (pb::ActorKind::User, id.to_string()),
+        Actor::Service(name) => (pb::ActorKind::Service, name.clone()),
+    };
+    let whole = match seen_by.role() {
+        Some(Role::Admin | Role::Moderator) => true,
+        _ => matches!(actor, Actor::User(id) if seen_by.user_id() == Some(*id)),
+    };
+    pb::Actor {
+        kind: kind as i32,
+        id: if whole { id } else { String::new() },
+    }
+}
+
+/// A committed event as `seen_by` may see it.
+pub fn event_to_pb(event: UserEvent, seen_by: &Caller) -> pb::UserEvent {
+    let actor = actor_to_pb(&event.actor, seen_by);
     let kind = match event.kind {
         EventKind::Created => pb::EventType::Created,
         EventKind::Updated => pb::EventType::Updated,
@@ -46,6 +68,7 @@ pub fn event_to_pb(event: UserEvent) -> pb::UserEvent {
         timestamp: Some(timestamp(event.at_ns)),
         revision: event.revision,
         failure: None,
+        actor: Some(actor),
     }
 }
 
@@ -125,6 +148,7 @@ pub fn parse_update(
                 status: status?,
                 metadata: metadata?,
                 etag: etag?,
+                actor: Default::default(),
             },
         ))
     })

@@ -104,6 +104,7 @@ impl UserServiceImpl {
     ) -> Result<Updated, ServiceError> {
         let raw_id = request.user_id.clone();
         let (id, mut patch) = parse_update(request)?;
+        patch.actor = caller.actor();
         // Only a moderator acting on someone else is judged by the target's role. The write is
         // conditioned on the etag read for that decision, so it fails if the role changed
         // meanwhile; a client etag that differs from it is stale, whatever it says.
@@ -177,7 +178,7 @@ impl UserService for UserServiceImpl {
             .map_err(ServiceError::from)?;
         let event = self
             .store
-            .create(draft.with_hash(hash))
+            .create(draft.with_hash(hash, caller.actor()))
             .await
             .map_err(ServiceError::from)?;
         tracing::info!(user_id = %event.user.id, "user created");
@@ -260,7 +261,7 @@ impl UserService for UserServiceImpl {
         let etag = parse_etag(request.etag.as_deref()).map_err(ServiceError::from)?;
         let event = self
             .store
-            .delete(id, etag)
+            .delete(id, etag, caller.actor())
             .await
             .map_err(|err| ServiceError::from(err).naming(&request.user_id))?;
         Ok(Response::new(pb::DeleteUserResponse {
@@ -367,7 +368,7 @@ impl UserService for UserServiceImpl {
         let caller = caller_of(&request);
         self.authorize(&caller, &Access::BatchCreate)?;
         let (_place, _) = self.streams.enter(&caller, &request, StreamKind::Batch)?;
-        let response = batch::run(self, request.into_inner()).await?;
+        let response = batch::run(self, request.into_inner(), &caller.actor()).await?;
         Ok(Response::new(response))
     }
 

@@ -110,7 +110,7 @@ pub fn start(
                 }
             };
             let reply = match service.apply_update(&caller, request).await {
-                Ok(Updated::Changed(event)) => event_to_pb(event),
+                Ok(Updated::Changed(event)) => event_to_pb(event, &caller),
                 // Nothing changed, so there is no event: the user as stored.
                 Ok(Updated::Unchanged(user)) => pb::UserEvent {
                     user: Some(user_to_pb(user)),

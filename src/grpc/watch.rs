@@ -292,7 +292,7 @@ impl Watcher {
         if !self.selection.matches(event) {
             return Ok(None);
         }
-        let message = Ok(Box::new(event_to_pb(event.clone())));
+        let message = Ok(Box::new(event_to_pb(event.clone(), &self.caller)));
         tokio::select! {
             sent = self.client.send(message) => Ok(sent.err().map(|_| ClientGone)),
             () = self.shutdown.triggered() => Err(self.shutting_down()),

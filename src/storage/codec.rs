@@ -137,6 +137,7 @@ pub(super) fn decode_event(
     kind: i64,
     at_ns: i64,
     user: &[u8],
+    actor: &str,
 ) -> StoreResult<crate::domain::UserEvent> {
     Ok(crate::domain::UserEvent {
         revision,
@@ -145,5 +146,6 @@ pub(super) fn decode_event(
             .ok_or_else(|| corrupt(&format!("event {revision} has unknown kind {kind}")))?,
         at_ns,
         user: decode_user(user)?,
+        actor: crate::domain::Actor::decode(actor),
     })
 }

@@ -8,7 +8,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Backend, BatchItem, StoreResult, UserEvent};
-use crate::domain::{Etag, NewUser, UserId, UserPatch};
+use crate::domain::{Actor, Etag, NewUser, UserId, UserPatch};
 
 /// Most writes committed together.
 const MAX_GROUP: usize = 256;
@@ -22,7 +22,7 @@ pub(super) enum Write {
 /// An update or a delete, as a group commits it.
 pub(crate) enum Change {
     Update(UserId, UserPatch),
-    Delete(UserId, Option<Etag>),
+    Delete(UserId, Option<Etag>, Actor),
 }
 
 /// What a change did.

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
 use crate::domain::{
-    Etag, NewUser, PasswordHash, Role, User, UserEvent, UserId, UserPatch, UserStatus,
+    Actor, Etag, NewUser, PasswordHash, Role, User, UserEvent, UserId, UserPatch, UserStatus,
     ValidationError,
 };
 pub use postgres::PostgresStore;
@@ -467,8 +467,13 @@ impl Store {
         .await
     }
 
-    pub async fn delete(&self, id: UserId, etag: Option<Etag>) -> StoreResult<UserEvent> {
-        let change = group_commit::Change::Delete(id, etag);
+    pub async fn delete(
+        &self,
+        id: UserId,
+        etag: Option<Etag>,
+        actor: Actor,
+    ) -> StoreResult<UserEvent> {
+        let change = group_commit::Change::Delete(id, etag, actor);
         async {
             match self.write(group_commit::Write::Change(change)).await? {
                 group_commit::Done::Changed(group_commit::Changed::Deleted(event)) => Ok(event),

@@ -5,7 +5,8 @@ use uuid::Uuid;
 
 use super::{ListQuery, StoreError, StoreResult};
 use crate::domain::{
-    Etag, EventKind, NewUser, User, UserEvent, UserId, UserPatch, UserStatus, ValidationError,
+    Actor, Etag, EventKind, NewUser, User, UserEvent, UserId, UserPatch, UserStatus,
+    ValidationError,
 };
 
 pub(crate) fn now_ns() -> i64 {
@@ -77,14 +78,15 @@ impl Pending {
         self.last_created_at_ns
     }
 
-    /// Records the event for `user`'s change; the caller writes it to the log.
-    pub fn record(&mut self, kind: EventKind, user: &User) -> &UserEvent {
+    /// Records the event for `user`'s change by `actor`; the caller writes it to the log.
+    pub fn record(&mut self, kind: EventKind, user: &User, actor: &Actor) -> &UserEvent {
         self.events.push(UserEvent {
             revision: user.revision,
             event_id: Uuid::now_v7(),
             kind,
             at_ns: now_ns(),
             user: user.clone(),
+            actor: actor.clone(),
         });
         self.events.last().expect("just pushed")
     }

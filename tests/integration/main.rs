@@ -1,5 +1,6 @@
 //! Integration tests: the real server over real gRPC connections.
 
+mod actors;
 mod auth;
 mod compat;
 mod connections;

@@ -5,10 +5,11 @@ use std::fmt::Write as _;
 
 use prost::Message;
 use tonic::Status;
+use user_service::auth::Caller;
 use user_service::contract::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use user_service::domain::{
-    Email, EventKind, FullName, Metadata, Role, User, UserEvent, UserId, UserStatus, Username,
-    limits,
+    Actor, Email, EventKind, FullName, Metadata, Role, User, UserEvent, UserId, UserStatus,
+    Username, limits,
 };
 use user_service::grpc::convert::{event_to_pb, user_to_pb};
 use user_service::grpc::page_token;
@@ -55,6 +56,15 @@ fn fixed_event(kind: EventKind) -> UserEvent {
         kind,
         at_ns: FIXED_TIME_NS + 1_000,
         user: fixed_user(),
+        actor: Actor::Service("billing".into()),
+    }
+}
+
+/// Who the wire snapshots' events are shown to: an admin, who sees every actor whole.
+fn admin() -> Caller {
+    Caller::Service {
+        name: "admin".into(),
+        role: Role::Admin,
     }
 }
 
@@ -136,7 +146,7 @@ fn wire_messages_of_every_rpc() {
                 include_all: false,
                 start_revision: 40,
             }),
-            wire("UserEvent", &event_to_pb(fixed_event(EventKind::Created))),
+            wire("UserEvent", &event_to_pb(fixed_event(EventKind::Created), &admin())),
         ].concat()),
         ("batch_create_users", [
             wire("CreateUserRequest (one of the stream)", &new_user("ann_lee")),
@@ -154,7 +164,7 @@ fn wire_messages_of_every_rpc() {
         ].concat()),
         ("sync_users", [
             wire("UpdateUserRequest (one of the stream)", &update_request()),
-            wire("UserEvent (applied)", &event_to_pb(fixed_event(EventKind::Updated))),
+            wire("UserEvent (applied)", &event_to_pb(fixed_event(EventKind::Updated), &admin())),
             wire("UserEvent (failed)", &pb::UserEvent {
                 failure: Some(pb::SyncFailure {
                     user_id: FIXED_ID.into(),

@@ -217,7 +217,8 @@ impl PostgresStore {
 }
 
 /// Up to `$2` events with `revision > $1`, oldest first.
-pub(super) const EVENTS_AFTER: &str = "SELECT revision, event_id, kind, at, \"user\" FROM events
+pub(super) const EVENTS_AFTER: &str =
+    "SELECT revision, event_id, kind, at, \"user\", actor FROM events
     WHERE revision > $1 ORDER BY revision LIMIT $2";
 
 /// Runs `EVENTS_AFTER`, prepared by the caller once per connection: up to `limit` events
@@ -241,6 +242,7 @@ pub(super) async fn events_after(
                 row.get::<_, i32>(2).into(),
                 row.get(3),
                 row.get(4),
+                row.get(5),
             )
         })
         .collect()

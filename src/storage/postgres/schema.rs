@@ -86,6 +86,10 @@ const MIGRATIONS: &[&str] = &[
         cutoff  bigint NOT NULL
     );
     "#,
+    // 3: who made each change (`Actor`'s stored form; empty for events logged before).
+    r#"
+    ALTER TABLE events ADD COLUMN actor text NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

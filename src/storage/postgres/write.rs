@@ -22,7 +22,9 @@ use tokio_postgres::types::ToSql;
 use super::super::codec::{encode_metadata, encode_user};
 use super::super::rules::Pending;
 use super::{APPLY_WAIT, PostgresStore, pg_error, read::select_user};
-use crate::domain::{Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch};
+use crate::domain::{
+    Actor, Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch,
+};
 use crate::storage::group_commit::{Change, Changed};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
@@ -40,9 +42,9 @@ const UPDATE_USER: &str = "UPDATE users SET username = $2, username_key = $3, em
 /// (once per transaction: one new row version of each count touched, not one per user), and
 /// moves the head, in one statement.
 const FINISH: &str = "WITH logged AS (
-        INSERT INTO events (revision, event_id, kind, user_id, at, \"user\")
+        INSERT INTO events (revision, event_id, kind, user_id, at, \"user\", actor)
         SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::integer[], $4::bytea[],
-                             $5::bigint[], $6::bytea[])
+                             $5::bigint[], $6::bytea[], $12::text[])
     ), counted AS (
         INSERT INTO user_counts (status, role, n)
         SELECT status, role, sum(delta)
@@ -211,7 +213,8 @@ async fn insert_all(
     let taken = tx.prepare_cached(TAKEN).await.map_err(pg_error)?;
     let mut outcomes = Vec::with_capacity(items.len());
     let mut moved = (Vec::new(), Vec::new());
-    for ((mut user, row), inserted) in users.into_iter().zip(&rows).zip(inserted) {
+    for (((mut user, row), inserted), new) in users.into_iter().zip(&rows).zip(inserted).zip(items)
+    {
         if inserted.map_err(pg_error)? == 0 {
             let found = tx
                 .query_opt(&taken, &[&row.username_key, &row.email_key])
@@ -231,7 +234,7 @@ async fn insert_all(
             user.revision = revision;
         }
         pending.count(&user, 1);
-        pending.record(EventKind::Created, &user);
+        pending.record(EventKind::Created, &user, &new.actor);
         outcomes.push(Ok(()));
     }
     if !moved.0.is_empty() {
@@ -262,6 +265,7 @@ fn decide_update(
     let Some(Some(stored)) = current.get(&id) else {
         return Err(StoreError::NotFound(id));
     };
+    let actor = patch.actor.clone();
     let Some(user) = pending.patched(stored, patch)? else {
         return Ok(Changed::Updated(Updated::Unchanged(stored.clone())));
     };
@@ -270,7 +274,7 @@ fn decide_update(
         pending.count(&stored, -1);
         pending.count(&user, 1);
     }
-    let event = pending.record(EventKind::Updated, &user).clone();
+    let event = pending.record(EventKind::Updated, &user, &actor).clone();
     writes.push(Written::Updated(user.clone()));
     current.insert(id, Some(user));
     Ok(Changed::Updated(Updated::Changed(event)))
@@ -283,13 +287,14 @@ fn decide_delete(
     writes: &mut Vec<Written>,
     id: UserId,
     etag: Option<Etag>,
+    actor: Actor,
 ) -> StoreResult<Changed> {
     let Some(Some(stored)) = current.get(&id) else {
         return Err(StoreError::NotFound(id));
     };
     let user = pending.deleted(stored.clone(), etag)?;
     pending.count(&user, -1);
-    let event = pending.record(EventKind::Deleted, &user).clone();
+    let event = pending.record(EventKind::Deleted, &user, &actor).clone();
     writes.push(Written::Deleted(id));
     current.insert(id, None);
     Ok(Changed::Deleted(event))
@@ -319,8 +324,10 @@ impl PostgresStore {
             Vec::with_capacity(pending.events.len()),
             Vec::with_capacity(pending.events.len()),
             Vec::with_capacity(pending.events.len()),
+            Vec::with_capacity(pending.events.len()),
         );
         for event in &pending.events {
+            columns.6.push(event.actor.encode());
             columns.0.push(event.revision);
             columns.1.push(event.event_id.as_bytes().to_vec());
             columns.2.push(event.kind as i32);
@@ -360,6 +367,7 @@ impl PostgresStore {
                 &counts.0,
                 &counts.1,
                 &counts.2,
+                &columns.6,
             ],
         )
         .await
@@ -418,6 +426,7 @@ impl PostgresStore {
         let stored = select_user(&tx, id)
             .await?
             .ok_or(StoreError::NotFound(id))?;
+        let actor = patch.actor.clone();
         let Some(user) = pending.patched(&stored, patch)? else {
             tx.rollback().await.map_err(pg_error)?;
             return Ok(Updated::Unchanged(stored));
@@ -431,7 +440,7 @@ impl PostgresStore {
             pending.count(&stored, -1);
             pending.count(&user, 1);
         }
-        pending.record(EventKind::Updated, &user);
+        pending.record(EventKind::Updated, &user, &actor);
         self.commit(tx, &pending).await?;
         drop(client);
         self.settle(&pending).await;
@@ -479,7 +488,7 @@ impl PostgresStore {
         let mut ids: Vec<UserId> = changes
             .iter()
             .map(|change| match change {
-                Change::Update(id, _) | Change::Delete(id, _) => *id,
+                Change::Update(id, _) | Change::Delete(id, _, _) => *id,
             })
             .collect();
         ids.sort_unstable();
@@ -496,8 +505,8 @@ impl PostgresStore {
                 Change::Update(id, patch) => {
                     decide_update(&mut pending, &mut current, &mut writes, id, patch)
                 }
-                Change::Delete(id, etag) => {
-                    decide_delete(&mut pending, &mut current, &mut writes, id, etag)
+                Change::Delete(id, etag, actor) => {
+                    decide_delete(&mut pending, &mut current, &mut writes, id, etag, actor)
                 }
             };
             outcomes.push(outcome);

@@ -118,7 +118,7 @@ impl SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.readers.with(|conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT revision, event_id, kind, at, user FROM events
+                "SELECT revision, event_id, kind, at, user, actor FROM events
                  WHERE revision >= ?1 ORDER BY revision LIMIT ?2",
             )?;
             let rows = statement.query_map(params![from, limit], |row| {
@@ -128,11 +128,12 @@ impl SqliteStore {
                     row.get::<_, i64>(2)?,
                     row.get::<_, i64>(3)?,
                     row.get::<_, Vec<u8>>(4)?,
+                    row.get::<_, String>(5)?,
                 ))
             })?;
             rows.map(|row| {
-                let (revision, event_id, kind, at_ns, user) = row?;
-                decode_event(revision, &event_id, kind, at_ns, &user)
+                let (revision, event_id, kind, at_ns, user, actor) = row?;
+                decode_event(revision, &event_id, kind, at_ns, &user, &actor)
             })
             .collect()
         })

@@ -87,6 +87,10 @@ const MIGRATIONS: &[&str] = &[
         cutoff  INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 3: who made each change (`Actor`'s stored form; empty for events logged before).
+    r#"
+    ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// Brings the database to the newest schema; each step commits on its own.

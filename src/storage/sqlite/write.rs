@@ -8,7 +8,7 @@ use super::super::codec::{encode_metadata, encode_user};
 use super::super::rules::Pending;
 use super::read::select_user;
 use super::{SqliteStore, Writer};
-use crate::domain::{EventKind, NewUser, PasswordHash, User, UserEvent, UserId};
+use crate::domain::{Actor, EventKind, NewUser, PasswordHash, User, UserEvent, UserId};
 use crate::storage::group_commit::{Change, Changed};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
@@ -80,11 +80,17 @@ fn write_row(conn: &Connection, user: &User, new_hash: Option<&PasswordHash>) ->
 }
 
 /// Records `user`'s change in the pending events and in the log table.
-fn log(tx: &Connection, pending: &mut Pending, kind: EventKind, user: &User) -> StoreResult<()> {
-    let event = pending.record(kind, user);
+fn log(
+    tx: &Connection,
+    pending: &mut Pending,
+    kind: EventKind,
+    user: &User,
+    actor: &Actor,
+) -> StoreResult<()> {
+    let event = pending.record(kind, user, actor);
     tx.prepare_cached(
-        "INSERT INTO events (revision, event_id, kind, user_id, at, user)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO events (revision, event_id, kind, user_id, at, user, actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         event.revision,
@@ -93,6 +99,7 @@ fn log(tx: &Connection, pending: &mut Pending, kind: EventKind, user: &User) -> 
         user.id.as_uuid().as_bytes(),
         event.at_ns,
         encode_user(user),
+        actor.encode(),
     ])?;
     Ok(())
 }
@@ -100,7 +107,7 @@ fn log(tx: &Connection, pending: &mut Pending, kind: EventKind, user: &User) -> 
 fn insert(tx: &Connection, pending: &mut Pending, new: &NewUser) -> StoreResult<()> {
     let user = pending.new_user(new);
     write_row(tx, &user, Some(&new.password_hash))?;
-    log(tx, pending, EventKind::Created, &user)
+    log(tx, pending, EventKind::Created, &user, &new.actor)
 }
 
 /// One update or delete, inside the group's transaction.
@@ -108,20 +115,21 @@ fn apply(tx: &Connection, pending: &mut Pending, change: Change) -> StoreResult<
     match change {
         Change::Update(id, patch) => {
             let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
+            let actor = patch.actor.clone();
             let Some(user) = pending.patched(&stored, patch)? else {
                 return Ok(Changed::Updated(Updated::Unchanged(stored)));
             };
             write_row(tx, &user, None)?;
-            log(tx, pending, EventKind::Updated, &user)?;
+            log(tx, pending, EventKind::Updated, &user, &actor)?;
             let event = pending.events.last().cloned().expect("one event");
             Ok(Changed::Updated(Updated::Changed(event)))
         }
-        Change::Delete(id, etag) => {
+        Change::Delete(id, etag, actor) => {
             let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
             let user = pending.deleted(stored, etag)?;
             tx.prepare_cached("DELETE FROM users WHERE id = ?1")?
                 .execute([id.as_uuid().as_bytes()])?;
-            log(tx, pending, EventKind::Deleted, &user)?;
+            log(tx, pending, EventKind::Deleted, &user, &actor)?;
             let event = pending.events.last().cloned().expect("one event");
             Ok(Changed::Deleted(event))
         }
