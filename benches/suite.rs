@@ -84,6 +84,7 @@ fn load(rpc: Rpc, concurrency: usize, duration: Duration) -> BenchArgs {
         connections: 4,
         duration,
         page_token: String::new(),
+        query: String::new(),
         page_size: 10,
         updates: 0,
     }
@@ -603,10 +604,25 @@ async fn list_users_at_a_million(suite: &mut Suite) -> PathBuf {
     let (server, addr) = in_process(settings(&suite.small, CHEAPEST)).await;
     let at_small = measure(&addr, load(Rpc::List, 8, run)).await;
     println!("   1,000 users, first page:     {}", at_small.summary());
+    // "seed1" matches 111 of 1,000 users and 111,111 of 1,000,000.
+    let searching = || BenchArgs {
+        query: "SEED1".into(),
+        ..load(Rpc::List, 8, run)
+    };
+    let search_small = measure(&addr, searching()).await;
+    println!(
+        "   1,000 users, query \"SEED1\":     {}",
+        search_small.summary()
+    );
     let _ = server.stop().await;
     let (server, addr) = in_process(settings(&large, CHEAPEST)).await;
     let at_large = measure(&addr, load(Rpc::List, 8, run)).await;
     println!("   1,000,000 users, first page: {}", at_large.summary());
+    let search_large = measure(&addr, searching()).await;
+    println!(
+        "   1,000,000 users, query \"SEED1\": {}",
+        search_large.summary()
+    );
     let last = measure(
         &addr,
         BenchArgs {
@@ -629,6 +645,16 @@ async fn list_users_at_a_million(suite: &mut Suite) -> PathBuf {
         format!("{large_p50:?}/{small_p50:?} = {growth:.2}"),
         "<= 1.5",
         verdict(growth, 1.5, false),
+    );
+    let (search_small_p50, search_large_p50) =
+        (search_small.percentile(0.5), search_large.percentile(0.5));
+    let search_growth = search_large_p50.as_secs_f64() / search_small_p50.as_secs_f64();
+    row(
+        &mut suite.rows,
+        "ListUsers with a query, p50 at 1M / at 1k users",
+        format!("{search_large_p50:?}/{search_small_p50:?} = {search_growth:.2}"),
+        "<= 1.5",
+        verdict(search_growth, 1.5, false),
     );
     let tail = last_p50.as_secs_f64() / large_p50.as_secs_f64();
     row(
@@ -974,6 +1000,7 @@ async fn watch_fan_out(suite: &mut Suite) {
         connections: 8,
         duration: Duration::from_secs(60),
         page_token: String::new(),
+        query: String::new(),
         page_size: 10,
         updates: 1_000,
     };

@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// list: the page to ask for.
     #[arg(long, default_value = "")]
     pub page_token: String,
+    /// list: only users whose username or email starts with this text.
+    #[arg(long, default_value = "")]
+    pub query: String,
     /// list: users per page.
     #[arg(long, default_value_t = 10)]
     pub page_size: i32,
@@ -221,6 +224,7 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                             let mut request = tonic::Request::new(pb::ListUsersRequest {
                                 page_size: args.page_size,
                                 page_token: args.page_token.clone(),
+                                query: args.query.clone(),
                                 ..Default::default()
                             });
                             request.set_timeout(timeout);

@@ -225,6 +225,10 @@ pub struct ListArgs {
     /// Only users with this role: user, admin or moderator.
     #[arg(long, value_parser = role)]
     role: Option<i32>,
+    /// Only users whose username or email starts with this text, without letter case; they
+    /// come in the order of the name that matched.
+    #[arg(long, short = 'q', default_value = "")]
+    query: String,
     /// Users per page: the server gives at most 100, and 10 for 0.
     #[arg(long, default_value_t = 20)]
     page_size: i32,
@@ -247,6 +251,7 @@ pub async fn list(connection: &Connection, args: ListArgs, json: bool) -> Result
             page_token: token.clone(),
             status_filter: args.status.unwrap_or_default(),
             role_filter: args.role.unwrap_or_default(),
+            query: args.query.clone(),
         };
         let page = retrying(|| {
             let mut client = client.clone();

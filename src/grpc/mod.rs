@@ -22,7 +22,7 @@ use crate::domain::{Credential, FieldViolation, Role, UserStatus, ValidationErro
 use crate::error::ServiceError;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
-use crate::storage::{Cursor, ListQuery, Store, Updated, UserKey};
+use crate::storage::{Cursor, ListQuery, Search, Store, Updated, UserKey};
 use convert::{parse_create, parse_etag, parse_filter, parse_lookup_id, parse_update, user_to_pb};
 use signup::SignupLimit;
 use stream_limits::{StreamControls, StreamKind};
@@ -140,6 +140,72 @@ impl UserServiceImpl {
             .update(id, patch)
             .await
             .map_err(|err| ServiceError::from(err).naming(&raw_id))
+    }
+}
+
+/// The longest ListUsers query: as long as the longest email.
+const MAX_QUERY_CHARS: usize = 254;
+
+impl UserServiceImpl {
+    /// ListUsers with a query: users whose username or email starts with it.
+    async fn search(
+        &self,
+        request: pb::ListUsersRequest,
+        filters: page_token::Filters,
+        limit: usize,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let chars = request.query.chars().count();
+        if chars > MAX_QUERY_CHARS {
+            return Err(invalid(FieldViolation::new(
+                "query",
+                format!("must be at most {MAX_QUERY_CHARS} characters, got {chars}"),
+            ))
+            .into());
+        }
+        // The stored keys' letter case: usernames are ASCII, emails any letters.
+        let prefix = request.query.to_lowercase();
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(page_token::decode_search(token, filters, &prefix).map_err(invalid)?),
+        };
+        let page = self
+            .store
+            .search(Search {
+                prefix: prefix.clone(),
+                status: filters.status,
+                role: filters.role,
+                after,
+                limit,
+            })
+            .await
+            .map_err(ServiceError::from)?;
+        let budget = self.max_message_bytes.saturating_sub(LIST_HEADROOM);
+        let mut users = Vec::with_capacity(page.users.len());
+        let mut bytes = 0;
+        let mut resume_after = page.resume_after;
+        let mut more = page.more;
+        let mut last_shown = None;
+        for (key, user) in page.users {
+            let user = user_to_pb(user);
+            let size = prost::Message::encoded_len(&user) + 8;
+            if !users.is_empty() && bytes + size > budget {
+                more = true;
+                resume_after = last_shown;
+                break;
+            }
+            bytes += size;
+            users.push(user);
+            last_shown = Some(key);
+        }
+        let next_page_token = match resume_after {
+            Some(key) if more => page_token::encode_search(&key, filters, &prefix),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListUsersResponse {
+            users,
+            next_page_token,
+            total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
+        }))
     }
 }
 
@@ -296,6 +362,9 @@ impl UserService for UserServiceImpl {
                 .map_err(invalid)?,
             role: parse_filter("role_filter", request.role_filter, Role::parse).map_err(invalid)?,
         };
+        if !request.query.is_empty() {
+            return self.search(request, filters, limit).await;
+        }
         let after = match request.page_token.as_str() {
             "" => None,
             token => Some(page_token::decode(token, filters).map_err(invalid)?),

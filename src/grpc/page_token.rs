@@ -76,6 +76,66 @@ pub fn decode(token: &str, filters: Filters) -> Result<Cursor, FieldViolation> {
     Ok(cursor)
 }
 
+/// Search pages (ListUsers with a query) have their own tokens: the last key shown, bound to
+/// the filters and to the query.
+const SEARCH_VERSION: &str = "s1";
+
+pub fn encode_search(after_key: &str, filters: Filters, prefix: &str) -> String {
+    let text = format!(
+        "{SEARCH_VERSION}:{}:{}:{}:{}",
+        number(filters.status),
+        number(filters.role),
+        URL_SAFE_NO_PAD.encode(prefix),
+        URL_SAFE_NO_PAD.encode(after_key),
+    );
+    URL_SAFE_NO_PAD.encode(text)
+}
+
+/// The last key the previous search page showed.
+pub fn decode_search(
+    token: &str,
+    filters: Filters,
+    prefix: &str,
+) -> Result<String, FieldViolation> {
+    let malformed = || {
+        FieldViolation::new(
+            "page_token",
+            "must be a next_page_token returned by ListUsers with the same query, unchanged",
+        )
+    };
+    let text = URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(malformed)?;
+    let parts: Vec<&str> = text.split(':').collect();
+    let [version, status, role, query, key] = parts.as_slice() else {
+        return Err(malformed());
+    };
+    let text = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+    };
+    if *version != SEARCH_VERSION {
+        return Err(malformed());
+    }
+    let (Some(query), Some(key)) = (text(query), text(key)) else {
+        return Err(malformed());
+    };
+    let same = status.parse::<i32>().ok() == Some(number(filters.status))
+        && role.parse::<i32>().ok() == Some(number(filters.role))
+        && query == prefix;
+    if !same {
+        return Err(FieldViolation::new(
+            "page_token",
+            "was issued for a different query, status_filter or role_filter: repeat those of the first page",
+        ));
+    }
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +183,19 @@ mod tests {
         fn arbitrary_text_is_refused_as_a_token(token in "\\PC{0,200}") {
             proptest::prop_assert!(decode(&token, NONE).is_err());
         }
+    }
+
+    #[test]
+    fn a_search_token_is_bound_to_its_query_and_filters() {
+        let token = encode_search("ann@example.com", NONE, "an");
+        assert_eq!(
+            decode_search(&token, NONE, "an"),
+            Ok("ann@example.com".to_owned())
+        );
+        assert!(decode_search(&token, NONE, "a").is_err());
+        assert!(decode(&token, NONE).is_err(), "not a listing's token");
+        let listing = encode(cursor(), NONE);
+        assert!(decode_search(&listing, NONE, "an").is_err());
     }
 
     #[test]

@@ -245,6 +245,49 @@ pub struct Cursor {
     pub id: UserId,
 }
 
+/// A prefix search over usernames and emails, in the order of the matching name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    /// Lower-case, as the stored keys are; not empty.
+    pub prefix: String,
+    pub status: Option<UserStatus>,
+    pub role: Option<Role>,
+    /// The key (username or email key) of the last user shown.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+impl Search {
+    /// Matches counted at most, so a search costs the same however many users match.
+    pub const COUNT_LIMIT: u64 = 100;
+
+    /// The end of the prefix's key range, exclusive: every key that starts with the prefix
+    /// sorts below it (byte order), and no other key at or above the prefix does.
+    fn upper_bound(&self) -> String {
+        format!("{}\u{10FFFF}", self.prefix)
+    }
+
+    /// Where the page starts: after the last key shown, or at the prefix.
+    fn lower_bound(&self) -> (&str, bool) {
+        match &self.after {
+            Some(after) if after.as_str() >= self.prefix.as_str() => (after, false),
+            _ => (&self.prefix, true),
+        }
+    }
+}
+
+/// One page of a search: each user with the key that matched.
+#[derive(Debug)]
+pub struct SearchPage {
+    pub users: Vec<(String, User)>,
+    /// Whether more users may follow: the next page starts after `resume_after`.
+    pub more: bool,
+    /// The last key this page decided on (shown or skipped as another user's second name).
+    pub resume_after: Option<String>,
+    /// Users that match, counted up to `Search::COUNT_LIMIT`.
+    pub total: u64,
+}
+
 #[derive(Debug)]
 pub struct Page {
     pub users: Vec<User>,
@@ -487,6 +530,13 @@ impl Store {
     pub async fn list(&self, query: ListQuery) -> StoreResult<Page> {
         async { on_backend!(&self.backend, s => s.list(query), s.list(query)) }
             .instrument(self.span("list_users"))
+            .await
+    }
+
+    /// Users whose username or email starts with a prefix, in the order of the matching key.
+    pub async fn search(&self, search: Search) -> StoreResult<SearchPage> {
+        async { on_backend!(&self.backend, s => s.search(&search), s.search(&search)) }
+            .instrument(self.span("search_users"))
             .await
     }
 

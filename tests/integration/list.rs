@@ -257,3 +257,106 @@ async fn a_page_of_large_users_stops_before_the_message_limit_and_continues_by_t
         created
     );
 }
+
+fn search(query: &str, size: i32, token: &str) -> ListUsersRequest {
+    ListUsersRequest {
+        query: query.into(),
+        ..page(size, token)
+    }
+}
+
+fn user_named(username: &str, email: &str) -> CreateUserRequest {
+    CreateUserRequest {
+        email: email.into(),
+        ..new_user(username)
+    }
+}
+
+#[tokio::test]
+async fn a_query_finds_usernames_and_emails_by_prefix_without_letter_case_in_pages() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    for (username, email) in [
+        ("Ann_Lee", "ann@example.com"),
+        ("annabel", "bel@example.com"),
+        ("zed", "ANNOUNCE@example.com"),
+        ("bob", "bob@example.com"),
+        ("anton", "t@example.com"),
+    ] {
+        client
+            .create_user(user_named(username, email))
+            .await
+            .unwrap();
+    }
+    client
+        .create_user(CreateUserRequest {
+            role: UserRole::Moderator as i32,
+            ..user_named("annika", "nika@example.com")
+        })
+        .await
+        .unwrap();
+
+    // Matched by username first ("ann_lee" also matches by email: listed once), then by email,
+    // in key order; pages of two follow their tokens.
+    let mut names = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let response = list(&mut client, search("ANN", 2, &token)).await;
+        assert_eq!(response.total_count, 4, "every page counts all matches");
+        names.extend(response.users.into_iter().map(|user| user.username));
+        pages += 1;
+        token = response.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(
+        names,
+        ["Ann_Lee", "annabel", "annika", "zed"],
+        "'_' sorts before letters"
+    );
+
+    let moderators = list(
+        &mut client,
+        ListUsersRequest {
+            role_filter: UserRole::Moderator as i32,
+            ..search("ann", 10, "")
+        },
+    )
+    .await;
+    let names: Vec<_> = moderators
+        .users
+        .iter()
+        .map(|user| user.username.as_str())
+        .collect();
+    assert_eq!(names, ["annika"], "combined with a filter");
+    assert_eq!(moderators.total_count, 1);
+
+    let none = list(&mut client, search("nobody", 10, "")).await;
+    assert!(none.users.is_empty() && none.next_page_token.is_empty());
+    assert_eq!(none.total_count, 0);
+}
+
+#[tokio::test]
+async fn a_search_page_token_is_refused_with_another_query_and_a_long_query_is_refused() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    create_many(&mut client, "searched", 3).await;
+    let first = list(&mut client, search("searched", 1, "")).await;
+    assert!(!first.next_page_token.is_empty());
+
+    for request in [
+        search("search", 1, &first.next_page_token),
+        page(1, &first.next_page_token),
+        search(&"a".repeat(255), 1, ""),
+    ] {
+        let status = client.list_users(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("page_token") || status.message().contains("query"),
+            "{status:?}"
+        );
+    }
+}

@@ -133,6 +133,7 @@ fn wire_messages_of_every_rpc() {
                 page_token: String::new(),
                 status_filter: pb::UserStatus::Active as i32,
                 role_filter: 0,
+                query: "ann".into(),
             }),
             wire("ListUsersResponse", &pb::ListUsersResponse {
                 users: vec![user_to_pb(fixed_user())],

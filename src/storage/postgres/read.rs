@@ -6,10 +6,12 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::super::codec::{RawUser, decode_event};
-use super::super::rules::{into_page, list_sql, user_columns};
+use super::super::rules::{
+    SearchArm, SearchRead, into_page, list_sql, merge_search, search_sql, user_columns,
+};
 use super::{PostgresStore, pg_error, read_user, read_user_at};
 use crate::domain::{PasswordHash, User, UserEvent, UserId};
-use crate::storage::{ListQuery, Page, StoreError, StoreResult, UserKey};
+use crate::storage::{ListQuery, Page, Search, SearchPage, StoreError, StoreResult, UserKey};
 
 const SELECT_USER: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
 /// The user with the head revision of the same snapshot.
@@ -204,6 +206,64 @@ impl PostgresStore {
             users.push(read_user_at(row, 1)?.into_user()?);
         }
         Ok(into_page(users, query.limit, total))
+    }
+
+    /// Every statement runs in one snapshot (a repeatable-read, read-only transaction).
+    pub(crate) async fn search(&self, search: &Search) -> StoreResult<SearchPage> {
+        let status = search.status.map(|status| status as i32);
+        let role = search.role.map(|role| role as i32);
+        let (lo, _) = search.lower_bound();
+        let hi = search.upper_bound();
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let mut pages = [Vec::new(), Vec::new()];
+        let mut counted = [Vec::new(), Vec::new()];
+        for (index, arm) in [SearchArm::Username, SearchArm::Email]
+            .into_iter()
+            .enumerate()
+        {
+            for read in [SearchRead::Page, SearchRead::Count] {
+                let lo: &(dyn ToSql + Sync) = match read {
+                    SearchRead::Page => &lo,
+                    SearchRead::Count => &search.prefix,
+                };
+                let mut args: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4);
+                let sql = search_sql(search, arm, read, " COLLATE \"C\"", |name| {
+                    args.push(match name {
+                        "lo" => lo,
+                        "hi" => &hi,
+                        "status" => status.as_ref().expect("used only with a status"),
+                        _ => role.as_ref().expect("used only with a role"),
+                    });
+                    format!("${}", args.len())
+                });
+                let statement = tx.prepare_cached(&sql).await.map_err(pg_error)?;
+                let rows = tx.query(&statement, &args).await.map_err(pg_error)?;
+                match read {
+                    SearchRead::Page => {
+                        pages[index] = rows
+                            .iter()
+                            .map(|row| read_user(row)?.into_user())
+                            .collect::<StoreResult<Vec<_>>>()?;
+                    }
+                    SearchRead::Count => {
+                        counted[index] = rows
+                            .iter()
+                            .map(|row| row.try_get::<_, Vec<u8>>(0).map_err(pg_error))
+                            .collect::<StoreResult<Vec<_>>>()?;
+                    }
+                }
+            }
+        }
+        tx.commit().await.map_err(pg_error)?;
+        let [by_username, by_email] = pages;
+        Ok(merge_search(search, by_username, by_email, counted))
     }
 
     pub(crate) async fn events_from(&self, from: i64, limit: usize) -> StoreResult<Vec<UserEvent>> {

@@ -90,6 +90,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE events ADD COLUMN actor text NOT NULL DEFAULT '';
     "#,
+    // 4: byte-ordered key indexes for prefix searches, whatever the database's collation.
+    r#"
+    CREATE INDEX users_username_prefix ON users (username_key COLLATE "C");
+    CREATE INDEX users_email_prefix ON users (email_key COLLATE "C");
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

@@ -3,10 +3,12 @@
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::super::codec::{RawUser, decode_event};
-use super::super::rules::{USER_COLUMNS, into_page, list_sql};
+use super::super::rules::{
+    SearchArm, SearchRead, USER_COLUMNS, into_page, list_sql, merge_search, search_sql,
+};
 use super::{SqliteStore, read_user};
 use crate::domain::{PasswordHash, User, UserEvent, UserId};
-use crate::storage::{ListQuery, Page, StoreError, StoreResult, UserKey};
+use crate::storage::{ListQuery, Page, Search, SearchPage, StoreError, StoreResult, UserKey};
 
 pub(super) fn select_user(conn: &Connection, id: UserId) -> StoreResult<Option<User>> {
     conn.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
@@ -136,6 +138,44 @@ impl SqliteStore {
                 decode_event(revision, &event_id, kind, at_ns, &user, &actor)
             })
             .collect()
+        })
+    }
+
+    pub(crate) fn search(&self, search: &Search) -> StoreResult<SearchPage> {
+        let status = search.status.map(|status| status as i64);
+        let role = search.role.map(|role| role as i64);
+        let (lo, _) = search.lower_bound();
+        let hi = search.upper_bound();
+        let mut args: Vec<(&str, &dyn ToSql)> = vec![(":lo", &lo), (":hi", &hi)];
+        if let Some(status) = &status {
+            args.push((":status", status));
+        }
+        if let Some(role) = &role {
+            args.push((":role", role));
+        }
+        let mut count_args = args.clone();
+        count_args[0] = (":lo", &search.prefix);
+        let sql = |arm, read| search_sql(search, arm, read, "", |name| format!(":{name}"));
+        self.readers.with(|conn| {
+            let tx = conn.transaction()?;
+            let mut pages = [Vec::new(), Vec::new()];
+            let mut counted = [Vec::new(), Vec::new()];
+            for (index, arm) in [SearchArm::Username, SearchArm::Email]
+                .into_iter()
+                .enumerate()
+            {
+                pages[index] = tx
+                    .prepare_cached(&sql(arm, SearchRead::Page))?
+                    .query_map(args.as_slice(), read_user)?
+                    .map(|raw| raw.map_err(StoreError::from).and_then(RawUser::into_user))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                counted[index] = tx
+                    .prepare_cached(&sql(arm, SearchRead::Count))?
+                    .query_map(count_args.as_slice(), |row| row.get::<_, Vec<u8>>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+            }
+            let [by_username, by_email] = pages;
+            Ok(merge_search(search, by_username, by_email, counted))
         })
     }
 
