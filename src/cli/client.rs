@@ -15,6 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
+use crate::pb;
 use crate::pb::auth_service_client::AuthServiceClient;
 use crate::pb::user_service_client::UserServiceClient;
 
@@ -226,6 +227,7 @@ impl Interceptor for Bearer {
 pub type Users = UserServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// How to reach the server.
+#[derive(Clone)]
 pub struct Target {
     pub addr: String,
     pub token: Option<String>,
@@ -295,8 +297,8 @@ impl Connection {
             .max_decoding_message_size(64 * 1024 * 1024)
     }
 
-    pub fn auth(&self) -> AuthServiceClient<Channel> {
-        AuthServiceClient::new(self.channel.clone())
+    pub fn auth(&self) -> AuthServiceClient<InterceptedService<Channel, Bearer>> {
+        AuthServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     pub fn channel(&self) -> Channel {
@@ -353,16 +355,106 @@ pub fn token_file() -> Option<PathBuf> {
 }
 
 pub fn stored_token() -> Option<String> {
-    let token = std::fs::read_to_string(token_file()?).ok()?;
+    read_stored(&token_file()?)
+}
+
+/// Where `login` keeps the refresh token, beside the access token.
+fn refresh_file() -> Option<PathBuf> {
+    Some(token_file()?.with_file_name("refresh"))
+}
+
+fn read_stored(path: &Path) -> Option<String> {
+    let token = std::fs::read_to_string(path).ok()?;
     let token = token.trim();
     (!token.is_empty()).then(|| token.to_owned())
 }
 
+/// Stores a login: its access token and, when it has one, its refresh token.
+pub fn store_login(access_token: &str, refresh_token: &str) -> Result<PathBuf, Failure> {
+    let path = store_token(access_token)?;
+    if let Some(refresh) = refresh_file() {
+        if refresh_token.is_empty() {
+            let _ = std::fs::remove_file(&refresh);
+        } else {
+            write_private(&refresh, refresh_token)?;
+        }
+    }
+    Ok(path)
+}
+
+/// Removes the stored login: whether there was one.
+pub fn forget_login() -> bool {
+    let mut removed = false;
+    for path in [token_file(), refresh_file()].into_iter().flatten() {
+        removed |= std::fs::remove_file(path).is_ok();
+    }
+    removed
+}
+
+/// Whether a JWT's `exp` has passed, or passes within half a minute (read without checking
+/// the signature: only the server can judge that). A token that cannot be read counts as
+/// current, and the server says what is wrong with it.
+pub fn expires_soon(token: &str) -> bool {
+    use base64::Engine;
+    let exp = token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .and_then(|claims| claims.get("exp")?.as_u64());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    exp.is_some_and(|exp| exp <= now + 30)
+}
+
+/// The stored login's access token, refreshed first when it has expired and a refresh token
+/// is stored (the new tokens are stored in place of the old). `None` when nothing is stored.
+pub async fn stored_login(target: &Target) -> Result<Option<String>, Failure> {
+    let Some(token) = stored_token() else {
+        return Ok(None);
+    };
+    let refresh = refresh_file().and_then(|path| read_stored(&path));
+    let Some(refresh_token) = refresh.filter(|_| expires_soon(&token)) else {
+        return Ok(Some(token));
+    };
+    let anonymous = Target {
+        token: None,
+        ..target.clone()
+    };
+    let connection = Connection::open(&anonymous)?;
+    let refreshed = connection
+        .auth()
+        .refresh(connection.request(pb::RefreshRequest { refresh_token }))
+        .await;
+    match refreshed {
+        Ok(response) => {
+            let response = response.into_inner();
+            store_login(&response.access_token, &response.refresh_token)?;
+            Ok(Some(response.access_token))
+        }
+        // The session ended or expired: the call goes on with the old token, and its refusal
+        // says to log in again.
+        Err(status) if status.code() == Code::Unauthenticated => Ok(Some(token)),
+        Err(status) => Err(status.into()),
+    }
+}
+
 /// Writes the token readable by its owner only (mode 0600).
-pub fn store_token(token: &str) -> Result<PathBuf, Failure> {
-    use std::io::Write;
+fn store_token(token: &str) -> Result<PathBuf, Failure> {
     let path = token_file()
         .ok_or_else(|| Failure::other("no config directory: set HOME or USERCTL_CONFIG_DIR"))?;
+    write_private(&path, token)?;
+    Ok(path)
+}
+
+/// Writes a secret readable by its owner only (mode 0600).
+fn write_private(path: &Path, token: &str) -> Result<(), Failure> {
+    use std::io::Write;
     let fail = |err: std::io::Error| {
         Failure::other(format!(
             "cannot store the token in {}: {err}",
@@ -378,7 +470,7 @@ pub fn store_token(token: &str) -> Result<PathBuf, Failure> {
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         options.mode(0o600);
-        let mut file = options.open(&path).map_err(fail)?;
+        let mut file = options.open(path).map_err(fail)?;
         // An existing file keeps its old mode on open: set it explicitly.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(fail)?;
@@ -386,8 +478,8 @@ pub fn store_token(token: &str) -> Result<PathBuf, Failure> {
     }
     #[cfg(not(unix))]
     {
-        let mut file = options.open(&path).map_err(fail)?;
+        let mut file = options.open(path).map_err(fail)?;
         file.write_all(token.as_bytes()).map_err(fail)?;
     }
-    Ok(path)
+    Ok(())
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::client::{Connection, Failure, retrying, store_token};
+use super::client::{Connection, Failure, forget_login, retrying, store_login};
 use super::input::{role, status};
 use super::render::{
     list_json, rfc3339, to_json, user_json, user_record, user_table_header, user_table_rows,
@@ -305,7 +305,7 @@ pub async fn login(
         .login(connection.request(request))
         .await?
         .into_inner();
-    let path = store_token(&response.access_token)?;
+    let path = store_login(&response.access_token, &response.refresh_token)?;
     let expires = response
         .expires_at
         .as_ref()
@@ -323,6 +323,128 @@ pub async fn login(
             user.username,
             path.display()
         );
+    }
+    Ok(())
+}
+
+pub async fn logout(connection: &Connection, stored: bool, json: bool) -> Result<(), Failure> {
+    connection
+        .auth()
+        .logout(connection.request(pb::LogoutRequest {}))
+        .await?;
+    let forgot = stored && forget_login();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "loggedOut": true, "forgotStoredLogin": forgot })
+        );
+    } else if forgot {
+        println!("logged out; the stored login is removed");
+    } else {
+        println!("logged out");
+    }
+    Ok(())
+}
+
+pub async fn end_sessions(
+    connection: &Connection,
+    user: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .end_sessions(connection.request(pb::EndSessionsRequest {
+            user_id: user.unwrap_or_default(),
+        }))
+        .await?
+        .into_inner();
+    if json {
+        println!("{}", serde_json::json!({ "ended": response.ended }));
+    } else {
+        println!("ended {} open session(s)", response.ended);
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PasswdArgs {
+    /// Set this user's password instead of your own (admins only; no current password).
+    #[arg(long)]
+    user: Option<String>,
+    /// Your current password; asked for without echo when not given.
+    #[arg(long, env = "USERCTL_PASSWORD", hide_env_values = true)]
+    current_password: Option<String>,
+    /// The new password; asked for twice without echo when not given.
+    #[arg(long, env = "USERCTL_NEW_PASSWORD", hide_env_values = true)]
+    new_password: Option<String>,
+}
+
+/// A secret from its flag, else asked for without echo on the terminal.
+fn secret(value: Option<String>, prompt: &str, flag: &str) -> Result<String, Failure> {
+    use std::io::IsTerminal;
+    if let Some(value) = value {
+        return Ok(value);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(format!(
+            "no terminal to ask for the {prompt} on: give {flag}"
+        )));
+    }
+    rpassword::prompt_password(format!("{prompt}: "))
+        .map_err(|err| Failure::usage(format!("cannot read the {prompt}: {err}")))
+}
+
+pub async fn passwd(
+    connection: &Connection,
+    args: PasswdArgs,
+    stored: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let own = args.user.is_none();
+    let current_password = if own {
+        secret(
+            args.current_password,
+            "current password",
+            "--current-password",
+        )?
+    } else {
+        String::new()
+    };
+    let new_password = match args.new_password {
+        Some(password) => password,
+        None => {
+            let first = secret(None, "new password", "--new-password")?;
+            let again = secret(None, "new password again", "--new-password")?;
+            if first != again {
+                return Err(Failure::usage("the two new passwords differ"));
+            }
+            first
+        }
+    };
+    let response = connection
+        .auth()
+        .change_password(connection.request(pb::ChangePasswordRequest {
+            user_id: args.user.unwrap_or_default(),
+            current_password,
+            new_password,
+        }))
+        .await?
+        .into_inner();
+    // Every earlier session ended: the stored login goes on with the new one.
+    let stored_in = match &response.login {
+        Some(login) if stored => Some(store_login(&login.access_token, &login.refresh_token)?),
+        _ => None,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "changed": true, "tokenFile": stored_in })
+        );
+    } else {
+        println!("password changed; every earlier session of the user has ended");
+        if let Some(path) = stored_in {
+            println!("the new login is stored in {}", path.display());
+        }
     }
     Ok(())
 }

@@ -71,6 +71,16 @@ struct Global {
     output: Output,
 }
 
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// End every session of a user (yourself without USER); their tokens stop working.
+    #[command(after_help = "Example: userctl sessions end 0192a3b4-c5d6-7e8f-9012-3456789abcde")]
+    End {
+        /// The user's id; yourself when left out.
+        user: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     /// Records and tables for people.
@@ -134,6 +144,19 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
         /// Asked for without echo when not given.
         #[arg(long, env = "USERCTL_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+    },
+    /// End this login's session on the server and forget the stored tokens.
+    #[command(after_help = "Example: userctl logout")]
+    Logout,
+    /// Change your password (or, as an admin, anyone's with --user); asks without echo.
+    #[command(
+        after_help = "Examples: userctl passwd\n          userctl passwd --user 0192a3b4-c5d6-7e8f-9012-3456789abcde"
+    )]
+    Passwd(commands::PasswdArgs),
+    /// Manage sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
     },
     /// Mint a bearer token with the server's HS256 secret.
     #[command(
@@ -215,14 +238,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
              both out to use the one `userctl login` stored",
         ));
     }
-    let target = Target {
+    // Without --token, the stored login, refreshed when its access token has expired (not
+    // for the commands that make or end a login).
+    let stored = global.token.is_none();
+    let mut target = Target {
         addr: global.addr,
-        token: global.token.or_else(client::stored_token),
+        token: global.token,
         tls_ca: global.tls_ca,
         tls_cert: global.tls_cert,
         tls_key: global.tls_key,
         timeout: global.timeout,
     };
+    if stored {
+        target.token = match cli.command {
+            Command::Login { .. } | Command::Token(_) => None,
+            _ => client::stored_login(&target).await?,
+        };
+    }
     let connect = || Connection::open(&target);
     match cli.command {
         Command::Create(args) => commands::create(&connect()?, args, json).await,
@@ -236,6 +268,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Login { username, password } => {
             commands::login(&connect()?, username, password, json).await
         }
+        Command::Logout => commands::logout(&connect()?, stored, json).await,
+        Command::Passwd(args) => commands::passwd(&connect()?, args, stored, json).await,
+        Command::Sessions {
+            action: SessionsAction::End { user },
+        } => commands::end_sessions(&connect()?, user, json).await,
         Command::Health { service } => commands::health(&connect()?, service, json).await,
         Command::Token(args) => commands::token(args, json),
         Command::Bench(args) => {

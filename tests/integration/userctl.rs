@@ -788,3 +788,103 @@ async fn get_looks_a_user_up_by_username_or_email() {
         "an id, a username or an email is required"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_login_refreshes_itself_changes_its_password_and_logs_out() {
+    // Access tokens of 10 s count as expiring at once (userctl refreshes 30 s ahead).
+    let app =
+        TestApp::spawn_with(|settings| settings.jwt.token_ttl = Duration::from_secs(10)).await;
+    let user = create(&app, "rotating");
+    let id = user["id"].as_str().unwrap().to_owned();
+    let config = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_userctl"))
+            .args(["--addr", &format!("http://{}", app.addr)])
+            .args(args)
+            .env_remove("USERCTL_TOKEN")
+            .env_remove("USERCTL_PASSWORD")
+            .env("USERCTL_CONFIG_DIR", config.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = |output: &Output, what: &str| {
+        assert!(
+            output.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let stored = |name: &str| std::fs::read_to_string(config.path().join(name)).unwrap();
+
+    ok(
+        &run(&[
+            "login",
+            "--username",
+            "rotating",
+            "--password",
+            "password123",
+        ]),
+        "login",
+    );
+    let first_refresh = stored("refresh");
+    ok(&run(&["get", &id]), "a call with the stored login");
+    assert_ne!(
+        stored("refresh"),
+        first_refresh,
+        "the expiring access token was refreshed, and the refresh token rotated"
+    );
+
+    let no_terminal = run(&["passwd"]);
+    assert_eq!(no_terminal.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&no_terminal.stderr).contains("--current-password"),
+        "{}",
+        String::from_utf8_lossy(&no_terminal.stderr)
+    );
+    let before_change = stored("token");
+    ok(
+        &run(&[
+            "passwd",
+            "--current-password",
+            "password123",
+            "--new-password",
+            "a different secret",
+        ]),
+        "passwd",
+    );
+    assert_ne!(stored("token"), before_change, "the new session is stored");
+    ok(&run(&["get", &id]), "the new login works");
+    let old = userctl(&app, Some(&before_change), &["get", &id]);
+    assert_eq!(old.status.code(), Some(4), "the old session ended");
+
+    let after_passwd = stored("token");
+    ok(&run(&["logout"]), "logout");
+    assert!(!config.path().join("token").exists());
+    assert!(!config.path().join("refresh").exists());
+    let ended = userctl(&app, Some(&after_passwd), &["get", &id]);
+    assert_eq!(
+        ended.status.code(),
+        Some(4),
+        "the logged-out token is refused"
+    );
+
+    ok(
+        &run(&[
+            "login",
+            "--username",
+            "rotating",
+            "--password",
+            "a different secret",
+        ]),
+        "login with the new password",
+    );
+    let session = stored("token");
+    let admin = app.token("helpdesk", Role::Admin);
+    let end = userctl(&app, Some(&admin), &["sessions", "end", &id, "-o", "json"]);
+    ok(&end, "sessions end");
+    let answer: serde_json::Value = serde_json::from_slice(&end.stdout).unwrap();
+    assert_eq!(answer["ended"], 1);
+    let refused = userctl(&app, Some(&session), &["get", &id]);
+    assert_eq!(refused.status.code(), Some(4));
+}
