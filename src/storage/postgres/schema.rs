@@ -73,6 +73,7 @@ const MIGRATIONS: &[&str] = &[
         expires_at bigint NOT NULL
     );
     CREATE INDEX sessions_by_user ON sessions (user_id);
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
 
     CREATE TABLE refresh_tokens (
         digest     bytea   NOT NULL PRIMARY KEY,

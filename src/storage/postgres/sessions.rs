@@ -27,6 +27,9 @@ async fn exec(tx: &Transaction<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -
     tx.execute(&statement, params).await.map_err(pg_error)
 }
 
+/// Expired sessions removed by each login, at most: more than expire between two logins.
+const PRUNED_PER_LOGIN: i64 = 16;
+
 async fn notify(tx: &Transaction<'_>, ended: Ended) -> StoreResult<()> {
     exec(
         tx,
@@ -85,18 +88,15 @@ impl PostgresStore {
         let tx = client.transaction().await.map_err(pg_error)?;
         let user = session.user.as_uuid().as_bytes().as_slice();
         let id = session.id.as_bytes().as_slice();
-        // The user's expired sessions go as a new one comes.
+        // Expired sessions go as new ones come, a few at a time (deleted users' too).
         exec(
             &tx,
-            "DELETE FROM refresh_tokens WHERE session_id IN
-                (SELECT id FROM sessions WHERE user_id = $1 AND expires_at <= $2)",
-            &[&user, &session.created_at_ns],
-        )
-        .await?;
-        exec(
-            &tx,
-            "DELETE FROM sessions WHERE user_id = $1 AND expires_at <= $2",
-            &[&user, &session.created_at_ns],
+            "WITH expired AS (
+                DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at <= $1
+                    ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                RETURNING id)
+             DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM expired)",
+            &[&session.created_at_ns, &PRUNED_PER_LOGIN],
         )
         .await?;
         exec(

@@ -74,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX sessions_by_user ON sessions (user_id);
+    CREATE INDEX sessions_by_expiry ON sessions (expires_at);
 
     CREATE TABLE refresh_tokens (
         digest     BLOB    NOT NULL PRIMARY KEY,

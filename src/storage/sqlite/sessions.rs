@@ -8,6 +8,9 @@ use super::{SqliteStore, read_user};
 use crate::domain::{PasswordHash, User, UserId};
 use crate::storage::{StoreError, StoreResult};
 
+/// Expired sessions removed by each login, at most: more than expire between two logins.
+const PRUNED_PER_LOGIN: i64 = 16;
+
 /// Ends every session of `user`: how many were still open at `now_ns`.
 fn end_all(tx: &Transaction<'_>, user: UserId, now_ns: i64) -> StoreResult<u64> {
     let user = user.as_uuid().as_bytes();
@@ -46,14 +49,17 @@ impl SqliteStore {
     pub(crate) fn start_session(&self, session: &NewSession) -> StoreResult<()> {
         self.write(|tx, _| {
             let user = session.user.as_uuid().as_bytes();
-            // The user's expired sessions go as a new one comes.
+            // Expired sessions go as new ones come, a few at a time (deleted users' too).
             tx.prepare_cached(
                 "DELETE FROM refresh_tokens WHERE session_id IN
-                    (SELECT id FROM sessions WHERE user_id = ?1 AND expires_at <= ?2)",
+                    (SELECT id FROM sessions WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
             )?
-            .execute(params![user, session.created_at_ns])?;
-            tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND expires_at <= ?2")?
-                .execute(params![user, session.created_at_ns])?;
+            .execute(params![session.created_at_ns, PRUNED_PER_LOGIN])?;
+            tx.prepare_cached(
+                "DELETE FROM sessions WHERE id IN
+                    (SELECT id FROM sessions WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+            )?
+            .execute(params![session.created_at_ns, PRUNED_PER_LOGIN])?;
             tx.prepare_cached(
                 "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
             )?

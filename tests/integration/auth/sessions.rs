@@ -323,3 +323,25 @@ async fn a_refresh_token_that_is_not_one_is_refused_with_the_field_named() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_session_ends_at_its_lifetime_and_its_tokens_never_outlive_it() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.session_ttl = std::time::Duration::from_secs(1);
+    })
+    .await;
+    create(&mut app.client().await, "brief").await;
+    let session = login(&app, "brief", PASSWORD).await.unwrap();
+    let ends = session.refresh_expires_at.unwrap();
+    let access_ends = session.expires_at.unwrap();
+    assert!(
+        access_ends.seconds <= ends.seconds,
+        "the access token ends with the session: {access_ends:?} > {ends:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let late = refresh(&app, &session.refresh_token).await.unwrap_err();
+    assert_eq!(late.code(), Code::Unauthenticated, "{late:?}");
+    login(&app, "brief", PASSWORD)
+        .await
+        .expect("a new login starts a new session");
+}
