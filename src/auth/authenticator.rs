@@ -72,13 +72,6 @@ impl Verified {
         })
     }
 
-    fn session(&self) -> Option<SessionId> {
-        match self.standing {
-            Some(Standing::Session(id)) => Some(id),
-            _ => None,
-        }
-    }
-
     fn claimed(&self) -> Caller {
         match &self.subject {
             Subject::User(id) => Caller::User {
@@ -97,8 +90,8 @@ impl Verified {
 pub struct Authenticated {
     pub caller: Caller,
     pub expiry: Option<TokenExpiry>,
-    /// The session that issued the token, when one did.
-    pub session: Option<SessionId>,
+    /// What a user's token needs to go on working.
+    pub standing: Option<Standing>,
 }
 
 /// Authentication's answer: at once, or once the caller's standing is read.
@@ -151,14 +144,13 @@ impl Authenticator {
                 return Authentication::Now(Ok(Authenticated {
                     caller: Caller::Anonymous,
                     expiry: None,
-                    session: None,
+                    standing: None,
                 }));
             }
             Err(rejected) => return Authentication::Now(Err(rejected)),
         };
         let claimed = verified.claimed();
         let expiry = Some(TokenExpiry(verified.exp));
-        let session = verified.session();
         let standing = verified.standing;
         let holds_now = match &standing {
             Some(standing) => self.store.session_holds_now(standing),
@@ -171,7 +163,7 @@ impl Authenticator {
                     now.map(|caller| Authenticated {
                         caller,
                         expiry,
-                        session,
+                        standing,
                     })
                     .map_err(Rejected::Denied),
                 );
@@ -196,7 +188,7 @@ impl Authenticator {
             Ok(Authenticated {
                 caller,
                 expiry,
-                session,
+                standing,
             })
         }))
     }
@@ -264,12 +256,8 @@ impl Authenticator {
     }
 }
 
-/// The token's session ended (logout, a password change, a reused refresh token), or the
-/// token was issued before its user's sessions were all ended.
 fn ended() -> Rejected {
-    Rejected::Denied(ServiceError::Unauthenticated(
-        "the token's session has ended: log in again".into(),
-    ))
+    Rejected::Denied(super::session_ended())
 }
 
 /// The token of an `authorization: Bearer <token>` value.

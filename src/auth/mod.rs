@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::domain::{Role, User, UserId, UserStatus};
 use crate::error::ServiceError;
+use crate::storage::sessions::Standing;
 use crate::storage::{Store, StoreError};
 
 /// When the caller's token expires (`exp`, seconds since the Unix epoch), set beside the
@@ -28,9 +29,29 @@ impl TokenExpiry {
     }
 }
 
-/// The session that issued the caller's token, set beside the `Caller` when there is one.
+/// What a user's token needs to go on working (its session open, or to be issued after the
+/// user's sessions last ended), set beside the `Caller` for a user's token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallerSession(pub crate::storage::sessions::SessionId);
+pub struct CallerStanding(pub Standing);
+
+/// The token's session has ended (logout, a password change, a reused refresh token), or the
+/// token was issued before its user's sessions were all ended.
+pub fn session_ended() -> ServiceError {
+    ServiceError::Unauthenticated("the token's session has ended: log in again".into())
+}
+
+/// Fails when the caller's token no longer works because its session ended; streams check it
+/// for every message, as they check the caller's standing.
+pub async fn session_holds(standing: Option<Standing>, store: &Store) -> Result<(), ServiceError> {
+    let Some(standing) = standing else {
+        return Ok(());
+    };
+    match store.session_holds(standing).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(session_ended()),
+        Err(err) => Err(err.into()),
+    }
+}
 
 /// What a stored user's token stands for, given the user as they are now: only an ACTIVE
 /// user acts, with their current role.

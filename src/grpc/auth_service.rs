@@ -17,7 +17,7 @@ use super::caller_of;
 use super::convert::{timestamp, user_to_pb};
 use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Denied, authorize};
-use crate::auth::{Caller, CallerSession};
+use crate::auth::{Caller, CallerStanding};
 use crate::client_address::{address_key, client_ip};
 use crate::contract::tokens::Jwt;
 use crate::domain::PasswordHash;
@@ -26,7 +26,7 @@ use crate::domain::{
 };
 use crate::error::ServiceError;
 use crate::pb::{self, auth_service_server::AuthService};
-use crate::storage::sessions::{NewSession, RefreshDigest, Rotation, SessionId};
+use crate::storage::sessions::{NewSession, RefreshDigest, Rotation, SessionId, Standing};
 use crate::storage::{Store, StoreError, now_ns};
 
 /// How many times an address's allowance one username gets from all addresses together.
@@ -269,7 +269,8 @@ impl AuthService for AuthServiceImpl {
         if caller_of(&request) == Caller::Anonymous {
             return Err(ServiceError::from(Denied::NeedsToken).into());
         }
-        let Some(CallerSession(session)) = request.extensions().get::<CallerSession>().copied()
+        let Some(CallerStanding(Standing::Session(session))) =
+            request.extensions().get::<CallerStanding>().copied()
         else {
             return Err(ServiceError::FailedPrecondition(
                 "the token was not issued by a session (Login or Refresh): there is no session to end"

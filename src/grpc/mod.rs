@@ -62,6 +62,14 @@ fn cursor_before(kept: &[(Cursor, pb::User)]) -> Cursor {
         .expect("a page keeps at least one user")
 }
 
+/// What the caller's token needs to go on working, for streams that outlive the call's start.
+fn token_standing<T>(request: &Request<T>) -> Option<crate::storage::sessions::Standing> {
+    request
+        .extensions()
+        .get::<crate::auth::CallerStanding>()
+        .map(|standing| standing.0)
+}
+
 /// When the caller's token stops working, for streams that outlive the call's start.
 fn token_expiry<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
     request
@@ -416,10 +424,10 @@ impl UserService for UserServiceImpl {
         request: Request<pb::WatchUsersRequest>,
     ) -> Result<Response<Self::WatchUsersStream>, Status> {
         let caller = caller_of(&request);
-        let expires = token_expiry(&request);
+        let token = (token_expiry(&request), token_standing(&request));
         let (place, _) = self.streams.enter(&caller, &request, StreamKind::Watch)?;
         let (stream, start) =
-            watch::start(self, &caller, expires, place, request.into_inner()).await?;
+            watch::start(self, &caller, token, place, request.into_inner()).await?;
         let mut response = Response::new(stream);
         // Every event from this revision on will be delivered: a client that saw none can
         // resume from here after a disconnect without missing any.
@@ -450,12 +458,14 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<Self::SyncUsersStream>, Status> {
         let caller = caller_of(&request);
         let expires = token_expiry(&request);
+        let standing = token_standing(&request);
         let (place, key) = self.streams.enter(&caller, &request, StreamKind::Sync)?;
         Ok(Response::new(sync::start(
             self.clone(),
             sync::Opened {
                 caller,
                 expires,
+                standing,
                 place,
                 key,
             },

@@ -35,6 +35,8 @@ pub struct Opened {
     pub caller: Caller,
     /// When the caller's token expires.
     pub expires: Option<Instant>,
+    /// What the caller's token needs to go on working (its session open).
+    pub standing: Option<crate::storage::sessions::Standing>,
     /// The stream's place under the caps, held until it ends.
     pub place: StreamPlace,
     /// What the rate limit counts each message against (none: an anonymous caller whose
@@ -50,6 +52,7 @@ pub fn start(
     let Opened {
         caller,
         expires,
+        standing: token_standing,
         place,
         key,
     } = opened;
@@ -97,7 +100,10 @@ pub fn start(
             let standing = if until_passed(expires) {
                 Err(super::watch::expired())
             } else {
-                crate::auth::current(&caller, &service.store).await
+                match crate::auth::session_holds(token_standing, &service.store).await {
+                    Ok(()) => crate::auth::current(&caller, &service.store).await,
+                    Err(ended) => Err(ended),
+                }
             };
             let caller = match standing {
                 Ok(caller) => caller,

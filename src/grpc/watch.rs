@@ -27,6 +27,7 @@ use crate::error::ServiceError;
 use crate::pb;
 use crate::shutdown::Shutdown;
 use crate::storage::Store;
+use crate::storage::sessions::Standing;
 
 /// Events read from the log per query while catching up.
 const REPLAY_BATCH: usize = 256;
@@ -105,6 +106,9 @@ struct Watcher {
     caller_revision: i64,
     /// When the caller's token expires.
     expires: Option<Instant>,
+    /// What the caller's token needs to go on working (its session open), checked before
+    /// every event.
+    standing: Option<Standing>,
     /// The stream's place under the caps, held until it ends.
     _place: StreamPlace,
     /// The revision of the next event to consider; everything before it was handled.
@@ -118,7 +122,7 @@ struct Watcher {
 pub async fn start(
     service: &UserServiceImpl,
     caller: &Caller,
-    expires: Option<Instant>,
+    (expires, standing): (Option<Instant>, Option<Standing>),
     place: StreamPlace,
     request: pb::WatchUsersRequest,
 ) -> Result<(EventStream, i64), ServiceError> {
@@ -162,6 +166,7 @@ pub async fn start(
     };
     // The caller as they stand now: every later change to them is in the events to come.
     let caller_revision = store.head_revision();
+    crate::auth::session_holds(standing, &store).await?;
     let caller = crate::auth::current(caller, &store).await?;
     let (client, receiver) = mpsc::channel(CLIENT_BUFFER);
     let watcher = Watcher {
@@ -171,6 +176,7 @@ pub async fn start(
         caller,
         caller_revision,
         expires,
+        standing,
         _place: place,
         next,
         client,
@@ -292,6 +298,7 @@ impl Watcher {
         if !self.selection.matches(event) {
             return Ok(None);
         }
+        crate::auth::session_holds(self.standing, &self.store).await?;
         let message = Ok(Box::new(event_to_pb(event.clone(), &self.caller)));
         tokio::select! {
             sent = self.client.send(message) => Ok(sent.err().map(|_| ClientGone)),

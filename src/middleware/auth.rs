@@ -62,10 +62,10 @@ fn admit(mut request: Request, authenticated: Result<Authenticated, Rejected>) -
     if let Some(expiry) = authenticated.expiry {
         request.extensions_mut().insert(expiry);
     }
-    if let Some(session) = authenticated.session {
+    if let Some(standing) = authenticated.standing {
         request
             .extensions_mut()
-            .insert(crate::auth::CallerSession(session));
+            .insert(crate::auth::CallerStanding(standing));
     }
     if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
         slot.set(&authenticated.caller);

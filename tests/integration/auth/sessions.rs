@@ -345,3 +345,39 @@ async fn a_session_ends_at_its_lifetime_and_its_tokens_never_outlive_it() {
         .await
         .expect("a new login starts a new session");
 }
+
+#[tokio::test]
+async fn a_watch_opened_by_a_session_ends_at_its_next_event_once_the_session_ended() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let user = create(&mut admin, "watcher").await;
+    let session = login(&app, "watcher", PASSWORD).await.unwrap();
+    let mut own = app
+        .client_with(Some(&session.access_token))
+        .await
+        .watch_users(user_service::pb::WatchUsersRequest {
+            user_ids: vec![user.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("the session watches its user")
+        .into_inner();
+    let rename = |name: &str| user_service::pb::UpdateUserRequest {
+        user_id: user.id.clone(),
+        full_name: Some(name.into()),
+        ..Default::default()
+    };
+    admin.update_user(rename("Before Logout")).await.unwrap();
+    let event = own.message().await.unwrap().expect("an event while the session is open");
+    assert_eq!(event.user.unwrap().full_name, "Before Logout");
+
+    auth_client(&app, Some(&session.access_token))
+        .await
+        .logout(LogoutRequest {})
+        .await
+        .unwrap();
+    admin.update_user(rename("After Logout")).await.unwrap();
+    let ended = own.message().await.unwrap_err();
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("session has ended"), "{ended:?}");
+}
