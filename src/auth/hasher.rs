@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::domain::{Credential, Password, PasswordHash, Scheme};
@@ -45,8 +44,8 @@ pub enum HashError {
     Params(argon2::Error),
     #[error("password hashing failed: {0}")]
     Hash(argon2::password_hash::Error),
-    #[error("password hashing task failed")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("a password hashing thread failed")]
+    Pool,
 }
 
 /// Hashes passwords with at most one job per core at a time, so a burst of sign-ups uses
@@ -56,8 +55,8 @@ pub enum HashError {
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
-    permits: Arc<Semaphore>,
-    login_permits: Arc<Semaphore>,
+    pool: Arc<Pool>,
+    login_pool: Arc<Pool>,
     stats: Arc<HashStats>,
 }
 
@@ -79,19 +78,62 @@ impl Default for HashStats {
     }
 }
 
-/// Counts a job as waiting until dropped (also when its caller gives up while it waits).
-struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+/// Counts a job as waiting until dropped: when a thread takes it, or with it untaken.
+struct WaitingJob(Arc<HashStats>);
 
-impl<'a> Waiting<'a> {
-    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Self {
-        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self(count)
+impl WaitingJob {
+    fn enter(stats: Arc<HashStats>) -> Self {
+        stats
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(stats)
     }
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for WaitingJob {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run hashing jobs from one queue, in order. A thread takes the next job as soon
+/// as it finishes one: under a burst, jobs follow each other without a thread being woken
+/// for each. The threads end when the last handle to the queue is dropped.
+struct Pool {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Pool {
+    fn start(name: &str, threads: usize) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for index in 0..threads.max(1) {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{name}-{index}"))
+                .spawn(move || {
+                    loop {
+                        // One thread waits on the queue at a time; the others wait for it.
+                        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "cannot start a password hashing thread");
+            }
+        }
+        Self { jobs }
+    }
+
+    fn submit(&self, job: Job) -> Result<(), HashError> {
+        self.jobs.send(job).map_err(|_| HashError::Pool)
     }
 }
 
@@ -107,8 +149,8 @@ impl PasswordHasher {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(cores)),
-            login_permits: Arc::new(Semaphore::new(cores.div_ceil(2))),
+            pool: Arc::new(Pool::start("argon2", cores)),
+            login_pool: Arc::new(Pool::start("argon2-login", cores.div_ceil(2))),
             stats: Arc::default(),
         })
     }
@@ -121,29 +163,33 @@ impl PasswordHasher {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
     }
 
-    /// Runs one Argon2 job on the blocking pool once a core of `share` is free.
+    /// Runs one Argon2 job on `pool`, in turn. A job whose caller gave up before its turn
+    /// (a deadline, a dropped call) is skipped.
     async fn run<R: Send + 'static>(
         &self,
-        share: &Semaphore,
+        pool: &Pool,
         job: impl FnOnce(Argon2<'static>) -> R + Send + 'static,
     ) -> Result<R, HashError> {
-        let waiting = Waiting::enter(&self.stats.waiting);
-        let permit = share.acquire().await;
-        drop(waiting);
-        let _permit = permit.expect("the hashing semaphores are never closed");
         let argon2 = self.argon2();
         let stats = self.stats.clone();
-        Ok(tokio::task::spawn_blocking(move || {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        // Counted as waiting until a thread takes it (or it is dropped untaken).
+        let waiting = WaitingJob::enter(stats.clone());
+        pool.submit(Box::new(move || {
+            drop(waiting);
+            if reply.is_closed() {
+                return;
+            }
             let started = std::time::Instant::now();
             let done = job(argon2);
             stats.hashing.record(started.elapsed());
-            done
-        })
-        .await?)
+            let _ = reply.send(done);
+        }))?;
+        answer.await.map_err(|_| HashError::Pool)
     }
 
     pub async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
-        self.run(&self.permits, move |argon2| {
+        self.run(&self.pool, move |argon2| {
             argon2
                 .hash_password(password.expose().as_bytes())
                 .map(|hash| PasswordHash::from_phc(hash.to_string()))
@@ -187,7 +233,7 @@ impl PasswordHasher {
     /// Whether `password` matches `hash`, for a login: on Login's own share of the cores. A
     /// malformed stored hash never matches.
     pub async fn verify(&self, password: Password, hash: PasswordHash) -> Result<bool, HashError> {
-        self.run(&self.login_permits, move |argon2| {
+        self.run(&self.login_pool, move |argon2| {
             let password = password.expose().as_bytes();
             let phc = || argon2::password_hash::phc::PasswordHash::new(hash.as_phc());
             match hash.scheme() {
@@ -277,9 +323,19 @@ mod tests {
         let hasher = PasswordHasher::new(CHEAP).unwrap();
         let password = Password::parse("correct horse".into()).unwrap();
         let hash = hasher.hash(password.clone()).await.unwrap();
-        // Every core busy with sign-ups and imports.
-        let cores = u32::try_from(hasher.permits.available_permits()).unwrap();
-        let _busy = hasher.permits.acquire_many(cores).await.unwrap();
+        // Every thread of the pool busy with sign-ups and imports, until `release` drops.
+        let (release, busy) = std::sync::mpsc::channel::<()>();
+        let busy = Arc::new(std::sync::Mutex::new(busy));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        for _ in 0..cores {
+            let busy = busy.clone();
+            hasher
+                .pool
+                .submit(Box::new(move || {
+                    let _ = busy.lock().unwrap().recv();
+                }))
+                .unwrap();
+        }
 
         let waiting = tokio::time::timeout(
             std::time::Duration::from_millis(100),
@@ -294,6 +350,7 @@ mod tests {
         .await
         .expect("a login does not wait behind them");
         assert!(login.unwrap());
+        drop(release);
     }
 
     #[test]

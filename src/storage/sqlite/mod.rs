@@ -175,6 +175,10 @@ impl SqliteStore {
             ));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // The savepoint each item of a group or batch runs under journals its pages; in memory,
+        // not in a temporary file written (and unlinked) for every transaction. It is undo
+        // data for an open transaction only: the WAL is what makes a commit durable.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         schema::migrate(&mut conn)?;
 
         let head = read::snapshot_revision(&conn)?;

@@ -368,7 +368,11 @@ async fn a_watch_opened_by_a_session_ends_at_its_next_event_once_the_session_end
         ..Default::default()
     };
     admin.update_user(rename("Before Logout")).await.unwrap();
-    let event = own.message().await.unwrap().expect("an event while the session is open");
+    let event = own
+        .message()
+        .await
+        .unwrap()
+        .expect("an event while the session is open");
     assert_eq!(event.user.unwrap().full_name, "Before Logout");
 
     auth_client(&app, Some(&session.access_token))
