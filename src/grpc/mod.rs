@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Changes, authorize};
 use crate::auth::{Caller, TokenExpiry};
-use crate::domain::{Credential, FieldViolation, Role, UserStatus, ValidationError};
+use crate::domain::{Credential, FieldViolation, Role, User, UserStatus, ValidationError};
 use crate::error::ServiceError;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
@@ -55,11 +55,28 @@ fn caller_of<T>(request: &Request<T>) -> Caller {
 /// Bytes of a ListUsers answer kept for the page token and the count.
 const LIST_HEADROOM: usize = 1024;
 
-/// The position after the last user kept on a page.
-fn cursor_before(kept: &[(Cursor, pb::User)]) -> Cursor {
-    kept.last()
-        .map(|(cursor, _)| *cursor)
-        .expect("a page keeps at least one user")
+/// A page's users as the answer carries them, in order, each with its position in the
+/// listing; where the next user would take the answer past `budget` bytes, the page stops
+/// early (a valid listing never fails on size) and the position of the last user kept comes
+/// back, for the next page to start after.
+fn fit_page<P>(
+    budget: usize,
+    page: impl IntoIterator<Item = (P, User)>,
+) -> (Vec<pb::User>, Option<P>) {
+    let mut users = Vec::new();
+    let mut bytes = 0;
+    let mut last_kept = None;
+    for (position, user) in page {
+        let user = user_to_pb(user);
+        let size = prost::Message::encoded_len(&user) + 8;
+        if !users.is_empty() && bytes + size > budget {
+            return (users, last_kept);
+        }
+        bytes += size;
+        users.push(user);
+        last_kept = Some(position);
+    }
+    (users, None)
 }
 
 /// What the caller's token needs to go on working, for streams that outlive the call's start.
@@ -188,27 +205,15 @@ impl UserServiceImpl {
             .await
             .map_err(ServiceError::from)?;
         let budget = self.max_message_bytes.saturating_sub(LIST_HEADROOM);
-        let mut users = Vec::with_capacity(page.users.len());
-        let mut bytes = 0;
-        let mut resume_after = page.resume_after;
-        let mut more = page.more;
-        let mut last_shown = None;
-        for (key, user) in page.users {
-            let user = user_to_pb(user);
-            let size = prost::Message::encoded_len(&user) + 8;
-            if !users.is_empty() && bytes + size > budget {
-                more = true;
-                resume_after = last_shown;
-                break;
-            }
-            bytes += size;
-            users.push(user);
-            last_shown = Some(key);
-        }
-        let next_page_token = match resume_after {
-            Some(key) if more => page_token::encode_search(&key, filters, &prefix),
-            _ => String::new(),
+        let (users, cut) = fit_page(budget, page.users);
+        let resume_after = match cut {
+            Some(key) => Some(key),
+            None if page.more => page.resume_after,
+            None => None,
         };
+        let next_page_token = resume_after
+            .map(|key| page_token::encode_search(&key, filters, &prefix))
+            .unwrap_or_default();
         Ok(Response::new(pb::ListUsersResponse {
             users,
             next_page_token,
@@ -387,29 +392,19 @@ impl UserService for UserServiceImpl {
             })
             .await
             .map_err(ServiceError::from)?;
-        // A page stops early, and continues through its token, where the next user would take
-        // the answer past the message limit: a valid listing never fails on size.
         let budget = self.max_message_bytes.saturating_sub(LIST_HEADROOM);
-        let mut users = Vec::with_capacity(page.users.len());
-        let mut bytes = 0;
-        let mut next = page.next;
-        for user in page.users {
+        let positioned = page.users.into_iter().map(|user| {
             let cursor = Cursor {
                 created_at_ns: user.created_at_ns,
                 id: user.id,
             };
-            let user = user_to_pb(user);
-            let size = prost::Message::encoded_len(&user) + 8;
-            if !users.is_empty() && bytes + size > budget {
-                next = Some(cursor_before(&users));
-                break;
-            }
-            bytes += size;
-            users.push((cursor, user));
-        }
+            (cursor, user)
+        });
+        let (users, cut) = fit_page(budget, positioned);
         Ok(Response::new(pb::ListUsersResponse {
-            users: users.into_iter().map(|(_, user)| user).collect(),
-            next_page_token: next
+            users,
+            next_page_token: cut
+                .or(page.next)
                 .map(|cursor| page_token::encode(cursor, filters))
                 .unwrap_or_default(),
             total_count: i32::try_from(page.total).unwrap_or(i32::MAX),

@@ -25,6 +25,11 @@ const SELECT_CREDENTIALS: &str = concat!(
     user_columns!(),
     ", password_hash FROM users WHERE username_key = $1"
 );
+const SELECT_CREDENTIALS_BY_ID: &str = concat!(
+    "SELECT ",
+    user_columns!(),
+    ", password_hash FROM users WHERE id = $1"
+);
 const SELECT_BY_USERNAME: &str = concat!(
     "SELECT ",
     user_columns!(),
@@ -112,13 +117,32 @@ impl PostgresStore {
         &self,
         username: &str,
     ) -> StoreResult<Option<(User, PasswordHash)>> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(SELECT_CREDENTIALS)
+        self.credentials_by(SELECT_CREDENTIALS, &username.to_ascii_lowercase())
             .await
-            .map_err(pg_error)?;
+    }
+
+    /// The user with this id and their password hash.
+    pub(crate) async fn credentials_of(
+        &self,
+        id: UserId,
+    ) -> StoreResult<Option<(User, PasswordHash)>> {
+        self.credentials_by(
+            SELECT_CREDENTIALS_BY_ID,
+            &id.as_uuid().as_bytes().as_slice(),
+        )
+        .await
+    }
+
+    /// A user and their password hash, by a statement of one key that selects both.
+    async fn credentials_by(
+        &self,
+        sql: &str,
+        key: &(dyn ToSql + Sync),
+    ) -> StoreResult<Option<(User, PasswordHash)>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
         let Some(row) = client
-            .query_opt(&statement, &[&username.to_ascii_lowercase()])
+            .query_opt(&statement, &[key])
             .await
             .map_err(pg_error)?
         else {

@@ -4,19 +4,12 @@
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
-use super::super::rules::user_columns;
 use super::super::sessions::{
     CHANNEL, Ended, Known, NewSession, RefreshDigest, Rotation, SessionId, Standing,
 };
-use super::{PostgresStore, pg_error, read_user};
-use crate::domain::{PasswordHash, User, UserId};
+use super::{PostgresStore, pg_error};
+use crate::domain::{PasswordHash, UserId};
 use crate::storage::{StoreError, StoreResult};
-
-const SELECT_CREDENTIALS_BY_ID: &str = concat!(
-    "SELECT ",
-    user_columns!(),
-    ", password_hash FROM users WHERE id = $1"
-);
 
 fn uuid_of(bytes: &[u8]) -> StoreResult<uuid::Uuid> {
     uuid::Uuid::from_slice(bytes).map_err(StoreError::backend)
@@ -223,29 +216,6 @@ impl PostgresStore {
         end_all(&tx, user, cutoff_ns).await?;
         tx.commit().await.map_err(pg_error)?;
         Ok(true)
-    }
-
-    pub(crate) async fn credentials_of(
-        &self,
-        id: UserId,
-    ) -> StoreResult<Option<(User, PasswordHash)>> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(SELECT_CREDENTIALS_BY_ID)
-            .await
-            .map_err(pg_error)?;
-        let Some(row) = client
-            .query_opt(&statement, &[&id.as_uuid().as_bytes().as_slice()])
-            .await
-            .map_err(pg_error)?
-        else {
-            return Ok(None);
-        };
-        let hash: String = row.try_get(10).map_err(pg_error)?;
-        Ok(Some((
-            read_user(&row)?.into_user()?,
-            PasswordHash::from_phc(hash),
-        )))
     }
 
     pub(crate) async fn session_standing(

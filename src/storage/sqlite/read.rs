@@ -33,11 +33,24 @@ fn sqlite_list_sql(query: &ListQuery) -> String {
 impl SqliteStore {
     /// The user with this username (any letter case) and their password hash, for login.
     pub(crate) fn credentials(&self, username: &str) -> StoreResult<Option<(User, PasswordHash)>> {
-        let key = username.to_ascii_lowercase();
+        self.credentials_by("username_key", &username.to_ascii_lowercase())
+    }
+
+    /// The user with this id and their password hash.
+    pub(crate) fn credentials_of(&self, id: UserId) -> StoreResult<Option<(User, PasswordHash)>> {
+        self.credentials_by("id", id.as_uuid().as_bytes())
+    }
+
+    /// A user and their password hash, by a unique column.
+    fn credentials_by(
+        &self,
+        column: &str,
+        key: &dyn ToSql,
+    ) -> StoreResult<Option<(User, PasswordHash)>> {
         self.readers.with(|conn| {
             let found = conn
                 .prepare_cached(&format!(
-                    "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = ?1"
+                    "SELECT {USER_COLUMNS}, password_hash FROM users WHERE {column} = ?1"
                 ))?
                 .query_row([key], |row| {
                     Ok((read_user(row)?, row.get::<_, String>(10)?))

@@ -2,10 +2,9 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::super::rules::USER_COLUMNS;
 use super::super::sessions::{Known, NewSession, RefreshDigest, Rotation, SessionId, Standing};
-use super::{SqliteStore, read_user};
-use crate::domain::{PasswordHash, User, UserId};
+use super::SqliteStore;
+use crate::domain::{PasswordHash, UserId};
 use crate::storage::{StoreError, StoreResult};
 
 /// Expired sessions removed by each login, at most: more than expire between two logins.
@@ -157,23 +156,6 @@ impl SqliteStore {
             set_cutoff(tx, user, cutoff_ns)?;
             end_all(tx, user, cutoff_ns)?;
             Ok(true)
-        })
-    }
-
-    /// The user and their password hash, by id.
-    pub(crate) fn credentials_of(&self, id: UserId) -> StoreResult<Option<(User, PasswordHash)>> {
-        self.readers.with(|conn| {
-            let found = conn
-                .prepare_cached(&format!(
-                    "SELECT {USER_COLUMNS}, password_hash FROM users WHERE id = ?1"
-                ))?
-                .query_row([id.as_uuid().as_bytes()], |row| {
-                    Ok((read_user(row)?, row.get::<_, String>(10)?))
-                })
-                .optional()?;
-            found
-                .map(|(raw, hash)| Ok((raw.into_user()?, PasswordHash::from_phc(hash))))
-                .transpose()
         })
     }
 
