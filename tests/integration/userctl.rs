@@ -10,6 +10,16 @@ use user_service::domain::Role;
 use crate::helpers::{TEST_SECRET, TestApp};
 
 pub fn userctl(app: &TestApp, token: Option<&str>, args: &[&str]) -> Output {
+    userctl_in(app, "/nonexistent/userctl-tests".as_ref(), token, args)
+}
+
+/// userctl with `config` as its config directory, where `login` stores its tokens.
+fn userctl_in(
+    app: &TestApp,
+    config: &std::path::Path,
+    token: Option<&str>,
+    args: &[&str],
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_userctl"));
     command
         .args(["--addr", &format!("http://{}", app.addr)])
@@ -17,7 +27,7 @@ pub fn userctl(app: &TestApp, token: Option<&str>, args: &[&str]) -> Output {
         .env_remove("USERCTL_ADDR")
         .env_remove("USERCTL_TOKEN")
         .env_remove("USERCTL_PASSWORD")
-        .env("USERCTL_CONFIG_DIR", "/nonexistent/userctl-tests")
+        .env("USERCTL_CONFIG_DIR", config)
         .stdin(Stdio::null());
     if let Some(token) = token {
         command.env("USERCTL_TOKEN", token);
@@ -350,15 +360,7 @@ async fn login_stores_a_private_token_that_later_calls_use() {
     let app = TestApp::spawn().await;
     let user = create(&app, "logger");
     let config = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_userctl"))
-            .args(["--addr", &format!("http://{}", app.addr)])
-            .args(args)
-            .env_remove("USERCTL_TOKEN")
-            .env("USERCTL_CONFIG_DIR", config.path())
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| userctl_in(&app, config.path(), None, args);
     let login = run(&["login", "--username", "logger", "--password", "password123"]);
     assert!(
         login.status.success(),
@@ -797,17 +799,7 @@ async fn a_stored_login_refreshes_itself_changes_its_password_and_logs_out() {
     let user = create(&app, "rotating");
     let id = user["id"].as_str().unwrap().to_owned();
     let config = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_userctl"))
-            .args(["--addr", &format!("http://{}", app.addr)])
-            .args(args)
-            .env_remove("USERCTL_TOKEN")
-            .env_remove("USERCTL_PASSWORD")
-            .env("USERCTL_CONFIG_DIR", config.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| userctl_in(&app, config.path(), None, args);
     let ok = |output: &Output, what: &str| {
         assert!(
             output.status.success(),
