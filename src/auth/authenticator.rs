@@ -2,7 +2,8 @@
 //! stands for now. A signature is checked once per token (the verified tokens are cached;
 //! expiry is checked on every call); a call whose token is not verified yet is first counted
 //! against its client address, so a flood of bad tokens costs a map lookup each; and a token
-//! whose subject is a stored user stands for that user as they are now.
+//! whose subject is a stored user stands for that user as they are now, while its session is
+//! open (or, without one, while it was issued after the user's sessions last ended).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -172,16 +173,9 @@ impl Authenticator {
         }
         let this = self.clone();
         Authentication::Later(Box::pin(async move {
-            if let Some(standing) = standing {
-                let holds = this
-                    .store
-                    .session_holds(standing)
-                    .await
-                    .map_err(|err| Rejected::Denied(err.into()))?;
-                if !holds {
-                    return Err(ended());
-                }
-            }
+            super::session_holds(standing, &this.store)
+                .await
+                .map_err(Rejected::Denied)?;
             let caller = super::current(&claimed, &this.store)
                 .await
                 .map_err(Rejected::Denied)?;
