@@ -907,6 +907,15 @@ async fn postgres(suite: &mut Suite) {
         "   ListUsers, 1,000 users, first page:     {}",
         at_small.summary()
     );
+    let searching = || BenchArgs {
+        query: "SEED1".into(),
+        ..load(Rpc::List, 8, run)
+    };
+    let search_small = measure(&addr, searching()).await;
+    println!(
+        "   ListUsers, 1,000 users, query \"SEED1\":     {}",
+        search_small.summary()
+    );
     let _ = app.stop().await;
     let large = Arc::new(TestDatabase::postgres());
     let seeding = Instant::now();
@@ -922,7 +931,25 @@ async fn postgres(suite: &mut Suite) {
         "   ListUsers, 1,000,000 users, first page: {}",
         at_large.summary()
     );
+    let search_large = measure(&addr, searching()).await;
+    println!(
+        "   ListUsers, 1,000,000 users, query \"SEED1\": {}",
+        search_large.summary()
+    );
     let _ = app.stop().await;
+    let search_growth =
+        search_large.percentile(0.5).as_secs_f64() / search_small.percentile(0.5).as_secs_f64();
+    row(
+        &mut suite.rows,
+        "PG ListUsers with a query, p50 at 1M / at 1k users",
+        format!(
+            "{:?}/{:?} = {search_growth:.2}",
+            search_large.percentile(0.5),
+            search_small.percentile(0.5)
+        ),
+        "<= 1.5",
+        verdict(search_growth, 1.5, false),
+    );
     let growth = at_large.percentile(0.5).as_secs_f64() / at_small.percentile(0.5).as_secs_f64();
     row(
         &mut suite.rows,
