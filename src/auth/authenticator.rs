@@ -153,30 +153,19 @@ impl Authenticator {
         let claimed = verified.claimed();
         let expiry = Some(TokenExpiry(verified.exp));
         let standing = verified.standing;
-        let holds_now = match &standing {
-            Some(standing) => self.store.session_holds_now(standing),
-            None => Some(true),
-        };
-        match (holds_now, super::current_now(&claimed, &self.store)) {
-            (Some(false), _) => return Authentication::Now(Err(ended())),
-            (Some(true), Some(now)) => {
-                return Authentication::Now(
-                    now.map(|caller| Authenticated {
-                        caller,
-                        expiry,
-                        standing,
-                    })
-                    .map_err(Rejected::Denied),
-                );
-            }
-            _ => {}
+        if let Some(now) = super::current_now(&claimed, standing, &self.store) {
+            return Authentication::Now(
+                now.map(|caller| Authenticated {
+                    caller,
+                    expiry,
+                    standing,
+                })
+                .map_err(Rejected::Denied),
+            );
         }
         let this = self.clone();
         Authentication::Later(Box::pin(async move {
-            super::session_holds(standing, &this.store)
-                .await
-                .map_err(Rejected::Denied)?;
-            let caller = super::current(&claimed, &this.store)
+            let caller = super::current(&claimed, standing, &this.store)
                 .await
                 .map_err(Rejected::Denied)?;
             Ok(Authenticated {
@@ -248,10 +237,6 @@ impl Authenticator {
             .put(token.to_owned(), verified.clone());
         Ok(verified)
     }
-}
-
-fn ended() -> Rejected {
-    Rejected::Denied(super::session_ended())
 }
 
 /// The token of an `authorization: Bearer <token>` value.

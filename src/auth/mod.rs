@@ -40,8 +40,8 @@ pub fn session_ended() -> ServiceError {
     ServiceError::Unauthenticated("the token's session has ended: log in again".into())
 }
 
-/// Fails when the caller's token no longer works because its session ended; streams check it
-/// for every message, as they check the caller's standing.
+/// Fails when the caller's token no longer works because its session ended. `current` checks
+/// it; a watch, which follows the caller's standing through events, checks it alone.
 pub async fn session_holds(standing: Option<Standing>, store: &Store) -> Result<(), ServiceError> {
     let Some(standing) = standing else {
         return Ok(());
@@ -74,9 +74,15 @@ pub fn gone() -> ServiceError {
     ServiceError::Unauthenticated("the token's user no longer exists".into())
 }
 
-/// The caller as they stand now. A stored user's role and status are read again (the cache
-/// makes this a lookup, not a query); a service's come from its token and do not change.
-pub async fn current(caller: &Caller, store: &Store) -> Result<Caller, ServiceError> {
+/// The caller as they stand now: their token's session still open (`token`: what the token
+/// needs, from `CallerStanding`), and a stored user's role and status read again (the caches
+/// make both lookups, not queries); a service's come from its token and do not change.
+pub async fn current(
+    caller: &Caller,
+    token: Option<Standing>,
+    store: &Store,
+) -> Result<Caller, ServiceError> {
+    session_holds(token, store).await?;
     let Caller::User { id, .. } = caller else {
         return Ok(caller.clone());
     };
@@ -87,9 +93,19 @@ pub async fn current(caller: &Caller, store: &Store) -> Result<Caller, ServiceEr
     }
 }
 
-/// `current`'s answer when it needs no wait (a service, or a user in the cache); `None` when
-/// the user's standing must be read from the database.
-pub fn current_now(caller: &Caller, store: &Store) -> Option<Result<Caller, ServiceError>> {
+/// `current`'s answer when it needs no wait (a service, or a user and session in the caches);
+/// `None` when something must be read from the database.
+pub fn current_now(
+    caller: &Caller,
+    token: Option<Standing>,
+    store: &Store,
+) -> Option<Result<Caller, ServiceError>> {
+    if let Some(token) = token {
+        match store.session_holds_now(&token)? {
+            true => {}
+            false => return Some(Err(session_ended())),
+        }
+    }
     let Caller::User { id, .. } = caller else {
         return Some(Ok(caller.clone()));
     };

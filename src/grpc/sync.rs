@@ -100,10 +100,7 @@ pub fn start(
             let standing = if until_passed(expires) {
                 Err(super::watch::expired())
             } else {
-                match crate::auth::session_holds(token_standing, &service.store).await {
-                    Ok(()) => crate::auth::current(&caller, &service.store).await,
-                    Err(ended) => Err(ended),
-                }
+                crate::auth::current(&caller, token_standing, &service.store).await
             };
             let caller = match standing {
                 Ok(caller) => caller,

@@ -166,8 +166,7 @@ pub async fn start(
     };
     // The caller as they stand now: every later change to them is in the events to come.
     let caller_revision = store.head_revision();
-    crate::auth::session_holds(standing, &store).await?;
-    let caller = crate::auth::current(caller, &store).await?;
+    let caller = crate::auth::current(caller, standing, &store).await?;
     let (client, receiver) = mpsc::channel(CLIENT_BUFFER);
     let watcher = Watcher {
         store,
