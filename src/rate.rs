@@ -12,16 +12,16 @@ use tower_governor::GovernorError;
 use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 
-use crate::auth::Caller;
+use crate::auth::{Authenticated, Caller};
 use crate::client_address::{address_key, client_ip};
 use crate::domain::UserId;
 
 /// An authenticated caller's principal, or an anonymous caller's address (an IPv6 /64).
-/// Made without allocating for users and addresses, since every call makes one.
+/// Made without allocating, since every call makes one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CallerKey {
     User(UserId),
-    Service(String),
+    Service(Arc<str>),
     Address(IpAddr),
 }
 
@@ -62,9 +62,8 @@ impl KeyExtractor for KeyOfCall {
     type Key = CallerKey;
 
     fn extract<T>(&self, request: &http::Request<T>) -> Result<CallerKey, GovernorError> {
-        let caller = request.extensions().get::<Caller>();
         CallerKey::of(
-            caller.unwrap_or(&Caller::Anonymous),
+            Authenticated::caller_of(request.extensions()),
             request.extensions(),
             request.headers(),
             &self.trusted_proxies,

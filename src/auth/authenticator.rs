@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use lru::LruCache;
 
+pub use super::Authenticated;
 use super::{Caller, TokenExpiry};
 use crate::contract::tokens::{Claims, Jwt, TokenError};
 use crate::domain::{Role, UserId};
@@ -45,7 +46,8 @@ struct Verified {
 enum Subject {
     /// A stored user: their current role and status decide.
     User(UserId),
-    Service(String),
+    /// Shared with every `Caller` made from the token, so a call copies no name.
+    Service(Arc<str>),
 }
 
 impl Verified {
@@ -63,7 +65,7 @@ impl Verified {
                 };
                 (Subject::User(id), Some(standing))
             }
-            Err(_) => (Subject::Service(claims.sub), None),
+            Err(_) => (Subject::Service(claims.sub.into()), None),
         };
         Ok(Self {
             exp: claims.exp,
@@ -85,14 +87,6 @@ impl Verified {
             },
         }
     }
-}
-
-/// Who is calling, and until when their token works (none for anonymous calls).
-pub struct Authenticated {
-    pub caller: Caller,
-    pub expiry: Option<TokenExpiry>,
-    /// What a user's token needs to go on working.
-    pub standing: Option<Standing>,
 }
 
 /// Authentication's answer: at once, or once the caller's standing is read.

@@ -5,6 +5,7 @@ pub mod hasher;
 
 pub mod policy;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::domain::{Role, User, UserId, UserStatus};
@@ -29,10 +30,30 @@ impl TokenExpiry {
     }
 }
 
-/// What a user's token needs to go on working (its session open, or to be issued after the
-/// user's sessions last ended), set beside the `Caller` for a user's token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallerStanding(pub Standing);
+/// What the auth middleware leaves on a call for the handlers: one extension, since every
+/// call carries it.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub caller: Caller,
+    /// When the token stops working (none for anonymous calls), so that streams end then.
+    pub expiry: Option<TokenExpiry>,
+    /// What a user's token needs to go on working: its session open, or to be issued after
+    /// the user's sessions last ended.
+    pub standing: Option<Standing>,
+}
+
+impl Authenticated {
+    /// What authentication left on a call; `None` when it has not passed the auth middleware.
+    pub fn of(extensions: &http::Extensions) -> Option<&Self> {
+        extensions.get::<Self>()
+    }
+
+    /// The caller authentication left on a call; anonymous when there is none.
+    pub fn caller_of(extensions: &http::Extensions) -> &Caller {
+        static ANONYMOUS: Caller = Caller::Anonymous;
+        Self::of(extensions).map_or(&ANONYMOUS, |authenticated| &authenticated.caller)
+    }
+}
 
 /// The token's session has ended (logout, a password change, a reused refresh token), or the
 /// token was issued before its user's sessions were all ended.
@@ -120,7 +141,7 @@ pub enum Caller {
     /// The token's subject is a stored user; `role` is that user's current role.
     User { id: UserId, role: Role },
     /// The token's subject is a service name; `role` comes from the token.
-    Service { name: String, role: Role },
+    Service { name: Arc<str>, role: Role },
 }
 
 impl Caller {
@@ -144,7 +165,7 @@ impl Caller {
         match self {
             Caller::Anonymous => Actor::Anonymous,
             Caller::User { id, .. } => Actor::User(*id),
-            Caller::Service { name, .. } => Actor::Service(name.clone()),
+            Caller::Service { name, .. } => Actor::Service(name.to_string()),
         }
     }
 

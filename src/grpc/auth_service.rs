@@ -17,7 +17,7 @@ use super::caller_of;
 use super::convert::{timestamp, user_to_pb};
 use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Denied, authorize};
-use crate::auth::{Caller, CallerStanding};
+use crate::auth::{Authenticated, Caller};
 use crate::client_address::{address_key, client_ip};
 use crate::contract::tokens::Jwt;
 use crate::domain::PasswordHash;
@@ -255,7 +255,7 @@ impl AuthService for AuthServiceImpl {
         Ok(Response::new(pb::LoginResponse {
             access_token,
             expires_at: Some(timestamp(expires)),
-            user: Some(user_to_pb(user)),
+            user: Some(user_to_pb(&user)),
             refresh_token: token,
             refresh_expires_at: Some(timestamp(ends_ns)),
         }))
@@ -269,8 +269,8 @@ impl AuthService for AuthServiceImpl {
         if caller_of(&request) == Caller::Anonymous {
             return Err(ServiceError::from(Denied::NeedsToken).into());
         }
-        let Some(CallerStanding(Standing::Session(session))) =
-            request.extensions().get::<CallerStanding>().copied()
+        let Some(Standing::Session(session)) = Authenticated::of(request.extensions())
+            .and_then(|authenticated| authenticated.standing)
         else {
             return Err(ServiceError::FailedPrecondition(
                 "the token was not issued by a session (Login or Refresh): there is no session to end"
@@ -456,7 +456,7 @@ impl AuthServiceImpl {
         Ok(pb::LoginResponse {
             access_token,
             expires_at: Some(timestamp(expires)),
-            user: Some(user_to_pb(user)),
+            user: Some(user_to_pb(&user)),
             refresh_token,
             refresh_expires_at: Some(timestamp(ends_ns)),
         })

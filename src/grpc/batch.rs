@@ -208,7 +208,7 @@ async fn write_chunk(
     let outcomes = service.store.create_batch(items).await?;
     for (position, outcome) in outcomes {
         match outcome {
-            Ok(event) => response.users.push(user_to_pb(event.user)),
+            Ok(event) => response.users.push(user_to_pb(&event.user)),
             Err(err) => errors.push((position, ServiceError::from(err))),
         }
     }

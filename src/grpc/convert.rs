@@ -19,7 +19,7 @@ pub fn timestamp(ns: i64) -> Timestamp {
     }
 }
 
-pub fn user_to_pb(user: User) -> pb::User {
+pub fn user_to_pb(user: &User) -> pb::User {
     pb::User {
         id: user.id.to_string(),
         etag: user.etag().to_string(),
@@ -64,7 +64,7 @@ pub fn event_to_pb(event: UserEvent, seen_by: &Caller) -> pb::UserEvent {
     pb::UserEvent {
         event_id: event.event_id.to_string(),
         r#type: kind as i32,
-        user: Some(user_to_pb(event.user)),
+        user: Some(user_to_pb(&event.user)),
         timestamp: Some(timestamp(event.at_ns)),
         revision: event.revision,
         failure: None,

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Changes, authorize};
-use crate::auth::{Caller, TokenExpiry};
+use crate::auth::{Authenticated, Caller};
 use crate::domain::{Credential, FieldViolation, Role, User, UserStatus, ValidationError};
 use crate::error::ServiceError;
 use crate::pb::{self, user_service_server::UserService};
@@ -45,11 +45,7 @@ pub struct UserServiceImpl {
 
 /// The caller the auth middleware attached; anonymous when there is none.
 fn caller_of<T>(request: &Request<T>) -> Caller {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .unwrap_or(Caller::Anonymous)
+    Authenticated::caller_of(request.extensions()).clone()
 }
 
 /// Bytes of a ListUsers answer kept for the page token and the count.
@@ -67,7 +63,7 @@ fn fit_page<P>(
     let mut bytes = 0;
     let mut last_kept = None;
     for (position, user) in page {
-        let user = user_to_pb(user);
+        let user = user_to_pb(&user);
         let size = prost::Message::encoded_len(&user) + 8;
         if !users.is_empty() && bytes + size > budget {
             return (users, last_kept);
@@ -81,18 +77,12 @@ fn fit_page<P>(
 
 /// What the caller's token needs to go on working, for streams that outlive the call's start.
 fn token_standing<T>(request: &Request<T>) -> Option<crate::storage::sessions::Standing> {
-    request
-        .extensions()
-        .get::<crate::auth::CallerStanding>()
-        .map(|standing| standing.0)
+    Authenticated::of(request.extensions())?.standing
 }
 
 /// When the caller's token stops working, for streams that outlive the call's start.
 fn token_expiry<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
-    request
-        .extensions()
-        .get::<TokenExpiry>()
-        .map(|expiry| expiry.instant())
+    Some(Authenticated::of(request.extensions())?.expiry?.instant())
 }
 
 impl UserServiceImpl {
@@ -262,7 +252,7 @@ impl UserService for UserServiceImpl {
             .map_err(ServiceError::from)?;
         tracing::info!(user_id = %event.user.id, "user created");
         Ok(Response::new(pb::CreateUserResponse {
-            user: Some(user_to_pb(event.user)),
+            user: Some(user_to_pb(&event.user)),
         }))
     }
 
@@ -280,7 +270,7 @@ impl UserService for UserServiceImpl {
             .await
             .map_err(|err| ServiceError::from(err).naming(raw_id))?;
         Ok(Response::new(pb::GetUserResponse {
-            user: Some(user_to_pb(user)),
+            user: Some(user_to_pb(&user)),
         }))
     }
 
@@ -312,7 +302,7 @@ impl UserService for UserServiceImpl {
             .map_err(ServiceError::from)?
             .ok_or(ServiceError::NotFound(named))?;
         Ok(Response::new(pb::GetUserResponse {
-            user: Some(user_to_pb(user)),
+            user: Some(user_to_pb(&user)),
         }))
     }
 
@@ -324,7 +314,7 @@ impl UserService for UserServiceImpl {
         let caller = caller_of(&request);
         let updated = self.apply_update(&caller, request.into_inner()).await?;
         Ok(Response::new(pb::UpdateUserResponse {
-            user: Some(user_to_pb(updated.into_user())),
+            user: Some(user_to_pb(&updated.into_user())),
         }))
     }
 

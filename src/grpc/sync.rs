@@ -116,7 +116,7 @@ pub fn start(
                 Ok(Updated::Changed(event)) => event_to_pb(event, &caller),
                 // Nothing changed, so there is no event: the user as stored.
                 Ok(Updated::Unchanged(user)) => pb::UserEvent {
-                    user: Some(user_to_pb(user)),
+                    user: Some(user_to_pb(&user)),
                     ..Default::default()
                 },
                 // Refused because the caller lost the role the stream was opened with: the

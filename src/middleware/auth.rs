@@ -1,5 +1,6 @@
 //! Inside the load shedder: asks the `Authenticator` who the call comes from and passes the
-//! answer on as a `Caller` (and a `TokenExpiry`) for the handlers, and as the principal for
+//! answer on as `Authenticated` (the caller, and their token's expiry and standing) for the
+//! handlers, and as the principal for
 //! the access log. Bad tokens stop here with UNAUTHENTICATED; what an authenticated caller
 //! may do is decided by `auth::policy` in the handlers.
 
@@ -59,18 +60,10 @@ fn admit(mut request: Request, authenticated: Result<Authenticated, Rejected>) -
         Err(Rejected::TooSoon(wait)) => return Admission::Refuse(refused(wait)),
         Err(Rejected::Denied(err)) => return Admission::Refuse(status_response(err.into())),
     };
-    if let Some(expiry) = authenticated.expiry {
-        request.extensions_mut().insert(expiry);
-    }
-    if let Some(standing) = authenticated.standing {
-        request
-            .extensions_mut()
-            .insert(crate::auth::CallerStanding(standing));
-    }
     if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
         slot.set(&authenticated.caller);
     }
-    request.extensions_mut().insert(authenticated.caller);
+    request.extensions_mut().insert(authenticated);
     Admission::Pass(request)
 }
 

@@ -18,9 +18,12 @@ use tower::{Layer, Service};
 
 use super::Response;
 
+/// Made once: a name given as a string is parsed at each lookup.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// When the call must end, from its `grpc-timeout` header.
 pub fn from_headers(headers: &http::HeaderMap) -> Option<Instant> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
     parse_timeout(value).map(|timeout| Instant::now() + timeout)
 }
 

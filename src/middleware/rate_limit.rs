@@ -14,7 +14,7 @@ use tower_governor::GovernorError;
 use tower_governor::governor::Governor;
 
 use super::{Response, refusal_response, status_response};
-use crate::auth::Caller;
+use crate::auth::{Authenticated, Caller};
 use crate::rate::{Config, KeyOfCall};
 
 /// The limit's configuration: the limiter `rate::RateLimiter` shares with the rest of the
@@ -96,10 +96,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let anonymous = matches!(
-            request.extensions().get::<Caller>(),
-            None | Some(Caller::Anonymous)
-        );
+        let anonymous = *Authenticated::caller_of(request.extensions()) == Caller::Anonymous;
         if anonymous {
             Either::Right(self.inner.call(request))
         } else {

@@ -429,15 +429,16 @@ impl Store {
 
     /// The user as committed: a read that starts after any server acknowledged a write to
     /// them reflects it.
-    pub async fn get(&self, id: UserId) -> StoreResult<User> {
+    pub async fn get(&self, id: UserId) -> StoreResult<Arc<User>> {
         async {
-            if let Backend::Sqlite(store) = &self.backend
-                && let Some(user) = store.published().cache.get(&id)
-            {
-                // One server per SQLite file: its cache has every commit.
-                return Ok(user);
+            match &self.backend {
+                Backend::Sqlite(store) => match store.published().cache.shared(&id) {
+                    // One server per SQLite file: its cache has every commit.
+                    Some(user) => Ok(user),
+                    None => store.load(id).map(Arc::new),
+                },
+                Backend::Postgres(store) => store.get(id).await,
             }
-            on_backend!(&self.backend, s => s.load(id), s.get(id))
         }
         .instrument(self.span("get_user"))
         .await
@@ -449,7 +450,7 @@ impl Store {
     pub async fn standing(&self, id: UserId) -> StoreResult<User> {
         async {
             match &self.backend {
-                Backend::Sqlite(_) => self.get(id).await,
+                Backend::Sqlite(_) => self.get(id).await.map(Arc::unwrap_or_clone),
                 Backend::Postgres(store) => store.standing(id).await,
             }
         }

@@ -2,6 +2,8 @@
 //! that starts after any replica acknowledged a write sees it. Each read is one statement,
 //! which PostgreSQL runs in one snapshot.
 
+use std::sync::Arc;
+
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
@@ -75,14 +77,14 @@ impl PostgresStore {
     /// The user as committed, reflecting every write acknowledged before this call began
     /// (on any replica): through the read fence, from the cache once this replica's tail has
     /// caught up with the database's head; otherwise from the database.
-    pub(crate) async fn get(&self, id: UserId) -> StoreResult<User> {
+    pub(crate) async fn get(&self, id: UserId) -> StoreResult<Arc<User>> {
         let head = self.fence.head().await?;
         if self.published.applied(head, FENCE_WAIT).await
-            && let Some(user) = self.published.cache.get(&id)
+            && let Some(user) = self.published.cache.shared(&id)
         {
             return Ok(user);
         }
-        self.load(id).await
+        self.load(id).await.map(Arc::new)
     }
 
     /// The user as this server's tail last applied them: what a call's caller is checked

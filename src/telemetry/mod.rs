@@ -1,8 +1,11 @@
 //! Logging and traces. `RUST_LOG` picks what is logged, `--log-format` how. Lines are written
-//! by a worker thread, off the request path: a call queues its access-log line and goes on.
-//! Under a load the worker cannot keep up with, lines are dropped rather than calls slowed, and
-//! counted. With `--otlp-endpoint`, spans (one per call, with storage and hashing work as
+//! by a thread of their own, off the request path (`sink`): a call queues its access-log line
+//! (formatted by `access`) and goes on. Under a load the writer cannot keep up with, lines are
+//! dropped rather than calls slowed, and counted. With `--otlp-endpoint`, spans (one per call, with storage and hashing work as
 //! children) are exported over OTLP/gRPC; without it no span is even created.
+
+mod access;
+mod sink;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -12,46 +15,40 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::config::LogFormat;
+pub use access::ACCESS_TARGET;
+use access::AccessLines;
+use sink::{Dropped, Sink};
 
 /// The target of the spans this server makes for traces. They are at DEBUG level, so that the
 /// default log filter (`info`) leaves them disabled and free when no traces are exported.
 pub const SPAN_TARGET: &str = "user_service::span";
 
 /// The log writer's count of dropped lines, for the metrics (set once the subscriber is).
-static DROPPED: std::sync::OnceLock<ErrorCounter> = std::sync::OnceLock::new();
+static DROPPED: std::sync::OnceLock<Dropped> = std::sync::OnceLock::new();
 
 /// Lines dropped so far because the log writer's queue was full (0 before `init`).
 pub fn dropped_lines() -> u64 {
-    DROPPED
-        .get()
-        .map_or(0, |dropped| dropped.dropped_lines() as u64)
+    DROPPED.get().map_or(0, Dropped::count)
 }
-
-/// Lines queued for the writer before new ones are dropped.
-const QUEUED_LINES: usize = 128_000;
-
-/// Bytes of log lines gathered into one write.
-const WRITE_BUFFER: usize = 64 * 1024;
 
 /// Keeps the log writer running and the span exporter with it; `finish` writes every line
 /// still queued and sends every span still held.
 pub struct LogWriter {
-    _worker: WorkerGuard,
-    dropped: ErrorCounter,
+    sink: Sink,
     traces: Option<SdkTracerProvider>,
 }
 
 impl LogWriter {
     /// Lines dropped so far because the queue was full.
-    pub fn dropped_lines(&self) -> usize {
-        self.dropped.dropped_lines()
+    pub fn dropped_lines(&self) -> u64 {
+        self.sink.dropped().count()
     }
 
     /// Sends the spans not yet exported (waiting up to `EXPORT_TIMEOUT`), then writes the
@@ -62,6 +59,7 @@ impl LogWriter {
         {
             tracing::warn!("spans not exported at shutdown: {err}");
         }
+        self.sink.finish();
     }
 }
 
@@ -69,36 +67,39 @@ impl LogWriter {
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot export traces to {endpoint}")]
-pub struct TracesError {
-    endpoint: String,
-    #[source]
-    source: opentelemetry_otlp::ExporterBuildError,
+pub enum TelemetryError {
+    #[error("cannot export traces to {endpoint}")]
+    Traces {
+        endpoint: String,
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    #[error("cannot start the log writer")]
+    Writer(#[source] std::io::Error),
 }
 
 /// Installs the global subscriber: log lines (`info` when `RUST_LOG` is unset) and, with an
 /// OTLP endpoint, trace export. Call it inside the server's runtime: the exporter's gRPC
 /// connection lives there.
-pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<LogWriter, TracesError> {
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<LogWriter, TelemetryError> {
     let traces = otlp_endpoint.map(tracer_provider).transpose()?;
-    let (writer, worker) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(QUEUED_LINES)
-        // The worker flushes whenever it has written all it was sent, so a burst of lines
-        // costs one write, and a quiet server's lines still appear at once.
-        .finish(std::io::BufWriter::with_capacity(
-            WRITE_BUFFER,
-            std::io::stderr(),
-        ));
-    let dropped = writer.error_counter();
-    let _ = DROPPED.set(dropped.clone());
+    let sink = Sink::start().map_err(TelemetryError::Writer)?;
+    let _ = DROPPED.set(sink.dropped());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let lines = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
+        .with_writer(sink.lines())
         .with_ansi(std::io::stderr().is_terminal());
+    let general = tracing_subscriber::fmt::format();
     let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        LogFormat::Text => lines.with_filter(filter).boxed(),
-        LogFormat::Json => lines.json().flatten_event(true).with_filter(filter).boxed(),
+        LogFormat::Text => lines
+            .event_format(AccessLines::text(general))
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => lines
+            .event_format(AccessLines::json(general.json().flatten_event(true)))
+            .fmt_fields(JsonFields::new())
+            .with_filter(filter)
+            .boxed(),
     };
     // Only this server's own spans become trace spans; its log events stay log lines.
     let spans = traces.as_ref().map(|provider| {
@@ -116,20 +117,16 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<LogWriter,
         .with(lines)
         .with(spans)
         .init();
-    Ok(LogWriter {
-        _worker: worker,
-        dropped,
-        traces,
-    })
+    Ok(LogWriter { sink, traces })
 }
 
-fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, TracesError> {
+fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
         .with_timeout(EXPORT_TIMEOUT)
         .build()
-        .map_err(|source| TracesError {
+        .map_err(|source| TelemetryError::Traces {
             endpoint: endpoint.to_owned(),
             source,
         })?;
