@@ -430,17 +430,24 @@ impl Store {
     /// The user as committed: a read that starts after any server acknowledged a write to
     /// them reflects it.
     pub async fn get(&self, id: UserId) -> StoreResult<Arc<User>> {
-        async {
-            match &self.backend {
-                Backend::Sqlite(store) => match store.published().cache.shared(&id) {
-                    // One server per SQLite file: its cache has every commit.
-                    Some(user) => Ok(user),
-                    None => store.load(id).map(Arc::new),
-                },
-                Backend::Postgres(store) => store.get(id).await,
-            }
+        let span = self.span("get_user");
+        if let Backend::Sqlite(store) = &self.backend
+            && let Some(user) = span.in_scope(|| store.published().cache.shared(&id))
+        {
+            // One server per SQLite file: its cache has every commit.
+            return Ok(user);
         }
-        .instrument(self.span("get_user"))
+        // Boxed: a database read's future is large, and every caller's future would carry
+        // its size (GetUser's is moved on every call) even when the cache answers.
+        Box::pin(
+            async {
+                match &self.backend {
+                    Backend::Sqlite(store) => store.load(id).map(Arc::new),
+                    Backend::Postgres(store) => store.get(id).await,
+                }
+            }
+            .instrument(span),
+        )
         .await
     }
 

@@ -92,7 +92,7 @@ fn update_request() -> pb::UpdateUserRequest {
 
 #[test]
 fn wire_messages_of_every_rpc() {
-    let user = || Some(user_to_pb(fixed_user()));
+    let user = || Some(user_to_pb(&fixed_user()));
     let create_request = pb::CreateUserRequest {
         metadata: [("team".to_string(), "core".to_string())].into(),
         ..new_user("ann_lee")
@@ -136,7 +136,7 @@ fn wire_messages_of_every_rpc() {
                 query: "ann".into(),
             }),
             wire("ListUsersResponse", &pb::ListUsersResponse {
-                users: vec![user_to_pb(fixed_user())],
+                users: vec![user_to_pb(&fixed_user())],
                 next_page_token: token,
                 total_count: 2,
             }),
@@ -152,7 +152,7 @@ fn wire_messages_of_every_rpc() {
         ("batch_create_users", [
             wire("CreateUserRequest (one of the stream)", &new_user("ann_lee")),
             wire("BatchCreateUsersResponse", &pb::BatchCreateUsersResponse {
-                users: vec![user_to_pb(fixed_user())],
+                users: vec![user_to_pb(&fixed_user())],
                 errors: vec!["item 1 (username \"x\"): username: must be 3-30 characters of ASCII letters, digits or '_', got 1 character".into()],
                 failures: vec![pb::BatchItemError {
                     position: 1,
