@@ -116,7 +116,8 @@ impl MethodMetrics {
 /// Every metric the server exposes.
 pub struct Metrics {
     registry: Registry,
-    methods: HashMap<String, Arc<MethodMetrics>>,
+    /// Looked up by path on every call: a fast hasher (the keys are the server's own).
+    methods: HashMap<String, Arc<MethodMetrics>, foldhash::fast::RandomState>,
     /// Users by status, read from storage at each scrape.
     pub users: Family<StatusLabels, Gauge>,
     pub head_revision: Gauge,

@@ -185,16 +185,17 @@ impl Extractor for Metadata<'_> {
 /// line. The span is disabled (and costs a flag test) unless traces are exported.
 fn call_span(request: &http::Request<tonic::body::Body>) -> (tracing::Span, Option<TraceId>) {
     let path = request.uri().path();
-    let name = path.strip_prefix('/').unwrap_or(path);
-    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    // Fields are worked out only when the span is enabled.
+    let name = || path.strip_prefix('/').unwrap_or(path);
+    let part = |at: usize| name().split('/').nth(at).unwrap_or("");
     let span = tracing::debug_span!(
         target: SPAN_TARGET,
         "rpc",
-        otel.name = name,
+        otel.name = name(),
         otel.kind = "server",
         rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
+        rpc.service = part(0),
+        rpc.method = part(1),
         rpc.grpc.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
