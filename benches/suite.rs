@@ -999,7 +999,9 @@ async fn cross_replica_delivery(writer: &str, watcher: &str, count: usize) -> Ve
 /// memory an idle watcher costs.
 async fn watch_fan_out(suite: &mut Suite) {
     println!("\n4. WatchUsers fan-out against the real binary: 2,000 watchers, 1,000 updates");
-    let server = server_process(&suite.small, &[]);
+    // Every watcher is the bench's one caller: its cap on open streams (16 by default) is
+    // raised, since this figure measures fan-out, not the caps.
+    let server = server_process(&suite.small, &["--max-open-streams-per-caller", "4000"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = server.rss_kib();
     let args = BenchArgs {
