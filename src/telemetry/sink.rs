@@ -1,6 +1,7 @@
 //! Where log lines go: a call appends its line to a batch in memory and goes on; a thread of
-//! the sink's own writes each batch to standard error with one write. Past `MAX_QUEUED_BYTES`
-//! waiting, new lines are dropped and counted rather than calls slowed.
+//! the sink's own wakes at the first line, lets more gather for `GATHER`, and writes them all
+//! to standard error with one write. Past `MAX_QUEUED_BYTES` waiting, new lines are dropped
+//! and counted rather than calls slowed.
 //!
 //! Written here rather than taken from tracing-appender: its writer allocates every line,
 //! sends it over a channel and frees it on the other thread, which the profile of a GetUser
@@ -29,7 +30,10 @@ struct Batch {
     bytes: Vec<u8>,
     /// The writer thread sleeps until a line arrives.
     writer_waiting: bool,
+    /// The writer thread is to stop once the batch is empty.
     closed: bool,
+    /// The writer thread has stopped: lines are written where they are made.
+    finished: bool,
 }
 
 struct Shared {
@@ -45,8 +49,7 @@ impl Shared {
 
     fn push(&self, line: &[u8]) {
         let mut batch = self.batch();
-        if batch.closed {
-            // After the writer has finished, a line is written where it is made.
+        if batch.finished {
             drop(batch);
             let _ = io::stderr().write_all(line);
             return;
@@ -111,6 +114,7 @@ impl Sink {
                 bytes: Vec::with_capacity(KEPT_CAPACITY),
                 writer_waiting: false,
                 closed: false,
+                finished: false,
             }),
             arrived: Condvar::new(),
             dropped: AtomicU64::new(0),
@@ -143,6 +147,13 @@ impl Sink {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+        // Lines that came after the writer's last look, then every later one, in order.
+        let rest = {
+            let mut batch = self.shared.batch();
+            batch.finished = true;
+            std::mem::take(&mut batch.bytes)
+        };
+        let _ = io::stderr().write_all(&rest);
     }
 }
 
@@ -231,6 +242,7 @@ mod tests {
                 bytes: Vec::new(),
                 writer_waiting: false,
                 closed: false,
+                finished: false,
             }),
             arrived: Condvar::new(),
             dropped: AtomicU64::new(0),

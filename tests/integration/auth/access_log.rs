@@ -35,3 +35,49 @@ async fn the_access_log_records_the_grpc_code_of_a_failed_call() {
     assert!(!all.contains("$argon2"), "a password hash reached the log");
     assert!(!all.contains("Bearer "), "a token reached the log");
 }
+
+#[tokio::test]
+async fn every_line_of_the_calls_before_sigterm_is_written_before_the_server_exits() {
+    let database = crate::helpers::TestDatabase::new();
+    // No rate limit: the calls come as fast as the client makes them.
+    let mut server = crate::helpers::ServerProcess::start_with(
+        &database,
+        &[],
+        &["--rate-limit-per-second", "0"],
+    );
+    let mut client = server.client().await.unwrap();
+    let calls = 300;
+    for n in 0..calls {
+        let missing = format!("0192a3b4-0000-7000-8000-{n:012}");
+        let status = client
+            .get_user(GetUserRequest { user_id: missing })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    // The server stops at once: the last lines are still waiting to be written.
+    let pid = server.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The client's connection answers the server's GOAWAY meanwhile.
+    let exited = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    drop(client);
+    assert!(exited.success(), "{exited:?}");
+    server.wait_for_log("\"message\":\"stopped\"");
+    let logged = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("\"method\":\"/userservice.UserService/GetUser\""))
+        .count();
+    assert_eq!(logged, calls, "access lines were lost at the stop");
+}
