@@ -256,24 +256,8 @@ async fn boolean_variables_take_the_usual_spellings_and_sigterm_exits_promptly()
         .await
         .expect("USER_SERVICE_ALLOW_SIGNUP=yes turns sign-up on");
 
-    let pid = server.child.id().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let started = std::time::Instant::now();
-    let exited = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the server is still running 5 s after SIGTERM"
-        );
-        // The client's connection stays open and answers the server's GOAWAY meanwhile.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    // The client's connection stays open and answers the server's GOAWAY meanwhile.
+    let exited = server.terminate(Duration::from_secs(5)).await;
     assert!(exited.success(), "{exited:?}");
     server.wait_for_log("\"message\":\"stopped\"");
     let log = server.log.lock().unwrap().join("\n");

@@ -310,19 +310,7 @@ async fn spans_still_held_at_shutdown_are_exported_before_the_server_exits() {
         "nothing is exported before the batch is due"
     );
 
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let exited = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait();
-        (server, status)
-    })
-    .await
-    .unwrap()
-    .1
-    .unwrap();
+    let exited = server.terminate(Duration::from_secs(30)).await;
 
     assert!(exited.success(), "{exited:?}");
     let exported = collector.spans();

@@ -388,6 +388,27 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Sends SIGTERM and waits up to `limit` for the process to exit, polling without
+    /// blocking the runtime, so that the test's clients answer the server's GOAWAY meanwhile.
+    pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM could not be sent");
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited for") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the server is still running {limit:?} after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The server's resident memory, in KiB (Linux).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

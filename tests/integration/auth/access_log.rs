@@ -56,19 +56,7 @@ async fn every_line_of_the_calls_before_sigterm_is_written_before_the_server_exi
         assert_eq!(status.code(), Code::NotFound);
     }
     // The server stops at once: the last lines are still waiting to be written.
-    let pid = server.child.id().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    // The client's connection answers the server's GOAWAY meanwhile.
-    let exited = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    };
+    let exited = server.terminate(std::time::Duration::from_secs(5)).await;
     drop(client);
     assert!(exited.success(), "{exited:?}");
     server.wait_for_log("\"message\":\"stopped\"");
