@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use lru::LruCache;
 
-pub use super::Authenticated;
+use super::Authenticated;
 use super::{Caller, TokenExpiry};
 use crate::contract::tokens::{Claims, Jwt, TokenError};
 use crate::domain::{Role, UserId};

@@ -13,7 +13,8 @@ use tower::{Layer, Service};
 use super::access_log::PrincipalSlot;
 use super::rate_limit::refused;
 use super::{Response, status_response};
-use crate::auth::authenticator::{Authenticated, Authentication, Authenticator, Rejected};
+use crate::auth::Authenticated;
+use crate::auth::authenticator::{Authentication, Authenticator, Rejected};
 
 type Request = http::Request<tonic::body::Body>;
 

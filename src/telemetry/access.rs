@@ -147,6 +147,13 @@ impl JsonFields<'_, '_> {
         write!(self.writer, ",\"{}\":", field.name())
     }
 
+    /// A number or a boolean, as it is.
+    fn bare(&mut self, field: &Field, value: &str) {
+        if self.result.is_ok() {
+            self.result = self.name(field).and_then(|()| self.writer.write_str(value));
+        }
+    }
+
     fn string(&mut self, field: &Field, value: fmt::Arguments<'_>) {
         if self.result.is_ok() {
             self.result = self.name(field).and_then(|()| {
@@ -164,27 +171,15 @@ impl Visit for JsonFields<'_, '_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.result.is_ok() {
-            self.result = self
-                .name(field)
-                .and_then(|()| self.writer.write_str(itoa::Buffer::new().format(value)));
-        }
+        self.bare(field, itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.result.is_ok() {
-            self.result = self
-                .name(field)
-                .and_then(|()| self.writer.write_str(itoa::Buffer::new().format(value)));
-        }
+        self.bare(field, itoa::Buffer::new().format(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.result.is_ok() {
-            self.result = self
-                .name(field)
-                .and_then(|()| self.writer.write_str(if value { "true" } else { "false" }));
-        }
+        self.bare(field, if value { "true" } else { "false" });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

@@ -1,8 +1,9 @@
 //! Logging and traces. `RUST_LOG` picks what is logged, `--log-format` how. Lines are written
 //! by a thread of their own, off the request path (`sink`): a call queues its access-log line
 //! (formatted by `access`) and goes on. Under a load the writer cannot keep up with, lines are
-//! dropped rather than calls slowed, and counted. With `--otlp-endpoint`, spans (one per call, with storage and hashing work as
-//! children) are exported over OTLP/gRPC; without it no span is even created.
+//! dropped rather than calls slowed, and counted. With `--otlp-endpoint`, spans (one per
+//! call, with storage and hashing work as children) are exported over OTLP/gRPC; without it
+//! no span is even created.
 
 mod access;
 mod sink;

@@ -40,18 +40,41 @@ struct Shared {
     batch: Mutex<Batch>,
     arrived: Condvar,
     dropped: AtomicU64,
+    /// Where lines are written: by the writer thread, then, once it has stopped, by callers.
+    out: Mutex<Box<dyn Write + Send>>,
 }
 
 impl Shared {
+    fn new(out: impl Write + Send + 'static) -> Self {
+        Self {
+            batch: Mutex::new(Batch {
+                bytes: Vec::with_capacity(KEPT_CAPACITY),
+                writer_waiting: false,
+                closed: false,
+                finished: false,
+            }),
+            arrived: Condvar::new(),
+            dropped: AtomicU64::new(0),
+            out: Mutex::new(Box::new(out)),
+        }
+    }
+
     fn batch(&self) -> MutexGuard<'_, Batch> {
         self.batch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `bytes` out now. A failed write (a closed pipe, a full disk) loses these lines,
+    /// not the server.
+    fn write_out(&self, bytes: &[u8]) {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = out.write_all(bytes).and_then(|()| out.flush());
     }
 
     fn push(&self, line: &[u8]) {
         let mut batch = self.batch();
         if batch.finished {
             drop(batch);
-            let _ = io::stderr().write_all(line);
+            self.write_out(line);
             return;
         }
         if batch.bytes.len() + line.len() > MAX_QUEUED_BYTES {
@@ -68,7 +91,7 @@ impl Shared {
 
     /// The writer thread: waits for a line, lets more gather for `GATHER`, then takes all that
     /// are waiting and writes them at once. Only the first line after a write wakes it.
-    fn write_batches(&self, mut out: impl Write) {
+    fn write_batches(&self) {
         let mut taken = Vec::with_capacity(KEPT_CAPACITY);
         loop {
             let mut batch = self.batch();
@@ -87,8 +110,7 @@ impl Shared {
             }
             std::mem::swap(&mut batch.bytes, &mut taken);
             drop(batch);
-            // A failed write (a closed pipe, a full disk) loses these lines, not the server.
-            let _ = out.write_all(&taken).and_then(|()| out.flush());
+            self.write_out(&taken);
             taken.clear();
             taken.shrink_to(KEPT_CAPACITY);
         }
@@ -109,20 +131,11 @@ impl Sink {
 
     /// Starts the writer thread, writing to `out`.
     fn start_into(out: impl Write + Send + 'static) -> io::Result<Self> {
-        let shared = Arc::new(Shared {
-            batch: Mutex::new(Batch {
-                bytes: Vec::with_capacity(KEPT_CAPACITY),
-                writer_waiting: false,
-                closed: false,
-                finished: false,
-            }),
-            arrived: Condvar::new(),
-            dropped: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(out));
         let writing = shared.clone();
         let writer = std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || writing.write_batches(out))?;
+            .spawn(move || writing.write_batches())?;
         Ok(Self {
             shared,
             writer: Some(writer),
@@ -153,7 +166,7 @@ impl Sink {
             batch.finished = true;
             std::mem::take(&mut batch.bytes)
         };
-        let _ = io::stderr().write_all(&rest);
+        self.shared.write_out(&rest);
     }
 }
 
@@ -203,7 +216,7 @@ impl<'a> MakeWriter<'a> for Lines {
 mod tests {
     use super::*;
 
-    /// Standard error's stand-in: what the writer thread wrote.
+    /// Standard error's stand-in: what the sink wrote.
     struct Written(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Written {
@@ -218,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn every_line_pushed_before_finish_is_written_whole_and_in_order() {
+    fn every_line_is_written_whole_and_in_order_those_after_finish_too() {
         let out = Arc::new(Mutex::new(Vec::new()));
         let mut sink = Sink::start_into(Written(out.clone())).unwrap();
         let lines = sink.lines();
@@ -229,24 +242,21 @@ mod tests {
                 .unwrap();
         }
         sink.finish();
+        // A line made after the writer stopped is written at once, after the others.
+        lines.make_writer().write_all(b"after\n").unwrap();
         let written = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         let expected: String = (0..10_000).map(|n| format!("line {n}\n")).collect();
-        assert_eq!(written, expected, "lines were lost, split or reordered");
+        assert_eq!(
+            written,
+            expected + "after\n",
+            "lines were lost, split or reordered"
+        );
         assert_eq!(sink.dropped().count(), 0);
     }
 
     #[test]
     fn lines_past_the_bound_are_dropped_and_counted() {
-        let shared = Shared {
-            batch: Mutex::new(Batch {
-                bytes: Vec::new(),
-                writer_waiting: false,
-                closed: false,
-                finished: false,
-            }),
-            arrived: Condvar::new(),
-            dropped: AtomicU64::new(0),
-        };
+        let shared = Shared::new(io::sink());
         // No writer thread runs, so nothing leaves the batch.
         let line = vec![b'x'; 1024 * 1024];
         for _ in 0..20 {
