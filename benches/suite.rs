@@ -246,23 +246,23 @@ async fn seed_url(url: &str, count: usize) -> String {
     last_page
 }
 
+/// A rate limit and a concurrency cap that no figure's calls reach.
+const UNREACHED_LIMITS: [&str; 6] = [
+    "--rate-limit-per-second",
+    "1000000",
+    "--rate-limit-burst",
+    "1000000",
+    "--max-concurrent-calls",
+    "100000",
+];
+
 /// The real binary, as the tests start it, with limits that keep out of a benchmark's way,
 /// and these flags besides.
 fn server_process(database: &Path, flags: &[&str]) -> ServerProcess {
-    let limits = [
-        "--argon2-memory-kib",
-        "8",
-        "--rate-limit-per-second",
-        "1000000",
-        "--rate-limit-burst",
-        "1000000",
-        "--max-concurrent-calls",
-        "100000",
-    ];
     ServerProcess::start_with(
         &TestDatabase::sqlite_file(database),
         &[("RUST_LOG", "warn,user_service::startup=info")],
-        &[&limits[..], flags].concat(),
+        &[&["--argon2-memory-kib", "8"], &UNREACHED_LIMITS[..], flags].concat(),
     )
 }
 
@@ -384,16 +384,24 @@ async fn suite(only: &str) {
     print_table(suite.rows);
 }
 
-/// Runs h2load, pinned to core 1, for `seconds` of GetUser calls: calls per second.
-fn h2load(url: &str, body: &Path, token: &str, seconds: u64) -> f64 {
-    let output = Command::new("taskset")
+/// h2load pinned to core 1, making GetUser calls to `url`; the caller says for how long (`-D`)
+/// or how many (`-n`).
+fn h2load_get_user(url: &str, body: &Path, token: &str) -> Command {
+    let mut command = Command::new("taskset");
+    command
         .args(["-c", "1", "h2load", "-c", "16", "-m", "32", "-t", "1"])
-        .args(["-D", &seconds.to_string()])
         .arg("-d")
         .arg(body)
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
         .args(["-H", &format!("authorization: Bearer {token}")])
-        .arg(format!("{url}/userservice.UserService/GetUser"))
+        .arg(format!("{url}/userservice.UserService/GetUser"));
+    command
+}
+
+/// Runs h2load for `seconds` of GetUser calls: calls per second.
+fn h2load(url: &str, body: &Path, token: &str, seconds: u64) -> f64 {
+    let output = h2load_get_user(url, body, token)
+        .args(["-D", &seconds.to_string()])
         .output()
         .expect("h2load runs");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -403,6 +411,45 @@ fn h2load(url: &str, body: &Path, token: &str, seconds: u64) -> f64 {
         .and_then(|rest| rest.split(", ").nth(1))
         .and_then(|rate| rate.trim_end_matches(" req/s").parse().ok())
         .unwrap_or_else(|| panic!("h2load printed no rate:\n{text}"))
+}
+
+/// Our server's flags in figures 1 and 1c: the limits no call reaches, metrics on, the access
+/// log as given.
+fn full_stack_flags(access_log: &str) -> Vec<&str> {
+    let mut flags = UNREACHED_LIMITS.to_vec();
+    flags.extend([
+        "--access-log",
+        access_log,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    flags
+}
+
+/// Starts the ceiling in a process of its own, run by `wrapper` when one is given: the process
+/// and the address it serves on.
+fn start_ceiling(wrapper: &[String]) -> (std::process::Child, String) {
+    let mut ceiling = support::wrapped(wrapper, std::env::current_exe().unwrap())
+        .arg(SERVE_CEILING)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the ceiling starts");
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(ceiling.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (ceiling, line.trim().to_owned())
+}
+
+/// valgrind running callgrind, counting into `out` and writing its own messages beside it.
+fn callgrind(out: &Path) -> Vec<String> {
+    vec![
+        "valgrind".to_owned(),
+        "--tool=callgrind".to_owned(),
+        format!("--callgrind-out-file={}", out.display()),
+        format!("--log-file={}.log", out.display()),
+    ]
 }
 
 /// Pins every thread of process `pid` to core 0.
@@ -445,18 +492,7 @@ async fn get_user_with_h2load(suite: &mut Suite) {
         let server = ServerProcess::start_with(
             &TestDatabase::sqlite_file(&suite.small),
             &[("RUST_LOG", "info")],
-            &[
-                "--rate-limit-per-second",
-                "1000000",
-                "--rate-limit-burst",
-                "1000000",
-                "--max-concurrent-calls",
-                "100000",
-                "--access-log",
-                access_log,
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ],
+            &full_stack_flags(access_log),
         );
         server.discard_log();
         pin_to_core_0(server.pid());
@@ -473,20 +509,7 @@ async fn get_user_with_h2load(suite: &mut Suite) {
         }),
     )
     .unwrap();
-    let mut ceiling = Command::new(std::env::current_exe().unwrap())
-        .arg(SERVE_CEILING)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ceiling_url = {
-        use std::io::BufRead;
-        let stdout = ceiling.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        line.trim().to_owned()
-    };
+    let (mut ceiling, ceiling_url) = start_ceiling(&[]);
     pin_to_core_0(ceiling.id());
     let (mut full, mut off, mut bare) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
@@ -523,6 +546,109 @@ async fn get_user_with_h2load(suite: &mut Suite) {
         ">= 0.90",
         verdict(r, 0.9, true),
     );
+    get_user_instructions(suite, &body, &token);
+}
+
+/// Calls made before callgrind's count starts, and then counted.
+const WARM_UP_CALLS: u64 = 2_000;
+const COUNTED_CALLS: u64 = 20_000;
+
+/// Figure 1c (callgrind): the instructions one GetUser costs the server, ours with the access
+/// log on and off and the ceiling, each run by valgrind's callgrind while h2load calls it. An
+/// instruction count does not move with what else the machine runs, so it shows a change in
+/// the cost of a call that the spread of figure 1's rates can hide; the rates stay the
+/// figures that count, since a count weighs a cache miss like any other instruction.
+fn get_user_instructions(suite: &mut Suite, body: &Path, token: &str) {
+    println!("\n1c. GetUser instructions per call under callgrind (valgrind), h2load calling");
+    let has = |tool: &str, flag: &str| Command::new(tool).arg(flag).output().is_ok();
+    if !has("valgrind", "--version") || !has("callgrind_control", "-h") {
+        println!("   valgrind is missing: install it (apt-get install valgrind)");
+        return;
+    }
+    let ours = |name: &str, access_log: &str| {
+        let out = suite.dir.path().join(format!("{name}.callgrind"));
+        let server = ServerProcess::start_wrapped(
+            &callgrind(&out),
+            &TestDatabase::sqlite_file(&suite.small),
+            &[("RUST_LOG", "info")],
+            &full_stack_flags(access_log),
+        );
+        server.discard_log();
+        instructions_per_call(server.pid(), server.url(), body, token, &out)
+    };
+    let full = ours("full", "true");
+    let off = ours("off", "false");
+    let out = suite.dir.path().join("ceiling.callgrind");
+    let (mut ceiling, url) = start_ceiling(&callgrind(&out));
+    let bare = instructions_per_call(ceiling.id(), &url, body, token, &out);
+    let _ = ceiling.kill();
+    let _ = ceiling.wait();
+    println!("   full stack {full:.0}, access log off {off:.0}, ceiling {bare:.0} per call");
+    for (name, ours) in [
+        (
+            "GetUser instructions: ceiling / full stack (callgrind)",
+            full,
+        ),
+        (
+            "GetUser instructions: ceiling / access log off (callgrind)",
+            off,
+        ),
+    ] {
+        row(
+            &mut suite.rows,
+            name,
+            format!("{bare:.0}/{ours:.0} = {:.2}", bare / ours),
+            "(measured)",
+            "-".into(),
+        );
+    }
+}
+
+/// Instructions per call of the process `pid`, run by callgrind writing to `out`: counters are
+/// dumped and zeroed after the warm-up calls, then dumped again after the counted ones.
+fn instructions_per_call(pid: u32, url: &str, body: &Path, token: &str, out: &Path) -> f64 {
+    let calls = |count: u64| {
+        let done = h2load_get_user(url, body, token)
+            .args(["-n", &count.to_string()])
+            .output()
+            .expect("h2load runs");
+        let text = String::from_utf8_lossy(&done.stdout);
+        assert!(
+            text.contains(&format!("{count} succeeded")),
+            "h2load's calls did not all succeed:\n{text}"
+        );
+    };
+    let dump = |number: u32| -> String {
+        let dumped = Command::new("callgrind_control")
+            .args(["-d", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("callgrind_control runs");
+        assert!(dumped.success(), "callgrind_control could not reach {pid}");
+        // The file is complete once its totals are written.
+        let file = PathBuf::from(format!("{}.{number}", out.display()));
+        for _ in 0..600 {
+            if let Ok(text) = std::fs::read_to_string(&file)
+                && text.lines().any(|line| line.starts_with("totals:"))
+            {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("callgrind wrote no complete {}", file.display());
+    };
+    calls(WARM_UP_CALLS);
+    dump(1);
+    calls(COUNTED_CALLS);
+    let counted = dump(2);
+    let total: f64 = counted
+        .lines()
+        .find_map(|line| line.strip_prefix("totals: "))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
+        .expect("callgrind's dump has its totals");
+    total / COUNTED_CALLS as f64
 }
 
 /// The ceiling in a process of its own: its address on the first line of standard output.

@@ -6,6 +6,7 @@
 mod database;
 mod proxy;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -241,6 +242,19 @@ pub async fn create_many(client: &mut Client, prefix: &str, count: usize) -> Vec
     response.users
 }
 
+/// A command that runs `program`, through `wrapper` (a program and its arguments) when one is
+/// given.
+pub fn wrapped<S: AsRef<OsStr>>(wrapper: &[S], program: impl AsRef<OsStr>) -> Command {
+    match wrapper.split_first() {
+        Some((runner, args)) => {
+            let mut command = Command::new(runner);
+            command.args(args).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
 /// The server binary, started on port 0; its address is read from its log.
 pub struct ServerProcess {
     pub child: Child,
@@ -272,6 +286,17 @@ impl ServerProcess {
         Self::launch(database.url(), Some(TEST_SECRET), env, args)
     }
 
+    /// Starts the binary as `start_with` does, run by `wrapper` (a program and its arguments,
+    /// such as valgrind's), which must keep the binary's process id and its standard error.
+    pub fn start_wrapped<S: AsRef<OsStr>>(
+        wrapper: &[S],
+        database: &TestDatabase,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
+        Self::launch_with(wrapper, database.url(), Some(TEST_SECRET), env, args)
+    }
+
     /// Starts the binary on the database at `url` (through a `Proxy`, say).
     pub fn start_on_url(url: &str, args: &[&str]) -> Self {
         Self::launch(url, Some(TEST_SECRET), &[], args)
@@ -283,7 +308,17 @@ impl ServerProcess {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_user-service"));
+        Self::launch_with::<&str>(&[], database_url, secret, env, args)
+    }
+
+    fn launch_with<S: AsRef<OsStr>>(
+        wrapper: &[S],
+        database_url: &str,
+        secret: Option<&str>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
+        let mut command = wrapped(wrapper, env!("CARGO_BIN_EXE_user-service"));
         command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--database-url", database_url])
