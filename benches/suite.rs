@@ -452,6 +452,11 @@ fn callgrind(out: &Path) -> Vec<String> {
     ]
 }
 
+/// Whether `tool` is on the path (it answers `--version`).
+fn installed(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
 /// Pins every thread of process `pid` to core 0.
 fn pin_to_core_0(pid: u32) {
     let pinned = Command::new("taskset")
@@ -473,8 +478,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Alternating, three rounds, medians.
 async fn get_user_with_h2load(suite: &mut Suite) {
     println!("1. GetUser under h2load (server on core 0, h2load on core 1), median of 3 rounds");
-    let has = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
-    if !has("h2load") || !has("taskset") {
+    if !installed("h2load") || !installed("taskset") {
         println!(
             "   h2load or taskset is missing: install them (apt-get install nghttp2-client util-linux)"
         );
@@ -560,8 +564,7 @@ const COUNTED_CALLS: u64 = 20_000;
 /// figures that count, since a count weighs a cache miss like any other instruction.
 fn get_user_instructions(suite: &mut Suite, body: &Path, token: &str) {
     println!("\n1c. GetUser instructions per call under callgrind (valgrind), h2load calling");
-    let has = |tool: &str, flag: &str| Command::new(tool).arg(flag).output().is_ok();
-    if !has("valgrind", "--version") || !has("callgrind_control", "-h") {
+    if !installed("valgrind") || !installed("callgrind_control") {
         println!("   valgrind is missing: install it (apt-get install valgrind)");
         return;
     }
@@ -892,8 +895,7 @@ async fn postgres(suite: &mut Suite) {
     println!(
         "\n5. PostgreSQL: the service against the database's own ceilings (pgbench, 16 connections)"
     );
-    let has = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
-    if !has("pgbench") || !has("h2load") {
+    if !installed("pgbench") || !installed("h2load") {
         println!(
             "   pgbench or h2load is missing: install them (apt-get install postgresql-contrib nghttp2-client)"
         );

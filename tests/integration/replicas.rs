@@ -374,14 +374,7 @@ async fn replicas_starting_together_migrate_once_and_a_newer_schema_is_refused()
     let servers: Vec<ServerProcess> = starts.into_iter().map(|s| s.join().unwrap()).collect();
     let applied = servers
         .iter()
-        .filter(|server| {
-            server
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|line| line.contains("applied database migration"))
-        })
+        .filter(|server| !server.logged("applied database migration").is_empty())
         .count();
     assert_eq!(
         applied, 1,

@@ -460,18 +460,20 @@ impl ServerProcess {
         &self.addr
     }
 
+    /// The log lines so far that contain `text`.
+    pub fn logged(&self, text: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|line| line.contains(text))
+            .cloned()
+            .collect()
+    }
+
     /// The first log line containing `text`, waiting up to five seconds for it.
     pub fn wait_for_log(&self, text: &str) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let found = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|line| line.contains(text))
-                .cloned();
-            match found {
+            match self.logged(text).into_iter().next() {
                 Some(line) => return line,
                 None if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))

@@ -60,12 +60,6 @@ async fn every_line_of_the_calls_before_sigterm_is_written_before_the_server_exi
     drop(client);
     assert!(exited.success(), "{exited:?}");
     server.wait_for_log("\"message\":\"stopped\"");
-    let logged = server
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|line| line.contains("\"method\":\"/userservice.UserService/GetUser\""))
-        .count();
-    assert_eq!(logged, calls, "access lines were lost at the stop");
+    let logged = server.logged("\"method\":\"/userservice.UserService/GetUser\"");
+    assert_eq!(logged.len(), calls, "access lines were lost at the stop");
 }

@@ -207,14 +207,8 @@ async fn with_an_rsa_key_the_algorithm_is_pinned_and_issuer_and_audience_are_che
 async fn without_a_configured_key_the_logged_development_token_works() {
     let database = crate::helpers::TestDatabase::new();
     let server = crate::helpers::ServerProcess::start_without_key(&database);
-    let line = server
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|line| line.contains("DEVELOPMENT ONLY"))
-        .cloned()
-        .expect("the development token is logged at start");
+    // Logged at start, before the address the harness waits for.
+    let line = server.wait_for_log("DEVELOPMENT ONLY");
     let token = line
         .split("24 hours: ")
         .nth(1)
