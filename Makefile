@@ -17,7 +17,7 @@ test:
 	@psql "$(TEST_DATABASE_URL)" -Atqc 'SELECT 1' >/dev/null 2>&1 || { \
 		echo "make test: PostgreSQL is unreachable at $(TEST_DATABASE_URL) (checked with psql): start it, or run make test TEST_DATABASE_URL=postgres://USER@HOST:PORT/DATABASE" >&2; exit 1; }
 	$(CARGO) test --locked --lib --bins --tests
-	TEST_BACKEND=postgres $(CARGO) test --locked --test integration -- --skip sqlite:: --skip replicas::
+	TEST_BACKEND=postgres $(CARGO) test --locked --test integration -- --skip sqlite:: --skip replicas:: --skip grey::
 
 ## Formatting and clippy, warnings as errors.
 lint:

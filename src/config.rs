@@ -75,6 +75,36 @@ pub struct Cli {
     )]
     pub database_statement_timeout_ms: u64,
 
+    /// PostgreSQL: milliseconds one storage operation may take, enforced by this server (the
+    /// database may never hear a query on a silent link): past it the call answers
+    /// UNAVAILABLE and the connection is closed. Also the connections' TCP user timeout and
+    /// their lock timeout.
+    #[arg(
+        long,
+        env = "USER_SERVICE_DATABASE_OPERATION_TIMEOUT_MS",
+        default_value_t = StorageSettings::DEFAULT_OPERATION_TIMEOUT.as_millis() as u64
+    )]
+    pub database_operation_timeout_ms: u64,
+
+    /// PostgreSQL: milliseconds a session may sit in an open transaction without sending its
+    /// next statement before the database ends it and releases its locks (a replica cut off
+    /// mid-write cannot hold every replica's writes).
+    #[arg(
+        long,
+        env = "USER_SERVICE_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        default_value_t = StorageSettings::DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT.as_millis() as u64
+    )]
+    pub database_idle_in_transaction_timeout_ms: u64,
+
+    /// Seconds start-up keeps retrying while the database is unreachable or only a standby
+    /// answers (health says NOT_SERVING meanwhile); 0 retries for good.
+    #[arg(
+        long,
+        env = "USER_SERVICE_DATABASE_STARTUP_WAIT_SECS",
+        default_value_t = 60
+    )]
+    pub database_startup_wait_secs: u64,
+
     /// Argon2id memory cost in KiB (OWASP minimum: 19456).
     #[arg(long, env = "USER_SERVICE_ARGON2_MEMORY_KIB", default_value_t = Argon2Settings::OWASP_MINIMUM.memory_kib)]
     pub argon2_memory_kib: u32,
@@ -132,6 +162,15 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Connections open at once from one client address; past it a new one from that
+    /// address is closed at once, so one client cannot take every slot (0: no cap).
+    #[arg(
+        long,
+        env = "USER_SERVICE_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1_000
+    )]
+    pub max_connections_per_address: usize,
+
     /// Seconds a new connection has to start speaking (its HTTP/2 preface, or the TLS
     /// handshake first) before it is closed.
     #[arg(
@@ -145,7 +184,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "USER_SERVICE_MAX_CONNECTION_IDLE_SECS",
-        default_value_t = 0
+        default_value_t = 300
     )]
     pub max_connection_idle_secs: u64,
 
@@ -336,6 +375,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// How often the database is checked for the health service.
     pub health_check_interval: Duration,
+    /// How long start-up retries while the database is unreachable or a standby; `None`: for
+    /// good.
+    pub database_startup_wait: Option<Duration>,
     pub jwt: JwtSettings,
     pub allow_signup: bool,
     pub signups_per_hour: NonZeroU32,
@@ -428,6 +470,10 @@ impl Settings {
                 pool_size: cli.database_pool_size,
                 connect_timeout: Duration::from_secs(cli.database_connect_timeout_secs),
                 statement_timeout: Duration::from_millis(cli.database_statement_timeout_ms),
+                operation_timeout: Duration::from_millis(cli.database_operation_timeout_ms.max(1)),
+                idle_in_transaction_timeout: Duration::from_millis(
+                    cli.database_idle_in_transaction_timeout_ms,
+                ),
                 cache_capacity: cli.cache_capacity,
                 event_retention: cli.event_retention,
                 ..StorageSettings::default()
@@ -444,6 +490,10 @@ impl Settings {
             max_open_streams: cli.max_open_streams,
             connections: ConnectionLimits {
                 max: cli.max_connections.max(1),
+                per_address: match cli.max_connections_per_address {
+                    0 => cli.max_connections.max(1),
+                    cap => cap,
+                },
                 handshake: Duration::from_secs(cli.handshake_timeout_secs),
                 idle: (cli.max_connection_idle_secs > 0)
                     .then(|| Duration::from_secs(cli.max_connection_idle_secs)),
@@ -458,7 +508,9 @@ impl Settings {
             keepalive_timeout: Duration::from_secs(cli.keepalive_timeout_secs),
             shutdown_drain: Duration::from_secs(cli.shutdown_drain_secs),
             shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
-            health_check_interval: Duration::from_secs(5),
+            health_check_interval: Duration::from_secs(1),
+            database_startup_wait: (cli.database_startup_wait_secs > 0)
+                .then(|| Duration::from_secs(cli.database_startup_wait_secs)),
         })
     }
 }

@@ -1,9 +1,11 @@
-//! The listener's guard on connections, below HTTP/2: a server-wide cap (past it a new
-//! connection is closed at once), a deadline for a new connection to start speaking, and,
+//! The listener's guard on connections, below HTTP/2: a server-wide cap and a cap per client
+//! address (past either, a new connection is closed at once; the second keeps one client from
+//! taking every slot, health probes' included), a deadline for a new connection to start speaking, and,
 //! when set, the closing of connections that carry no call for a while.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,8 @@ const PREFACE_BYTES: usize = 24;
 pub struct ConnectionLimits {
     /// Connections open at once.
     pub max: usize,
+    /// Connections open at once from one client address.
+    pub per_address: usize,
     /// How long a new connection has to send its first bytes (the HTTP/2 preface, or the
     /// TLS handshake that comes before it).
     pub handshake: Duration,
@@ -42,17 +46,65 @@ impl Refused {
     }
 }
 
-/// Accepted connections, each holding one of `limits.max` places until it closes.
+/// Connections open per client address.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One of an address's places, given back when its connection closes.
+struct AddressPlace {
+    counts: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, address: IpAddr, cap: usize) -> Option<AddressPlace> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let open = counts.entry(address).or_insert(0);
+        if *open >= cap {
+            return None;
+        }
+        *open += 1;
+        Some(AddressPlace {
+            counts: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = counts.get_mut(&self.address) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Accepted connections, each holding one of `limits.max` places, and one of its address's
+/// `limits.per_address`, until it closes.
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
     refused: Arc<Refused>,
 ) -> impl Stream<Item = io::Result<Guarded>> {
     let places = Arc::new(Semaphore::new(limits.max));
+    let per_address = Arc::new(PerAddress::default());
     TcpListenerStream::new(listener).filter_map(move |accepted| {
         let stream = match accepted {
             Ok(stream) => stream,
             Err(err) => return Some(Err(err)),
+        };
+        let address = match stream.peer_addr() {
+            Ok(peer) => peer.ip(),
+            Err(err) => return Some(Err(err)),
+        };
+        let Some(address_place) = per_address.take(address, limits.per_address) else {
+            refused.0.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%address, "refused a connection: its address holds its limit");
+            return None;
         };
         let Ok(place) = places.clone().try_acquire_owned() else {
             refused.0.fetch_add(1, Ordering::Relaxed);
@@ -60,7 +112,7 @@ pub fn incoming(
             return None;
         };
         let _ = stream.set_nodelay(true);
-        Some(Ok(Guarded::new(stream, place, limits)))
+        Some(Ok(Guarded::new(stream, (place, address_place), limits)))
     })
 }
 
@@ -125,7 +177,7 @@ pub struct ConnectionInfo {
 /// A TCP connection under the guard's rules.
 pub struct Guarded {
     inner: TcpStream,
-    _place: OwnedSemaphorePermit,
+    _places: (OwnedSemaphorePermit, AddressPlace),
     info: ConnectionInfo,
     /// Bytes still to come before the client counts as speaking.
     preface_left: usize,
@@ -135,14 +187,18 @@ pub struct Guarded {
 }
 
 impl Guarded {
-    fn new(inner: TcpStream, place: OwnedSemaphorePermit, limits: ConnectionLimits) -> Self {
+    fn new(
+        inner: TcpStream,
+        places: (OwnedSemaphorePermit, AddressPlace),
+        limits: ConnectionLimits,
+    ) -> Self {
         let tcp = TcpConnectInfo {
             local_addr: inner.local_addr().ok(),
             remote_addr: inner.peer_addr().ok(),
         };
         Self {
             inner,
-            _place: place,
+            _places: places,
             info: ConnectionInfo {
                 tcp,
                 activity: Arc::new(Activity::new()),

@@ -121,8 +121,13 @@ pub async fn probe(addr: &str, service: &str, timeout: Duration) -> Result<bool,
         .map_err(|_| format!("no answer within {timeout:?}"))?
 }
 
-/// Reports NOT_SERVING while the database cannot answer, and SERVING once it can again.
-/// Checked every `interval`, and whenever the store's reachability changes.
+/// How long the health check's database query may take: a link that went silent turns
+/// health NOT_SERVING within `interval + PING_LIMIT`.
+pub const PING_LIMIT: Duration = Duration::from_millis(1500);
+
+/// Reports NOT_SERVING while the database cannot answer (or cannot take writes: a standby),
+/// and SERVING once it can again. Checked every `interval`, and whenever the store's
+/// reachability changes.
 pub async fn monitor(
     store: Store,
     reporter: HealthReporter,
@@ -143,7 +148,7 @@ pub async fn monitor(
             }
             () = shutdown.triggered() => return,
         }
-        let ping = store.ping().await;
+        let ping = store.ping(PING_LIMIT).await;
         if shutdown.is_triggered() {
             return;
         }

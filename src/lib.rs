@@ -6,12 +6,14 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod call_deadline;
 pub mod cli;
 pub mod client_address;
 pub mod codec;
 pub mod config;
 pub mod connections;
 pub mod contract;
+pub mod database_wait;
 pub mod domain;
 pub mod error;
 pub mod grpc;

@@ -120,7 +120,6 @@ impl Application {
                  DEVELOPMENT ONLY, an admin token valid for 24 hours: {token}"
             );
         }
-        let store = Store::open(&settings.storage).await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -132,6 +131,13 @@ impl Application {
             addr: settings.listen,
             source,
         })?;
+        let store = crate::database_wait::open(
+            &settings.storage,
+            settings.database_startup_wait,
+            &listener,
+            settings.tls.is_none(),
+        )
+        .await?;
         let jwt = Arc::new(jwt);
         let (trigger, shutdown) = shutdown::channel();
         let mut metrics_server = None;

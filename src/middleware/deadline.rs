@@ -79,11 +79,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let sleep =
-            from_headers(request.headers()).map(|at| Box::pin(tokio::time::sleep_until(at)));
+        let deadline = from_headers(request.headers());
         DeadlineFuture {
             inner: self.inner.call(request),
-            sleep,
+            deadline,
+            sleep: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
         }
     }
 }
@@ -92,6 +92,8 @@ pin_project_lite::pin_project! {
     pub struct DeadlineFuture<F> {
         #[pin]
         inner: F,
+        // Carried into the handler's task (`call_deadline`), so storage can honour it.
+        deadline: Option<Instant>,
         sleep: Option<Pin<Box<Sleep>>>,
     }
 }
@@ -104,7 +106,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Poll::Ready(result) = this.inner.poll(cx) {
+        let inner = this.inner;
+        let polled = crate::call_deadline::sync_scope(*this.deadline, || inner.poll(cx));
+        if let Poll::Ready(result) = polled {
             // The answer started in time; its body, if it streams, still owes the deadline.
             return Poll::Ready(result.map(|response| match this.sleep.take() {
                 Some(sleep) => response.map(|body| {

@@ -4,8 +4,14 @@
 //! one revision, one event and one outcome per write. A write that fails on its own (a taken
 //! name, an unknown id, a stale etag) fails alone; a failure of the whole transaction reaches
 //! every write in it.
+//!
+//! A write whose caller has gone (cancelled, or past its deadline) before its group's
+//! transaction begins is dropped, never committed; the transaction gets the time its
+//! soonest caller has left (`call_deadline`), so none commits after its caller was told it
+//! failed.
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::{Backend, BatchItem, StoreResult, UserEvent};
 use crate::domain::{Actor, Etag, NewUser, UserId, UserPatch};
@@ -46,6 +52,8 @@ pub(super) fn mismatched() -> super::StoreError {
 pub(super) struct Queued {
     pub write: Write,
     pub reply: oneshot::Sender<StoreResult<Done>>,
+    /// The caller's deadline, if it set one.
+    pub deadline: Option<Instant>,
 }
 
 /// Starts the task that commits queued writes in groups; it ends when the queue's last
@@ -58,36 +66,60 @@ pub(super) fn start(backend: Backend) -> mpsc::UnboundedSender<Queued> {
 
 type Reply = oneshot::Sender<StoreResult<Done>>;
 
+/// The writes whose callers still wait (the others are dropped; one past its deadline hears
+/// why), and the soonest deadline among them.
+fn still_wanted(group: Vec<Queued>) -> (Vec<Queued>, Option<Instant>) {
+    let now = Instant::now();
+    let mut soonest: Option<Instant> = None;
+    let mut wanted = Vec::with_capacity(group.len());
+    for queued in group {
+        if queued.reply.is_closed() {
+            continue;
+        }
+        if let Some(deadline) = queued.deadline {
+            if deadline <= now {
+                let _ = queued.reply.send(Err(super::StoreError::Unavailable(
+                    "the call's deadline passed before its write began: nothing was written".into(),
+                )));
+                continue;
+            }
+            soonest = Some(soonest.map_or(deadline, |soonest| soonest.min(deadline)));
+        }
+        wanted.push(queued);
+    }
+    (wanted, soonest)
+}
+
 async fn commit_groups(backend: Backend, mut queued: mpsc::UnboundedReceiver<Queued>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while queued.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let (mut creates, mut create_replies) = (Vec::new(), Vec::new());
-        let (mut changes, mut change_replies) = (Vec::new(), Vec::new());
-        for Queued { write, reply } in group.drain(..) {
-            match write {
-                Write::Create(user) => {
-                    creates.push(BatchItem {
-                        position: creates.len(),
-                        user,
-                    });
-                    create_replies.push(Some(reply));
-                }
-                Write::Change(change) => {
-                    changes.push(change);
-                    change_replies.push(reply);
-                }
-            }
-        }
+        let (creates, changes): (Vec<Queued>, Vec<Queued>) = group
+            .drain(..)
+            .partition(|queued| matches!(queued.write, Write::Create(_)));
+        // Creates commit first, then changes: each set is judged when its turn comes.
+        let (creates, deadline) = still_wanted(creates);
         if !creates.is_empty() {
-            commit_creates(&backend, creates, create_replies).await;
+            crate::call_deadline::scope(deadline, commit_creates(&backend, creates)).await;
         }
+        let (changes, deadline) = still_wanted(changes);
         if !changes.is_empty() {
-            commit_changes(&backend, changes, change_replies).await;
+            crate::call_deadline::scope(deadline, commit_changes(&backend, changes)).await;
         }
     }
 }
 
-async fn commit_creates(backend: &Backend, items: Vec<BatchItem>, mut replies: Vec<Option<Reply>>) {
+async fn commit_creates(backend: &Backend, queued: Vec<Queued>) {
+    let mut items = Vec::with_capacity(queued.len());
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(queued.len());
+    for Queued { write, reply, .. } in queued {
+        if let Write::Create(user) = write {
+            items.push(BatchItem {
+                position: items.len(),
+                user,
+            });
+            replies.push(Some(reply));
+        }
+    }
     match backend.create_batch(items).await {
         Ok(outcomes) => {
             for (position, outcome) in outcomes {
@@ -105,7 +137,15 @@ async fn commit_creates(backend: &Backend, items: Vec<BatchItem>, mut replies: V
     }
 }
 
-async fn commit_changes(backend: &Backend, changes: Vec<Change>, replies: Vec<Reply>) {
+async fn commit_changes(backend: &Backend, queued: Vec<Queued>) {
+    let mut changes = Vec::with_capacity(queued.len());
+    let mut replies = Vec::with_capacity(queued.len());
+    for Queued { write, reply, .. } in queued {
+        if let Write::Change(change) = write {
+            changes.push(change);
+            replies.push(reply);
+        }
+    }
     match backend.change_group(changes).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {

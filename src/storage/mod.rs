@@ -55,6 +55,15 @@ pub struct StorageSettings {
     pub connect_timeout: Duration,
     /// PostgreSQL: how long one statement may run before the database cancels it.
     pub statement_timeout: Duration,
+    /// PostgreSQL: how long one storage operation (a read, a write's transaction, a health
+    /// ping's query) may take, enforced here, not by the database (which may never hear the
+    /// query): past it the call answers UNAVAILABLE and the connection is closed, not pooled.
+    /// Also the TCP user timeout of every connection.
+    pub operation_timeout: Duration,
+    /// PostgreSQL: how long a session may sit in an open transaction without sending the next
+    /// statement before the database ends it, releasing its locks (a replica cut off
+    /// mid-transaction would otherwise hold the log's write lock).
+    pub idle_in_transaction_timeout: Duration,
     /// Users kept in the read cache; 0 turns it off.
     pub cache_capacity: usize,
     /// How many of the newest events the log keeps for watch resumption.
@@ -72,6 +81,8 @@ impl StorageSettings {
     pub const DEFAULT_POOL_SIZE: usize = 16;
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(2);
 
     /// Whether the URL names PostgreSQL.
     pub fn is_postgres(&self) -> bool {
@@ -80,13 +91,32 @@ impl StorageSettings {
 }
 
 fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
+    url.starts_with("postgres://") || url.starts_with("postgresql://") || is_key_value(url)
 }
 
-/// The database URL with any password replaced, fit for logs and messages.
+/// libpq's other form, `host=db user=app password=... dbname=users`, which the driver also
+/// reads: no scheme, and a `key=` first.
+fn is_key_value(setting: &str) -> bool {
+    !setting.contains("://")
+        && setting
+            .split_whitespace()
+            .next()
+            .and_then(|first| first.split_once('='))
+            .is_some_and(|(key, _)| {
+                !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+}
+
+/// The database setting with any password replaced, fit for logs and messages: a URL's
+/// password (in its authority or its query), or a key=value form's `password`. What cannot
+/// be read as either is not repeated at all.
 pub fn redacted(url: &str) -> String {
+    if is_key_value(url) {
+        return redacted_key_value(url)
+            .unwrap_or_else(|| "<a key=value database setting that could not be read>".into());
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return "<a database setting that is neither a URL nor key=value pairs>".into();
     };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
@@ -115,6 +145,51 @@ pub fn redacted(url: &str) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
+/// `key=value` pairs as libpq reads them (a value may be single-quoted, with `\'` and `\\`
+/// inside), written back with the password's value replaced; `None` when they do not parse.
+fn redacted_key_value(setting: &str) -> Option<String> {
+    let mut pairs = Vec::new();
+    let mut chars = setting.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        chars.next_if_eq(&'=')?;
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            value.push('\'');
+            loop {
+                let c = chars.next()?;
+                value.push(c);
+                match c {
+                    '\\' => value.push(chars.next()?),
+                    '\'' => break,
+                    _ => {}
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                value.push(c);
+            }
+        }
+        if key.is_empty() {
+            return None;
+        }
+        if key.eq_ignore_ascii_case("password") {
+            value = "***".into();
+        }
+        pairs.push(format!("{key}={value}"));
+    }
+    Some(pairs.join(" "))
+}
+
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
@@ -125,6 +200,8 @@ impl Default for StorageSettings {
             pool_size: Self::DEFAULT_POOL_SIZE,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+            operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
+            idle_in_transaction_timeout: Self::DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
         }
     }
 }
@@ -145,7 +222,7 @@ pub enum StoreError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error(
-        "unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+        "unsupported database URL {0:?}: use sqlite://PATH, postgres://USER:PASSWORD@HOST:PORT/DATABASE or libpq's key=value form (host=HOST user=USER dbname=DATABASE)"
     )]
     UnsupportedUrl(String),
     #[error(
@@ -321,12 +398,12 @@ enum Backend {
     Postgres(Arc<PostgresStore>),
 }
 
-/// Runs SQLite work on the blocking pool; awaits PostgreSQL's.
+/// Runs SQLite work on the blocking pool; awaits PostgreSQL's within the operation bound.
 macro_rules! on_backend {
     ($backend:expr, $store:ident => $sqlite:expr, $pg:expr) => {
         match $backend {
             Backend::Sqlite($store) => $store.clone().blocking(move |$store| $sqlite).await,
-            Backend::Postgres($store) => $pg.await,
+            Backend::Postgres($store) => $store.bounded($pg).await,
         }
     };
 }
@@ -396,7 +473,11 @@ impl Store {
     async fn write(&self, write: group_commit::Write) -> StoreResult<group_commit::Done> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.writes
-            .send(group_commit::Queued { write, reply })
+            .send(group_commit::Queued {
+                write,
+                reply,
+                deadline: crate::call_deadline::current(),
+            })
             .map_err(|_| StoreError::Backend("storage is closed".into()))?;
         answer
             .await
@@ -443,7 +524,7 @@ impl Store {
             async {
                 match &self.backend {
                     Backend::Sqlite(store) => store.load(id).map(Arc::new),
-                    Backend::Postgres(store) => store.get(id).await,
+                    Backend::Postgres(store) => store.bounded(store.get(id)).await,
                 }
             }
             .instrument(span),
@@ -458,7 +539,7 @@ impl Store {
         async {
             match &self.backend {
                 Backend::Sqlite(_) => self.get(id).await.map(Arc::unwrap_or_clone),
-                Backend::Postgres(store) => store.standing(id).await,
+                Backend::Postgres(store) => store.bounded(store.standing(id)).await,
             }
         }
         .instrument(self.span("get_standing"))
@@ -591,9 +672,12 @@ impl Store {
         }
     }
 
-    /// Succeeds when the database answers a query.
-    pub async fn ping(&self) -> StoreResult<()> {
-        on_backend!(&self.backend, s => s.ping(), s.ping())
+    /// Succeeds when the database answers a query within `limit` and can take writes.
+    pub async fn ping(&self, limit: Duration) -> StoreResult<()> {
+        match &self.backend {
+            Backend::Sqlite(store) => store.clone().blocking(|store| store.ping()).await,
+            Backend::Postgres(store) => store.bounded_for(limit, store.ping()).await,
+        }
     }
 
     /// SQLite: flushes the journal into the database file. Closes every connection.
@@ -621,5 +705,50 @@ mod tests {
             "postgres://app@db/users"
         );
         assert_eq!(redacted("sqlite://data/users.db"), "sqlite://data/users.db");
+    }
+
+    #[test]
+    fn a_key_value_setting_keeps_its_keys_and_loses_its_password() {
+        assert_eq!(
+            redacted("host=db port=5432 user=app password=s3cret dbname=users"),
+            "host=db port=5432 user=app password=*** dbname=users"
+        );
+        assert_eq!(
+            redacted("host=db password='s3cret dbname=users"),
+            "<a key=value database setting that could not be read>"
+        );
+        assert_eq!(
+            redacted("host=db password='s3 cr\\'et' dbname=users"),
+            "host=db password=*** dbname=users"
+        );
+    }
+
+    #[test]
+    fn every_refusal_of_a_database_setting_leaves_its_password_out() {
+        for setting in [
+            "postgres://app:s3cret@db:notaport/users",
+            "postgresql://db/users?password=s3cret&port=x",
+            "host=db password=s3cret dbname=users sslmode=nonsense",
+            "host=db password='s3cret",
+            "password=s3cret port=notanumber",
+            "mysql://app:s3cret@db/users",
+            "app:s3cret@db/users",
+        ] {
+            let settings = super::StorageSettings {
+                database_url: setting.into(),
+                ..Default::default()
+            };
+            let refused = if settings.is_postgres() {
+                super::postgres::connection_config(&settings).err()
+            } else {
+                super::sqlite::path_from_url(setting).err()
+            };
+            let refused = refused.unwrap_or_else(|| panic!("{setting:?} is refused"));
+            let text = crate::text::chain(&refused);
+            assert!(
+                !text.contains("s3cret"),
+                "{setting:?} was refused as {text:?}"
+            );
+        }
     }
 }

@@ -7,10 +7,13 @@
 //! for everyone waiting when the query is sent, and whoever arrives while it is in flight
 //! waits for the next one. Under load one small query serves many reads.
 
+use std::time::Duration;
+
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
-use super::{pg_error, pool_error};
+use super::{Lease, pg_error};
 use crate::storage::{StoreError, StoreResult};
 
 /// Most reads one head query answers.
@@ -23,9 +26,10 @@ pub(super) struct Fence {
 }
 
 impl Fence {
-    pub fn start(pool: Pool) -> Self {
+    /// Each head query gets `limit`; past it, everyone waiting on it hears UNAVAILABLE.
+    pub fn start(pool: Pool, limit: Duration) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(read_heads(pool, waiting));
+        tokio::spawn(read_heads(pool, limit, waiting));
         Self { queue }
     }
 
@@ -41,10 +45,18 @@ impl Fence {
     }
 }
 
-async fn read_heads(pool: Pool, mut queue: mpsc::UnboundedReceiver<Waiting>) {
+async fn read_heads(pool: Pool, limit: Duration, mut queue: mpsc::UnboundedReceiver<Waiting>) {
     let mut waiting = Vec::with_capacity(64);
     while queue.recv_many(&mut waiting, MAX_WAITING).await > 0 {
-        let head = read_head(&pool).await;
+        let ends = Instant::now() + limit;
+        let head = tokio::time::timeout_at(ends, read_head(&pool, ends))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "the database did not answer the read fence within {} ms",
+                    limit.as_millis()
+                )))
+            });
         for reply in waiting.drain(..) {
             let answer = match &head {
                 Ok(head) => Ok(*head),
@@ -58,8 +70,8 @@ async fn read_heads(pool: Pool, mut queue: mpsc::UnboundedReceiver<Waiting>) {
     }
 }
 
-async fn read_head(pool: &Pool) -> StoreResult<i64> {
-    let client = pool.get().await.map_err(pool_error)?;
+async fn read_head(pool: &Pool, ends: Instant) -> StoreResult<i64> {
+    let client = Lease::checkout(pool, ends).await?;
     let statement = client
         .prepare_cached("SELECT head FROM log_head")
         .await

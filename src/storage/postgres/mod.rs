@@ -11,6 +11,12 @@
 //!   passes a read fence (the database's head, one query shared by the reads waiting for it)
 //!   and is answered from the cache once the tail has applied that head (`fence`, `read`).
 //!   Listings and lookups read the database.
+//! - Every operation is bounded here, not only by the database (which may never see the
+//!   query): connecting, each read, each write's transaction, the fence's and the tail's reads
+//!   and the health ping. A connection whose operation ran past its bound is closed, never
+//!   pooled (`Lease`). Sessions end an open transaction that goes quiet
+//!   (`idle_in_transaction_session_timeout`), so a replica cut off mid-write cannot hold the
+//!   log's lock, and TCP keepalives with a user timeout notice a dead peer.
 //! - Each replica follows the committed log with one tail (`tail`), which feeds its read
 //!   cache (used for the caller's standing on each call), its watchers and its head revision.
 
@@ -21,11 +27,14 @@ mod sessions;
 mod tail;
 mod write;
 
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
@@ -39,12 +48,88 @@ use super::{StorageSettings, StoreError, StoreResult};
 /// it first).
 const APPLY_WAIT: Duration = Duration::from_secs(1);
 
-/// Driver errors: lost connections and timeouts are `Unavailable` (retryable); what the
-/// database refused is a backend failure.
+/// TCP keepalive probes on every connection: the first after this much silence...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(2);
+/// ...then one this often, and the connection is dropped after this many go unanswered.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+tokio::task_local! {
+    /// When the storage operation running in this task must be done (`PostgresStore::bounded`).
+    static OPERATION_ENDS: Instant;
+}
+
+/// When the operation running in this task must be done; `fallback` from now outside one.
+fn operation_ends(fallback: Duration) -> Instant {
+    OPERATION_ENDS
+        .try_with(|ends| *ends)
+        .unwrap_or_else(|_| Instant::now() + fallback)
+}
+
+/// A pooled connection held by one operation. Dropped in time, it goes back to the pool;
+/// dropped at or past its operation's end (the operation was abandoned there, perhaps
+/// mid-statement on a link that stopped answering), it is closed instead, so no later
+/// operation inherits a stalled connection or an open transaction.
+pub(super) struct Lease {
+    object: Option<Object>,
+    ends: Instant,
+}
+
+impl Lease {
+    async fn checkout(pool: &Pool, ends: Instant) -> StoreResult<Self> {
+        let object = pool.get().await.map_err(pool_error)?;
+        Ok(Self {
+            object: Some(object),
+            ends,
+        })
+    }
+}
+
+impl Deref for Lease {
+    type Target = Object;
+
+    fn deref(&self) -> &Object {
+        self.object
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut Object {
+        self.object
+            .as_mut()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take()
+            && Instant::now() >= self.ends
+        {
+            // Detached from the pool: dropping the client closes the connection.
+            drop(Object::take(object));
+        }
+    }
+}
+
+/// Driver errors: lost connections, timeouts and a database that cannot take writes (a
+/// standby, a lock held too long by a replica that went quiet) are `Unavailable`
+/// (retryable); what the database refused is a backend failure.
 pub(super) fn pg_error(err: tokio_postgres::Error) -> StoreError {
     match err.code() {
         Some(code) if *code == SqlState::QUERY_CANCELED => {
             StoreError::Unavailable("the database statement timed out".into())
+        }
+        Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => StoreError::Unavailable(
+            "the database is a read-only standby: waiting for a primary".into(),
+        ),
+        Some(code)
+            if *code == SqlState::LOCK_NOT_AVAILABLE
+                || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT =>
+        {
+            StoreError::Unavailable(format!("the database ended the transaction: {err}"))
         }
         Some(code) if code.code().starts_with("08") || code.code().starts_with("57P") => {
             StoreError::Unavailable(format!("the database is unavailable: {err}"))
@@ -103,22 +188,45 @@ pub struct PostgresStore {
     stop: CancellationToken,
     /// How many of the newest events the log keeps.
     retention: i64,
+    /// How long one operation may take (`StorageSettings::operation_timeout`).
+    operation_timeout: Duration,
+    idle_in_transaction_timeout: Duration,
     tail: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The driver's configuration from the URL (or libpq's key=value form), with this service's
+/// bounds: connect timeout, keepalives and TCP user timeout, and the session settings that
+/// bound what the database waits for.
+pub(super) fn connection_config(settings: &StorageSettings) -> StoreResult<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = settings
+        .database_url
+        .parse()
+        .map_err(|_| StoreError::UnsupportedUrl(super::redacted(&settings.database_url)))?;
+    let options = format!(
+        "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+        settings.statement_timeout.as_millis(),
+        settings.operation_timeout.as_millis(),
+        settings.idle_in_transaction_timeout.as_millis(),
+    );
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {options}"),
+        _ => options,
+    };
+    config
+        .application_name("user-service")
+        .connect_timeout(settings.connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES)
+        .tcp_user_timeout(settings.operation_timeout)
+        .options(options);
+    Ok(config)
 }
 
 impl PostgresStore {
     pub(super) async fn open(settings: &StorageSettings) -> StoreResult<Self> {
-        let mut config: tokio_postgres::Config = settings
-            .database_url
-            .parse()
-            .map_err(|_| StoreError::UnsupportedUrl(super::redacted(&settings.database_url)))?;
-        config
-            .application_name("user-service")
-            .connect_timeout(settings.connect_timeout)
-            .options(format!(
-                "-c statement_timeout={}",
-                settings.statement_timeout.as_millis()
-            ));
+        let config = connection_config(settings)?;
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -135,18 +243,23 @@ impl PostgresStore {
             .build()
             .map_err(StoreError::backend)?;
 
-        let mut client = pool.get().await.map_err(pool_error)?;
-        schema::migrate(&mut client).await?;
-        let row = client
-            .query_one(
-                "SELECT head, (SELECT min(revision) FROM events) FROM log_head",
-                &[],
-            )
+        let operation_timeout = settings.operation_timeout;
+        let ends = Instant::now() + operation_timeout.max(schema::MIGRATION_TIME);
+        let opening = async {
+            let mut client = Lease::checkout(&pool, ends).await?;
+            schema::migrate(&mut client).await?;
+            let row = client
+                .query_one(
+                    "SELECT head, (SELECT min(revision) FROM events) FROM log_head",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok::<_, StoreError>((row.get::<_, i64>(0), row.get::<_, Option<i64>>(1)))
+        };
+        let (head, oldest) = tokio::time::timeout_at(ends, opening)
             .await
-            .map_err(pg_error)?;
-        let head: i64 = row.get(0);
-        let oldest: Option<i64> = row.get(1);
-        drop(client);
+            .map_err(|_| StoreError::Unavailable("the database did not answer in time".into()))??;
 
         let published = Arc::new(Published::new(
             head,
@@ -165,16 +278,19 @@ impl PostgresStore {
                 nudge: nudge.clone(),
                 stop: stop.clone(),
                 retention,
+                operation_timeout,
             }
             .follow(),
         );
         Ok(Self {
-            fence: fence::Fence::start(pool.clone()),
+            fence: fence::Fence::start(pool.clone(), operation_timeout),
             pool,
             published,
             nudge,
             stop,
             retention,
+            operation_timeout,
+            idle_in_transaction_timeout: settings.idle_in_transaction_timeout,
             tail: std::sync::Mutex::new(Some(tail)),
         })
     }
@@ -183,8 +299,44 @@ impl PostgresStore {
         &self.published
     }
 
-    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(pool_error)
+    /// A pooled connection for the operation running in this task.
+    async fn client(&self) -> StoreResult<Lease> {
+        Lease::checkout(&self.pool, operation_ends(self.operation_timeout)).await
+    }
+
+    /// Runs one storage operation within the operation bound, or the caller's deadline when
+    /// that comes first (`call_deadline`). Past it the operation is abandoned and answers
+    /// UNAVAILABLE, and the connection it held is closed (`Lease`).
+    pub(super) async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.bounded_for(self.operation_timeout, operation).await
+    }
+
+    /// `bounded`, with a bound of its own (the health ping's).
+    pub(super) async fn bounded_for<T>(
+        &self,
+        limit: Duration,
+        operation: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let own = Instant::now() + limit;
+        let (ends, why) = match crate::call_deadline::current() {
+            Some(deadline) if deadline < own => (deadline, "before the call's deadline"),
+            _ => (own, "within the operation bound"),
+        };
+        OPERATION_ENDS
+            .scope(ends, async {
+                tokio::time::timeout_at(ends, operation)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable(format!(
+                            "the database did not answer {why} ({} ms)",
+                            limit.as_millis()
+                        )))
+                    })
+            })
+            .await
     }
 
     pub(super) fn pool_state(&self) -> super::PoolState {
@@ -196,18 +348,29 @@ impl PostgresStore {
         }
     }
 
-    /// Succeeds when a pooled connection answers and the log tail is connected.
+    /// Succeeds when the log tail is connected and a pooled connection answers from a
+    /// database that takes writes (a primary, not a standby).
     pub(super) async fn ping(&self) -> StoreResult<()> {
         if !*self.published.reachable().borrow() {
             return Err(StoreError::Unavailable(
                 "the log tail has lost its database connection".into(),
             ));
         }
-        self.client()
-            .await?
-            .simple_query("SELECT 1")
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT pg_is_in_recovery()")
             .await
             .map_err(pg_error)?;
+        let standby: bool = client
+            .query_one(&statement, &[])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if standby {
+            return Err(StoreError::Unavailable(
+                "the database is a read-only standby: waiting for a primary".into(),
+            ));
+        }
         Ok(())
     }
 

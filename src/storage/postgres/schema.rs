@@ -1,10 +1,17 @@
 //! Versioned schema migrations for PostgreSQL, applied at start-up under an advisory lock so
 //! that replicas starting together never race, and recorded in `schema_version`.
 
+use std::time::Duration;
+
 use tokio_postgres::Client;
 
 use super::pg_error;
 use crate::storage::{StoreError, StoreResult};
+
+/// How long opening the database may take when it migrates: building an index on a large
+/// table takes longer than any one call may, and a replica starting beside another waits for
+/// its migration.
+pub(super) const MIGRATION_TIME: Duration = Duration::from_secs(300);
 
 /// The advisory lock key that serialises migrations (any fixed number no other lock uses).
 const MIGRATION_LOCK: i64 = 0x7573_6572_0001;
@@ -101,6 +108,12 @@ const MIGRATIONS: &[&str] = &[
 /// Brings the database to the newest schema in one transaction, holding the migration lock.
 pub(super) async fn migrate(client: &mut Client) -> StoreResult<()> {
     let tx = client.transaction().await.map_err(pg_error)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}",
+        ms = MIGRATION_TIME.as_millis()
+    ))
+    .await
+    .map_err(pg_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(pg_error)?;

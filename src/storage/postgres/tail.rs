@@ -15,21 +15,23 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::super::published::Published;
 use super::super::sessions::{self, Ended};
 use super::read::{EVENTS_AFTER, events_after};
-use super::{pg_error, pool_error};
+use super::{Lease, pg_error};
 use crate::storage::{StoreError, StoreResult};
 
 /// Events read per query while catching up.
 const READ_BATCH: usize = 1000;
 /// A safety net: the tail reads the log this often even without a notification.
 const TICK: Duration = Duration::from_secs(1);
-/// One catch-up that takes longer than this counts as a lost connection.
-const READ_LIMIT: Duration = Duration::from_secs(5);
+/// Connecting and subscribing, or one catch-up, that takes longer than this counts as a lost
+/// connection: with the tick, a link that went silent is noticed within `TICK + READ_LIMIT`.
+const READ_LIMIT: Duration = Duration::from_millis(1500);
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// The advisory lock key that lets one replica at a time prune the log.
@@ -44,6 +46,8 @@ pub(super) struct Tail {
     pub nudge: Arc<Notify>,
     pub stop: CancellationToken,
     pub retention: i64,
+    /// The bound of each pruning transaction.
+    pub operation_timeout: Duration,
 }
 
 impl Tail {
@@ -71,6 +75,7 @@ impl Tail {
     /// One connection's life: LISTEN, catch up, then catch up again on every wake-up.
     async fn session(&self) -> StoreResult<()> {
         let (client, mut connection) = self.config.connect(NoTls).await.map_err(pg_error)?;
+        let silent = || StoreError::Unavailable("the log tail's connection went silent".into());
         let (wake, mut woken) = mpsc::unbounded_channel::<()>();
         let published = self.published.clone();
         let driver = tokio::spawn(async move {
@@ -96,21 +101,26 @@ impl Tail {
             }
         });
         let _driver = AbortOnDrop(driver);
-        client
-            .batch_execute(&format!("LISTEN user_events; LISTEN {}", sessions::CHANNEL))
+        let subscribe = async {
+            client
+                .batch_execute(&format!("LISTEN user_events; LISTEN {}", sessions::CHANNEL))
+                .await
+                .map_err(pg_error)?;
+            // Prepared once for the connection's life: every wake-up runs it.
+            client.prepare(EVENTS_AFTER).await.map_err(pg_error)
+        };
+        let read = tokio::time::timeout(READ_LIMIT, subscribe)
             .await
-            .map_err(pg_error)?;
+            .map_err(|_| silent())??;
         // Sessions that ended while no connection listened were never announced here.
         self.published.sessions.clear();
-        // Prepared once for the connection's life: every wake-up runs it.
-        let read = client.prepare(EVENTS_AFTER).await.map_err(pg_error)?;
         // Only after LISTEN: whatever commits from here on wakes us, and the catch-up below
         // reads everything before.
         let mut first = true;
         loop {
             tokio::time::timeout(READ_LIMIT, self.catch_up(&client, &read))
                 .await
-                .map_err(|_| StoreError::Unavailable("reading the event log timed out".into()))??;
+                .map_err(|_| silent())??;
             if first {
                 if !*self.published.reachable().borrow() {
                     tracing::info!(
@@ -121,7 +131,13 @@ impl Tail {
                 self.published.set_reachable(true);
                 first = false;
             }
-            maintain(&self.pool, &self.published, self.retention).await;
+            maintain(
+                &self.pool,
+                &self.published,
+                self.retention,
+                self.operation_timeout,
+            )
+            .await;
             tokio::select! {
                 woke = woken.recv() => {
                     if woke.is_none() {
@@ -171,21 +187,25 @@ impl Tail {
 /// at a time (an advisory lock), and reads back the oldest retained revision. Writers run it
 /// after their commit (so a pruned revision is refused as soon as the write that pushed it out
 /// is acknowledged, as on SQLite); the tail runs it to learn of other replicas' pruning.
-pub(super) async fn maintain(pool: &Pool, published: &Published, retention: i64) {
+pub(super) async fn maintain(pool: &Pool, published: &Published, retention: i64, limit: Duration) {
     let head = published.head();
     let keep_from = head - retention + 1;
     let slack = (retention / 8).clamp(1, MAX_PRUNE_SLACK);
     if keep_from - published.oldest() < slack {
         return;
     }
-    match prune(pool, keep_from).await {
+    let ends = Instant::now() + limit;
+    let pruned = tokio::time::timeout_at(ends, prune(pool, keep_from, ends))
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("pruning timed out".into())));
+    match pruned {
         Ok(oldest) => published.set_oldest(oldest),
         Err(err) => tracing::warn!(error = %err, "pruning the event log failed"),
     }
 }
 
-async fn prune(pool: &Pool, keep_from: i64) -> StoreResult<i64> {
-    let mut client = pool.get().await.map_err(pool_error)?;
+async fn prune(pool: &Pool, keep_from: i64, ends: Instant) -> StoreResult<i64> {
+    let mut client = Lease::checkout(pool, ends).await?;
     let tx = client.transaction().await.map_err(pg_error)?;
     // Waits for a replica (or this one's tail) that is pruning now; the delete then finds
     // little or nothing left, and the oldest revision read after it is the pruned one.

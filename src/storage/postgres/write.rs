@@ -301,14 +301,31 @@ fn decide_delete(
 }
 
 impl PostgresStore {
-    /// Opens a write transaction holding the log's counter row.
-    async fn begin<'a>(client: &'a mut Object) -> StoreResult<(Transaction<'a>, Pending)> {
+    /// Opens a write transaction holding the log's counter row. Its statements get only the
+    /// time the operation has left (the caller's remaining time, when that is sooner), so the
+    /// database itself ends a transaction that would otherwise commit after its caller was
+    /// told it failed.
+    async fn begin<'a>(&self, client: &'a mut Object) -> StoreResult<(Transaction<'a>, Pending)> {
+        let left = super::operation_ends(self.operation_timeout)
+            .saturating_duration_since(tokio::time::Instant::now());
         let tx = client.transaction().await.map_err(pg_error)?;
         let statement = tx
             .prepare_cached("SELECT head, last_created_at FROM log_head FOR UPDATE")
             .await
             .map_err(pg_error)?;
-        let row = tx.query_one(&statement, &[]).await.map_err(pg_error)?;
+        // A quiet gap in the transaction gets no longer than a statement: a commit held up
+        // on a silent link and delivered after the caller's deadline finds its session ended.
+        let left = left.as_millis().max(1);
+        let idle = left.min(self.idle_in_transaction_timeout.as_millis().max(1));
+        let limit = format!(
+            "SET LOCAL statement_timeout = {left}; SET LOCAL idle_in_transaction_session_timeout = {idle}"
+        );
+        // Sent together: one round trip.
+        let (limited, row) =
+            futures_util::future::join(tx.batch_execute(&limit), tx.query_one(&statement, &[]))
+                .await;
+        limited.map_err(pg_error)?;
+        let row = row.map_err(pg_error)?;
         Ok((tx, Pending::new(row.get(0), row.get(1))))
     }
 
@@ -395,7 +412,13 @@ impl PostgresStore {
                 "the log tail has not applied a committed write yet"
             );
         }
-        super::tail::maintain(&self.pool, &self.published, self.retention).await;
+        super::tail::maintain(
+            &self.pool,
+            &self.published,
+            self.retention,
+            self.operation_timeout,
+        )
+        .await;
     }
 
     pub(crate) async fn create_batch(
@@ -403,7 +426,7 @@ impl PostgresStore {
         items: Vec<BatchItem>,
     ) -> StoreResult<Vec<(usize, StoreResult<UserEvent>)>> {
         let mut client = self.client().await?;
-        let (tx, mut pending) = Self::begin(&mut client).await?;
+        let (tx, mut pending) = self.begin(&mut client).await?;
         let news: Vec<&NewUser> = items.iter().map(|item| &item.user).collect();
         let outcomes = insert_all(&tx, &mut pending, &news).await?;
         self.commit(tx, &pending).await?;
@@ -422,7 +445,7 @@ impl PostgresStore {
 
     pub(crate) async fn update(&self, id: UserId, patch: UserPatch) -> StoreResult<Updated> {
         let mut client = self.client().await?;
-        let (tx, mut pending) = Self::begin(&mut client).await?;
+        let (tx, mut pending) = self.begin(&mut client).await?;
         let stored = select_user(&tx, id)
             .await?
             .ok_or(StoreError::NotFound(id))?;
@@ -484,7 +507,7 @@ impl PostgresStore {
     /// index: nothing else writes users while the log's row is held.
     async fn apply_changes(&self, changes: Vec<Change>) -> StoreResult<Vec<StoreResult<Changed>>> {
         let mut client = self.client().await?;
-        let (tx, mut pending) = Self::begin(&mut client).await?;
+        let (tx, mut pending) = self.begin(&mut client).await?;
         let mut ids: Vec<UserId> = changes
             .iter()
             .map(|change| match change {

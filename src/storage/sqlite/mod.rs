@@ -37,7 +37,7 @@ pub fn path_from_url(url: &str) -> StoreResult<PathBuf> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
         .filter(|path| !path.is_empty() && !path.starts_with(":memory:"))
-        .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
+        .ok_or_else(|| StoreError::UnsupportedUrl(super::redacted(url)))?;
     Ok(PathBuf::from(path))
 }
 
