@@ -37,7 +37,8 @@ pub async fn open(
             Err(err @ StoreError::Unavailable(_)) => err,
             Err(err) => break Err(err),
         };
-        if wait.is_some_and(|wait| started.elapsed() + delay > wait) {
+        let left = wait.map(|wait| wait.saturating_sub(started.elapsed()));
+        if left.is_some_and(|left| left.is_zero()) {
             tracing::error!(
                 waited = ?started.elapsed(),
                 "the database never became ready: giving up (--database-startup-wait-secs)"
@@ -46,12 +47,12 @@ pub async fn open(
         }
         tracing::warn!(
             "the database is not ready ({err}): retrying in {} ms; health reports NOT_SERVING meanwhile",
-            delay.as_millis()
+            left.map_or(delay, |left| left.min(delay)).as_millis()
         );
         if health && standby.is_none() {
             standby = serve_not_serving(listener).await;
         }
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(left.map_or(delay, |left| left.min(delay))).await;
         delay = (delay * 2).min(RETRY_MAX);
     };
     if let Some((stop, served)) = standby {

@@ -107,3 +107,76 @@ async fn a_connection_that_carries_no_call_is_closed_after_the_idle_time() {
         "the idle connection was closed by the server"
     );
 }
+
+/// A health check sent from `source` (another loopback address than the harness's).
+async fn health_from(source: &str, server: std::net::SocketAddr) -> Result<i32, String> {
+    let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    let connector = tower::service_fn(move |_: http::Uri| async move {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(source)?;
+        let stream = socket.connect(server).await?;
+        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://checked.invalid")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect_with_connector(connector)
+        .await
+        .map_err(|err| err.to_string())?;
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|response| response.into_inner().status)
+        .map_err(|status| status.to_string())
+}
+
+#[tokio::test]
+async fn one_address_holding_its_cap_leaves_room_for_every_other_address() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.connections.max = 10;
+        settings.connections.per_address = 3;
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(app.addr).await.unwrap());
+    }
+    let mut extra = TcpStream::connect(app.addr).await.unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(2)).await,
+        "a fourth connection from the same address is refused at once"
+    );
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(
+        health_from("127.0.0.2", app.addr).await,
+        Ok(serving),
+        "a health probe from another address gets through"
+    );
+    assert!(
+        health_from("127.0.0.1", app.addr).await.is_err(),
+        "the full address is still refused"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        health_from("127.0.0.1", app.addr).await,
+        Ok(serving),
+        "its places free up when its connections close"
+    );
+}
+
+#[test]
+fn idle_connections_are_closed_after_five_minutes_unless_told_otherwise() {
+    let settings = user_service::config::Settings::default();
+    assert_eq!(
+        settings.connections.idle,
+        Some(Duration::from_secs(300)),
+        "the default idle time"
+    );
+    assert!(
+        settings.connections.per_address < settings.connections.max,
+        "one address cannot take every connection by default"
+    );
+}

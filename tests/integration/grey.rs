@@ -356,3 +356,34 @@ async fn start_up_waits_for_a_writable_database_saying_why_and_serves_once_one_a
     .expect("the server serves once the database answers");
     create(&mut client, "afterwait").await;
 }
+
+/// Runs the server on `setting` until it gives up on the database; what it wrote to stderr.
+fn refused_output(setting: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
+        .args(["--listen", "127.0.0.1:0", "--database-url", setting])
+        .args(["--database-startup-wait-secs", "1"])
+        .env("USER_SERVICE_JWT_SECRET", crate::helpers::TEST_SECRET)
+        .env("RUST_LOG", "debug")
+        .output()
+        .expect("the server binary runs");
+    assert!(!output.status.success(), "{setting:?} does not start a server");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn no_refusal_of_a_database_setting_prints_its_password() {
+    for setting in [
+        // Parsed, but nothing listens there: start-up retries, then gives up.
+        "host=127.0.0.1 port=1 user=app password=s3cret dbname=users",
+        "postgres://app:s3cret@127.0.0.1:1/users",
+        "postgresql://127.0.0.1:1/users?user=app&password=s3cret",
+        // Not parsed at all.
+        "host=127.0.0.1 password='s3cret dbname=users",
+        "postgres://app:s3cret@127.0.0.1:notaport/users",
+        "mysql://app:s3cret@127.0.0.1/users",
+    ] {
+        let said = refused_output(setting);
+        assert!(!said.contains("s3cret"), "{setting:?} was refused as:\n{said}");
+        assert!(!said.trim().is_empty(), "{setting:?} is refused with a reason");
+    }
+}
