@@ -1,7 +1,7 @@
 # The README's commands. Needs only a Rust toolchain: no protoc, no system libraries.
 CARGO ?= cargo
 
-.PHONY: run test lint snapshots build bench fuzz deploy-check
+.PHONY: run test test-ha lint snapshots build bench fuzz deploy-check
 
 ## Serve on 127.0.0.1:50051 with the embedded database in ./data/users.db.
 run:
@@ -18,6 +18,15 @@ test:
 		echo "make test: PostgreSQL is unreachable at $(TEST_DATABASE_URL) (checked with psql): start it, or run make test TEST_DATABASE_URL=postgres://USER@HOST:PORT/DATABASE" >&2; exit 1; }
 	$(CARGO) test --locked --lib --bins --tests
 	TEST_BACKEND=postgres $(CARGO) test --locked --test integration -- --skip sqlite:: --skip replicas:: --skip grey::
+
+## Primary failover under a real Patroni cluster (etcd and three PostgreSQL 15 nodes on local
+## ports 5441-5443): a switchover, a kill -9 and a SIGSTOP freeze of the primary under writers
+## and watchers on two servers; prints the outage per failure kind. Installs Debian's patroni
+## and etcd-server when missing (as root, as CI runs).
+test-ha:
+	@command -v patroni >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends patroni etcd-server etcd-client >/dev/null; }
+	$(CARGO) test --locked --test ha -- --ignored --nocapture
 
 ## Formatting and clippy, warnings as errors.
 lint:

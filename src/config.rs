@@ -59,7 +59,8 @@ pub struct Cli {
     )]
     pub database_pool_size: usize,
 
-    /// PostgreSQL: seconds connecting, or waiting for a pooled connection, may take.
+    /// PostgreSQL: seconds connecting to one host may take (a multi-host URL tries each host
+    /// in turn, each for this long).
     #[arg(
         long,
         env = "USER_SERVICE_DATABASE_CONNECT_TIMEOUT_SECS",

@@ -51,7 +51,8 @@ pub struct StorageSettings {
     pub database_url: String,
     /// PostgreSQL: connections in the pool.
     pub pool_size: usize,
-    /// PostgreSQL: how long connecting (or waiting for a pooled connection) may take.
+    /// PostgreSQL: how long connecting to one host may take (a multi-host URL tries each in
+    /// turn, each for this long).
     pub connect_timeout: Duration,
     /// PostgreSQL: how long one statement may run before the database cancels it.
     pub statement_timeout: Duration,
@@ -79,7 +80,7 @@ impl StorageSettings {
     pub const DEFAULT_EVENT_RETENTION: u64 = 1_000_000;
     pub const DEFAULT_EVENT_BUFFER: usize = 1024;
     pub const DEFAULT_POOL_SIZE: usize = 16;
-    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(2);

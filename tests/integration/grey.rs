@@ -366,7 +366,10 @@ fn refused_output(setting: &str) -> String {
         .env("RUST_LOG", "debug")
         .output()
         .expect("the server binary runs");
-    assert!(!output.status.success(), "{setting:?} does not start a server");
+    assert!(
+        !output.status.success(),
+        "{setting:?} does not start a server"
+    );
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -383,7 +386,13 @@ fn no_refusal_of_a_database_setting_prints_its_password() {
         "mysql://app:s3cret@127.0.0.1/users",
     ] {
         let said = refused_output(setting);
-        assert!(!said.contains("s3cret"), "{setting:?} was refused as:\n{said}");
-        assert!(!said.trim().is_empty(), "{setting:?} is refused with a reason");
+        assert!(
+            !said.contains("s3cret"),
+            "{setting:?} was refused as:\n{said}"
+        );
+        assert!(
+            !said.trim().is_empty(),
+            "{setting:?} is refused with a reason"
+        );
     }
 }

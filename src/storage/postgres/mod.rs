@@ -20,6 +20,7 @@
 //! - Each replica follows the committed log with one tail (`tail`), which feeds its read
 //!   cache (used for the caller's standing on each call), its watchers and its head revision.
 
+mod connect;
 mod fence;
 mod read;
 mod schema;
@@ -35,7 +36,6 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
@@ -136,6 +136,7 @@ pub(super) fn pg_error(err: tokio_postgres::Error) -> StoreError {
         }
         Some(_) => StoreError::backend(err),
         None if err.is_closed()
+            || connect::timed_out(&err)
             || std::error::Error::source(&err)
                 .is_some_and(|source| source.is::<std::io::Error>()) =>
         {
@@ -227,9 +228,10 @@ pub(super) fn connection_config(settings: &StorageSettings) -> StoreResult<tokio
 impl PostgresStore {
     pub(super) async fn open(settings: &StorageSettings) -> StoreResult<Self> {
         let config = connection_config(settings)?;
-        let manager = Manager::from_config(
+        let hosts = config.get_hosts().len().max(1);
+        let manager = Manager::from_connect(
             config.clone(),
-            NoTls,
+            connect::FirstWritable,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -237,8 +239,13 @@ impl PostgresStore {
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size.max(1))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(settings.connect_timeout))
-            .create_timeout(Some(settings.connect_timeout))
+            .wait_timeout(Some(settings.operation_timeout))
+            // A multi-host URL tries each host in turn, each for the connect timeout: a frozen
+            // host first in the list must not use up the time the next one needs.
+            .create_timeout(Some(
+                settings.connect_timeout * u32::try_from(hosts).unwrap_or(u32::MAX)
+                    + Duration::from_secs(1),
+            ))
             .recycle_timeout(Some(settings.connect_timeout))
             .build()
             .map_err(StoreError::backend)?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::super::published::Published;
@@ -74,7 +74,9 @@ impl Tail {
 
     /// One connection's life: LISTEN, catch up, then catch up again on every wake-up.
     async fn session(&self) -> StoreResult<()> {
-        let (client, mut connection) = self.config.connect(NoTls).await.map_err(pg_error)?;
+        let (client, mut connection) = super::connect::first_writable(&self.config)
+            .await
+            .map_err(pg_error)?;
         let silent = || StoreError::Unavailable("the log tail's connection went silent".into());
         let (wake, mut woken) = mpsc::unbounded_channel::<()>();
         let published = self.published.clone();
