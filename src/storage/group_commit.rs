@@ -159,3 +159,55 @@ async fn commit_changes(backend: &Backend, queued: Vec<Queued>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn queued(deadline: Option<Instant>) -> (Queued, oneshot::Receiver<StoreResult<Done>>) {
+        let (reply, answer) = oneshot::channel();
+        let write = Write::Change(Change::Delete(UserId::new(), None, Actor::Anonymous));
+        (
+            Queued {
+                write,
+                reply,
+                deadline,
+            },
+            answer,
+        )
+    }
+
+    #[tokio::test]
+    async fn writes_whose_callers_are_gone_are_dropped_before_their_transaction() {
+        let now = Instant::now();
+        let soon = now + Duration::from_secs(1);
+        let later = now + Duration::from_secs(5);
+        let (waiting, _waiting_answer) = queued(None);
+        let (soonest, _soonest_answer) = queued(Some(soon));
+        let (patient, _patient_answer) = queued(Some(later));
+        let (cancelled, cancelled_answer) = queued(Some(later));
+        drop(cancelled_answer);
+        let (expired, expired_answer) = queued(Some(now - Duration::from_millis(1)));
+
+        let (wanted, deadline) = still_wanted(vec![waiting, soonest, cancelled, expired, patient]);
+
+        assert_eq!(
+            wanted.len(),
+            3,
+            "the cancelled and the expired writes are dropped"
+        );
+        assert_eq!(
+            deadline,
+            Some(soon),
+            "the group gets its soonest caller's time"
+        );
+        match expired_answer.await {
+            Ok(Err(crate::storage::StoreError::Unavailable(reason))) => {
+                assert!(reason.contains("nothing was written"), "{reason}")
+            }
+            _ => panic!("the expired write's caller hears it was not written"),
+        }
+    }
+}
