@@ -46,3 +46,74 @@ where
         ProstCodec::<T, U>::raw_decoder(settings())
     }
 }
+
+/// tonic's words for a request it could not decode (prost's error follows them).
+const UNDECODABLE: &str = "failed to decode Protobuf message: ";
+/// tonic's words for a request body that ended inside a message.
+const CUT_SHORT: &str = "Unexpected EOF decoding stream.";
+/// tonic's words for a compressed request that does not decompress.
+const CORRUPT: &str = "Error decompressing: ";
+/// tonic's words for a request over `max_decoding_message_size`.
+const TOO_LARGE: &str = "Error, decoded message length too large: ";
+
+/// The caller's fault, as the caller should hear it, when `status` is tonic's answer to a
+/// request it could not read: an undecodable body, one cut short, or one that does not
+/// decompress (tonic says INTERNAL; the bytes were the caller's, so INVALID_ARGUMENT, naming
+/// the field where the decoder does), or one over the size limit (tonic says OUT_OF_RANGE;
+/// gRPC's code for a message over the limit is RESOURCE_EXHAUSTED). `None` for every other
+/// status, tonic's two framing errors among them: a compressed flag without an encoding, or
+/// an unknown flag, stay INTERNAL, as gRPC's compression spec requires.
+pub fn as_caller_fault(code: tonic::Code, message: &str) -> Option<tonic::Status> {
+    match code {
+        tonic::Code::Internal => {
+            let why = message
+                .strip_prefix(UNDECODABLE)
+                .or_else(|| (message == CUT_SHORT).then_some("the body ended inside a message"))
+                .or_else(|| message.strip_prefix(CORRUPT))?;
+            Some(tonic::Status::invalid_argument(format!(
+                "the request could not be decoded: {}",
+                crate::text::echo(why)
+            )))
+        }
+        tonic::Code::OutOfRange => message.strip_prefix(TOO_LARGE).map(|size| {
+            tonic::Status::resource_exhausted(format!(
+                "the request is larger than this server accepts (--max-message-bytes): {size}"
+            ))
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::as_caller_fault;
+
+    #[test]
+    fn requests_tonic_could_not_read_are_the_callers_fault() {
+        let undecodable = as_caller_fault(
+            Code::Internal,
+            "failed to decode Protobuf message: CreateUserRequest.email: invalid string value: data is not UTF-8 encoded",
+        )
+        .expect("an undecodable body is the caller's fault");
+        assert_eq!(undecodable.code(), Code::InvalidArgument);
+        assert!(
+            undecodable.message().contains("CreateUserRequest.email"),
+            "{undecodable:?}"
+        );
+
+        let large = as_caller_fault(
+            Code::OutOfRange,
+            "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+        )
+        .expect("an over-size body is the caller's fault");
+        assert_eq!(large.code(), Code::ResourceExhausted);
+        assert!(large.message().contains("found 5000000 bytes"), "{large:?}");
+
+        assert!(as_caller_fault(Code::Internal, "internal error").is_none());
+        assert!(
+            as_caller_fault(Code::OutOfRange, "start_revision 3 is no longer retained").is_none()
+        );
+    }
+}

@@ -16,7 +16,7 @@ pub enum ServiceError {
     #[error("user {0} not found")]
     NotFound(String),
     /// ALREADY_EXISTS.
-    #[error("{field} {value:?} is already taken")]
+    #[error("{field} {} is already taken", crate::text::quoted(value))]
     AlreadyExists { field: &'static str, value: String },
     /// UNAUTHENTICATED: no usable credentials.
     #[error("{0}")]
@@ -55,10 +55,11 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    /// A NOT_FOUND names the id as the caller wrote it (which need not be a UUID).
+    /// A NOT_FOUND names the id as the caller wrote it (which need not be a UUID), as a message
+    /// may repeat it (`text::echo`).
     pub fn naming(self, raw_id: &str) -> Self {
         match self {
-            ServiceError::NotFound(_) => ServiceError::NotFound(raw_id.to_owned()),
+            ServiceError::NotFound(_) => ServiceError::NotFound(crate::text::echo(raw_id)),
             other => other,
         }
     }

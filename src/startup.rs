@@ -28,8 +28,8 @@ use crate::grpc::stream_limits::{StreamControls, StreamLimits};
 use crate::health;
 use crate::metrics::{Metrics, methods_of};
 use crate::middleware::{
-    AccessLogLayer, ActivityLayer, AuthLayer, ContentTypeLayer, DeadlineLayer, RateLimitLayer,
-    ShedLayer,
+    AccessLogLayer, ActivityLayer, AuthLayer, ContentTypeLayer, DeadlineLayer, DecodeFaultLayer,
+    RateLimitLayer, ShedLayer,
 };
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
@@ -254,7 +254,8 @@ impl Application {
             shutdown.clone(),
         ));
         // The architecture diagram's order, outermost first. Every call passes these: the
-        // access log, metrics and trace span, the caller's deadline, and the content type.
+        // access log, metrics and trace span, the caller's deadline, the content type, and
+        // the caller's fault for a request tonic could not read.
         let every_call = tower::ServiceBuilder::new()
             .layer(ActivityLayer {
                 enabled: settings.connections.idle.is_some(),
@@ -264,7 +265,8 @@ impl Application {
                 metrics: metrics.clone(),
             })
             .layer(DeadlineLayer)
-            .layer(ContentTypeLayer);
+            .layer(ContentTypeLayer)
+            .layer(DecodeFaultLayer);
         // Then the user and auth services' calls (health checks and reflection need no token
         // and are never limited): load shedding, before authentication so that calls with
         // bad tokens are shed like any other; authentication; the rate limit per caller.

@@ -18,7 +18,8 @@ fn parse_metadata_key(key: &str) -> Result<(), FieldViolation> {
         Err(FieldViolation::new(
             "metadata",
             format!(
-                "key {key:?} must be 1-{max} characters of ASCII letters, digits, '_', '-' or '.'"
+                "key {} must be 1-{max} characters of ASCII letters, digits, '_', '-' or '.'",
+                crate::text::quoted(key)
             ),
         ))
     }
@@ -30,13 +31,19 @@ fn parse_metadata_value(key: &str, value: &str) -> Result<(), FieldViolation> {
     if len > max {
         return Err(FieldViolation::new(
             "metadata",
-            format!("value of key {key:?} must be at most {max} characters, got {len}"),
+            format!(
+                "value of key {} must be at most {max} characters, got {len}",
+                crate::text::quoted(key)
+            ),
         ));
     }
     if has_control(value) {
         return Err(FieldViolation::new(
             "metadata",
-            format!("value of key {key:?} must not contain control characters"),
+            format!(
+                "value of key {} must not contain control characters",
+                crate::text::quoted(key)
+            ),
         ));
     }
     Ok(())
@@ -67,7 +74,10 @@ impl Metadata {
             if value.is_empty() {
                 return Err(FieldViolation::new(
                     "metadata",
-                    format!("value of key {key:?} must not be empty"),
+                    format!(
+                        "value of key {} must not be empty",
+                        crate::text::quoted(key)
+                    ),
                 ));
             }
             parse_metadata_value(key, value)?;

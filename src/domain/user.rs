@@ -24,7 +24,10 @@ impl UserId {
         Uuid::try_parse(raw).map(Self).map_err(|_| {
             FieldViolation::new(
                 field,
-                format!("must be a user id (a UUID as returned by CreateUser), got {raw:?}"),
+                format!(
+                    "must be a user id (a UUID as returned by CreateUser), got {}",
+                    crate::text::quoted(raw)
+                ),
             )
         })
     }
@@ -74,7 +77,10 @@ impl Etag {
             .ok_or_else(|| {
                 FieldViolation::new(
                     "etag",
-                    format!("must be an etag as returned in User.etag, got {raw:?}"),
+                    format!(
+                        "must be an etag as returned in User.etag, got {}",
+                        crate::text::quoted(raw)
+                    ),
                 )
             })
     }

@@ -339,7 +339,7 @@ impl AuthService for AuthServiceImpl {
             .credentials_of(target)
             .await
             .map_err(ServiceError::from)?
-            .ok_or_else(|| ServiceError::NotFound(request.user_id.clone()))?;
+            .ok_or_else(|| ServiceError::NotFound(crate::text::echo(&request.user_id)))?;
         let expected = match current {
             Some(current) => {
                 // Guessing the current password is limited like guessing it at Login.

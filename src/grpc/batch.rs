@@ -37,9 +37,10 @@ fn record(
     username: &str,
     err: &ServiceError,
 ) {
-    response
-        .errors
-        .push(format!("item {position} (username {username:?}): {err}"));
+    response.errors.push(format!(
+        "item {position} (username {}): {err}",
+        crate::text::quoted(username)
+    ));
     let entry = |field: &str, message: String| pb::BatchItemError {
         position: position as i64,
         last_position: position as i64,
@@ -79,6 +80,8 @@ pub async fn run(
             Ok(Some(request)) => request,
             Ok(None) => break,
             Err(status) => {
+                let status = crate::codec::as_caller_fault(status.code(), status.message())
+                    .unwrap_or(status);
                 // What was committed stays committed, and nothing more is: the items still
                 // waiting for their chunk, and the one that broke the stream, are not
                 // created, and the answer says so, if the client is still there to read it.

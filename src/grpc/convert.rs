@@ -163,13 +163,13 @@ pub fn parse_lookup(request: pb::LookupUserRequest) -> Result<(UserKey, String),
     match request.key {
         Some(Key::Username(raw)) => Username::parse(raw)
             .map(|username| {
-                let named = format!("with username {:?}", username.as_str());
+                let named = format!("with username {}", crate::text::quoted(username.as_str()));
                 (UserKey::Username(username), named)
             })
             .map_err(single),
         Some(Key::Email(raw)) => Email::parse(raw)
             .map(|email| {
-                let named = format!("with email {:?}", email.as_str());
+                let named = format!("with email {}", crate::text::quoted(email.as_str()));
                 (UserKey::Email(email), named)
             })
             .map_err(single),

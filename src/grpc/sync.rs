@@ -75,6 +75,8 @@ pub fn start(
                 // A message that could not be decoded has no user_id; answer it all the same.
                 // The stream cannot be read past it, so it ends there too.
                 Err(status) => {
+                    let status = crate::codec::as_caller_fault(status.code(), status.message())
+                        .unwrap_or(status);
                     if send(&replies, &mut shutdown, failure(String::new(), &status)).await {
                         break Err(status);
                     }

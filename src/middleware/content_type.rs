@@ -58,7 +58,10 @@ where
         let got = request
             .headers()
             .get(http::header::CONTENT_TYPE)
-            .map_or_else(|| "none".to_owned(), |value| format!("{value:?}"));
+            .map_or_else(
+                || "none".to_owned(),
+                |value| crate::text::quoted(&String::from_utf8_lossy(value.as_bytes())),
+            );
         let status =
             Status::invalid_argument(format!("content-type must be application/grpc, got {got}"));
         Either::Left(std::future::ready(Ok(status_response(status))))

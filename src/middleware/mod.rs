@@ -1,6 +1,6 @@
 //! The tower layers calls pass through, in the architecture diagram's order:
-//! access log -> deadline -> content type -> load shedding -> authentication -> rate limit ->
-//! the services. Every call passes the first three; health checks and reflection skip the
+//! access log -> deadline -> content type -> decode fault -> load shedding -> authentication -> rate limit ->
+//! the services. Every call passes the first four; health checks and reflection skip the
 //! rest, which wrap only the user and auth services. Shedding comes before authentication so
 //! that calls with bad tokens are shed like any other. `startup` assembles the stack, in one
 //! place.
@@ -10,6 +10,7 @@ pub mod activity;
 pub mod auth;
 pub mod content_type;
 pub mod deadline;
+pub mod decode_fault;
 pub mod load_shed;
 pub mod rate_limit;
 
@@ -20,6 +21,7 @@ pub use activity::ActivityLayer;
 pub use auth::AuthLayer;
 pub use content_type::ContentTypeLayer;
 pub use deadline::DeadlineLayer;
+pub use decode_fault::DecodeFaultLayer;
 pub use load_shed::ShedLayer;
 pub use rate_limit::RateLimitLayer;
 

@@ -212,7 +212,7 @@ impl Default for StorageSettings {
 pub enum StoreError {
     #[error("user {0} not found")]
     NotFound(UserId),
-    #[error("{field} {value:?} is already taken")]
+    #[error("{field} {} is already taken", crate::text::quoted(value))]
     AlreadyExists { field: &'static str, value: String },
     #[error("etag {expected} is stale: the user's current etag is {current}")]
     EtagMismatch { expected: i64, current: i64 },

@@ -6,6 +6,7 @@ mod compat;
 mod connections;
 mod deadlines;
 mod durability;
+mod echo;
 mod grey;
 // The harness shared with the benchmarks: each uses part of it.
 #[allow(dead_code)]
