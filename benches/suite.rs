@@ -80,13 +80,14 @@ fn target(addr: &str) -> Target {
 fn load(rpc: Rpc, concurrency: usize, duration: Duration) -> BenchArgs {
     BenchArgs {
         rpc,
-        concurrency,
+        concurrency: Some(concurrency),
         connections: 4,
         duration,
         page_token: String::new(),
         query: String::new(),
         page_size: 10,
         updates: 0,
+        max_error_ratio: 0.01,
     }
 }
 
@@ -1134,13 +1135,14 @@ async fn watch_fan_out(suite: &mut Suite) {
     let before = server.rss_kib();
     let args = BenchArgs {
         rpc: Rpc::Watch,
-        concurrency: 2_000,
+        concurrency: Some(2_000),
         connections: 8,
         duration: Duration::from_secs(60),
         page_token: String::new(),
         query: String::new(),
         page_size: 10,
         updates: 1_000,
+        max_error_ratio: 0.01,
     };
     let report = bench::run(&target(server.url()), args)
         .await

@@ -264,8 +264,19 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_SESSION_TTL_SECS", default_value_t = 30 * 24 * 3600)]
     pub session_ttl_secs: u64,
 
-    /// Let anyone create an account without a token (always with role USER).
-    #[arg(long, env = "USER_SERVICE_ALLOW_SIGNUP", value_parser = BoolishValueParser::new())]
+    /// Let anyone create an account without a token (always with role USER). BOOL is
+    /// true/false, 1/0, yes/no or on/off; the flag alone means true.
+    #[arg(
+        long,
+        env = "USER_SERVICE_ALLOW_SIGNUP",
+        value_name = "BOOL",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new(),
+        hide_possible_values = true
+    )]
     pub allow_signup: bool,
 
     /// Anonymous sign-ups an hour from one client address (with --allow-signup).
@@ -320,8 +331,19 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Write one access log line per call (target user_service::access).
-    #[arg(long, env = "USER_SERVICE_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    /// Write one access log line per call (target user_service::access). BOOL is true/false,
+    /// 1/0, yes/no or on/off; the flag alone means true.
+    #[arg(
+        long,
+        env = "USER_SERVICE_ACCESS_LOG",
+        value_name = "BOOL",
+        default_value = "true",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new(),
+        hide_possible_values = true
+    )]
     pub access_log: bool,
 
     /// Log line format.
@@ -513,5 +535,61 @@ impl Settings {
             database_startup_wait: (cli.database_startup_wait_secs > 0)
                 .then(|| Duration::from_secs(cli.database_startup_wait_secs)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    fn parsed(args: &[&str]) -> Result<Cli, clap::Error> {
+        let command = std::iter::once("user-service").chain(args.iter().copied());
+        Cli::try_parse_from(command)
+    }
+
+    #[test]
+    fn every_boolean_flag_takes_every_documented_form() {
+        for (given, expected) in [
+            (&["--allow-signup"][..], true),
+            (&["--allow-signup", "true"], true),
+            (&["--allow-signup=true"], true),
+            (&["--allow-signup", "yes"], true),
+            (&["--allow-signup=on"], true),
+            (&["--allow-signup", "1"], true),
+            (&["--allow-signup", "false"], false),
+            (&["--allow-signup=no"], false),
+            (&["--allow-signup", "off"], false),
+            (&["--allow-signup=0"], false),
+            (&[], false),
+        ] {
+            let cli = parsed(given).unwrap_or_else(|err| panic!("{given:?}: {err}"));
+            assert_eq!(cli.allow_signup, expected, "{given:?}");
+        }
+        for (given, expected) in [
+            (&["--access-log", "off"][..], false),
+            (&["--access-log=false"], false),
+            (&["--access-log", "0"], false),
+            (&["--access-log"], true),
+            (&["--access-log", "yes"], true),
+            (&[], true),
+        ] {
+            let cli = parsed(given).unwrap_or_else(|err| panic!("{given:?}: {err}"));
+            assert_eq!(cli.access_log, expected, "{given:?}");
+        }
+        assert!(
+            parsed(&["--access-log", "maybe"]).is_err(),
+            "other words are refused"
+        );
+    }
+
+    #[test]
+    fn the_help_does_not_narrow_the_boolean_forms() {
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(!help.contains("possible values: true, false"), "{help}");
+        assert!(help.contains("true/false, 1/0, yes/no or on/off"), "{help}");
     }
 }

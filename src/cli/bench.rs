@@ -29,9 +29,10 @@ pub struct BenchArgs {
     /// The call to make.
     #[arg(long, value_enum, default_value_t = Rpc::Get)]
     pub rpc: Rpc,
-    /// Concurrent callers (for watch: watchers).
-    #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
+    /// Concurrent callers [default: 32; for watch, watchers: 16, the server's default
+    /// --max-open-streams-per-caller].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
     /// HTTP/2 connections the callers share.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
@@ -50,6 +51,19 @@ pub struct BenchArgs {
     /// watch: updates to make while the watchers listen.
     #[arg(long, default_value_t = 1000)]
     pub updates: usize,
+    /// Exit non-zero when more than this share of calls failed: a run that mostly measures
+    /// refusals (a rate limit, say) is not a benchmark.
+    #[arg(long, default_value_t = 0.01)]
+    pub max_error_ratio: f64,
+}
+
+impl BenchArgs {
+    /// Callers, or watchers, to run.
+    pub fn callers(&self) -> usize {
+        self.concurrency
+            .unwrap_or(if self.rpc == Rpc::Watch { 16 } else { 32 })
+            .max(1)
+    }
 }
 
 /// The unary calls a caller repeats (watch runs on its own).
@@ -93,6 +107,36 @@ impl Report {
 
     pub fn max(&self) -> Duration {
         Duration::from_micros(self.latency.max())
+    }
+
+    /// The share of calls that failed.
+    pub fn error_ratio(&self) -> f64 {
+        self.errors as f64 / (self.calls + self.errors).max(1) as f64
+    }
+
+    /// Why the run does not count, when errors dominate it.
+    pub fn too_many_errors(&self, max_ratio: f64) -> Option<String> {
+        (self.error_ratio() > max_ratio).then(|| {
+            let mut text = format!(
+                "errors dominate this run: {} of {} calls failed ({:.1}%, more than --max-error-ratio {max_ratio})",
+                self.errors,
+                self.calls + self.errors,
+                100.0 * self.error_ratio(),
+            );
+            if let Some(error) = &self.first_error {
+                text.push_str(&format!("; first error: {error}"));
+            }
+            if self
+                .first_error
+                .as_deref()
+                .is_some_and(|error| error.contains("ResourceExhausted"))
+            {
+                text.push_str(
+                    "; the server's rate limit refused them: benchmark a server started with --rate-limit-per-second 0",
+                );
+            }
+            text
+        })
     }
 
     pub fn summary(&self) -> String {
@@ -198,7 +242,7 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
     let ids = Arc::new(ids);
     let started = Instant::now();
     let deadline = started + args.duration;
-    let callers: Vec<_> = (0..args.concurrency.max(1))
+    let callers: Vec<_> = (0..args.callers())
         .map(|caller| {
             let connection = &connections[caller % connections.len()];
             let mut client = connection.users();
@@ -311,8 +355,8 @@ async fn watch(connections: &[Connection], args: &BenchArgs) -> Result<Report, F
         .into_iter()
         .next()
         .ok_or_else(|| Failure::usage("there is no user to update: create one first"))?;
-    let mut streams = Vec::with_capacity(args.concurrency);
-    for watcher in 0..args.concurrency.max(1) {
+    let mut streams = Vec::with_capacity(args.callers());
+    for watcher in 0..args.callers() {
         let connection = &connections[watcher % connections.len()];
         let request = pb::WatchUsersRequest {
             include_all: true,
@@ -382,7 +426,7 @@ async fn watch(connections: &[Connection], args: &BenchArgs) -> Result<Report, F
         elapsed: started.elapsed(),
         latency,
         watch: Some(WatchOutcome {
-            watchers: args.concurrency.max(1),
+            watchers: args.callers(),
             updates,
             complete_in_order: complete,
         }),

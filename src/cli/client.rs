@@ -315,12 +315,30 @@ impl Connection {
 
 /// Waits between attempts: 100 ms doubling, with jitter, to at most `cap`, forever.
 pub fn backoff(cap: Duration) -> impl Iterator<Item = Duration> {
+    // The jitter adds up to the delay again: doubling from 100 ms to half the cap, plus up to
+    // as much at random, stays within the cap.
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(cap)
+        .with_min_delay(Duration::from_millis(100).min(cap / 2))
+        .with_max_delay(cap / 2)
         .with_jitter()
+        .with_jitter_seed(jitter_seed())
         .without_max_times()
         .build()
+        .map(move |delay| delay.min(cap))
+}
+
+/// A seed of its own for each process, so that clients cut off together do not come back
+/// together (backon's built-in seed, without its `std` feature, is a constant).
+fn jitter_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // Without the system's randomness, the time still tells processes apart.
+    if getrandom::fill(&mut seed).is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return now.as_nanos() as u64 ^ u64::from(std::process::id());
+    }
+    u64::from_le_bytes(seed)
 }
 
 /// Repeats a call that is safe to repeat while it fails with UNAVAILABLE, with backoff,
@@ -482,4 +500,21 @@ fn write_private(path: &Path, token: &str) -> Result<(), Failure> {
         file.write_all(token.as_bytes()).map_err(fail)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::backoff;
+
+    #[test]
+    fn reconnect_delays_stay_within_their_cap_and_differ_between_clients() {
+        let cap = Duration::from_secs(5);
+        let first: Vec<Duration> = backoff(cap).take(40).collect();
+        assert!(first.iter().all(|delay| *delay <= cap), "{first:?}");
+        assert!(first[0] >= Duration::from_millis(100), "{first:?}");
+        let second: Vec<Duration> = backoff(cap).take(40).collect();
+        assert_ne!(first, second, "two clients draw different delays");
+    }
 }

@@ -276,6 +276,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Health { service } => commands::health(&connect()?, service, json).await,
         Command::Token(args) => commands::token(args, json),
         Command::Bench(args) => {
+            let max_error_ratio = args.max_error_ratio;
             let report = bench::run(&target, args).await?;
             if json {
                 println!(
@@ -295,7 +296,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 println!("{}", report.summary());
             }
-            Ok(())
+            match report.too_many_errors(max_error_ratio) {
+                Some(why) => Err(Failure::other(why)),
+                None => Ok(()),
+            }
         }
     }
 }

@@ -83,11 +83,11 @@ pub async fn run(connection: &Connection, args: WatchArgs, json: bool) -> Result
         let delay = delays.next().unwrap_or(MAX_BACKOFF);
         match next {
             Some(next) => eprintln!(
-                "userctl: watch interrupted ({}); reconnecting in {delay:?} from revision {next}",
+                "userctl: watch interrupted ({}); reconnecting in {delay:.1?} from revision {next}",
                 lost.message()
             ),
             None => eprintln!(
-                "userctl: watch interrupted ({}); reconnecting in {delay:?}",
+                "userctl: watch interrupted ({}); reconnecting in {delay:.1?}",
                 lost.message()
             ),
         }

@@ -880,3 +880,57 @@ async fn a_stored_login_refreshes_itself_changes_its_password_and_logs_out() {
     let refused = userctl(&app, Some(&session), &["get", &id]);
     assert_eq!(refused.status.code(), Some(4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bench_that_mostly_measures_refusals_says_so_and_exits_non_zero() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.rate_limit_per_second = 5;
+        settings.rate_limit_burst = 5;
+    })
+    .await;
+    create(&app, "benched");
+    let output = userctl(
+        &app,
+        Some(&admin(&app)),
+        &[
+            "bench",
+            "--rpc",
+            "list",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1s",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a run of refusals fails: {stderr}"
+    );
+    assert!(stderr.contains("errors dominate"), "{stderr}");
+    assert!(
+        stderr.contains("--rate-limit-per-second 0"),
+        "it says how to benchmark past the limit: {stderr}"
+    );
+
+    let unlimited = TestApp::spawn().await;
+    create(&unlimited, "benched");
+    let output = userctl(
+        &unlimited,
+        Some(&admin(&unlimited)),
+        &[
+            "bench",
+            "--rpc",
+            "list",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1s",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
