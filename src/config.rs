@@ -42,13 +42,10 @@ pub struct Cli {
     )]
     pub database_url: String,
 
-    /// File holding the database URL (a URL with a password, from a mounted secret);
-    /// instead of --database-url.
-    #[arg(
-        long,
-        env = "USER_SERVICE_DATABASE_URL_FILE",
-        conflicts_with = "database_url"
-    )]
+    /// File holding the database URL (a URL with a password, from a mounted secret). When
+    /// set, it is used instead of --database-url, whose value (an image's default in the
+    /// environment, say) is then ignored.
+    #[arg(long, env = "USER_SERVICE_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
 
     /// PostgreSQL: connections in the pool.
@@ -365,15 +362,35 @@ pub enum ServerCommand {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct HealthcheckArgs {
-    /// The server to ask.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub addr: String,
+    /// The server to ask [default: where --listen (USER_SERVICE_LISTEN) serves, on loopback;
+    /// https when --tls-cert (USER_SERVICE_TLS_CERT) is set]. With TLS the check trusts
+    /// exactly the server's own certificate, and when --tls-client-ca is set it presents
+    /// --tls-cert and --tls-key as its client certificate: the same settings, from the same
+    /// variables, as the server it runs beside.
+    #[arg(long)]
+    pub addr: Option<String>,
     /// The service to ask about; the whole server when empty.
     #[arg(long, default_value = "")]
     pub service: String,
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3)]
     pub timeout_secs: u64,
+    /// PEM client certificate to present when the server requires one (--tls-client-ca)
+    /// [default: the server's own --tls-cert, accepted when a CA in --tls-client-ca signed it
+    /// and it does not restrict its use to servers].
+    #[arg(
+        long,
+        env = "USER_SERVICE_HEALTHCHECK_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key for --client-cert.
+    #[arg(
+        long,
+        env = "USER_SERVICE_HEALTHCHECK_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 }
 
 /// Everything start-up needs, independent of how it was given.
@@ -431,6 +448,53 @@ fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
 
 fn read_optional(path: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
     path.map(|path| read(path)).transpose()
+}
+
+impl Cli {
+    /// Where `healthcheck` asks: `--addr`, or the server's own listen address on loopback,
+    /// over TLS when the server serves it.
+    pub fn healthcheck_addr(&self, args: &HealthcheckArgs) -> String {
+        if let Some(addr) = &args.addr {
+            return addr.clone();
+        }
+        let mut target = self.listen;
+        if target.ip().is_unspecified() {
+            target.set_ip(match target.ip() {
+                IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            });
+        }
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{target}")
+    }
+
+    /// The health check's TLS, from the server's own TLS settings.
+    pub fn healthcheck_tls(
+        &self,
+        args: &HealthcheckArgs,
+    ) -> Result<Option<crate::health::ProbeTls>, ConfigError> {
+        let Some(cert) = &self.tls_cert else {
+            return Ok(None);
+        };
+        let client = match (&args.client_cert, &args.client_key, &self.tls_client_ca) {
+            (Some(client_cert), Some(client_key), _) => {
+                Some((read(client_cert)?, read(client_key)?))
+            }
+            (_, _, Some(_)) => match &self.tls_key {
+                Some(key) => Some((read(cert)?, read(key)?)),
+                None => None,
+            },
+            _ => None,
+        };
+        Ok(Some(crate::health::ProbeTls {
+            server_cert_pem: read(cert)?,
+            client,
+        }))
+    }
 }
 
 impl Default for Settings {

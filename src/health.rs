@@ -98,16 +98,45 @@ impl Health for DrainingHealth {
     }
 }
 
+/// How the health check reaches a server that serves TLS. It runs beside that server (a
+/// container's HEALTHCHECK), so it trusts exactly the server's own certificate, whatever
+/// names it holds and whoever signed it, and presents a client certificate when the server
+/// requires one.
+#[derive(Debug, Clone)]
+pub struct ProbeTls {
+    /// The server's certificate chain (PEM); its first certificate is the one trusted.
+    pub server_cert_pem: Vec<u8>,
+    /// A client certificate chain and its key (PEM), for a server that requires one.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// Asks the server at `addr` whether `service` is SERVING, within `timeout`: the container
 /// health check (`user-service healthcheck`).
-pub async fn probe(addr: &str, service: &str, timeout: Duration) -> Result<bool, String> {
+pub async fn probe(
+    addr: &str,
+    service: &str,
+    timeout: Duration,
+    tls: Option<&ProbeTls>,
+) -> Result<bool, String> {
     use tonic_health::pb::health_client::HealthClient;
-    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
+    // tonic speaks TLS only with its own verifier; with ours, it is given the TLS stream.
+    let plain = match tls {
+        Some(_) => addr.replacen("https://", "http://", 1),
+        None => addr.to_owned(),
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(plain)
         .map_err(|err| format!("{addr:?} is not a server address: {err}"))?
         .connect_timeout(timeout)
         .timeout(timeout);
     let answer = async {
-        let channel = endpoint.connect().await.map_err(|err| err.to_string())?;
+        let channel = match tls {
+            Some(tls) => {
+                let connector = pinned::connector(tls)?;
+                endpoint.connect_with_connector(connector).await
+            }
+            None => endpoint.connect().await,
+        }
+        .map_err(|err| crate::text::chain(&err))?;
         let response = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: service.to_owned(),
@@ -119,6 +148,120 @@ pub async fn probe(addr: &str, service: &str, timeout: Duration) -> Result<bool,
     tokio::time::timeout(timeout, answer)
         .await
         .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+/// The health check's TLS client: rustls, trusting one certificate.
+mod pinned {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    use super::ProbeTls;
+
+    /// Accepts the one certificate it was given, and checks that the server holds its key.
+    #[derive(Debug)]
+    struct Pinned {
+        certificate: CertificateDer<'static>,
+        algorithms: WebPkiSupportedAlgorithms,
+    }
+
+    impl ServerCertVerifier for Pinned {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            if end_entity.as_ref() == self.certificate.as_ref() {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::General(
+                    "the server presented another certificate than --tls-cert".into(),
+                ))
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.algorithms.supported_schemes()
+        }
+    }
+
+    type Connector = tower::util::BoxCloneService<
+        http::Uri,
+        hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+        std::io::Error,
+    >;
+
+    pub fn connector(tls: &ProbeTls) -> Result<Connector, String> {
+        let certificate = CertificateDer::pem_slice_iter(&tls.server_cert_pem)
+            .next()
+            .ok_or("--tls-cert holds no certificate")?
+            .map_err(|err| format!("--tls-cert: {err}"))?;
+        let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(Pinned {
+            certificate,
+            algorithms: provider.signature_verification_algorithms,
+        });
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|err| err.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &tls.client {
+            Some((chain, key)) => {
+                let chain = CertificateDer::pem_slice_iter(chain)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|err| format!("--tls-cert: {err}"))?;
+                let key = PrivateKeyDer::from_pem_slice(key)
+                    .map_err(|err| format!("--tls-key: {err}"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|err| err.to_string())?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        Ok(tower::util::BoxCloneService::new(tower::service_fn(
+            move |uri: http::Uri| {
+                let connector = connector.clone();
+                async move {
+                    let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
+                    let port = uri.port_u16().unwrap_or(443);
+                    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+                    // The name is not checked (the certificate is); any valid one will do.
+                    let name = ServerName::try_from(host.to_owned())
+                        .unwrap_or_else(|_| ServerName::try_from("localhost").expect("a name"));
+                    let stream = connector.connect(name, tcp).await?;
+                    Ok(hyper_util::rt::TokioIo::new(stream))
+                }
+            },
+        )))
+    }
 }
 
 /// How long the health check's database query may take: a link that went silent turns

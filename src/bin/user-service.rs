@@ -15,7 +15,7 @@ const EXIT_WAIT: Duration = Duration::from_millis(100);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(ServerCommand::Healthcheck(args)) = &cli.command {
-        return healthcheck(args);
+        return healthcheck(&cli, args);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,8 +66,9 @@ fn main() -> ExitCode {
     code
 }
 
-/// `user-service healthcheck`: exit 0 only when the server reports SERVING.
-fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
+/// `user-service healthcheck`: exit 0 only when the server reports SERVING. It reads the
+/// server's own settings (the listen address, TLS), from the same flags and variables.
+fn healthcheck(cli: &Cli, args: &HealthcheckArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -78,19 +79,28 @@ fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = match cli.healthcheck_tls(args) {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("healthcheck: {}", user_service::error::chain(&err));
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = cli.healthcheck_addr(args);
     let timeout = Duration::from_secs(args.timeout_secs.max(1));
     match runtime.block_on(user_service::health::probe(
-        &args.addr,
+        &addr,
         &args.service,
         timeout,
+        tls.as_ref(),
     )) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
-            eprintln!("healthcheck: {} is not SERVING", args.addr);
+            eprintln!("healthcheck: {addr} is not SERVING");
             ExitCode::FAILURE
         }
         Err(err) => {
-            eprintln!("healthcheck: {err}");
+            eprintln!("healthcheck: {addr}: {err}");
             ExitCode::FAILURE
         }
     }

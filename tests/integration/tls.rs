@@ -221,3 +221,128 @@ async fn userctl_names_the_cause_of_a_failed_tls_handshake() {
     let (code, stderr) = userctl_at(&tls_addr, &token, &args);
     assert_eq!(code, Some(0), "the right certificates work: {stderr}");
 }
+
+/// A self-signed certificate as `openssl req -x509` makes one: CA:TRUE, no key usage limits.
+fn self_signed(name: &str) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// `user-service healthcheck` run as a container runs it: with the server's own variables.
+async fn healthcheck(env: Vec<(&'static str, String)>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_user-service"));
+        command.arg("healthcheck");
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("USER_SERVICE_") {
+                command.env_remove(name);
+            }
+        }
+        command.envs(env).output().expect("the binary runs")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_speaks_tls_with_the_servers_own_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key) = self_signed("localhost");
+    let app = TestApp::spawn_with(|settings| {
+        settings.tls = Some(TlsSettings {
+            cert_pem: cert.clone().into_bytes(),
+            key_pem: key.clone().into_bytes(),
+            client_ca_pem: None,
+        });
+    })
+    .await;
+    let server_env = vec![
+        ("USER_SERVICE_LISTEN", app.addr.to_string()),
+        ("USER_SERVICE_TLS_CERT", write("cert.pem", &cert)),
+        ("USER_SERVICE_TLS_KEY", write("key.pem", &key)),
+    ];
+    let checked = healthcheck(server_env.clone()).await;
+    assert!(
+        checked.status.success(),
+        "SERVING over TLS: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // Another certificate than the server's is refused, and says so.
+    let (other, other_key) = self_signed("localhost");
+    let checked = healthcheck(vec![
+        ("USER_SERVICE_LISTEN", app.addr.to_string()),
+        ("USER_SERVICE_TLS_CERT", write("other.pem", &other)),
+        ("USER_SERVICE_TLS_KEY", write("other-key.pem", &other_key)),
+    ])
+    .await;
+    assert!(
+        !checked.status.success(),
+        "a foreign certificate is not trusted"
+    );
+    assert!(
+        String::from_utf8_lossy(&checked.stderr).contains("another certificate"),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // Plaintext against a TLS server fails rather than hangs.
+    let checked = healthcheck(vec![("USER_SERVICE_LISTEN", app.addr.to_string())]).await;
+    assert!(
+        !checked.status.success(),
+        "plaintext is not SERVING over TLS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_healthcheck_presents_a_client_certificate_to_a_server_that_requires_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let pki = pki();
+    let app = TestApp::spawn_with(|settings| {
+        settings.tls = Some(TlsSettings {
+            cert_pem: pki.server.0.clone().into_bytes(),
+            key_pem: pki.server.1.clone().into_bytes(),
+            client_ca_pem: Some(pki.ca.clone().into_bytes()),
+        });
+    })
+    .await;
+    let server_env = vec![
+        ("USER_SERVICE_LISTEN", app.addr.to_string()),
+        ("USER_SERVICE_TLS_CERT", write("cert.pem", &pki.server.0)),
+        ("USER_SERVICE_TLS_KEY", write("key.pem", &pki.server.1)),
+        ("USER_SERVICE_TLS_CLIENT_CA", write("ca.pem", &pki.ca)),
+    ];
+    let mut with_client = server_env.clone();
+    with_client.push((
+        "USER_SERVICE_HEALTHCHECK_CLIENT_CERT",
+        write("client.pem", &pki.client.0),
+    ));
+    with_client.push((
+        "USER_SERVICE_HEALTHCHECK_CLIENT_KEY",
+        write("client-key.pem", &pki.client.1),
+    ));
+    let checked = healthcheck(with_client).await;
+    assert!(
+        checked.status.success(),
+        "SERVING over mutual TLS: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // The server's own certificate is for servers only here: the server refuses it as a
+    // client's, and the check fails rather than hangs.
+    let checked = healthcheck(server_env).await;
+    assert!(!checked.status.success());
+}
