@@ -1,7 +1,7 @@
 # The README's commands. Needs only a Rust toolchain: no protoc, no system libraries.
 CARGO ?= cargo
 
-.PHONY: run test test-ha lint snapshots build bench fuzz deploy-check
+.PHONY: run test test-ha schema-check lint snapshots build bench fuzz deploy-check
 
 ## Serve on 127.0.0.1:50051 with the embedded database in ./data/users.db.
 run:
@@ -27,6 +27,11 @@ test-ha:
 	@command -v patroni >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends patroni etcd-server etcd-client >/dev/null; }
 	$(CARGO) test --locked --test ha -- --ignored --nocapture
+
+## The wire contract checked by the standard tool: buf lint, and buf breaking against the
+## tutorial's proto and against the schema before its newest change (the buf CLI from npm).
+schema-check:
+	tests/schema/check.sh
 
 ## Formatting and clippy, warnings as errors.
 lint:
