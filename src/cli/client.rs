@@ -136,7 +136,18 @@ fn transport_failure(status: &Status) -> Option<Failure> {
         tls: false,
         client_certificate: false,
     });
-    let message = if detail.contains("invalid peer certificate") {
+    let message = if detail.contains("CaUsedAsEndEntity") {
+        "the server's TLS certificate is a CA certificate (basicConstraints CA:TRUE, as a plain \
+         `openssl req -x509` makes one), which TLS clients refuse as a server's own: make the \
+         server a leaf certificate (CA:FALSE) naming the host in --addr, signed by the CA given \
+         with --tls-ca or self-signed (the README's TLS section has a recipe)"
+            .into()
+    } else if detail.contains("NotValidForName") {
+        format!(
+            "the server's TLS certificate does not name the host in --addr ({detail}): connect by \
+             a name or address in its subjectAltName"
+        )
+    } else if detail.contains("invalid peer certificate") {
         format!(
             "the server's TLS certificate was rejected ({detail}): it is not signed by the CA \
              given with --tls-ca, or does not name the host in --addr"
