@@ -30,6 +30,13 @@ pub enum ServiceError {
     /// RESOURCE_EXHAUSTED: too many attempts; retry later.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// RESOURCE_EXHAUSTED, with `retry-after` (whole seconds, at least one) as the rate
+    /// limiter sends it: too many of these attempts (logins, sign-ups) for now.
+    #[error("{what}: retry in {} s", retry_after_secs(*.retry_after))]
+    TooMany {
+        what: &'static str,
+        retry_after: std::time::Duration,
+    },
     /// ABORTED: a conditional write found the user changed since the caller read it.
     #[error(
         "etag \"{expected}\" does not match the user's current etag \"{current}\": read the user again and retry"
@@ -72,7 +79,9 @@ impl ServiceError {
             ServiceError::Unauthenticated(_) => Code::Unauthenticated,
             ServiceError::PermissionDenied(_) => Code::PermissionDenied,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ServiceError::ResourceExhausted(_) | ServiceError::TooMany { .. } => {
+                Code::ResourceExhausted
+            }
             ServiceError::EtagMismatch { .. } | ServiceError::Aborted(_) => Code::Aborted,
             ServiceError::Compacted { .. } => Code::OutOfRange,
             ServiceError::ShuttingDown(_) | ServiceError::Unavailable(_) => Code::Unavailable,
@@ -122,6 +131,11 @@ impl From<HashError> for ServiceError {
 
 pub use crate::text::chain;
 
+/// A wait in whole seconds, at least one: a client is never told to retry at once.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs().max(1)
+}
+
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Self {
         let code = err.code();
@@ -141,6 +155,13 @@ impl From<ServiceError> for Status {
             ServiceError::Internal(cause) => {
                 tracing::error!(error = %chain(cause.as_ref()), "request failed");
                 Status::new(code, err.to_string())
+            }
+            ServiceError::TooMany { retry_after, .. } => {
+                let mut status = Status::new(code, err.to_string());
+                status
+                    .metadata_mut()
+                    .insert("retry-after", retry_after_secs(*retry_after).into());
+                status
             }
             ServiceError::NotFound(_)
             | ServiceError::AlreadyExists { .. }

@@ -190,10 +190,15 @@ impl From<Status> for Failure {
             Code::Unavailable | Code::DeadlineExceeded => exit::UNAVAILABLE,
             _ => exit::OTHER,
         };
-        Self {
-            code,
-            message: format!("{}: {}", code_name(status.code()), status.message()),
+        let mut message = format!("{}: {}", code_name(status.code()), status.message());
+        if status.code() == Code::Unauthenticated
+            && status.message().contains("needs a bearer token")
+        {
+            message.push_str(
+                ": give one with USERCTL_TOKEN (or --token), or sign in once with `userctl login`",
+            );
         }
+        Self { code, message }
     }
 }
 

@@ -349,8 +349,10 @@ pub async fn logout(connection: &Connection, stored: bool, json: bool) -> Result
 pub async fn end_sessions(
     connection: &Connection,
     user: Option<String>,
+    stored: bool,
     json: bool,
 ) -> Result<(), Failure> {
+    let own = user.is_none();
     let response = connection
         .auth()
         .end_sessions(connection.request(pb::EndSessionsRequest {
@@ -359,9 +361,15 @@ pub async fn end_sessions(
         .await?
         .into_inner();
     if json {
-        println!("{}", serde_json::json!({ "ended": response.ended }));
+        println!("{}", to_json(&response, "userservice.EndSessionsResponse"));
     } else {
         println!("ended {} open session(s)", response.ended);
+    }
+    if own && stored {
+        // The stored login was one of them: say so, rather than fail at the next command.
+        eprintln!(
+            "userctl: this ended the login userctl had stored too: sign in again with `userctl login`"
+        );
     }
     Ok(())
 }
@@ -428,7 +436,17 @@ pub async fn passwd(
             current_password,
             new_password,
         }))
-        .await?
+        .await
+        .map_err(|status| {
+            let mut failure = Failure::from(status);
+            if own && failure.message.contains("when the caller is a service") {
+                failure.message.push_str(
+                    ": this token is a service's, which has no password of its own; \
+                     name the user whose password to set with --user ID",
+                );
+            }
+            failure
+        })?
         .into_inner();
     // Every earlier session ended: the stored login goes on with the new one.
     let stored_in = match &response.login {

@@ -272,7 +272,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Passwd(args) => commands::passwd(&connect()?, args, stored, json).await,
         Command::Sessions {
             action: SessionsAction::End { user },
-        } => commands::end_sessions(&connect()?, user, json).await,
+        } => commands::end_sessions(&connect()?, user, stored, json).await,
         Command::Health { service } => commands::health(&connect()?, service, json).await,
         Command::Token(args) => commands::token(args, json),
         Command::Bench(args) => {

@@ -56,11 +56,9 @@ impl LoginLimits {
     }
 
     fn check(&self, username: &str, address: Option<IpAddr>) -> Result<(), ServiceError> {
-        let refused = |wait: std::time::Duration| {
-            ServiceError::ResourceExhausted(format!(
-                "too many login attempts: retry in {} s",
-                wait.as_secs().max(1)
-            ))
+        let refused = |wait: std::time::Duration| ServiceError::TooMany {
+            what: "too many login attempts",
+            retry_after: wait,
         };
         let now = DefaultClock::default().now();
         // The address first: an address past its allowance does not use up the username's.

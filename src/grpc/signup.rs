@@ -37,11 +37,9 @@ impl SignupLimit {
         let now = DefaultClock::default().now();
         self.by_address
             .check_key(&address_key(address))
-            .map_err(|not_until| {
-                ServiceError::ResourceExhausted(format!(
-                    "too many sign-ups from this address: retry in {} s",
-                    not_until.wait_time_from(now).as_secs().max(1)
-                ))
+            .map_err(|not_until| ServiceError::TooMany {
+                what: "too many sign-ups from this address",
+                retry_after: not_until.wait_time_from(now),
             })
     }
 

@@ -934,3 +934,47 @@ async fn a_bench_that_mostly_measures_refusals_says_so_and_exits_non_zero() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_say_what_to_do_next() {
+    let app = TestApp::spawn().await;
+    let stderr = |output: &Output| String::from_utf8_lossy(&output.stderr).into_owned();
+
+    let without_token = userctl(&app, None, &["list"]);
+    assert!(!without_token.status.success());
+    let said = stderr(&without_token);
+    assert!(
+        said.contains("USERCTL_TOKEN") && said.contains("userctl login"),
+        "no token names the variable and login: {said}"
+    );
+
+    let service_passwd = userctl(
+        &app,
+        Some(&admin(&app)),
+        &[
+            "passwd",
+            "--current-password",
+            "whatever1",
+            "--new-password",
+            "a new password",
+        ],
+    );
+    assert!(!service_passwd.status.success());
+    let said = stderr(&service_passwd);
+    assert!(
+        said.contains("--user"),
+        "a service's passwd names --user: {said}"
+    );
+
+    // int64 in proto3 JSON is a string, as the README says of -o json.
+    let id = create(&app, "ended")["id"].as_str().unwrap().to_owned();
+    user_service::pb::auth_service_client::AuthServiceClient::new(app.channel().await)
+        .login(user_service::pb::LoginRequest {
+            username: "ended".into(),
+            password: "password123".into(),
+        })
+        .await
+        .expect("the user logs in: one open session");
+    let ended = json(&app, &["sessions", "end", &id]);
+    assert_eq!(ended["ended"], "1", "{ended}");
+}

@@ -182,6 +182,10 @@ async fn anonymous_sign_ups_are_limited_per_address_apart_from_other_calls() {
         "{}",
         refused.message()
     );
+    assert!(
+        refused.metadata().get("retry-after").is_some(),
+        "the wait is sent as retry-after: {refused:?}"
+    );
 }
 
 #[tokio::test]

@@ -138,6 +138,17 @@ async fn login_attempts_are_limited_per_client_address_across_usernames() {
     }
     let limited = login(&app, "third_name", "guess-guess").await.unwrap_err();
     assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    let retry_after = limited
+        .metadata()
+        .get("retry-after")
+        .expect("the wait is sent as retry-after, as the rate limiter sends it");
+    let seconds: u64 = retry_after.to_str().unwrap().parse().unwrap();
+    assert!(seconds >= 1, "{seconds}");
+    assert!(
+        limited.message().contains(&format!("retry in {seconds} s")),
+        "the text says the same wait: {}",
+        limited.message()
+    );
 }
 
 #[tokio::test]
