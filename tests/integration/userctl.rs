@@ -876,7 +876,7 @@ async fn a_stored_login_refreshes_itself_changes_its_password_and_logs_out() {
     let end = userctl(&app, Some(&admin), &["sessions", "end", &id, "-o", "json"]);
     ok(&end, "sessions end");
     let answer: serde_json::Value = serde_json::from_slice(&end.stdout).unwrap();
-    assert_eq!(answer["ended"], 1);
+    assert_eq!(answer["ended"], "1", "proto3 JSON: int64 as a string");
     let refused = userctl(&app, Some(&session), &["get", &id]);
     assert_eq!(refused.status.code(), Some(4));
 }
