@@ -174,29 +174,30 @@ impl Metrics {
         let seconds = Family::<MethodLabels, Histogram>::new_with_constructor(
             seconds_histogram as fn() -> Histogram,
         );
+        // Help texts end without a period: prometheus-client adds one.
         registry.register(
             "grpc_server_started",
-            "Total number of RPCs started on the server.",
+            "Total number of RPCs started on the server",
             started.clone(),
         );
         registry.register(
             "grpc_server_handled",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
+            "Total number of RPCs completed on the server, regardless of success or failure",
             handled.clone(),
         );
         registry.register(
             "grpc_server_msg_received",
-            "Total number of RPC stream messages received on the server.",
+            "Total number of RPC stream messages received on the server",
             received.clone(),
         );
         registry.register(
             "grpc_server_msg_sent",
-            "Total number of gRPC stream messages sent by the server.",
+            "Total number of gRPC stream messages sent by the server",
             sent.clone(),
         );
         registry.register(
             "grpc_server_handling_seconds",
-            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server",
             seconds.clone(),
         );
         let methods = methods
@@ -236,57 +237,57 @@ impl Metrics {
             .collect();
 
         let users = Family::<StatusLabels, Gauge>::default();
-        registry.register("user_service_users", "Users by status.", users.clone());
+        registry.register("user_service_users", "Users by status", users.clone());
         let head_revision = Gauge::default();
         registry.register(
             "user_service_event_log_head_revision",
-            "The revision of the newest change this server has applied.",
+            "The revision of the newest change this server has applied",
             head_revision.clone(),
         );
         let oldest_revision = Gauge::default();
         registry.register(
             "user_service_event_log_oldest_revision",
-            "The oldest revision the event log still holds (watches resume from it or later).",
+            "The oldest revision the event log still holds (watches resume from it or later)",
             oldest_revision.clone(),
         );
         let open_streams = Family::<KindLabels, Gauge>::default();
         registry.register(
             "user_service_open_streams",
-            "Streaming calls open now, by kind (watch: live watchers; sync; batch; health_watch).",
+            "Streaming calls open now, by kind (watch: live watchers; sync; batch; health_watch)",
             open_streams.clone(),
         );
         let refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "user_service_refused_calls",
-            "Calls refused before a handler ran, by reason (rate_limit, load_shed).",
+            "Calls refused before a handler ran, by reason (rate_limit, load_shed)",
             refused.clone(),
         );
         let database_connections = Family::<StateLabels, Gauge>::default();
         registry.register(
             "user_service_database_connections",
-            "Database connections by state (in_use, idle, waiting: callers waiting for one).",
+            "Database connections by state (in_use, idle, waiting: callers waiting for one)",
             database_connections.clone(),
         );
         let log_lines_dropped = Counter::default();
         registry.register(
             "user_service_access_log_dropped_lines",
-            "Log lines dropped because the log writer could not keep up.",
+            "Log lines dropped because the log writer could not keep up",
             log_lines_dropped.clone(),
         );
         let argon2_waiting = Gauge::default();
         registry.register(
             "user_service_argon2_queue_depth",
-            "Password hashes waiting for a core.",
+            "Password hashes waiting for a core",
             argon2_waiting.clone(),
         );
         registry.register(
             "user_service_argon2_duration_seconds",
-            "Time an Argon2 hash or verification took on its core.",
+            "Time an Argon2 hash or verification took on its core",
             sources.hashing.hashing.histogram(),
         );
         registry.register(
             "user_service_commit_duration_seconds",
-            "Time a write transaction took from begin to commit.",
+            "Time a write transaction took from begin to commit",
             sources.store.commit_times().histogram(),
         );
         Self {

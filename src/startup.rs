@@ -387,7 +387,7 @@ impl Application {
                 monitor.abort();
                 health::set_all(&reporter, ServingStatus::NotServing).await;
                 tracing::info!(
-                    drain = ?settings.shutdown_drain,
+                    drain_ms = settings.shutdown_drain.as_millis() as u64,
                     grace = ?settings.shutdown_grace,
                     "shutting down: reporting NOT_SERVING while still serving"
                 );

@@ -220,7 +220,7 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
         Rpc::Watch => return watch(&connections, &args).await,
     };
     let ids = if matches!(call, Call::Get | Call::Update) {
-        let page = retrying(|| {
+        let page = retrying(connections[0].timeout, || {
             let mut client = connections[0].users();
             let request = connections[0].request(pb::ListUsersRequest {
                 page_size: 100,

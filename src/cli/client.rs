@@ -358,8 +358,10 @@ fn jitter_seed() -> u64 {
 }
 
 /// Repeats a call that is safe to repeat while it fails with UNAVAILABLE, with backoff,
-/// five attempts at most. Every other outcome is final.
-pub async fn retrying<T, F, Fut>(call: F) -> Result<T, Status>
+/// five attempts at most, waiting no longer in all than `budget` (the call's --timeout, so a
+/// command against a stopped server answers in about that time). Every other outcome is
+/// final.
+pub async fn retrying<T, F, Fut>(budget: Duration, call: F) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Status>>,
@@ -368,6 +370,8 @@ where
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(3))
         .with_jitter()
+        .with_jitter_seed(jitter_seed())
+        .with_total_delay(Some(budget))
         .with_max_times(4);
     call.retry(policy)
         .when(|status: &Status| status.code() == Code::Unavailable)

@@ -124,7 +124,7 @@ pub async fn get(connection: &Connection, args: GetArgs, json: bool) -> Result<(
         (None, Some(email)) => Some(Key::Email(email)),
         (None, None) => None,
     };
-    let response = retrying(|| {
+    let response = retrying(connection.timeout, || {
         let mut client = client.clone();
         let by_id = args
             .id
@@ -253,7 +253,7 @@ pub async fn list(connection: &Connection, args: ListArgs, json: bool) -> Result
             role_filter: args.role.unwrap_or_default(),
             query: args.query.clone(),
         };
-        let page = retrying(|| {
+        let page = retrying(connection.timeout, || {
             let mut client = client.clone();
             let request = connection.request(request.clone());
             async move { client.list_users(request).await }
@@ -537,7 +537,7 @@ pub fn token(args: TokenArgs, json: bool) -> Result<(), Failure> {
 
 pub async fn health(connection: &Connection, service: String, json: bool) -> Result<(), Failure> {
     let client = HealthClient::new(connection.channel());
-    let response = retrying(|| {
+    let response = retrying(connection.timeout, || {
         let mut client = client.clone();
         let request = connection.request(HealthCheckRequest {
             service: service.clone(),

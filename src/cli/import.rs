@@ -29,18 +29,27 @@ pub struct ImportArgs {
     batch_size: usize,
 }
 
-/// Progress on stderr, by bytes of the file read: a bar with rows, rate and ETA, drawn only
+/// Progress on stderr, by bytes of the file read (the only measure known before the end): a
+/// bar with the share of the file read, the rows read and their rate, and the ETA, drawn only
 /// when stderr is a terminal.
 fn progress_bar(total_bytes: u64) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template(
-            "[{bar:30}] {percent:>3}% {msg} rows, {binary_bytes_per_sec}, ETA {eta}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("[{bar:30}] {percent:>3}% of the file, {msg}, ETA {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
     );
+    bar.set_message(rows_read(0, Duration::ZERO));
     bar
+}
+
+/// `1,234 rows read (567 rows/s)`, for the progress bar.
+fn rows_read(rows: u64, elapsed: Duration) -> String {
+    let rate = rows as f64 / elapsed.as_secs_f64().max(1e-3);
+    format!(
+        "{} read ({rate:.0} rows/s)",
+        crate::text::count(rows, "row", "rows")
+    )
 }
 
 /// Rejected rows, written in line order; the file is made only if there is one. A row the
@@ -195,7 +204,7 @@ pub async fn run(connection: &Connection, args: ImportArgs, json: bool) -> Resul
             };
             tally.read += 1;
             progress.set_position(row.bytes_read);
-            progress.set_message(tally.read.to_string());
+            progress.set_message(rows_read(tally.read, started.elapsed()));
             match row.parsed {
                 Ok(request) => batch.push((row.line, request)),
                 Err(reason) => rejects.add(row.line, reason),

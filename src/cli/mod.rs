@@ -40,6 +40,8 @@ struct Global {
         global = true,
         help_heading = "Global options",
         env = "USERCTL_ADDR",
+        // Shown as the variable's name alone, not as if it were set to nothing.
+        hide_env_values = true,
         default_value = "http://127.0.0.1:50051"
     )]
     addr: String,
@@ -154,6 +156,9 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
     )]
     Passwd(commands::PasswdArgs),
     /// Manage sessions.
+    #[command(
+        after_help = "Example: userctl sessions end 0192a3b4-c5d6-7e8f-9012-3456789abcde (a user's; without an id, your own)"
+    )]
     Sessions {
         #[command(subcommand)]
         action: SessionsAction,

@@ -255,7 +255,8 @@ impl AuthService for AuthServiceImpl {
             expires_at: Some(timestamp(expires)),
             user: Some(user_to_pb(&user)),
             refresh_token: token,
-            refresh_expires_at: Some(timestamp(ends_ns)),
+            // Whole seconds, as `expires_at` (a token's `exp`) is: rounded down, never late.
+            refresh_expires_at: Some(timestamp(ends_ns - ends_ns.rem_euclid(1_000_000_000))),
         }))
     }
 
@@ -456,7 +457,8 @@ impl AuthServiceImpl {
             expires_at: Some(timestamp(expires)),
             user: Some(user_to_pb(&user)),
             refresh_token,
-            refresh_expires_at: Some(timestamp(ends_ns)),
+            // Whole seconds, as `expires_at` (a token's `exp`) is: rounded down, never late.
+            refresh_expires_at: Some(timestamp(ends_ns - ends_ns.rem_euclid(1_000_000_000))),
         })
     }
 

@@ -134,6 +134,8 @@ fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> 
     let exporter = OnRuntime {
         inner: exporter,
         runtime: tokio::runtime::Handle::current(),
+        endpoint: endpoint.to_owned(),
+        failing: std::sync::atomic::AtomicBool::new(false),
     };
     let mut resource = Resource::builder();
     // OTEL_SERVICE_NAME, when set, names the service instead.
@@ -148,15 +150,34 @@ fn tracer_provider(endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> 
 
 /// The OTLP exporter's gRPC client needs a Tokio runtime, but the SDK's batch processor
 /// exports from a thread of its own; each export is driven on the server's runtime instead.
+/// An export that fails is logged once (a collector that cannot be reached would otherwise
+/// cost every span silently), and so is the first that works again.
 #[derive(Debug)]
 struct OnRuntime {
     inner: opentelemetry_otlp::SpanExporter,
     runtime: tokio::runtime::Handle,
+    endpoint: String,
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl SpanExporter for OnRuntime {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        std::future::ready(self.runtime.block_on(self.inner.export(batch)))
+        use std::sync::atomic::Ordering;
+        let spans = batch.len();
+        let exported = self.runtime.block_on(self.inner.export(batch));
+        match &exported {
+            Err(err) if !self.failing.swap(true, Ordering::Relaxed) => tracing::warn!(
+                endpoint = %self.endpoint,
+                error = %err,
+                spans,
+                "cannot export trace spans: they are dropped until the collector answers"
+            ),
+            Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!(endpoint = %self.endpoint, "exporting trace spans works again");
+            }
+            _ => {}
+        }
+        std::future::ready(exported)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {

@@ -223,6 +223,18 @@ async fn the_metrics_endpoint_serves_only_metrics() {
     .await;
     let (status, _) = http_get(app.metrics_addr.unwrap(), "/other").await;
     assert!(status.contains("404"), "{status}");
+    let (_, body) = http_get(app.metrics_addr.unwrap(), "/metrics").await;
+    let helps: Vec<&str> = body
+        .lines()
+        .filter(|line| line.starts_with("# HELP"))
+        .collect();
+    assert!(!helps.is_empty(), "{body}");
+    for help in helps {
+        assert!(
+            help.ends_with('.') && !help.ends_with(".."),
+            "one period at the end: {help}"
+        );
+    }
     let off = TestApp::spawn().await;
     assert_eq!(off.metrics_addr, None, "off unless asked for");
 }

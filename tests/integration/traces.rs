@@ -321,3 +321,36 @@ async fn spans_still_held_at_shutdown_are_exported_before_the_server_exits() {
         "the call's span was sent at shutdown: {exported:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_cannot_be_reached_is_logged_once_not_silently() {
+    // A port nothing listens on: bound, then closed.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let database = TestDatabase::new();
+    let server = traced_server(&database, &endpoint, 50);
+    let mut client = server.client().await.unwrap();
+    for _ in 0..3 {
+        client
+            .get_user(traced(
+                GetUserRequest {
+                    user_id: uuid::Uuid::now_v7().to_string(),
+                },
+                "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01",
+            ))
+            .await
+            .expect_err("no such user");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let said = server.wait_for_log("cannot export trace spans");
+    assert!(
+        said.contains(&endpoint),
+        "the line names the endpoint: {said}"
+    );
+    assert_eq!(
+        server.logged("cannot export trace spans").len(),
+        1,
+        "once, not once per batch"
+    );
+}

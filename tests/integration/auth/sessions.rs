@@ -48,7 +48,13 @@ async fn refresh_rotates_and_a_reused_refresh_token_ends_the_whole_session() {
     create(&mut app.client().await, "rotator").await;
     let first = login(&app, "rotator", PASSWORD).await.unwrap();
     assert!(!first.refresh_token.is_empty());
-    assert!(first.refresh_expires_at.is_some());
+    let ends = first.refresh_expires_at.expect("the session's end");
+    let expires = first.expires_at.expect("the token's end");
+    assert_eq!(
+        (ends.nanos, expires.nanos),
+        (0, 0),
+        "both ends in whole seconds, alike"
+    );
 
     let second = refresh(&app, &first.refresh_token)
         .await
