@@ -77,6 +77,23 @@ fn wire(label: &str, message: &(impl Message + std::fmt::Debug)) -> String {
     format!("== {label}\nhex: {hex}\n{message:#?}\n\n")
 }
 
+/// A LoginResponse with fixed tokens and times.
+fn login_response() -> pb::LoginResponse {
+    pb::LoginResponse {
+        access_token: "eyJ.access.token".into(),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: FIXED_TIME_NS / 1_000_000_000 + 3600,
+            nanos: 0,
+        }),
+        user: Some(user_to_pb(&fixed_user())),
+        refresh_token: "rt_refresh-token".into(),
+        refresh_expires_at: Some(prost_types::Timestamp {
+            seconds: FIXED_TIME_NS / 1_000_000_000 + 30 * 24 * 3600,
+            nanos: 0,
+        }),
+    }
+}
+
 fn update_request() -> pb::UpdateUserRequest {
     pb::UpdateUserRequest {
         user_id: FIXED_ID.into(),
@@ -174,6 +191,39 @@ fn wire_messages_of_every_rpc() {
                 }),
                 ..Default::default()
             }),
+        ].concat()),
+        ("lookup_user", [
+            wire("LookupUserRequest", &pb::LookupUserRequest {
+                key: Some(pb::lookup_user_request::Key::Email("ann@example.com".into())),
+            }),
+            wire("GetUserResponse", &pb::GetUserResponse { user: user() }),
+        ].concat()),
+        ("login", [
+            wire("LoginRequest", &pb::LoginRequest {
+                username: "ann_lee".into(),
+                password: "correct horse battery".into(),
+            }),
+            wire("LoginResponse", &login_response()),
+        ].concat()),
+        ("refresh", [
+            wire("RefreshRequest", &pb::RefreshRequest { refresh_token: "rt_refresh-token".into() }),
+            wire("LoginResponse", &login_response()),
+        ].concat()),
+        ("logout", [
+            wire("LogoutRequest", &pb::LogoutRequest {}),
+            wire("LogoutResponse", &pb::LogoutResponse {}),
+        ].concat()),
+        ("end_sessions", [
+            wire("EndSessionsRequest", &pb::EndSessionsRequest { user_id: FIXED_ID.into() }),
+            wire("EndSessionsResponse", &pb::EndSessionsResponse { ended: 2 }),
+        ].concat()),
+        ("change_password", [
+            wire("ChangePasswordRequest", &pb::ChangePasswordRequest {
+                user_id: String::new(),
+                current_password: "correct horse battery".into(),
+                new_password: "a longer passphrase".into(),
+            }),
+            wire("ChangePasswordResponse", &pb::ChangePasswordResponse { login: Some(login_response()) }),
         ].concat()),
     ];
     for (rpc, text) in cases {
