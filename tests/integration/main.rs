@@ -3,6 +3,7 @@
 mod actors;
 mod auth;
 mod compat;
+mod compression;
 mod connections;
 mod deadlines;
 mod durability;
