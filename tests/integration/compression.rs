@@ -238,3 +238,40 @@ async fn every_compressed_message_under_load_and_cancellation_is_flagged_and_nam
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpcio_client_reads_every_compressed_answer_as_protobuf() {
+    let has_grpcio = std::process::Command::new("python3")
+        .args(["-c", "import grpc"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        has_grpcio,
+        "Python's grpcio is missing: make test installs it (python3 -m pip install grpcio)"
+    );
+    let app = TestApp::spawn().await;
+    let mut admin = app.client().await;
+    let users = create_many(&mut admin, "grpcio", 10).await;
+    let token = app.token("grpcio-client", user_service::domain::Role::Admin);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/compat/grpcio_compression.py"
+    );
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(script)
+        .arg(app.addr.to_string())
+        .arg(token)
+        .args(users.iter().map(|user| user.id.clone()));
+    let output = tokio::task::spawn_blocking(move || command.output().expect("python3 runs"))
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    println!("{said}");
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains(" 0 not plain protobuf"), "{said}");
+}
