@@ -15,6 +15,7 @@ use tonic_health::pb::health_client::HealthClient;
 use user_service::pb::{GetUserRequest, UpdateUserRequest};
 
 use crate::helpers::{Client, Proxy, ServerProcess, TestDatabase, create};
+use crate::replicas::health;
 use crate::watch::{everyone, next_event};
 
 /// Flags for a replica that these tests drive hard.
@@ -24,18 +25,6 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(2);
 /// How late after its caller's deadline another replica's watcher may see a commit and still
 /// count it as made before the deadline (the watcher's own delay).
 const SEEN_SLACK: Duration = Duration::from_millis(500);
-
-async fn health_watch(
-    server: &ServerProcess,
-) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
-    HealthClient::new(server.channel().await.unwrap())
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
 
 /// Waits for health to report `wanted`, returning how long that took.
 async fn until_status(
@@ -154,7 +143,7 @@ async fn a_replica_whose_database_link_goes_silent_fails_fast_and_never_stops_th
         .unwrap()
         .into_inner();
     assert_eq!(next_event(&mut watch).await.revision, 1);
-    let mut health = health_watch(&silent).await;
+    let mut health = health(&silent).await;
     until_status(&mut health, ServingStatus::Serving, Duration::from_secs(5)).await;
 
     let stop = Arc::new(AtomicBool::new(false));

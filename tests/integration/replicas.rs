@@ -396,7 +396,10 @@ async fn replicas_starting_together_migrate_once_and_a_newer_schema_is_refused()
     );
 }
 
-async fn health(server: &ServerProcess) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+/// The server's health, as a watch of every change.
+pub async fn health(
+    server: &ServerProcess,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
     HealthClient::new(server.channel().await.unwrap())
         .watch(HealthCheckRequest {
             service: String::new(),

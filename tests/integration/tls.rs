@@ -232,6 +232,13 @@ fn self_signed(name: &str) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
+/// Writes `text` to `dir/name`; the path, as a variable's value.
+fn pem_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
 /// `user-service healthcheck` run as a container runs it: with the server's own variables.
 async fn healthcheck(env: Vec<(&'static str, String)>) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
@@ -251,11 +258,7 @@ async fn healthcheck(env: Vec<(&'static str, String)>) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_healthcheck_speaks_tls_with_the_servers_own_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
+    let write = |name: &str, text: &str| pem_file(dir.path(), name, text);
     let (cert, key) = self_signed("localhost");
     let app = TestApp::spawn_with(|settings| {
         settings.tls = Some(TlsSettings {
@@ -306,11 +309,7 @@ async fn the_healthcheck_speaks_tls_with_the_servers_own_settings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_healthcheck_presents_a_client_certificate_to_a_server_that_requires_one() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
+    let write = |name: &str, text: &str| pem_file(dir.path(), name, text);
     let pki = pki();
     let app = TestApp::spawn_with(|settings| {
         settings.tls = Some(TlsSettings {

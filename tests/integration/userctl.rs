@@ -883,16 +883,9 @@ async fn a_stored_login_refreshes_itself_changes_its_password_and_logs_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bench_that_mostly_measures_refusals_says_so_and_exits_non_zero() {
-    let app = TestApp::spawn_with(|settings| {
-        settings.rate_limit_per_second = 5;
-        settings.rate_limit_burst = 5;
-    })
-    .await;
-    create(&app, "benched");
-    let output = userctl(
-        &app,
-        Some(&admin(&app)),
-        &[
+    let bench = |app: &TestApp| {
+        create(app, "benched");
+        let args = [
             "bench",
             "--rpc",
             "list",
@@ -900,8 +893,15 @@ async fn a_bench_that_mostly_measures_refusals_says_so_and_exits_non_zero() {
             "4",
             "--duration",
             "1s",
-        ],
-    );
+        ];
+        userctl(app, Some(&admin(app)), &args)
+    };
+    let limited = TestApp::spawn_with(|settings| {
+        settings.rate_limit_per_second = 5;
+        settings.rate_limit_burst = 5;
+    })
+    .await;
+    let output = bench(&limited);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success(),
@@ -913,21 +913,7 @@ async fn a_bench_that_mostly_measures_refusals_says_so_and_exits_non_zero() {
         "it says how to benchmark past the limit: {stderr}"
     );
 
-    let unlimited = TestApp::spawn().await;
-    create(&unlimited, "benched");
-    let output = userctl(
-        &unlimited,
-        Some(&admin(&unlimited)),
-        &[
-            "bench",
-            "--rpc",
-            "list",
-            "--concurrency",
-            "4",
-            "--duration",
-            "1s",
-        ],
-    );
+    let output = bench(&TestApp::spawn().await);
     assert!(
         output.status.success(),
         "{}",
