@@ -43,6 +43,17 @@ fn pki() -> Pki {
     }
 }
 
+/// The server, serving TLS with this certificate and key, and requiring client certificates
+/// from `client_ca` when given.
+async fn serving_tls(cert: &str, key: &str, client_ca: Option<&str>) -> TestApp {
+    let tls = TlsSettings {
+        cert_pem: cert.as_bytes().to_vec(),
+        key_pem: key.as_bytes().to_vec(),
+        client_ca_pem: client_ca.map(|ca| ca.as_bytes().to_vec()),
+    };
+    TestApp::spawn_with(|settings| settings.tls = Some(tls)).await
+}
+
 async fn connect(
     app: &TestApp,
     pki: &Pki,
@@ -70,14 +81,7 @@ async fn list_over(app: &TestApp, channel: Channel) -> Result<(), tonic::Status>
 #[tokio::test]
 async fn the_server_speaks_tls_with_the_configured_certificate() {
     let pki = pki();
-    let app = TestApp::spawn_with(|settings| {
-        settings.tls = Some(TlsSettings {
-            cert_pem: pki.server.0.clone().into_bytes(),
-            key_pem: pki.server.1.clone().into_bytes(),
-            client_ca_pem: None,
-        });
-    })
-    .await;
+    let app = serving_tls(&pki.server.0, &pki.server.1, None).await;
     let channel = connect(&app, &pki, false)
         .await
         .expect("the TLS handshake succeeds");
@@ -93,14 +97,7 @@ async fn the_server_speaks_tls_with_the_configured_certificate() {
 #[tokio::test]
 async fn under_mutual_tls_only_clients_with_a_certificate_from_the_ca_get_in() {
     let pki = pki();
-    let app = TestApp::spawn_with(|settings| {
-        settings.tls = Some(TlsSettings {
-            cert_pem: pki.server.0.clone().into_bytes(),
-            key_pem: pki.server.1.clone().into_bytes(),
-            client_ca_pem: Some(pki.ca.clone().into_bytes()),
-        });
-    })
-    .await;
+    let app = serving_tls(&pki.server.0, &pki.server.1, Some(&pki.ca)).await;
     let channel = connect(&app, &pki, true)
         .await
         .expect("the mTLS handshake succeeds");
@@ -141,14 +138,7 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn userctl_names_the_cause_of_a_failed_tls_handshake() {
     let (pki, other) = (self::pki(), self::pki());
-    let mtls = TestApp::spawn_with(|settings| {
-        settings.tls = Some(TlsSettings {
-            cert_pem: pki.server.0.clone().into_bytes(),
-            key_pem: pki.server.1.clone().into_bytes(),
-            client_ca_pem: Some(pki.ca.clone().into_bytes()),
-        });
-    })
-    .await;
+    let mtls = serving_tls(&pki.server.0, &pki.server.1, Some(&pki.ca)).await;
     let plain = TestApp::spawn().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = write(dir.path(), "ca.pem", &pki.ca);
@@ -260,14 +250,7 @@ async fn the_healthcheck_speaks_tls_with_the_servers_own_settings() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| pem_file(dir.path(), name, text);
     let (cert, key) = self_signed("localhost");
-    let app = TestApp::spawn_with(|settings| {
-        settings.tls = Some(TlsSettings {
-            cert_pem: cert.clone().into_bytes(),
-            key_pem: key.clone().into_bytes(),
-            client_ca_pem: None,
-        });
-    })
-    .await;
+    let app = serving_tls(&cert, &key, None).await;
     let server_env = vec![
         ("USER_SERVICE_LISTEN", app.addr.to_string()),
         ("USER_SERVICE_TLS_CERT", write("cert.pem", &cert)),
@@ -311,14 +294,7 @@ async fn the_healthcheck_presents_a_client_certificate_to_a_server_that_requires
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| pem_file(dir.path(), name, text);
     let pki = pki();
-    let app = TestApp::spawn_with(|settings| {
-        settings.tls = Some(TlsSettings {
-            cert_pem: pki.server.0.clone().into_bytes(),
-            key_pem: pki.server.1.clone().into_bytes(),
-            client_ca_pem: Some(pki.ca.clone().into_bytes()),
-        });
-    })
-    .await;
+    let app = serving_tls(&pki.server.0, &pki.server.1, Some(&pki.ca)).await;
     let server_env = vec![
         ("USER_SERVICE_LISTEN", app.addr.to_string()),
         ("USER_SERVICE_TLS_CERT", write("cert.pem", &pki.server.0)),
