@@ -480,18 +480,19 @@ impl Cli {
         let Some(cert) = &self.tls_cert else {
             return Ok(None);
         };
+        let server_cert_pem = read(cert)?;
         let client = match (&args.client_cert, &args.client_key, &self.tls_client_ca) {
             (Some(client_cert), Some(client_key), _) => {
                 Some((read(client_cert)?, read(client_key)?))
             }
             (_, _, Some(_)) => match &self.tls_key {
-                Some(key) => Some((read(cert)?, read(key)?)),
+                Some(key) => Some((server_cert_pem.clone(), read(key)?)),
                 None => None,
             },
             _ => None,
         };
         Ok(Some(crate::health::ProbeTls {
-            server_cert_pem: read(cert)?,
+            server_cert_pem,
             client,
         }))
     }

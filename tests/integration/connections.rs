@@ -23,6 +23,15 @@ async fn closed_within(socket: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// `count` connections to `addr` that say nothing.
+async fn hold(addr: std::net::SocketAddr, count: usize) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    held
+}
+
 #[tokio::test]
 async fn connections_that_never_speak_are_closed_after_the_handshake_timeout() {
     let app = TestApp::spawn_with(|settings| {
@@ -50,10 +59,7 @@ async fn connections_that_never_speak_are_closed_after_the_handshake_timeout() {
 #[tokio::test]
 async fn past_the_connection_cap_new_connections_are_closed_at_once() {
     let app = TestApp::spawn_with(|settings| settings.connections.max = 3).await;
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(TcpStream::connect(app.addr).await.unwrap());
-    }
+    let held = hold(app.addr, 3).await;
     let mut extra = TcpStream::connect(app.addr).await.unwrap();
     assert!(
         closed_within(&mut extra, Duration::from_secs(2)).await,
@@ -139,10 +145,7 @@ async fn one_address_holding_its_cap_leaves_room_for_every_other_address() {
         settings.connections.per_address = 3;
     })
     .await;
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(TcpStream::connect(app.addr).await.unwrap());
-    }
+    let held = hold(app.addr, 3).await;
     let mut extra = TcpStream::connect(app.addr).await.unwrap();
     assert!(
         closed_within(&mut extra, Duration::from_secs(2)).await,

@@ -327,7 +327,8 @@ impl PostgresStore {
         limit: Duration,
         operation: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
-        let own = Instant::now() + limit;
+        let started = Instant::now();
+        let own = started + limit;
         let (ends, why) = match crate::call_deadline::current() {
             Some(deadline) if deadline < own => (deadline, "before the call's deadline"),
             _ => (own, "within the operation bound"),
@@ -339,7 +340,7 @@ impl PostgresStore {
                     .unwrap_or_else(|_| {
                         Err(StoreError::Unavailable(format!(
                             "the database did not answer {why} ({} ms)",
-                            limit.as_millis()
+                            (ends - started).as_millis()
                         )))
                     })
             })
