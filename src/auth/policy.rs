@@ -1,4 +1,4 @@
-//! Who may do what. The rules, as the README states them:
+//! Who may do what. The rules, as docs/security.md states them:
 //!
 //! | caller    | may                                                                  |
 //! |-----------|----------------------------------------------------------------------|

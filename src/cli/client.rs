@@ -19,7 +19,7 @@ use crate::pb;
 use crate::pb::auth_service_client::AuthServiceClient;
 use crate::pb::user_service_client::UserServiceClient;
 
-/// Exit codes, one per failure class (documented in the README and `userctl --help`).
+/// Exit codes, one per failure class (documented in docs/userctl.md and `userctl --help`).
 pub mod exit {
     pub const OK: u8 = 0;
     pub const OTHER: u8 = 1;
@@ -140,7 +140,7 @@ fn transport_failure(status: &Status) -> Option<Failure> {
         "the server's TLS certificate is a CA certificate (basicConstraints CA:TRUE, as a plain \
          `openssl req -x509` makes one), which TLS clients refuse as a server's own: make the \
          server a leaf certificate (CA:FALSE) naming the host in --addr, signed by the CA given \
-         with --tls-ca or self-signed (the README's TLS section has a recipe)"
+         with --tls-ca or self-signed (docs/security.md, TLS, has a recipe)"
             .into()
     } else if detail.contains("NotValidForName") {
         format!(

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// Every bound the parsers enforce, in one place (the README and a snapshot repeat them).
+/// Every bound the parsers enforce, in one place (docs/api.md and a snapshot repeat them).
 pub mod limits {
     pub const USERNAME_MIN_CHARS: usize = 3;
     pub const USERNAME_MAX_CHARS: usize = 30;

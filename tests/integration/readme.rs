@@ -1,10 +1,12 @@
-//! The README's option tables against the binaries' `--help`, both ways: a flag or variable
-//! cannot be added, renamed or dropped without the README following.
+//! The documented option tables (docs/configuration.md for the server, docs/userctl.md for
+//! userctl) against the binaries' `--help`, both ways: a flag or variable cannot be added,
+//! renamed or dropped without the documentation following.
 
 use std::collections::BTreeSet;
 use std::process::Command;
 
-const README: &str = include_str!("../../README.md");
+const CONFIGURATION: &str = include_str!("../../docs/configuration.md");
+const USERCTL: &str = include_str!("../../docs/userctl.md");
 
 /// `--long-flag` tokens in `text`.
 fn flags(text: &str) -> BTreeSet<String> {
@@ -35,12 +37,12 @@ fn variables(text: &str, prefixes: &[&str]) -> BTreeSet<String> {
         .collect()
 }
 
-/// The rows of the README table whose header row is `header`.
-fn table(header: &str) -> String {
-    let start = README
+/// The rows of the table in `doc` whose header row is `header`.
+fn table(doc: &str, header: &str) -> String {
+    let start = doc
         .find(header)
-        .unwrap_or_else(|| panic!("the README has a table headed {header:?}"));
-    README[start..]
+        .unwrap_or_else(|| panic!("the documentation has a table headed {header:?}"));
+    doc[start..]
         .lines()
         .take_while(|line| line.starts_with('|'))
         .collect::<Vec<_>>()
@@ -71,14 +73,14 @@ fn assert_same(what: &str, in_help: BTreeSet<String>, in_readme: BTreeSet<String
     let stale: Vec<_> = in_readme.difference(&in_help).collect();
     assert!(
         missing.is_empty() && stale.is_empty(),
-        "{what}: in --help but not the README: {missing:?}; in the README but not --help: {stale:?}"
+        "{what}: in --help but not the documentation: {missing:?}; in the documentation but not --help: {stale:?}"
     );
 }
 
 #[test]
 fn the_servers_configuration_table_matches_its_help() {
     let help = help(env!("CARGO_BIN_EXE_user-service"), &[]);
-    let readme = table("| Flag | Environment | Default |");
+    let readme = table(CONFIGURATION, "| Flag | Environment | Default |");
     assert_same(
         "user-service flags",
         flags(&option_lines(&help)),
@@ -109,7 +111,7 @@ fn the_userctl_option_table_matches_the_help_of_every_command() {
         all_help.push('\n');
         all_help.push_str(&help(binary, &[command]));
     }
-    let readme = table("| Command | Option | Environment | Meaning |");
+    let readme = table(USERCTL, "| Command | Option | Environment | Meaning |");
     assert_same(
         "userctl flags",
         flags(&option_lines(&all_help)),

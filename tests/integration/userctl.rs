@@ -952,7 +952,7 @@ async fn refusals_say_what_to_do_next() {
         "a service's passwd names --user: {said}"
     );
 
-    // int64 in proto3 JSON is a string, as the README says of -o json.
+    // int64 in proto3 JSON is a string, as docs/userctl.md says of -o json.
     let id = create(&app, "ended")["id"].as_str().unwrap().to_owned();
     user_service::pb::auth_service_client::AuthServiceClient::new(app.channel().await)
         .login(user_service::pb::LoginRequest {
