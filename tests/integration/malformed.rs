@@ -314,3 +314,25 @@ async fn mutated_bodies_of_every_method_are_the_callers_fault_never_the_servers(
     }
     println!("mutated bodies answered: {codes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_body_is_logged_as_the_callers_fault_not_a_server_failure() {
+    let database = crate::helpers::TestDatabase::new();
+    let server = crate::helpers::ServerProcess::start(&database);
+    let bearer = format!("Bearer {}", server.token("fuzzer", Role::Admin));
+    let (status, _) = raw::exchange(
+        server.addr(),
+        "/userservice.UserService/CreateUser",
+        &[("authorization", bearer.as_str())],
+        vec![0, 0, 0, 0, 3, 0xff, 0xff, 0xff].into(),
+        true,
+    )
+    .await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let line = server.wait_for_log("/userservice.UserService/CreateUser");
+    assert!(line.contains("InvalidArgument"), "{line}");
+    assert!(
+        line.contains("\"level\":\"INFO\""),
+        "a client error, not a WARN: {line}"
+    );
+}
