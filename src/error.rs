@@ -131,8 +131,9 @@ impl From<HashError> for ServiceError {
 
 pub use crate::text::chain;
 
-/// A wait in whole seconds, at least one: a client is never told to retry at once.
-fn retry_after_secs(wait: std::time::Duration) -> u64 {
+/// A wait in whole seconds, at least one: a client is never told to retry at once. Every
+/// `retry-after` the server sends is this.
+pub(crate) fn retry_after_secs(wait: std::time::Duration) -> u64 {
     wait.as_secs().max(1)
 }
 

@@ -33,7 +33,7 @@ impl RateLimitLayer {
 /// RESOURCE_EXHAUSTED, with `retry-after` in whole seconds (at least one: never tell a client
 /// to retry at once).
 pub(super) fn refused(wait: Duration) -> Response {
-    let wait_time = wait.as_secs().max(1);
+    let wait_time = crate::error::retry_after_secs(wait);
     let mut response = refusal_response(
         Status::resource_exhausted(format!("rate limit exceeded: retry after {wait_time} s")),
         "rate_limit",
