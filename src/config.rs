@@ -6,18 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::auth::hasher::Argon2Settings;
 use crate::connections::ConnectionLimits;
 use crate::contract::tokens::JwtSettings;
 use crate::storage::StorageSettings;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use crate::telemetry::LogFormat;
 
 /// A gRPC user directory on durable embedded storage.
 #[derive(Debug, Clone, Parser)]

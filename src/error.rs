@@ -3,7 +3,6 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::auth::hasher::HashError;
 use crate::domain::ValidationError;
 use crate::storage::StoreError;
 
@@ -113,23 +112,7 @@ impl From<StoreError> for ServiceError {
     }
 }
 
-impl From<crate::auth::policy::Denied> for ServiceError {
-    fn from(denied: crate::auth::policy::Denied) -> Self {
-        use crate::auth::policy::Denied;
-        match denied {
-            Denied::NeedsToken => ServiceError::Unauthenticated(denied.to_string()),
-            Denied::Forbidden { .. } => ServiceError::PermissionDenied(denied.to_string()),
-        }
-    }
-}
-
-impl From<HashError> for ServiceError {
-    fn from(err: HashError) -> Self {
-        ServiceError::Internal(Box::new(err))
-    }
-}
-
-pub use crate::text::chain;
+use crate::text::chain;
 
 /// A wait in whole seconds, at least one: a client is never told to retry at once. Every
 /// `retry-after` the server sends is this.

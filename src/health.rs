@@ -13,9 +13,9 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_check_response};
 use tonic_health::server::{HealthReporter, HealthService};
 
-use crate::grpc::stream_limits::StreamControls;
 use crate::shutdown::Shutdown;
 use crate::storage::Store;
+use crate::streams::StreamControls;
 
 /// The names health reports on: the whole server, and the user service.
 pub const SERVICE_NAMES: [&str; 2] = ["", "userservice.UserService"];
@@ -68,9 +68,9 @@ impl Health for DrainingHealth {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (place, _) = self.streams.enter(
-            &crate::auth::Caller::Anonymous,
+            &crate::caller::Caller::Anonymous,
             &request,
-            crate::grpc::stream_limits::StreamKind::HealthWatch,
+            crate::streams::StreamKind::HealthWatch,
         )?;
         let mut updates = self.inner.watch(request).await?.into_inner();
         let mut shutdown = self.shutdown.clone();
@@ -297,7 +297,7 @@ pub async fn monitor(
         }
         match (healthy, ping) {
             (true, Err(err)) => {
-                tracing::error!(error = %crate::error::chain(&err), "the database is unusable: reporting NOT_SERVING");
+                tracing::error!(error = %crate::text::chain(&err), "the database is unusable: reporting NOT_SERVING");
                 set_all(&reporter, ServingStatus::NotServing).await;
                 healthy = false;
             }

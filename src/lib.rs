@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod call_deadline;
+pub mod caller;
 pub mod cli;
 pub mod client_address;
 pub mod codec;
@@ -25,6 +26,7 @@ pub mod rate;
 pub mod shutdown;
 pub mod startup;
 pub mod storage;
+pub mod streams;
 pub mod telemetry;
 pub mod text;
 pub mod timing;

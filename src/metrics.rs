@@ -336,7 +336,7 @@ impl Metrics {
 /// What a scrape reads besides the counters: storage and the stream caps.
 pub struct Sources {
     pub store: crate::storage::Store,
-    pub streams: Arc<crate::grpc::stream_limits::StreamLimits>,
+    pub streams: Arc<crate::streams::StreamLimits>,
     pub hashing: Arc<crate::auth::hasher::HashStats>,
 }
 
@@ -367,7 +367,7 @@ impl Metrics {
         }
         self.head_revision.set(sources.store.head_revision());
         self.oldest_revision.set(sources.store.oldest_revision());
-        for kind in crate::grpc::stream_limits::StreamKind::ALL {
+        for kind in crate::streams::StreamKind::ALL {
             self.open_streams
                 .get_or_create(&KindLabels { kind: kind.name() })
                 .set(i64::try_from(sources.streams.open_streams(kind)).unwrap_or(i64::MAX));

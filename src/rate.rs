@@ -12,7 +12,7 @@ use tower_governor::GovernorError;
 use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 
-use crate::auth::{Authenticated, Caller};
+use crate::caller::{Authenticated, Caller};
 use crate::client_address::{address_key, client_ip};
 use crate::domain::UserId;
 

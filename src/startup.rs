@@ -24,7 +24,6 @@ use crate::domain::{Password, Role};
 use crate::grpc::UserServiceImpl;
 use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};
 use crate::grpc::signup::SignupLimit;
-use crate::grpc::stream_limits::{StreamControls, StreamLimits};
 use crate::health;
 use crate::metrics::{Metrics, methods_of};
 use crate::middleware::{
@@ -37,6 +36,7 @@ use crate::pb::{
 use crate::rate::RateLimiter;
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::storage::{Store, StoreError};
+use crate::streams::{StreamControls, StreamLimits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

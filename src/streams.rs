@@ -24,7 +24,7 @@ impl StreamControls {
     /// The key the caps and the rate limit count `caller` under.
     pub fn key(
         &self,
-        caller: &crate::auth::Caller,
+        caller: &crate::caller::Caller,
         extensions: &http::Extensions,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Option<CallerKey> {
@@ -35,7 +35,7 @@ impl StreamControls {
     /// A place for one more stream of the request's caller.
     pub fn enter<T>(
         &self,
-        caller: &crate::auth::Caller,
+        caller: &crate::caller::Caller,
         request: &tonic::Request<T>,
         kind: StreamKind,
     ) -> Result<(StreamPlace, Option<CallerKey>), ServiceError> {

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use lru::LruCache;
 
-use super::Authenticated;
-use super::{Caller, TokenExpiry};
+use crate::caller::{Authenticated, Caller, TokenExpiry};
 use crate::contract::tokens::{Claims, Jwt, TokenError};
 use crate::domain::{Role, UserId};
 use crate::error::ServiceError;

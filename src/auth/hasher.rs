@@ -8,6 +8,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tracing::Instrument;
 
 use crate::domain::{Credential, Password, PasswordHash, Scheme};
+use crate::error::ServiceError;
 
 /// Argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,6 +264,12 @@ impl PasswordHasher {
 /// traces are exported).
 fn span(operation: &'static str) -> tracing::Span {
     tracing::debug_span!(target: crate::telemetry::SPAN_TARGET, "password", otel.name = operation)
+}
+
+impl From<HashError> for ServiceError {
+    fn from(err: HashError) -> Self {
+        ServiceError::Internal(Box::new(err))
+    }
 }
 
 #[cfg(test)]

@@ -1,59 +1,16 @@
-//! Who is calling (from a verified bearer token) and what they may do.
+//! Who is calling (from a verified bearer token), whether their session still holds, and
+//! what they may do.
 
 pub mod authenticator;
 pub mod hasher;
 
 pub mod policy;
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use crate::domain::{Role, User, UserId, UserStatus};
+use crate::caller::Caller;
+use crate::domain::{User, UserStatus};
 use crate::error::ServiceError;
 use crate::storage::sessions::Standing;
 use crate::storage::{Store, StoreError};
-
-/// When the caller's token expires (`exp`, seconds since the Unix epoch), set beside the
-/// `Caller` by the auth middleware, so that streams end when it passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenExpiry(pub u64);
-
-impl TokenExpiry {
-    /// The moment the token stops working, with the leeway verification allows.
-    pub fn instant(self) -> tokio::time::Instant {
-        let expires = UNIX_EPOCH
-            + Duration::from_secs(self.0.saturating_add(crate::contract::tokens::LEEWAY_SECS));
-        let left = expires
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        tokio::time::Instant::now() + left
-    }
-}
-
-/// What the auth middleware leaves on a call for the handlers: one extension, since every
-/// call carries it.
-#[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub caller: Caller,
-    /// When the token stops working (none for anonymous calls), so that streams end then.
-    pub expiry: Option<TokenExpiry>,
-    /// What a user's token needs to go on working: its session open, or to be issued after
-    /// the user's sessions last ended.
-    pub standing: Option<Standing>,
-}
-
-impl Authenticated {
-    /// What authentication left on a call; `None` when it has not passed the auth middleware.
-    pub fn of(extensions: &http::Extensions) -> Option<&Self> {
-        extensions.get::<Self>()
-    }
-
-    /// The caller authentication left on a call; anonymous when there is none.
-    pub fn caller_of(extensions: &http::Extensions) -> &Caller {
-        static ANONYMOUS: Caller = Caller::Anonymous;
-        Self::of(extensions).map_or(&ANONYMOUS, |authenticated| &authenticated.caller)
-    }
-}
 
 /// The token's session has ended (logout, a password change, a reused refresh token), or the
 /// token was issued before its user's sessions were all ended.
@@ -131,62 +88,4 @@ pub fn current_now(
         return Some(Ok(caller.clone()));
     };
     store.cached_standing(*id).map(|user| standing(&user))
-}
-
-/// The authenticated caller of one request, set by the auth middleware.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    /// No token was sent.
-    Anonymous,
-    /// The token's subject is a stored user; `role` is that user's current role.
-    User { id: UserId, role: Role },
-    /// The token's subject is a service name; `role` comes from the token.
-    Service { name: Arc<str>, role: Role },
-}
-
-impl Caller {
-    pub fn role(&self) -> Option<Role> {
-        match self {
-            Caller::Anonymous => None,
-            Caller::User { role, .. } | Caller::Service { role, .. } => Some(*role),
-        }
-    }
-
-    pub fn user_id(&self) -> Option<UserId> {
-        match self {
-            Caller::User { id, .. } => Some(*id),
-            Caller::Anonymous | Caller::Service { .. } => None,
-        }
-    }
-
-    /// Who the event log records as the author of this caller's changes.
-    pub fn actor(&self) -> crate::domain::Actor {
-        use crate::domain::Actor;
-        match self {
-            Caller::Anonymous => Actor::Anonymous,
-            Caller::User { id, .. } => Actor::User(*id),
-            Caller::Service { name, .. } => Actor::Service(name.to_string()),
-        }
-    }
-
-    /// How logs name the caller (`user:ID`, `service:NAME`); `None` when anonymous.
-    pub fn principal(&self) -> Option<Principal<'_>> {
-        match self {
-            Caller::Anonymous => None,
-            Caller::User { .. } | Caller::Service { .. } => Some(Principal(self)),
-        }
-    }
-}
-
-/// A caller's name in the logs, formatted only when a line is written.
-pub struct Principal<'a>(&'a Caller);
-
-impl std::fmt::Display for Principal<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Caller::Anonymous => f.write_str("-"),
-            Caller::User { id, .. } => write!(f, "user:{id}"),
-            Caller::Service { name, .. } => write!(f, "service:{name}"),
-        }
-    }
 }

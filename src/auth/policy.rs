@@ -13,8 +13,9 @@
 //!
 //! SyncUsers messages are judged like the UpdateUser each carries.
 
-use super::Caller;
+use crate::caller::Caller;
 use crate::domain::{Role, UserId, UserPatch, UserStatus};
+use crate::error::ServiceError;
 
 /// What an update would change, as far as the policy cares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -178,6 +179,15 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
         (_, Access::ImportPasswordHash) => forbidden(role, "import password hashes"),
         (_, Access::EndSessions { .. }) => forbidden(role, "end other users' sessions"),
         (_, Access::SetPassword { .. }) => forbidden(role, "set other users' passwords"),
+    }
+}
+
+impl From<Denied> for ServiceError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::NeedsToken => ServiceError::Unauthenticated(denied.to_string()),
+            Denied::Forbidden { .. } => ServiceError::PermissionDenied(denied.to_string()),
+        }
     }
 }
 

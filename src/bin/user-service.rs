@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     let logs = match logs {
         Ok(logs) => logs,
         Err(err) => {
-            eprintln!("{}", user_service::error::chain(&err));
+            eprintln!("{}", user_service::text::chain(&err));
             return ExitCode::FAILURE;
         }
     };
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{}", user_service::error::chain(err.as_ref()));
+            tracing::error!("{}", user_service::text::chain(err.as_ref()));
             ExitCode::FAILURE
         }
     };
@@ -82,7 +82,7 @@ fn healthcheck(cli: &Cli, args: &HealthcheckArgs) -> ExitCode {
     let tls = match cli.healthcheck_tls(args) {
         Ok(tls) => tls,
         Err(err) => {
-            eprintln!("healthcheck: {}", user_service::error::chain(&err));
+            eprintln!("healthcheck: {}", user_service::text::chain(&err));
             return ExitCode::FAILURE;
         }
     };

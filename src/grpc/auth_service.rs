@@ -17,7 +17,7 @@ use super::caller_of;
 use super::convert::{timestamp, user_to_pb};
 use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Denied, authorize};
-use crate::auth::{Authenticated, Caller};
+use crate::caller::{Authenticated, Caller};
 use crate::client_address::{address_key, client_ip};
 use crate::contract::tokens::Jwt;
 use crate::domain::PasswordHash;
@@ -478,7 +478,7 @@ impl AuthServiceImpl {
             // Changed meanwhile: what is stored now was not made from this password.
             Ok(false) => {}
             Err(err) => {
-                tracing::warn!(user_id = %user.id, error = %crate::error::chain(&err), "storing an upgraded password hash failed")
+                tracing::warn!(user_id = %user.id, error = %crate::text::chain(&err), "storing an upgraded password hash failed")
             }
         }
     }

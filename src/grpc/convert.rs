@@ -2,7 +2,7 @@
 
 use prost_types::Timestamp;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::domain::{
     Actor, Credential, Email, Etag, EventKind, FieldViolation, FullName, Metadata, MetadataPatch,
     Password, PasswordHash, Role, User, UserDraft, UserEvent, UserId, UserPatch, UserStatus,

@@ -5,7 +5,6 @@ mod batch;
 pub mod convert;
 pub mod page_token;
 pub mod signup;
-pub mod stream_limits;
 mod sync;
 mod watch;
 
@@ -17,15 +16,15 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Changes, authorize};
-use crate::auth::{Authenticated, Caller};
+use crate::caller::{Authenticated, Caller};
 use crate::domain::{Credential, FieldViolation, Role, User, UserStatus, ValidationError};
 use crate::error::ServiceError;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
 use crate::storage::{Cursor, ListQuery, Search, Store, Updated, UserKey};
+use crate::streams::{StreamControls, StreamKind};
 use convert::{parse_create, parse_etag, parse_filter, parse_lookup_id, parse_update, user_to_pb};
 use signup::SignupLimit;
-use stream_limits::{StreamControls, StreamKind};
 
 use crate::contract::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, WATCH_START_REVISION};
 

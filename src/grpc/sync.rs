@@ -7,12 +7,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::convert::{event_to_pb, user_to_pb};
-use super::stream_limits::StreamPlace;
 use super::{EventStream, UserServiceImpl};
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::error::ServiceError;
 use crate::pb;
 use crate::storage::Updated;
+use crate::streams::StreamPlace;
 
 const CLIENT_BUFFER: usize = 64;
 /// How long the status that ends a sync waits for a client that is not reading.

@@ -18,16 +18,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::convert::{event_to_pb, parse_user_id};
-use super::stream_limits::StreamPlace;
 use super::{EventStream, UserServiceImpl, invalid};
-use crate::auth::Caller;
 use crate::auth::policy::{Access, authorize};
+use crate::caller::Caller;
 use crate::domain::{EventKind, FieldViolation, UserEvent, UserId, ValidationError};
 use crate::error::ServiceError;
 use crate::pb;
 use crate::shutdown::Shutdown;
 use crate::storage::Store;
 use crate::storage::sessions::Standing;
+use crate::streams::StreamPlace;
 
 /// Events read from the log per query while catching up.
 const REPLAY_BATCH: usize = 256;

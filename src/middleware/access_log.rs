@@ -22,7 +22,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::Refusal;
-use crate::auth::{Caller, Principal};
+use crate::caller::{Caller, Principal};
 use crate::client_address::peer_addr;
 use crate::metrics::{MessageCounter, MethodMetrics, Metrics};
 use crate::telemetry::{ACCESS_TARGET, SPAN_TARGET};

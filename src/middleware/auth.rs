@@ -13,8 +13,8 @@ use tower::{Layer, Service};
 use super::access_log::PrincipalSlot;
 use super::rate_limit::refused;
 use super::{Response, status_response};
-use crate::auth::Authenticated;
 use crate::auth::authenticator::{Authentication, Authenticator, Rejected};
+use crate::caller::Authenticated;
 
 type Request = http::Request<tonic::body::Body>;
 

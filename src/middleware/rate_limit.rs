@@ -14,7 +14,7 @@ use tower_governor::GovernorError;
 use tower_governor::governor::Governor;
 
 use super::{Response, refusal_response, status_response};
-use crate::auth::{Authenticated, Caller};
+use crate::caller::{Authenticated, Caller};
 use crate::rate::{Config, KeyOfCall};
 
 /// The limit's configuration: the limiter `rate::RateLimiter` shares with the rest of the

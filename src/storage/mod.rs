@@ -2,7 +2,9 @@
 //! in-memory state (read cache, event fan-out) that follows every commit.
 
 mod cache;
-mod codec;
+mod encoding;
+#[doc(hidden)]
+pub mod fuzzing;
 mod group_commit;
 mod postgres;
 mod published;
@@ -22,26 +24,6 @@ use crate::domain::{
 pub use postgres::PostgresStore;
 pub(crate) use rules::now_ns;
 pub use sqlite::SqliteStore;
-
-/// Entry points for the fuzz targets in `fuzz/`: the codecs of what storage reads back.
-#[doc(hidden)]
-pub mod fuzzing {
-    use crate::domain::User;
-
-    /// A user snapshot as the event log stores it; what decodes encodes back to the same.
-    pub fn decode_stored_user(bytes: &[u8]) -> Option<User> {
-        let user = super::codec::decode_user(bytes).ok()?;
-        let again = super::codec::decode_user(&super::codec::encode_user(&user))
-            .expect("what storage wrote, it reads back");
-        assert_eq!(again, user, "a stored user round-trips");
-        Some(user)
-    }
-
-    /// A metadata map as the user table stores it.
-    pub fn decode_stored_metadata(bytes: &[u8]) -> bool {
-        super::codec::decode_metadata(bytes).is_ok()
-    }
-}
 
 /// How storage is opened and tuned.
 #[derive(Debug, Clone)]
@@ -253,7 +235,7 @@ impl StoreError {
     fn for_another_caller(&self) -> StoreError {
         match self {
             StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()),
-            other => StoreError::Backend(crate::error::chain(other).into()),
+            other => StoreError::Backend(crate::text::chain(other).into()),
         }
     }
 

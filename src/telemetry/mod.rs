@@ -22,10 +22,16 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
-use crate::config::LogFormat;
 pub use access::ACCESS_TARGET;
 use access::AccessLines;
 use sink::{Dropped, Sink};
+
+/// How log lines are written: for people, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// The target of the spans this server makes for traces. They are at DEBUG level, so that the
 /// default log filter (`info`) leaves them disabled and free when no traces are exported.

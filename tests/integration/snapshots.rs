@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use prost::Message;
 use tonic::Status;
-use user_service::auth::Caller;
+use user_service::caller::Caller;
 use user_service::contract::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use user_service::domain::{
     Actor, Email, EventKind, FullName, Metadata, Role, User, UserEvent, UserId, UserStatus,

@@ -63,7 +63,7 @@ async fn read_heads(pool: Pool, limit: Duration, mut queue: mpsc::UnboundedRecei
                 Err(StoreError::Unavailable(reason)) => {
                     Err(StoreError::Unavailable(reason.clone()))
                 }
-                Err(err) => Err(StoreError::Backend(crate::error::chain(err).into())),
+                Err(err) => Err(StoreError::Backend(crate::text::chain(err).into())),
             };
             let _ = reply.send(answer);
         }

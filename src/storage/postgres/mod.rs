@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{RawUser, decode_metadata};
+use super::encoding::{RawUser, decode_metadata};
 use super::published::Published;
 use super::{StorageSettings, StoreError, StoreResult};
 
@@ -142,7 +142,7 @@ pub(super) fn pg_error(err: tokio_postgres::Error) -> StoreError {
         {
             StoreError::Unavailable(format!(
                 "the database is unreachable: {}",
-                crate::error::chain(&err)
+                crate::text::chain(&err)
             ))
         }
         None => StoreError::backend(err),

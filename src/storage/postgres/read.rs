@@ -7,7 +7,7 @@ use std::sync::Arc;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
-use super::super::codec::{RawUser, decode_event};
+use super::super::encoding::{RawUser, decode_event};
 use super::super::rules::{
     SearchArm, SearchRead, into_page, list_sql, merge_search, search_sql, user_columns,
 };

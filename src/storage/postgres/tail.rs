@@ -59,7 +59,7 @@ impl Tail {
                 Ok(()) => return,
                 Err(err) => {
                     if *self.published.reachable().borrow() {
-                        tracing::error!(error = %crate::error::chain(&err), "lost the database: the log tail reconnects");
+                        tracing::error!(error = %crate::text::chain(&err), "lost the database: the log tail reconnects");
                     }
                     self.published.set_reachable(false);
                 }

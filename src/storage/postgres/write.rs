@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::super::codec::{encode_metadata, encode_user};
+use super::super::encoding::{encode_metadata, encode_user};
 use super::super::rules::Pending;
 use super::{APPLY_WAIT, PostgresStore, pg_error, read::select_user};
 use crate::domain::{

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use super::codec::{RawUser, decode_metadata};
+use super::encoding::{RawUser, decode_metadata};
 use super::published::Published;
 use super::{StorageSettings, StoreError, StoreResult};
 

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
-use super::super::codec::{RawUser, decode_event};
+use super::super::encoding::{RawUser, decode_event};
 use super::super::rules::{
     SearchArm, SearchRead, USER_COLUMNS, into_page, list_sql, merge_search, search_sql,
 };

@@ -4,7 +4,7 @@ use std::sync::MutexGuard;
 
 use rusqlite::{Connection, ToSql, Transaction, params};
 
-use super::super::codec::{encode_metadata, encode_user};
+use super::super::encoding::{encode_metadata, encode_user};
 use super::super::rules::Pending;
 use super::read::select_user;
 use super::{SqliteStore, Writer};
