@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use prost::Message;
 use uuid::Uuid;
 
-use super::{StoreError, StoreResult};
+use super::error::{StoreError, StoreResult};
 use crate::domain::{Email, FullName, Metadata, Role, User, UserId, UserStatus, Username};
 
 #[derive(Clone, PartialEq, Message)]

@@ -13,8 +13,11 @@
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Backend, BatchItem, StoreResult, UserEvent};
-use crate::domain::{Actor, Etag, NewUser, UserId, UserPatch};
+use super::backend::Backend;
+use super::error::StoreResult;
+use super::writes::{BatchItem, Change, Changed};
+use crate::domain::NewUser;
+use crate::domain::UserEvent;
 
 /// Most writes committed together.
 const MAX_GROUP: usize = 256;
@@ -23,18 +26,6 @@ const MAX_GROUP: usize = 256;
 pub(super) enum Write {
     Create(NewUser),
     Change(Change),
-}
-
-/// An update or a delete, as a group commits it.
-pub(crate) enum Change {
-    Update(UserId, UserPatch),
-    Delete(UserId, Option<Etag>, Actor),
-}
-
-/// What a change did.
-pub(crate) enum Changed {
-    Updated(super::Updated),
-    Deleted(UserEvent),
 }
 
 /// What a write did: a create's event, or a change's outcome.
@@ -165,6 +156,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::domain::{Actor, UserId};
 
     fn queued(deadline: Option<Instant>) -> (Queued, oneshot::Receiver<StoreResult<Done>>) {
         let (reply, answer) = oneshot::channel();

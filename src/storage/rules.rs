@@ -3,7 +3,8 @@
 
 use uuid::Uuid;
 
-use super::{ListQuery, StoreError, StoreResult};
+use super::error::{StoreError, StoreResult};
+use super::query::ListQuery;
 use crate::domain::{
     Actor, Etag, EventKind, NewUser, User, UserEvent, UserId, UserPatch, UserStatus,
     ValidationError,

@@ -8,12 +8,9 @@ use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 use lru::LruCache;
-use tracing::Instrument;
 use uuid::Uuid;
 
-use super::rules::now_ns;
-use super::{Backend, StoreResult};
-use crate::domain::{PasswordHash, User, UserId};
+use crate::domain::UserId;
 
 /// The notification channel that tells every replica which sessions ended.
 pub(super) const CHANNEL: &str = "user_sessions";
@@ -217,126 +214,6 @@ impl SessionCache {
         entries.generation += 1;
         entries.sessions.clear();
         entries.cutoffs.clear();
-    }
-}
-
-impl super::Store {
-    fn sessions(&self) -> &SessionCache {
-        &self.published().sessions
-    }
-
-    /// Starts a session with its first refresh token.
-    pub async fn start_session(&self, session: NewSession) -> StoreResult<()> {
-        async {
-            on_backend!(&self.backend, s => s.start_session(&session), s.start_session(&session))
-        }
-        .instrument(self.span("start_session"))
-        .await
-    }
-
-    /// Uses up a refresh token and stores `next` in its place, or ends the session when the
-    /// token was used before.
-    pub async fn rotate_refresh(
-        &self,
-        presented: RefreshDigest,
-        next: RefreshDigest,
-    ) -> StoreResult<Rotation> {
-        let now = now_ns();
-        let rotation = async {
-            on_backend!(
-                &self.backend,
-                s => s.rotate_refresh(presented, next, now),
-                s.rotate_refresh(presented, next, now)
-            )
-        }
-        .instrument(self.span("rotate_refresh_token"))
-        .await?;
-        if let Rotation::Reused { session } = rotation {
-            self.sessions().forget(Ended::Session(session));
-        }
-        Ok(rotation)
-    }
-
-    /// Ends one session: whether it was open.
-    pub async fn end_session(&self, id: SessionId) -> StoreResult<bool> {
-        let ended = async { on_backend!(&self.backend, s => s.end_session(id), s.end_session(id)) }
-            .instrument(self.span("end_session"))
-            .await?;
-        self.sessions().forget(Ended::Session(id));
-        Ok(ended)
-    }
-
-    /// Ends every session of `user`, and their tokens without a session issued until now:
-    /// how many sessions were open.
-    pub async fn end_sessions(&self, user: UserId) -> StoreResult<u64> {
-        let cutoff = now_ns();
-        let ended = async {
-            on_backend!(&self.backend, s => s.end_sessions(user, cutoff), s.end_sessions(user, cutoff))
-        }
-        .instrument(self.span("end_sessions"))
-        .await?;
-        self.sessions().forget(Ended::User(user));
-        Ok(ended)
-    }
-
-    /// Stores a new password hash and ends every session and token the user had. With
-    /// `expected`, only if that is still the stored hash (`false` otherwise: it changed since
-    /// the caller checked the current password).
-    pub async fn set_password(
-        &self,
-        user: UserId,
-        expected: Option<PasswordHash>,
-        new: PasswordHash,
-    ) -> StoreResult<bool> {
-        let cutoff = now_ns();
-        let set = async {
-            on_backend!(
-                &self.backend,
-                s => s.set_password(user, expected.as_ref(), &new, cutoff),
-                s.set_password(user, expected.as_ref(), &new, cutoff)
-            )
-        }
-        .instrument(self.span("set_password"))
-        .await?;
-        if set {
-            self.sessions().forget(Ended::User(user));
-        }
-        Ok(set)
-    }
-
-    /// The user with this id and their password hash.
-    pub async fn credentials_of(&self, id: UserId) -> StoreResult<Option<(User, PasswordHash)>> {
-        async { on_backend!(&self.backend, s => s.credentials_of(id), s.credentials_of(id)) }
-            .instrument(self.span("get_credentials"))
-            .await
-    }
-
-    /// Whether a token with this standing still works, when this server already knows.
-    pub fn session_holds_now(&self, standing: &Standing) -> Option<bool> {
-        self.sessions()
-            .get(standing)
-            .map(|known| standing.holds(known))
-    }
-
-    /// Whether a token with this standing still works, read from the database when this
-    /// server does not know yet.
-    pub async fn session_holds(&self, standing: Standing) -> StoreResult<bool> {
-        if let Some(holds) = self.session_holds_now(&standing) {
-            return Ok(holds);
-        }
-        let generation = self.sessions().generation();
-        let now = now_ns();
-        let (known, user) = async {
-            on_backend!(
-                &self.backend,
-                s => s.session_standing(&standing, now),
-                s.session_standing(&standing, now)
-            )
-        }
-        .instrument(self.span("get_session"))
-        .await?;
-        self.sessions().fill(&standing, user, known, generation);
-        Ok(standing.holds(known))
     }
 }
 

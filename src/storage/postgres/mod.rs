@@ -40,8 +40,9 @@ use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use super::encoding::{RawUser, decode_metadata};
+use super::error::{StoreError, StoreResult};
 use super::published::Published;
-use super::{StorageSettings, StoreError, StoreResult};
+use super::settings::StorageSettings;
 
 /// How long a write waits for this server's tail to apply it before answering anyway (the
 /// write is committed either way; the wait makes this replica's cache and watchers reflect

@@ -25,7 +25,7 @@ use super::{APPLY_WAIT, PostgresStore, pg_error, read::select_user};
 use crate::domain::{
     Actor, Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch,
 };
-use crate::storage::group_commit::{Change, Changed};
+use crate::storage::writes::{Change, Changed};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
 const INSERT_USER: &str = "INSERT INTO users (id, username, username_key, email, email_key,

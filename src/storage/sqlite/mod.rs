@@ -24,8 +24,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::encoding::{RawUser, decode_metadata};
+use super::error::{StoreError, StoreResult};
 use super::published::Published;
-use super::{StorageSettings, StoreError, StoreResult};
+use super::settings::StorageSettings;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_IDLE_READERS: usize = 8;

@@ -9,7 +9,7 @@ use super::super::rules::Pending;
 use super::read::select_user;
 use super::{SqliteStore, Writer};
 use crate::domain::{Actor, EventKind, NewUser, PasswordHash, User, UserEvent, UserId};
-use crate::storage::group_commit::{Change, Changed};
+use crate::storage::writes::{Change, Changed};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
 /// At most this many events beyond the retention window pile up before the log is pruned
