@@ -55,7 +55,7 @@ impl LoginLimits {
         }
     }
 
-    fn check(&self, username: &str, address: Option<IpAddr>) -> Result<(), ServiceError> {
+    fn check(&self, username: &Username, address: Option<IpAddr>) -> Result<(), ServiceError> {
         let refused = |wait: std::time::Duration| ServiceError::TooMany {
             what: "too many login attempts",
             retry_after: wait,
@@ -68,7 +68,7 @@ impl LoginLimits {
                 .map_err(|not_until| refused(not_until.wait_time_from(now)))?;
         }
         self.by_username
-            .check_key(&username.to_ascii_lowercase())
+            .check_key(&username.key())
             .map_err(|not_until| refused(not_until.wait_time_from(now)))?;
         Ok(())
     }
@@ -174,11 +174,11 @@ impl AuthService for AuthServiceImpl {
         let (username, password) = violations
             .finish(|| Some((username?, password?)))
             .map_err(|invalid: ValidationError| ServiceError::from(invalid))?;
-        self.limits.check(username.as_str(), address)?;
+        self.limits.check(&username, address)?;
 
         let found = self
             .store
-            .credentials(username.as_str().to_owned())
+            .credentials(&username)
             .await
             .map_err(ServiceError::from)?;
         let (user, hash) = match found {
@@ -342,7 +342,7 @@ impl AuthService for AuthServiceImpl {
         let expected = match current {
             Some(current) => {
                 // Guessing the current password is limited like guessing it at Login.
-                self.limits.check(user.username.as_str(), address)?;
+                self.limits.check(&user.username, address)?;
                 let matched = self
                     .hasher
                     .verify(current, stored.clone())

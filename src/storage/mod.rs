@@ -23,7 +23,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
-use crate::domain::{Actor, Etag, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch};
+use crate::domain::{
+    Actor, Etag, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch, Username,
+};
 pub use postgres::PostgresStore;
 pub(crate) use rules::now_ns;
 pub use sqlite::SqliteStore;
@@ -180,12 +182,14 @@ impl Store {
     }
 
     /// The user with this username, compared without letter case, and their password hash.
-    pub async fn credentials(&self, username: String) -> StoreResult<Option<(User, PasswordHash)>> {
-        async {
-            on_backend!(&self.backend, s => s.credentials(&username), s.credentials(&username))
-        }
-        .instrument(self.span("get_credentials"))
-        .await
+    pub async fn credentials(
+        &self,
+        username: &Username,
+    ) -> StoreResult<Option<(User, PasswordHash)>> {
+        let key = username.key();
+        async { on_backend!(&self.backend, s => s.credentials(&key), s.credentials(&key)) }
+            .instrument(self.span("get_credentials"))
+            .await
     }
 
     /// Stores `new` in place of `old`, only if `old` is still the stored hash (a login that

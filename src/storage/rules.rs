@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::error::{StoreError, StoreResult};
 use super::query::ListQuery;
 use crate::domain::{
-    Actor, Etag, EventKind, NewUser, User, UserEvent, UserId, UserPatch, UserStatus,
+    Actor, Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch, UserStatus,
     ValidationError,
 };
 
@@ -38,12 +38,19 @@ pub(super) struct Pending {
     pub head: i64,
     pub last_created_at_ns: i64,
     pub events: Vec<UserEvent>,
-    /// How each (status, role) count changes when this transaction commits, for a backend
-    /// that keeps the counts in its write path (PostgreSQL: one update of the counts per
-    /// transaction; SQLite's triggers keep its own).
-    pub counts: Vec<(i32, i32, i64)>,
+    /// How each (status, role) count changes when this transaction commits: both backends
+    /// write the sums once per transaction, from the events recorded here.
+    counts: Vec<(i32, i32, i64)>,
     /// When the transaction began, for the commit time.
     pub began: std::time::Instant,
+}
+
+/// Where a batch item began in a `Pending`, to undo it alone.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Mark {
+    events: usize,
+    counts: usize,
+    last_created_at_ns: i64,
 }
 
 impl Pending {
@@ -58,11 +65,23 @@ impl Pending {
     }
 
     /// Counts `user` in (`delta` 1) or out (-1) of its status and role.
-    pub fn count(&mut self, user: &User, delta: i64) {
+    fn count(&mut self, user: &User, delta: i64) {
         self.counts
             .push((user.status as i32, user.role as i32, delta));
     }
 
+    /// How each (status, role) count changes when the transaction commits, summed: the
+    /// pairs whose count moves, each once.
+    pub fn count_changes(&self) -> Vec<(i32, i32, i64)> {
+        let mut sums: std::collections::BTreeMap<(i32, i32), i64> = Default::default();
+        for &(status, role, delta) in &self.counts {
+            *sums.entry((status, role)).or_default() += delta;
+        }
+        sums.into_iter()
+            .filter(|&(_, delta)| delta != 0)
+            .map(|((status, role), delta)| (status, role, delta))
+            .collect()
+    }
     pub fn next_revision(&self) -> i64 {
         self.head + 1 + self.events.len() as i64
     }
@@ -79,8 +98,30 @@ impl Pending {
         self.last_created_at_ns
     }
 
-    /// Records the event for `user`'s change by `actor`; the caller writes it to the log.
-    pub fn record(&mut self, kind: EventKind, user: &User, actor: &Actor) -> &UserEvent {
+    /// Records `user`'s creation by `actor`, and counts them in; the caller writes the event
+    /// to the log.
+    pub fn log_created(&mut self, user: &User, actor: &Actor) -> &UserEvent {
+        self.count(user, 1);
+        self.record(EventKind::Created, user, actor)
+    }
+
+    /// Records the change of `stored` into `user` by `actor`, moving the user between counts
+    /// when their status or role changed.
+    pub fn log_updated(&mut self, stored: &User, user: &User, actor: &Actor) -> &UserEvent {
+        if (stored.status, stored.role) != (user.status, user.role) {
+            self.count(stored, -1);
+            self.count(user, 1);
+        }
+        self.record(EventKind::Updated, user, actor)
+    }
+
+    /// Records the deletion of `user` (as `deleted` left them) by `actor`, and counts them out.
+    pub fn log_deleted(&mut self, user: &User, actor: &Actor) -> &UserEvent {
+        self.count(user, -1);
+        self.record(EventKind::Deleted, user, actor)
+    }
+
+    fn record(&mut self, kind: EventKind, user: &User, actor: &Actor) -> &UserEvent {
         self.events.push(UserEvent {
             revision: user.revision,
             event_id: Uuid::now_v7(),
@@ -93,13 +134,19 @@ impl Pending {
     }
 
     /// Where a batch item starts, to undo it alone when it fails.
-    pub fn mark(&self) -> (usize, i64) {
-        (self.events.len(), self.last_created_at_ns)
+    pub fn mark(&self) -> Mark {
+        Mark {
+            events: self.events.len(),
+            counts: self.counts.len(),
+            last_created_at_ns: self.last_created_at_ns,
+        }
     }
 
-    pub fn undo_to(&mut self, (events, created): (usize, i64)) {
-        self.events.truncate(events);
-        self.last_created_at_ns = created;
+    /// Forgets what was recorded since `mark`: its events and its counts.
+    pub fn undo_to(&mut self, mark: Mark) {
+        self.events.truncate(mark.events);
+        self.counts.truncate(mark.counts);
+        self.last_created_at_ns = mark.last_created_at_ns;
     }
 
     /// The user `new` becomes, at the next revision.
@@ -161,6 +208,42 @@ impl Pending {
         stored.revision = self.next_revision();
         Ok(stored)
     }
+}
+
+/// Whether a password change may go ahead: it names no expected hash (an admin's set), or
+/// the one it names is still the stored one (a change by a user who proved the old password).
+pub(super) fn password_expected(expected: Option<&PasswordHash>, stored: &str) -> bool {
+    expected.is_none_or(|expected| expected.as_phc() == stored)
+}
+
+/// Which migrations a database at schema version `found` still needs, of the `known` this
+/// server has (as indexes into its list); a schema newer than the server is refused with
+/// what to do, so no server writes rows it does not understand.
+pub(super) fn migrations_due(found: i64, known: usize) -> StoreResult<std::ops::Range<usize>> {
+    let found = usize::try_from(found).map_err(|_| {
+        StoreError::Backend(format!("the database schema version {found} is not a version").into())
+    })?;
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    Ok(found..known)
+}
+
+/// At most this many events beyond the retention window pile up before the log is pruned.
+const MAX_PRUNE_SLACK: i64 = 1024;
+
+/// The oldest revision to keep once the log's head is `head`, when pruning is due: the log
+/// holds more than `retention` events and enough beyond it (an eighth of the window, at most
+/// `MAX_PRUNE_SLACK`) that a delete is worth its cost. `None` when it is not due.
+pub(super) fn prune_log_from(head: i64, oldest: i64, retention: i64) -> Option<i64> {
+    let keep_from = head - retention + 1;
+    let slack = (retention / 8).clamp(1, MAX_PRUNE_SLACK);
+    (keep_from - oldest >= slack).then_some(keep_from)
+}
+
+/// The events a log keeps (`--event-retention`), at least one.
+pub(super) fn retention(events: u64) -> i64 {
+    i64::try_from(events.max(1)).unwrap_or(i64::MAX)
 }
 
 fn check_etag(user: &User, expected: Option<Etag>) -> StoreResult<()> {
@@ -424,6 +507,299 @@ mod tests {
                 after = page.resume_after;
             }
             assert_eq!(shown, expected, "pages of {limit}");
+        }
+    }
+
+    /// One decision both backends make, with what it was given and what it must answer.
+    enum Case {
+        /// `migrations_due(found, known)`: the steps to run, or the refusal's `found`.
+        Migrations(i64, usize, Result<std::ops::Range<usize>, Option<usize>>),
+        /// `prune_log_from(head, oldest, retention)`.
+        Prune(i64, i64, i64, Option<i64>),
+        /// `password_expected(expected, stored)`.
+        Password(Option<&'static str>, &'static str, bool),
+        /// `sessions::rotate`: the token as read (used, seconds left), and the outcome.
+        Rotate(Option<(bool, i64)>, RotationIs),
+        /// `sessions::session_known`: the session's seconds left (`None`: no row), open?
+        Session(Option<i64>, bool),
+        /// Counts after `Pending` logged these changes (with `undo` of the last one), as
+        /// (status, role, delta) sums.
+        Counts(&'static [Logged], &'static [(i32, i32, i64)]),
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum RotationIs {
+        Unknown,
+        ExpiredAndEnded,
+        ReusedAndEnded,
+        Rotated,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Logged {
+        Created(Role),
+        Suspended(Role),
+        Promoted(Role, Role),
+        Renamed(Role),
+        Deleted(Role),
+        /// The previous change is undone (a batch item that failed at its savepoint).
+        Undone,
+    }
+
+    const HASH: &str = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW";
+    const OTHER_HASH: &str = "$2b$12$EXRkfkdmXn2gzds2SSitu.MW9.gAVqa9eLS1//RYtYCmB1eLHg.9q";
+    const ACTIVE: i32 = UserStatus::Active as i32;
+    const SUSPENDED: i32 = UserStatus::Suspended as i32;
+    const USER: i32 = Role::User as i32;
+    const ADMIN: i32 = Role::Admin as i32;
+
+    const CASES: &[(&str, Case)] = &[
+        (
+            "a new database runs every step",
+            Case::Migrations(0, 4, Ok(0..4)),
+        ),
+        (
+            "a current database runs none",
+            Case::Migrations(4, 4, Ok(4..4)),
+        ),
+        (
+            "an older one runs the rest",
+            Case::Migrations(2, 4, Ok(2..4)),
+        ),
+        (
+            "a newer schema is refused",
+            Case::Migrations(5, 4, Err(Some(5))),
+        ),
+        (
+            "a negative version is refused",
+            Case::Migrations(-1, 4, Err(None)),
+        ),
+        (
+            "a log within its window is kept",
+            Case::Prune(100, 1, 100, None),
+        ),
+        (
+            "a log past its window by less than the slack waits",
+            Case::Prune(105, 1, 100, None),
+        ),
+        (
+            "a log past its window by the slack is pruned",
+            Case::Prune(113, 1, 100, Some(14)),
+        ),
+        (
+            "the slack is at most 1024",
+            Case::Prune(200_000, 1, 100_000, Some(100_001)),
+        ),
+        (
+            "a window of one keeps the head",
+            Case::Prune(10, 9, 1, Some(10)),
+        ),
+        (
+            "an admin's set needs no hash",
+            Case::Password(None, HASH, true),
+        ),
+        (
+            "a change naming the stored hash goes ahead",
+            Case::Password(Some(HASH), HASH, true),
+        ),
+        (
+            "a change naming an older hash does not",
+            Case::Password(Some(OTHER_HASH), HASH, false),
+        ),
+        (
+            "an unknown token is refused",
+            Case::Rotate(None, RotationIs::Unknown),
+        ),
+        (
+            "a current token rotates",
+            Case::Rotate(Some((false, 60)), RotationIs::Rotated),
+        ),
+        (
+            "a token used before ends its session",
+            Case::Rotate(Some((true, 60)), RotationIs::ReusedAndEnded),
+        ),
+        (
+            "an expired session's token ends it",
+            Case::Rotate(Some((false, 0)), RotationIs::ExpiredAndEnded),
+        ),
+        (
+            "expiry wins over reuse",
+            Case::Rotate(Some((true, -5)), RotationIs::ExpiredAndEnded),
+        ),
+        (
+            "a session before its expiry is open",
+            Case::Session(Some(1), true),
+        ),
+        (
+            "a session at its expiry is not",
+            Case::Session(Some(0), false),
+        ),
+        ("a session with no row is not", Case::Session(None, false)),
+        (
+            "a create counts in",
+            Case::Counts(&[Logged::Created(Role::User)], &[(ACTIVE, USER, 1)]),
+        ),
+        (
+            "a suspension moves between statuses",
+            Case::Counts(
+                &[Logged::Created(Role::User), Logged::Suspended(Role::User)],
+                &[(SUSPENDED, USER, 1)],
+            ),
+        ),
+        (
+            "a promotion moves between roles",
+            Case::Counts(
+                &[Logged::Promoted(Role::User, Role::Admin)],
+                &[(ACTIVE, USER, -1), (ACTIVE, ADMIN, 1)],
+            ),
+        ),
+        (
+            "a rename moves nothing",
+            Case::Counts(&[Logged::Renamed(Role::User)], &[]),
+        ),
+        (
+            "a delete counts out",
+            Case::Counts(&[Logged::Deleted(Role::Admin)], &[(ACTIVE, ADMIN, -1)]),
+        ),
+        (
+            "an undone item leaves no count",
+            Case::Counts(
+                &[
+                    Logged::Created(Role::User),
+                    Logged::Created(Role::Admin),
+                    Logged::Undone,
+                ],
+                &[(ACTIVE, USER, 1)],
+            ),
+        ),
+    ];
+
+    fn with_role(role: Role) -> User {
+        let mut user = user("counted", "counted@example.com");
+        user.role = role;
+        user
+    }
+
+    fn counts_after(logged: &[Logged]) -> Vec<(i32, i32, i64)> {
+        let mut pending = Pending::new(0, 0);
+        let mut marks = Vec::new();
+        let actor = Actor::Anonymous;
+        for change in logged {
+            let mark = pending.mark();
+            match *change {
+                Logged::Created(role) => {
+                    pending.log_created(&with_role(role), &actor);
+                }
+                Logged::Suspended(role) => {
+                    let stored = with_role(role);
+                    let mut user = stored.clone();
+                    user.status = UserStatus::Suspended;
+                    pending.log_updated(&stored, &user, &actor);
+                }
+                Logged::Promoted(from, to) => {
+                    pending.log_updated(&with_role(from), &with_role(to), &actor);
+                }
+                Logged::Renamed(role) => {
+                    let stored = with_role(role);
+                    let mut user = stored.clone();
+                    user.username = Username::parse("renamed".into()).unwrap();
+                    pending.log_updated(&stored, &user, &actor);
+                }
+                Logged::Deleted(role) => {
+                    pending.log_deleted(&with_role(role), &actor);
+                }
+                Logged::Undone => {
+                    pending.undo_to(marks.pop().expect("a change to undo"));
+                    continue;
+                }
+            }
+            marks.push(mark);
+        }
+        pending.count_changes()
+    }
+
+    #[test]
+    fn the_storage_rules_decide_each_case_as_the_table_says() {
+        use super::super::sessions::{Presented, Rotation, RotationWrite, rotate, session_known};
+        const NOW: i64 = 1_000_000_000_000;
+        const SECOND: i64 = 1_000_000_000;
+        for (case, rule) in CASES {
+            match rule {
+                Case::Migrations(found, known, expected) => {
+                    let due = migrations_due(*found, *known);
+                    match (due, expected) {
+                        (Ok(due), Ok(expected)) => assert_eq!(&due, expected, "{case}"),
+                        (
+                            Err(StoreError::SchemaTooNew { found, known: k }),
+                            Err(Some(expected)),
+                        ) => {
+                            assert_eq!((found, k), (*expected, *known), "{case}")
+                        }
+                        (Err(StoreError::Backend(_)), Err(None)) => {}
+                        (due, _) => panic!("{case}: {due:?}"),
+                    }
+                }
+                Case::Prune(head, oldest, retention, expected) => {
+                    assert_eq!(
+                        prune_log_from(*head, *oldest, *retention),
+                        *expected,
+                        "{case}"
+                    );
+                }
+                Case::Password(expected, stored, goes_ahead) => {
+                    let expected = expected.map(|hash| PasswordHash::import(hash.into()).unwrap());
+                    assert_eq!(
+                        password_expected(expected.as_ref(), stored),
+                        *goes_ahead,
+                        "{case}"
+                    );
+                }
+                Case::Rotate(found, expected) => {
+                    let (session, user) = (uuid::Uuid::now_v7(), UserId::new());
+                    let found = found.map(|(used, left)| Presented {
+                        session,
+                        used,
+                        user,
+                        expires_at_ns: NOW + left * SECOND,
+                    });
+                    let outcome = match rotate(found, NOW) {
+                        (Rotation::Invalid, RotationWrite::Nothing) => RotationIs::Unknown,
+                        (Rotation::Invalid, RotationWrite::EndSession(id)) if id == session => {
+                            RotationIs::ExpiredAndEnded
+                        }
+                        (Rotation::Reused { session: id }, RotationWrite::EndSession(ended))
+                            if id == session && ended == session =>
+                        {
+                            RotationIs::ReusedAndEnded
+                        }
+                        (
+                            Rotation::Rotated {
+                                session: id,
+                                user: who,
+                                ..
+                            },
+                            RotationWrite::Rotate(rotated),
+                        ) if id == session && who == user && rotated == session => {
+                            RotationIs::Rotated
+                        }
+                        other => panic!("{case}: {other:?}"),
+                    };
+                    assert_eq!(outcome, *expected, "{case}");
+                }
+                Case::Session(left, open) => {
+                    let user = UserId::new();
+                    let (known, whose) = session_known(left.map(|left| (user, NOW + left)), NOW);
+                    assert_eq!(
+                        known,
+                        super::super::sessions::Known::Session { open: *open },
+                        "{case}"
+                    );
+                    assert_eq!(whose, left.map(|_| user), "{case}");
+                }
+                Case::Counts(logged, expected) => {
+                    assert_eq!(counts_after(logged), expected.to_vec(), "{case}");
+                }
+            }
         }
     }
 }

@@ -47,6 +47,68 @@ pub enum Rotation {
     Invalid,
 }
 
+/// Expired sessions removed by each login, at most: more than expire between two logins.
+pub(super) const PRUNED_PER_LOGIN: i64 = 16;
+
+/// A refresh token as the database holds it, with its session.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Presented {
+    pub session: SessionId,
+    pub used: bool,
+    pub user: UserId,
+    pub expires_at_ns: i64,
+}
+
+/// What a backend writes for a presented refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RotationWrite {
+    /// Nothing: no such token.
+    Nothing,
+    /// The session ends, with its tokens (and other replicas hear of it).
+    EndSession(SessionId),
+    /// The token is used up, and the next one joins its session.
+    Rotate(SessionId),
+}
+
+/// What presenting a refresh token does, given the token as read (`None`: no such token) at
+/// `now_ns`: a token of an expired session ends it and is refused; a token used before ends
+/// its session (someone holds a copy); a current one is swapped for the next.
+pub(super) fn rotate(found: Option<Presented>, now_ns: i64) -> (Rotation, RotationWrite) {
+    let Some(token) = found else {
+        return (Rotation::Invalid, RotationWrite::Nothing);
+    };
+    let session = token.session;
+    if token.expires_at_ns <= now_ns {
+        (Rotation::Invalid, RotationWrite::EndSession(session))
+    } else if token.used {
+        (
+            Rotation::Reused { session },
+            RotationWrite::EndSession(session),
+        )
+    } else {
+        let rotated = Rotation::Rotated {
+            session,
+            user: token.user,
+            expires_at_ns: token.expires_at_ns,
+        };
+        (rotated, RotationWrite::Rotate(session))
+    }
+}
+
+/// What a session's row (its user and expiry; `None` when there is none) says at `now_ns`:
+/// open until it expires, and never when it does not exist.
+pub(super) fn session_known(found: Option<(UserId, i64)>, now_ns: i64) -> (Known, Option<UserId>) {
+    match found {
+        Some((user, expires_at_ns)) => (
+            Known::Session {
+                open: expires_at_ns > now_ns,
+            },
+            Some(user),
+        ),
+        None => (Known::Session { open: false }, None),
+    }
+}
+
 /// What a token's holder must still have for the token to work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {

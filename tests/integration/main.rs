@@ -19,6 +19,7 @@ mod metrics;
 mod raw;
 mod readme;
 mod replicas;
+mod rules;
 mod server;
 mod snapshots;
 mod sqlite;

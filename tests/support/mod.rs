@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use database::TestDatabase;
+pub use database::{Backend, TestDatabase, backend};
 pub use proxy::Proxy;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

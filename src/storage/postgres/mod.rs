@@ -277,7 +277,7 @@ impl PostgresStore {
         ));
         let nudge = Arc::new(Notify::new());
         let stop = CancellationToken::new();
-        let retention = i64::try_from(settings.event_retention.max(1)).unwrap_or(i64::MAX);
+        let retention = super::rules::retention(settings.event_retention);
         let tail = tokio::spawn(
             tail::Tail {
                 config,

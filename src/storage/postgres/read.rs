@@ -114,13 +114,10 @@ impl PostgresStore {
         Ok(user)
     }
 
-    /// The user with this username (any letter case) and their password hash, for login.
-    pub(crate) async fn credentials(
-        &self,
-        username: &str,
-    ) -> StoreResult<Option<(User, PasswordHash)>> {
-        self.credentials_by(SELECT_CREDENTIALS, &username.to_ascii_lowercase())
-            .await
+    /// The user whose username's key (`Username::key`) is `key`, and their password hash,
+    /// for login.
+    pub(crate) async fn credentials(&self, key: &str) -> StoreResult<Option<(User, PasswordHash)>> {
+        self.credentials_by(SELECT_CREDENTIALS, &key).await
     }
 
     /// The user with this id and their password hash.

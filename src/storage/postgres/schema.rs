@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use super::super::rules::migrations_due;
 use super::pg_error;
-use crate::storage::{StoreError, StoreResult};
+use crate::storage::StoreResult;
 
 /// How long opening the database may take when it migrates: building an index on a large
 /// table takes longer than any one call may, and a replica starting beside another waits for
@@ -120,23 +121,20 @@ pub(super) async fn migrate(client: &mut Client) -> StoreResult<()> {
     tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
         .await
         .map_err(pg_error)?;
-    let current: i32 = tx
+    let found: i32 = tx
         .query_opt("SELECT version FROM schema_version", &[])
         .await
         .map_err(pg_error)?
         .map_or(0, |row| row.get(0));
-    let current = usize::try_from(current).unwrap_or(0);
-    if current > MIGRATIONS.len() {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            known: MIGRATIONS.len(),
-        });
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        tx.batch_execute(sql).await.map_err(pg_error)?;
+    let due = migrations_due(i64::from(found), MIGRATIONS.len())?;
+    let migrating = !due.is_empty();
+    for index in due {
+        tx.batch_execute(MIGRATIONS[index])
+            .await
+            .map_err(pg_error)?;
         tracing::info!(version = index + 1, "applied database migration");
     }
-    if current < MIGRATIONS.len() {
+    if migrating {
         let version = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
         tx.execute("DELETE FROM schema_version", &[])
             .await

@@ -4,8 +4,10 @@
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
+use super::super::rules::password_expected;
 use super::super::sessions::{
-    CHANNEL, Ended, Known, NewSession, RefreshDigest, Rotation, SessionId, Standing,
+    CHANNEL, Ended, Known, NewSession, PRUNED_PER_LOGIN, Presented, RefreshDigest, Rotation,
+    RotationWrite, SessionId, Standing, rotate, session_known,
 };
 use super::{PostgresStore, pg_error};
 use crate::domain::{PasswordHash, UserId};
@@ -19,9 +21,6 @@ async fn exec(tx: &Transaction<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -
     let statement = tx.prepare_cached(sql).await.map_err(pg_error)?;
     tx.execute(&statement, params).await.map_err(pg_error)
 }
-
-/// Expired sessions removed by each login, at most: more than expire between two logins.
-const PRUNED_PER_LOGIN: i64 = 16;
 
 async fn notify(tx: &Transaction<'_>, ended: Ended) -> StoreResult<()> {
     exec(
@@ -129,39 +128,37 @@ impl PostgresStore {
             .query_opt(&statement, &[&presented.0.as_slice()])
             .await
             .map_err(pg_error)?;
-        let Some(row) = found else {
-            return Ok(Rotation::Invalid);
+        let found = match found {
+            Some(row) => Some(Presented {
+                session: uuid_of(row.try_get(0).map_err(pg_error)?)?,
+                used: row.try_get(1).map_err(pg_error)?,
+                user: UserId::from_uuid(uuid_of(row.try_get(2).map_err(pg_error)?)?),
+                expires_at_ns: row.try_get(3).map_err(pg_error)?,
+            }),
+            None => None,
         };
-        let session = uuid_of(row.try_get(0).map_err(pg_error)?)?;
-        let used: bool = row.try_get(1).map_err(pg_error)?;
-        let user = UserId::from_uuid(uuid_of(row.try_get(2).map_err(pg_error)?)?);
-        let expires_at_ns: i64 = row.try_get(3).map_err(pg_error)?;
-        let rotation = if expires_at_ns <= now_ns {
-            end_one(&tx, session).await?;
-            Rotation::Invalid
-        } else if used {
-            end_one(&tx, session).await?;
-            notify(&tx, Ended::Session(session)).await?;
-            Rotation::Reused { session }
-        } else {
-            exec(
-                &tx,
-                "UPDATE refresh_tokens SET used = true WHERE digest = $1",
-                &[&presented.0.as_slice()],
-            )
-            .await?;
-            exec(
-                &tx,
-                "INSERT INTO refresh_tokens (digest, session_id, used) VALUES ($1, $2, false)",
-                &[&next.0.as_slice(), &session.as_bytes().as_slice()],
-            )
-            .await?;
-            Rotation::Rotated {
-                session,
-                user,
-                expires_at_ns,
+        let (rotation, write) = rotate(found, now_ns);
+        match write {
+            RotationWrite::Nothing => return Ok(rotation),
+            RotationWrite::EndSession(session) => {
+                end_one(&tx, session).await?;
+                notify(&tx, Ended::Session(session)).await?;
             }
-        };
+            RotationWrite::Rotate(session) => {
+                exec(
+                    &tx,
+                    "UPDATE refresh_tokens SET used = true WHERE digest = $1",
+                    &[&presented.0.as_slice()],
+                )
+                .await?;
+                exec(
+                    &tx,
+                    "INSERT INTO refresh_tokens (digest, session_id, used) VALUES ($1, $2, false)",
+                    &[&next.0.as_slice(), &session.as_bytes().as_slice()],
+                )
+                .await?;
+            }
+        }
         tx.commit().await.map_err(pg_error)?;
         Ok(rotation)
     }
@@ -204,7 +201,7 @@ impl PostgresStore {
             .ok_or(StoreError::NotFound(user))?
             .try_get(0)
             .map_err(pg_error)?;
-        if expected.is_some_and(|expected| expected.as_phc() != stored) {
+        if !password_expected(expected, &stored) {
             return Ok(false);
         }
         exec(
@@ -234,17 +231,14 @@ impl PostgresStore {
                     .query_opt(&statement, &[&id.as_bytes().as_slice()])
                     .await
                     .map_err(pg_error)?;
-                let Some(row) = found else {
-                    return Ok((Known::Session { open: false }, None));
+                let found = match found {
+                    Some(row) => Some((
+                        UserId::from_uuid(uuid_of(row.try_get(0).map_err(pg_error)?)?),
+                        row.try_get::<_, i64>(1).map_err(pg_error)?,
+                    )),
+                    None => None,
                 };
-                let user = UserId::from_uuid(uuid_of(row.try_get(0).map_err(pg_error)?)?);
-                let expires_at: i64 = row.try_get(1).map_err(pg_error)?;
-                Ok((
-                    Known::Session {
-                        open: expires_at > now_ns,
-                    },
-                    Some(user),
-                ))
+                Ok(session_known(found, now_ns))
             }
             Standing::IssuedAt { user, .. } => {
                 let statement = client

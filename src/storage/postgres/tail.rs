@@ -20,6 +20,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::super::published::Published;
+use super::super::rules::prune_log_from;
 use super::super::sessions::{self, Ended};
 use super::read::{EVENTS_AFTER, events_after};
 use super::{Lease, pg_error};
@@ -36,9 +37,6 @@ const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// The advisory lock key that lets one replica at a time prune the log.
 const PRUNE_LOCK: i64 = 0x7573_6572_0002;
-/// At most this many events beyond the retention window pile up before the log is pruned.
-const MAX_PRUNE_SLACK: i64 = 1024;
-
 pub(super) struct Tail {
     pub config: tokio_postgres::Config,
     pub pool: Pool,
@@ -190,12 +188,9 @@ impl Tail {
 /// after their commit (so a pruned revision is refused as soon as the write that pushed it out
 /// is acknowledged, as on SQLite); the tail runs it to learn of other replicas' pruning.
 pub(super) async fn maintain(pool: &Pool, published: &Published, retention: i64, limit: Duration) {
-    let head = published.head();
-    let keep_from = head - retention + 1;
-    let slack = (retention / 8).clamp(1, MAX_PRUNE_SLACK);
-    if keep_from - published.oldest() < slack {
+    let Some(keep_from) = prune_log_from(published.head(), published.oldest(), retention) else {
         return;
-    }
+    };
     let ends = Instant::now() + limit;
     let pruned = tokio::time::timeout_at(ends, prune(pool, keep_from, ends))
         .await

@@ -22,9 +22,7 @@ use tokio_postgres::types::ToSql;
 use super::super::encoding::{encode_metadata, encode_user};
 use super::super::rules::Pending;
 use super::{APPLY_WAIT, PostgresStore, pg_error, read::select_user};
-use crate::domain::{
-    Actor, Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch,
-};
+use crate::domain::{Actor, Etag, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch};
 use crate::storage::writes::{Change, Changed};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
@@ -62,8 +60,10 @@ const MOVE_REVISIONS: &str = "UPDATE users SET revision = moved.revision
     WHERE users.id = moved.id";
 
 /// Which unique key `username`/`email` collide on, once an insert was skipped.
-const TAKEN: &str = "SELECT username_key = $1 FROM users WHERE username_key = $1 OR email_key = $2
-    LIMIT 1";
+/// Which of a skipped insert's names is taken: the username when both are, as SQLite's
+/// unique indexes (checked in the order they were made) name it.
+const TAKEN: &str = "SELECT username_key = $1 AS username_taken FROM users
+    WHERE username_key = $1 OR email_key = $2 ORDER BY username_taken DESC LIMIT 1";
 
 fn unique_violation(err: tokio_postgres::Error, user: &User) -> StoreError {
     if let Some(db) = err.as_db_error()
@@ -233,8 +233,7 @@ async fn insert_all(
             moved.1.push(revision);
             user.revision = revision;
         }
-        pending.count(&user, 1);
-        pending.record(EventKind::Created, &user, &new.actor);
+        pending.log_created(&user, &new.actor);
         outcomes.push(Ok(()));
     }
     if !moved.0.is_empty() {
@@ -269,12 +268,7 @@ fn decide_update(
     let Some(user) = pending.patched(stored, patch)? else {
         return Ok(Changed::Updated(Updated::Unchanged(stored.clone())));
     };
-    if (stored.status, stored.role) != (user.status, user.role) {
-        let stored = stored.clone();
-        pending.count(&stored, -1);
-        pending.count(&user, 1);
-    }
-    let event = pending.record(EventKind::Updated, &user, &actor).clone();
+    let event = pending.log_updated(stored, &user, &actor).clone();
     writes.push(Written::Updated(user.clone()));
     current.insert(id, Some(user));
     Ok(Changed::Updated(Updated::Changed(event)))
@@ -293,8 +287,7 @@ fn decide_delete(
         return Err(StoreError::NotFound(id));
     };
     let user = pending.deleted(stored.clone(), etag)?;
-    pending.count(&user, -1);
-    let event = pending.record(EventKind::Deleted, &user, &actor).clone();
+    let event = pending.log_deleted(&user, &actor).clone();
     writes.push(Written::Deleted(id));
     current.insert(id, None);
     Ok(Changed::Deleted(event))
@@ -352,22 +345,11 @@ impl PostgresStore {
             columns.4.push(event.at_ns);
             columns.5.push(encode_user(&event.user));
         }
+        let changes = pending.count_changes();
         let counts = (
-            pending
-                .counts
-                .iter()
-                .map(|count| count.0)
-                .collect::<Vec<_>>(),
-            pending
-                .counts
-                .iter()
-                .map(|count| count.1)
-                .collect::<Vec<_>>(),
-            pending
-                .counts
-                .iter()
-                .map(|count| count.2)
-                .collect::<Vec<_>>(),
+            changes.iter().map(|change| change.0).collect::<Vec<_>>(),
+            changes.iter().map(|change| change.1).collect::<Vec<_>>(),
+            changes.iter().map(|change| change.2).collect::<Vec<_>>(),
         );
         let statement = tx.prepare_cached(FINISH).await.map_err(pg_error)?;
         tx.execute(
@@ -459,11 +441,7 @@ impl PostgresStore {
         tx.execute(&statement, &row.params())
             .await
             .map_err(|err| unique_violation(err, &user))?;
-        if (stored.status, stored.role) != (user.status, user.role) {
-            pending.count(&stored, -1);
-            pending.count(&user, 1);
-        }
-        pending.record(EventKind::Updated, &user, &actor);
+        pending.log_updated(&stored, &user, &actor);
         self.commit(tx, &pending).await?;
         drop(client);
         self.settle(&pending).await;

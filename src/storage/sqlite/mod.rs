@@ -207,7 +207,7 @@ impl SqliteStore {
                 settings.cache_capacity,
                 settings.event_buffer,
             ),
-            retention: i64::try_from(settings.event_retention.max(1)).unwrap_or(i64::MAX),
+            retention: super::rules::retention(settings.event_retention),
             lock: Mutex::new(Some(lock)),
         })
     }

@@ -31,9 +31,10 @@ fn sqlite_list_sql(query: &ListQuery) -> String {
 }
 
 impl SqliteStore {
-    /// The user with this username (any letter case) and their password hash, for login.
-    pub(crate) fn credentials(&self, username: &str) -> StoreResult<Option<(User, PasswordHash)>> {
-        self.credentials_by("username_key", &username.to_ascii_lowercase())
+    /// The user whose username's key (`Username::key`) is `key`, and their password hash,
+    /// for login.
+    pub(crate) fn credentials(&self, key: &str) -> StoreResult<Option<(User, PasswordHash)>> {
+        self.credentials_by("username_key", &key)
     }
 
     /// The user with this id and their password hash.

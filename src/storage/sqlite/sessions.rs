@@ -2,16 +2,23 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::super::sessions::{Known, NewSession, RefreshDigest, Rotation, SessionId, Standing};
+use super::super::rules::password_expected;
+use super::super::sessions::{
+    Known, NewSession, PRUNED_PER_LOGIN, Presented, RefreshDigest, Rotation, RotationWrite,
+    SessionId, Standing, rotate, session_known,
+};
 use super::SqliteStore;
 use crate::domain::{PasswordHash, UserId};
 use crate::storage::{StoreError, StoreResult};
 
-/// Expired sessions removed by each login, at most: more than expire between two logins.
-const PRUNED_PER_LOGIN: i64 = 16;
-
-/// Ends every session of `user`: how many were still open at `now_ns`.
-fn end_all(tx: &Transaction<'_>, user: UserId, now_ns: i64) -> StoreResult<u64> {
+/// Ends every session of `user`, and tokens without a session issued before `cutoff_ns`:
+/// how many sessions were still open then.
+fn end_all(tx: &Transaction<'_>, user: UserId, cutoff_ns: i64) -> StoreResult<u64> {
+    tx.prepare_cached(
+        "INSERT INTO token_cutoffs (user_id, cutoff) VALUES (?1, ?2)
+         ON CONFLICT (user_id) DO UPDATE SET cutoff = max(cutoff, excluded.cutoff)",
+    )?
+    .execute(params![user.as_uuid().as_bytes(), cutoff_ns])?;
     let user = user.as_uuid().as_bytes();
     tx.prepare_cached(
         "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_id = ?1)",
@@ -19,20 +26,10 @@ fn end_all(tx: &Transaction<'_>, user: UserId, now_ns: i64) -> StoreResult<u64> 
     .execute([user])?;
     let open = tx
         .prepare_cached("DELETE FROM sessions WHERE user_id = ?1 AND expires_at > ?2")?
-        .execute(params![user, now_ns])?;
+        .execute(params![user, cutoff_ns])?;
     tx.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?
         .execute([user])?;
     Ok(open as u64)
-}
-
-/// Tokens without a session issued before `cutoff_ns` stop working for `user`.
-fn set_cutoff(tx: &Transaction<'_>, user: UserId, cutoff_ns: i64) -> StoreResult<()> {
-    tx.prepare_cached(
-        "INSERT INTO token_cutoffs (user_id, cutoff) VALUES (?1, ?2)
-         ON CONFLICT (user_id) DO UPDATE SET cutoff = max(cutoff, excluded.cutoff)",
-    )?
-    .execute(params![user.as_uuid().as_bytes(), cutoff_ns])?;
-    Ok(())
 }
 
 fn end_one(tx: &Transaction<'_>, id: SessionId) -> StoreResult<bool> {
@@ -98,29 +95,28 @@ impl SqliteStore {
                     ))
                 })
                 .optional()?;
-            let Some((session, used, user, expires_at_ns)) = found else {
-                return Ok(Rotation::Invalid);
-            };
-            let session = SessionId::from_bytes(session);
-            if expires_at_ns <= now_ns {
-                end_one(tx, session)?;
-                return Ok(Rotation::Invalid);
-            }
-            if used {
-                end_one(tx, session)?;
-                return Ok(Rotation::Reused { session });
-            }
-            tx.prepare_cached("UPDATE refresh_tokens SET used = 1 WHERE digest = ?1")?
-                .execute([presented.0])?;
-            tx.prepare_cached(
-                "INSERT INTO refresh_tokens (digest, session_id, used) VALUES (?1, ?2, 0)",
-            )?
-            .execute(params![next.0, session.as_bytes()])?;
-            Ok(Rotation::Rotated {
-                session,
+            let found = found.map(|(session, used, user, expires_at_ns)| Presented {
+                session: SessionId::from_bytes(session),
+                used,
                 user: UserId::from_uuid(uuid::Uuid::from_bytes(user)),
                 expires_at_ns,
-            })
+            });
+            let (rotation, write) = rotate(found, now_ns);
+            match write {
+                RotationWrite::Nothing => {}
+                RotationWrite::EndSession(session) => {
+                    end_one(tx, session)?;
+                }
+                RotationWrite::Rotate(session) => {
+                    tx.prepare_cached("UPDATE refresh_tokens SET used = 1 WHERE digest = ?1")?
+                        .execute([presented.0])?;
+                    tx.prepare_cached(
+                        "INSERT INTO refresh_tokens (digest, session_id, used) VALUES (?1, ?2, 0)",
+                    )?
+                    .execute(params![next.0, session.as_bytes()])?;
+                }
+            }
+            Ok(rotation)
         })
     }
 
@@ -129,10 +125,7 @@ impl SqliteStore {
     }
 
     pub(crate) fn end_sessions(&self, user: UserId, cutoff_ns: i64) -> StoreResult<u64> {
-        self.write(|tx, _| {
-            set_cutoff(tx, user, cutoff_ns)?;
-            end_all(tx, user, cutoff_ns)
-        })
+        self.write(|tx, _| end_all(tx, user, cutoff_ns))
     }
 
     pub(crate) fn set_password(
@@ -148,12 +141,11 @@ impl SqliteStore {
                 .query_row([user.as_uuid().as_bytes()], |row| row.get(0))
                 .optional()?;
             let stored = stored.ok_or(StoreError::NotFound(user))?;
-            if expected.is_some_and(|expected| expected.as_phc() != stored) {
+            if !password_expected(expected, &stored) {
                 return Ok(false);
             }
             tx.prepare_cached("UPDATE users SET password_hash = ?1 WHERE id = ?2")?
                 .execute(params![new.as_phc(), user.as_uuid().as_bytes()])?;
-            set_cutoff(tx, user, cutoff_ns)?;
             end_all(tx, user, cutoff_ns)?;
             Ok(true)
         })
@@ -173,15 +165,10 @@ impl SqliteStore {
                         Ok((row.get::<_, [u8; 16]>(0)?, row.get::<_, i64>(1)?))
                     })
                     .optional()?;
-                Ok(match found {
-                    Some((user, expires_at)) => (
-                        Known::Session {
-                            open: expires_at > now_ns,
-                        },
-                        Some(UserId::from_uuid(uuid::Uuid::from_bytes(user))),
-                    ),
-                    None => (Known::Session { open: false }, None),
-                })
+                let found = found.map(|(user, expires_at)| {
+                    (UserId::from_uuid(uuid::Uuid::from_bytes(user)), expires_at)
+                });
+                Ok(session_known(found, now_ns))
             }
             Standing::IssuedAt { user, .. } => {
                 let cutoff = conn

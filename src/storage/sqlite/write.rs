@@ -5,16 +5,12 @@ use std::sync::MutexGuard;
 use rusqlite::{Connection, ToSql, Transaction, params};
 
 use super::super::encoding::{encode_metadata, encode_user};
-use super::super::rules::Pending;
+use super::super::rules::{Pending, prune_log_from};
 use super::read::select_user;
 use super::{SqliteStore, Writer};
-use crate::domain::{Actor, EventKind, NewUser, PasswordHash, User, UserEvent, UserId};
+use crate::domain::{NewUser, PasswordHash, User, UserEvent, UserId};
 use crate::storage::writes::{Change, Changed};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
-
-/// At most this many events beyond the retention window pile up before the log is pruned
-/// (an eighth of the window when that is smaller), so pruning is an occasional batch.
-const MAX_PRUNE_SLACK: i64 = 1024;
 
 /// Maps the unique indexes' violations to the field that is taken.
 fn unique_violation(err: rusqlite::Error, username: &str, email: &str) -> StoreError {
@@ -79,15 +75,8 @@ fn write_row(conn: &Connection, user: &User, new_hash: Option<&PasswordHash>) ->
     Ok(())
 }
 
-/// Records `user`'s change in the pending events and in the log table.
-fn log(
-    tx: &Connection,
-    pending: &mut Pending,
-    kind: EventKind,
-    user: &User,
-    actor: &Actor,
-) -> StoreResult<()> {
-    let event = pending.record(kind, user, actor);
+/// Writes a recorded event to the log table.
+fn log(tx: &Connection, event: &UserEvent) -> StoreResult<()> {
     tx.prepare_cached(
         "INSERT INTO events (revision, event_id, kind, user_id, at, user, actor)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -95,11 +84,11 @@ fn log(
     .execute(params![
         event.revision,
         event.event_id.as_bytes(),
-        kind as i64,
-        user.id.as_uuid().as_bytes(),
+        event.kind as i64,
+        event.user.id.as_uuid().as_bytes(),
         event.at_ns,
-        encode_user(user),
-        actor.encode(),
+        encode_user(&event.user),
+        event.actor.encode(),
     ])?;
     Ok(())
 }
@@ -107,7 +96,7 @@ fn log(
 fn insert(tx: &Connection, pending: &mut Pending, new: &NewUser) -> StoreResult<()> {
     let user = pending.new_user(new);
     write_row(tx, &user, Some(&new.password_hash))?;
-    log(tx, pending, EventKind::Created, &user, &new.actor)
+    log(tx, pending.log_created(&user, &new.actor))
 }
 
 /// One update or delete, inside the group's transaction.
@@ -120,18 +109,18 @@ fn apply(tx: &Connection, pending: &mut Pending, change: Change) -> StoreResult<
                 return Ok(Changed::Updated(Updated::Unchanged(stored)));
             };
             write_row(tx, &user, None)?;
-            log(tx, pending, EventKind::Updated, &user, &actor)?;
-            let event = pending.events.last().cloned().expect("one event");
-            Ok(Changed::Updated(Updated::Changed(event)))
+            let event = pending.log_updated(&stored, &user, &actor);
+            log(tx, event)?;
+            Ok(Changed::Updated(Updated::Changed(event.clone())))
         }
         Change::Delete(id, etag, actor) => {
             let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
             let user = pending.deleted(stored, etag)?;
             tx.prepare_cached("DELETE FROM users WHERE id = ?1")?
                 .execute([id.as_uuid().as_bytes()])?;
-            log(tx, pending, EventKind::Deleted, &user, &actor)?;
-            let event = pending.events.last().cloned().expect("one event");
-            Ok(Changed::Deleted(event))
+            let event = pending.log_deleted(&user, &actor);
+            log(tx, event)?;
+            Ok(Changed::Deleted(event.clone()))
         }
     }
 }
@@ -161,6 +150,13 @@ impl SqliteStore {
         let mut pending = Pending::new(self.published.head(), *last_created_at_ns);
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let result = work(&mut tx, &mut pending)?;
+        for (status, role, delta) in pending.count_changes() {
+            tx.prepare_cached(
+                "INSERT INTO user_counts (status, role, n) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (status, role) DO UPDATE SET n = n + excluded.n",
+            )?
+            .execute(params![status, role, delta])?;
+        }
         tx.commit()?;
         self.published.commits.record(pending.began.elapsed());
 
@@ -175,11 +171,9 @@ impl SqliteStore {
 
     /// Drops events that fell out of the retention window. A failure only delays pruning.
     fn prune(&self, conn: &Connection, head: i64) {
-        let keep_from = head - self.retention + 1;
-        let slack = (self.retention / 8).clamp(1, MAX_PRUNE_SLACK);
-        if keep_from - self.published.oldest() < slack {
+        let Some(keep_from) = prune_log_from(head, self.published.oldest(), self.retention) else {
             return;
-        }
+        };
         match conn.execute("DELETE FROM events WHERE revision < ?1", [keep_from]) {
             Ok(removed) => {
                 self.published.set_oldest(keep_from);

@@ -30,7 +30,11 @@ async fn stored_hash(database: Arc<TestDatabase>, username: &str) -> String {
     })
     .await
     .unwrap();
-    let (_, hash) = store.credentials(username.into()).await.unwrap().unwrap();
+    let (_, hash) = store
+        .credentials(&user_service::domain::Username::parse(username.into()).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     store.close().await.unwrap();
     hash.parameters().to_owned()
 }

@@ -163,7 +163,11 @@ async fn a_login_upgrades_a_hash_weaker_than_the_servers_settings_and_keeps_work
         })
         .await
         .unwrap();
-        let (_, hash) = store.credentials("upgraded".into()).await.unwrap().unwrap();
+        let (_, hash) = store
+            .credentials(&user_service::domain::Username::parse("upgraded".into()).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         store.close().await.unwrap();
         hash.parameters().to_owned()
     };
