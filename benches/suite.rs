@@ -106,17 +106,15 @@ fn settings(database: &Path, argon2: Argon2Settings) -> Settings {
 }
 
 fn settings_on(url: &str, argon2: Argon2Settings) -> Settings {
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        argon2,
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.listener.addr = "127.0.0.1:0".parse().unwrap();
+    settings.auth.argon2 = argon2;
     settings.storage.database_url = url.to_owned();
-    settings.jwt.secret = Some(TEST_SECRET.into());
-    settings.rate_limit_per_second = 1_000_000;
-    settings.rate_limit_burst = 1_000_000;
-    settings.max_batch_items = 1_000_000;
-    settings.max_concurrent_calls = 100_000;
+    settings.auth.jwt.secret = Some(TEST_SECRET.into());
+    settings.limits.rate_limit_per_second = 1_000_000;
+    settings.limits.rate_limit_burst = 1_000_000;
+    settings.limits.max_batch_items = 1_000_000;
+    settings.limits.max_concurrent_calls = 100_000;
     settings
 }
 

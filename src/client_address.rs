@@ -87,6 +87,33 @@ pub fn client_ip(
     Some(client)
 }
 
+/// The client's address, resolved once per call by the outermost layer
+/// (`middleware::client_address`) and carried as a request extension that every limit and
+/// handler reads; `None` inside when the connection names no peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl ClientAddress {
+    /// Works the address out from the connection and, behind a trusted proxy, its headers.
+    pub fn resolve(
+        extensions: &Extensions,
+        headers: &http::HeaderMap,
+        trusted_proxies: &[IpAddr],
+    ) -> Self {
+        Self(client_ip(extensions, headers, trusted_proxies))
+    }
+
+    /// The address the outermost layer resolved for this call.
+    pub fn of(extensions: &Extensions) -> Option<IpAddr> {
+        extensions.get::<Self>().and_then(|address| address.0)
+    }
+
+    /// The key per-address limits count this call's client under.
+    pub fn key_of(extensions: &Extensions) -> Option<IpAddr> {
+        Self::of(extensions).map(address_key)
+    }
+}
+
 /// The key per-address limits count a client under: an IPv4 address, or an IPv6 address's
 /// /64 prefix, since one IPv6 host commonly holds a whole /64 and could rotate through it.
 pub fn address_key(ip: IpAddr) -> IpAddr {

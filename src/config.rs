@@ -3,15 +3,21 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{CommandFactory, FromArgMatches, Parser};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::auth::hasher::Argon2Settings;
+use crate::auth::hasher::{Argon2Settings, HashError, PasswordHasher};
 use crate::connections::ConnectionLimits;
 use crate::contract::tokens::JwtSettings;
+use crate::grpc::auth_service::LoginLimits;
+use crate::grpc::signup::SignupLimit;
+use crate::rate::RateLimiter;
 use crate::storage::StorageSettings;
+use crate::streams::StreamLimits;
 use crate::telemetry::LogFormat;
 
 /// A gRPC user directory on durable embedded storage.
@@ -388,43 +394,157 @@ pub struct HealthcheckArgs {
     pub client_key: Option<PathBuf>,
 }
 
-/// Everything start-up needs, independent of how it was given.
+/// Everything start-up needs, independent of how it was given: one group per component,
+/// each of which builds its own.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub listen: SocketAddr,
+    pub listener: ListenerSettings,
     pub storage: StorageSettings,
-    pub argon2: Argon2Settings,
-    pub max_batch_items: usize,
-    pub max_message_bytes: usize,
-    pub max_concurrent_streams: u32,
-    pub max_open_streams_per_caller: usize,
-    pub max_open_streams: usize,
+    pub health: HealthSettings,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    pub streams: StreamSettings,
+    pub telemetry: TelemetrySettings,
+    pub metrics: MetricsSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+/// The listener, its guard on connections, and the HTTP/2 server over it.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    pub addr: SocketAddr,
     pub connections: ConnectionLimits,
-    /// When set: connections are recycled after this long, with this grace.
-    pub max_connection_age: Option<(Duration, Duration)>,
+    pub tls: Option<TlsSettings>,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
-    /// How long health reports NOT_SERVING, while calls are still served, before the listener
-    /// closes.
-    pub shutdown_drain: Duration,
-    pub shutdown_grace: Duration,
-    /// How often the database is checked for the health service.
-    pub health_check_interval: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// When set: connections are recycled after this long, with this grace.
+    pub max_connection_age: Option<(Duration, Duration)>,
+}
+
+impl ListenerSettings {
+    /// The server these settings describe: TLS when configured, keepalive, streams per
+    /// connection and connection age.
+    pub fn server(&self) -> Result<Server, tonic::transport::Error> {
+        let mut builder = Server::builder();
+        if let Some(tls) = &self.tls {
+            let mut config =
+                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(ca) = &tls.client_ca_pem {
+                config = config.client_ca_root(Certificate::from_pem(ca));
+            }
+            builder = builder.tls_config(config)?;
+        }
+        if let Some((age, grace)) = self.max_connection_age {
+            builder = builder
+                .max_connection_age(age)
+                .max_connection_age_grace(grace);
+        }
+        Ok(builder
+            .http2_keepalive_interval(Some(self.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.keepalive_timeout))
+            .max_concurrent_streams(self.max_concurrent_streams))
+    }
+}
+
+/// How health follows the database.
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// How often the database is checked.
+    pub check_interval: Duration,
     /// How long start-up retries while the database is unreachable or a standby; `None`: for
     /// good.
     pub database_startup_wait: Option<Duration>,
+}
+
+/// Tokens, passwords, sessions, and the limits on logins and sign-ups.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
     pub jwt: JwtSettings,
+    pub argon2: Argon2Settings,
     pub allow_signup: bool,
     pub signups_per_hour: NonZeroU32,
-    pub rate_limit_per_second: u32,
-    pub rate_limit_burst: u32,
-    pub trusted_proxies: Vec<IpAddr>,
     pub login_attempts_per_minute: NonZeroU32,
     pub session_ttl: Duration,
+}
+
+impl AuthSettings {
+    /// The password hasher, warning when its settings are below the recommended minimum.
+    pub fn hasher(&self) -> Result<PasswordHasher, HashError> {
+        if self.argon2.below_recommendation() {
+            tracing::warn!(
+                memory_kib = self.argon2.memory_kib,
+                iterations = self.argon2.iterations,
+                "Argon2 settings are below the OWASP minimum (19456 KiB, 2 iterations): fine for tests, weak for real passwords"
+            );
+        }
+        PasswordHasher::new(self.argon2)
+    }
+
+    /// Anonymous sign-up's limit per address, when sign-up is allowed.
+    pub fn signup_limit(&self) -> Option<Arc<SignupLimit>> {
+        self.allow_signup
+            .then(|| Arc::new(SignupLimit::new(self.signups_per_hour)))
+    }
+
+    pub fn login_limits(&self) -> Arc<LoginLimits> {
+        Arc::new(LoginLimits::new(self.login_attempts_per_minute))
+    }
+}
+
+/// What one caller, and the server as a whole, may ask for.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Calls per second per caller, sustained (0: no limit), and the burst above it.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    /// Proxies whose forwarding headers name the client.
+    pub trusted_proxies: Vec<IpAddr>,
     pub max_concurrent_calls: usize,
-    pub tls: Option<TlsSettings>,
+    pub max_batch_items: usize,
+    pub max_message_bytes: usize,
+}
+
+impl LimitSettings {
+    pub fn rate_limiter(&self) -> RateLimiter {
+        RateLimiter::new(self.rate_limit_per_second, self.rate_limit_burst)
+    }
+}
+
+/// Caps on long-lived streams.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub max_open_per_caller: usize,
+    pub max_open: usize,
+}
+
+impl StreamSettings {
+    pub fn limits(&self) -> Arc<StreamLimits> {
+        Arc::new(StreamLimits::new(self.max_open_per_caller, self.max_open))
+    }
+}
+
+/// What the server logs of each call.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
     pub access_log: bool,
-    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Where Prometheus metrics are served, when they are.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    pub listen: Option<SocketAddr>,
+}
+
+/// How the server stops.
+#[derive(Debug, Clone)]
+pub struct ShutdownSettings {
+    /// How long health reports NOT_SERVING, while calls are still served, before the listener
+    /// closes.
+    pub drain: Duration,
+    /// How long calls still open then may take.
+    pub grace: Duration,
 }
 
 /// PEM material for serving TLS, and for requiring client certificates.
@@ -535,19 +655,29 @@ impl Settings {
             token_ttl: Duration::from_secs(cli.token_ttl_secs),
         };
         Ok(Self {
-            jwt,
-            allow_signup: cli.allow_signup,
-            signups_per_hour: cli.signups_per_hour,
-            rate_limit_per_second: cli.rate_limit_per_second,
-            rate_limit_burst: cli.rate_limit_burst,
-            trusted_proxies: cli.trusted_proxies.clone(),
-            login_attempts_per_minute: cli.login_attempts_per_minute,
-            session_ttl: Duration::from_secs(cli.session_ttl_secs),
-            max_concurrent_calls: cli.max_concurrent_calls,
-            tls,
-            access_log: cli.access_log,
-            metrics_listen: cli.metrics_listen,
-            listen: cli.listen,
+            listener: ListenerSettings {
+                addr: cli.listen,
+                connections: ConnectionLimits {
+                    max: cli.max_connections.max(1),
+                    per_address: match cli.max_connections_per_address {
+                        0 => cli.max_connections.max(1),
+                        cap => cap,
+                    },
+                    handshake: Duration::from_secs(cli.handshake_timeout_secs),
+                    idle: (cli.max_connection_idle_secs > 0)
+                        .then(|| Duration::from_secs(cli.max_connection_idle_secs)),
+                },
+                tls,
+                keepalive_interval: Duration::from_secs(cli.keepalive_secs),
+                keepalive_timeout: Duration::from_secs(cli.keepalive_timeout_secs),
+                max_concurrent_streams: cli.max_concurrent_streams,
+                max_connection_age: (cli.max_connection_age_secs > 0).then(|| {
+                    (
+                        Duration::from_secs(cli.max_connection_age_secs),
+                        Duration::from_secs(cli.max_connection_age_grace_secs),
+                    )
+                }),
+            },
             storage: StorageSettings {
                 database_url,
                 pool_size: cli.database_pool_size,
@@ -561,39 +691,45 @@ impl Settings {
                 event_retention: cli.event_retention,
                 ..StorageSettings::default()
             },
-            argon2: Argon2Settings {
-                memory_kib: cli.argon2_memory_kib,
-                iterations: cli.argon2_iterations,
-                parallelism: cli.argon2_parallelism,
+            health: HealthSettings {
+                check_interval: Duration::from_secs(1),
+                database_startup_wait: (cli.database_startup_wait_secs > 0)
+                    .then(|| Duration::from_secs(cli.database_startup_wait_secs)),
             },
-            max_batch_items: cli.max_batch_items,
-            max_message_bytes: cli.max_message_bytes,
-            max_concurrent_streams: cli.max_concurrent_streams,
-            max_open_streams_per_caller: cli.max_open_streams_per_caller,
-            max_open_streams: cli.max_open_streams,
-            connections: ConnectionLimits {
-                max: cli.max_connections.max(1),
-                per_address: match cli.max_connections_per_address {
-                    0 => cli.max_connections.max(1),
-                    cap => cap,
+            auth: AuthSettings {
+                jwt,
+                argon2: Argon2Settings {
+                    memory_kib: cli.argon2_memory_kib,
+                    iterations: cli.argon2_iterations,
+                    parallelism: cli.argon2_parallelism,
                 },
-                handshake: Duration::from_secs(cli.handshake_timeout_secs),
-                idle: (cli.max_connection_idle_secs > 0)
-                    .then(|| Duration::from_secs(cli.max_connection_idle_secs)),
+                allow_signup: cli.allow_signup,
+                signups_per_hour: cli.signups_per_hour,
+                login_attempts_per_minute: cli.login_attempts_per_minute,
+                session_ttl: Duration::from_secs(cli.session_ttl_secs),
             },
-            max_connection_age: (cli.max_connection_age_secs > 0).then(|| {
-                (
-                    Duration::from_secs(cli.max_connection_age_secs),
-                    Duration::from_secs(cli.max_connection_age_grace_secs),
-                )
-            }),
-            keepalive_interval: Duration::from_secs(cli.keepalive_secs),
-            keepalive_timeout: Duration::from_secs(cli.keepalive_timeout_secs),
-            shutdown_drain: Duration::from_secs(cli.shutdown_drain_secs),
-            shutdown_grace: Duration::from_secs(cli.shutdown_grace_secs),
-            health_check_interval: Duration::from_secs(1),
-            database_startup_wait: (cli.database_startup_wait_secs > 0)
-                .then(|| Duration::from_secs(cli.database_startup_wait_secs)),
+            limits: LimitSettings {
+                rate_limit_per_second: cli.rate_limit_per_second,
+                rate_limit_burst: cli.rate_limit_burst,
+                trusted_proxies: cli.trusted_proxies.clone(),
+                max_concurrent_calls: cli.max_concurrent_calls,
+                max_batch_items: cli.max_batch_items,
+                max_message_bytes: cli.max_message_bytes,
+            },
+            streams: StreamSettings {
+                max_open_per_caller: cli.max_open_streams_per_caller,
+                max_open: cli.max_open_streams,
+            },
+            telemetry: TelemetrySettings {
+                access_log: cli.access_log,
+            },
+            metrics: MetricsSettings {
+                listen: cli.metrics_listen,
+            },
+            shutdown: ShutdownSettings {
+                drain: Duration::from_secs(cli.shutdown_drain_secs),
+                grace: Duration::from_secs(cli.shutdown_grace_secs),
+            },
         })
     }
 }

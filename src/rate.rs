@@ -13,7 +13,7 @@ use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 
 use crate::caller::{Authenticated, Caller};
-use crate::client_address::{address_key, client_ip};
+use crate::client_address::ClientAddress;
 use crate::domain::UserId;
 
 /// An authenticated caller's principal, or an anonymous caller's address (an IPv6 /64).
@@ -36,27 +36,20 @@ impl fmt::Display for CallerKey {
 }
 
 impl CallerKey {
-    /// The key of `caller`; `None` when it is anonymous and its address is unknown.
-    pub fn of(
-        caller: &Caller,
-        extensions: &http::Extensions,
-        headers: &http::HeaderMap,
-        trusted_proxies: &[IpAddr],
-    ) -> Option<Self> {
+    /// The key of `caller`, whose call carries `extensions`; `None` when it is anonymous
+    /// and its address is unknown.
+    pub fn of(caller: &Caller, extensions: &http::Extensions) -> Option<Self> {
         match caller {
             Caller::User { id, .. } => Some(CallerKey::User(*id)),
             Caller::Service { name, .. } => Some(CallerKey::Service(name.clone())),
-            Caller::Anonymous => client_ip(extensions, headers, trusted_proxies)
-                .map(|ip| CallerKey::Address(address_key(ip))),
+            Caller::Anonymous => ClientAddress::key_of(extensions).map(CallerKey::Address),
         }
     }
 }
 
 /// The key of a call that authentication has passed, for tower_governor.
 #[derive(Clone)]
-pub struct KeyOfCall {
-    trusted_proxies: Arc<[IpAddr]>,
-}
+pub struct KeyOfCall;
 
 impl KeyExtractor for KeyOfCall {
     type Key = CallerKey;
@@ -65,8 +58,6 @@ impl KeyExtractor for KeyOfCall {
         CallerKey::of(
             Authenticated::caller_of(request.extensions()),
             request.extensions(),
-            request.headers(),
-            &self.trusted_proxies,
         )
         .ok_or(GovernorError::UnableToExtractKey)
     }
@@ -82,11 +73,11 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(per_second: u32, burst: u32, trusted_proxies: Arc<[IpAddr]>) -> Self {
+    pub fn new(per_second: u32, burst: u32) -> Self {
         let config = (per_second > 0).then(|| {
             let period = Duration::from_nanos(1_000_000_000 / u64::from(per_second));
             let config = GovernorConfigBuilder::default()
-                .key_extractor(KeyOfCall { trusted_proxies })
+                .key_extractor(KeyOfCall)
                 .period(period)
                 .burst_size(burst.max(1))
                 .finish()

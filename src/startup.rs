@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::service::LayerExt as _;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -20,15 +19,15 @@ use crate::auth::hasher::{HashError, PasswordHasher};
 use crate::config::Settings;
 use crate::connections;
 use crate::contract::tokens::{Jwt, KeyError};
-use crate::domain::{Password, Role};
+use crate::domain::{Password, PasswordHash, Role};
 use crate::grpc::UserServiceImpl;
 use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};
 use crate::grpc::signup::SignupLimit;
 use crate::health;
 use crate::metrics::{Metrics, methods_of};
 use crate::middleware::{
-    AccessLogLayer, ActivityLayer, AuthLayer, ContentTypeLayer, DeadlineLayer, DecodeFaultLayer,
-    RateLimitLayer, ShedLayer,
+    AccessLogLayer, ActivityLayer, AuthLayer, ClientAddressLayer, ContentTypeLayer, DeadlineLayer,
+    DecodeFaultLayer, RateLimitLayer, ShedLayer,
 };
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
@@ -36,7 +35,7 @@ use crate::pb::{
 use crate::rate::RateLimiter;
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::storage::{Store, StoreError};
-use crate::streams::{StreamControls, StreamLimits};
+use crate::streams::StreamControls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -76,242 +75,115 @@ pub struct Application {
     server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>,
     trigger: ShutdownTrigger,
     reporter: HealthReporter,
-    /// Background work, started with the server: the health monitor, and forgetting idle
-    /// rate-limit keys.
-    monitor: Pin<Box<dyn Future<Output = ()> + Send>>,
-    forget: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Work started with the server.
+    background: Background,
     /// Connections closed at once because `--max-connections` were open.
     refused: Arc<connections::Refused>,
     /// The metrics endpoint's address and server, when `--metrics-listen` is set.
-    metrics_server: Option<(SocketAddr, Background)>,
+    metrics_server: Option<(SocketAddr, Task)>,
 }
 
-type Background = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// How often idle rate-limit keys are forgotten.
 const FORGET_IDLE_KEYS_EVERY: Duration = Duration::from_secs(60);
 
 impl Application {
     /// Everything the server needs, ready to serve; nothing is served until `run_until`.
+    /// The components, in the architecture diagram's order: keys and the hasher, the bound
+    /// listener, storage, limits, metrics, health, the services, the layers every call
+    /// passes, the layers of the user and auth services, and the server over the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        if settings.argon2.below_recommendation() {
-            tracing::warn!(
-                memory_kib = settings.argon2.memory_kib,
-                iterations = settings.argon2.iterations,
-                "Argon2 settings are below the OWASP minimum (19456 KiB, 2 iterations): fine for tests, weak for real passwords"
-            );
-        }
-        let hasher = PasswordHasher::new(settings.argon2)?;
-        let (jwt, generated) = Jwt::new(&settings.jwt)?;
-        if generated.is_some() && !settings.listen.ip().is_loopback() {
-            // A random key and an admin token in the log are for a developer's own machine.
-            return Err(StartupError::NoKeyOffLoopback(settings.listen));
-        }
-        if generated.is_some() {
-            let (token, _) = jwt
-                .mint(
-                    "dev-admin",
-                    Role::Admin,
-                    Some(Duration::from_secs(24 * 3600)),
-                )
-                .expect("a generated secret can sign");
-            tracing::warn!(
-                "no JWT key configured: generated a random secret for this run only. \
-                 DEVELOPMENT ONLY, an admin token valid for 24 hours: {token}"
-            );
-        }
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
+        let jwt = Arc::new(token_keys(&settings)?);
+        let hasher = settings.auth.hasher()?;
+        let (listener, local_addr) = bind(settings.listener.addr).await?;
         let store = crate::database_wait::open(
             &settings.storage,
-            settings.database_startup_wait,
+            settings.health.database_startup_wait,
             &listener,
-            settings.tls.is_none(),
+            settings.listener.tls.is_none(),
         )
         .await?;
-        let jwt = Arc::new(jwt);
         let (trigger, shutdown) = shutdown::channel();
-        let mut metrics_server = None;
-        let trusted_proxies: Arc<[std::net::IpAddr]> = settings.trusted_proxies.clone().into();
-        let rate_limit = RateLimiter::new(
-            settings.rate_limit_per_second,
-            settings.rate_limit_burst,
-            trusted_proxies.clone(),
-        );
+        let rate_limit = settings.limits.rate_limiter();
         let streams = StreamControls {
-            limits: Arc::new(StreamLimits::new(
-                settings.max_open_streams_per_caller,
-                settings.max_open_streams,
-            )),
+            limits: settings.streams.limits(),
             rate: rate_limit.clone(),
-            trusted_proxies: trusted_proxies.clone(),
         };
-        let metrics = match settings.metrics_listen {
-            Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartupError::Bind { addr, source })?;
-                let sources = Arc::new(crate::metrics::Sources {
-                    store: store.clone(),
-                    streams: streams.limits.clone(),
-                    hashing: hasher.stats(),
-                });
-                let metrics = Arc::new(Metrics::new(
-                    &methods_of(&[
-                        pb::FILE_DESCRIPTOR_SET,
-                        tonic_health::pb::FILE_DESCRIPTOR_SET,
-                        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-                        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-                    ]),
-                    &sources,
-                ));
-                let local = listener
-                    .local_addr()
-                    .map_err(|source| StartupError::Bind { addr, source })?;
-                let served = Box::pin(crate::metrics::serve(
-                    listener,
-                    metrics.clone(),
-                    sources,
-                    shutdown.clone(),
-                ));
-                metrics_server = Some((local, served as Background));
-                Some(metrics)
-            }
-            None => None,
+        let sources = crate::metrics::Sources {
+            store: store.clone(),
+            streams: streams.limits.clone(),
+            hashing: hasher.stats(),
         };
+        let (metrics, metrics_server) = metrics(&settings, sources, shutdown.clone()).await?;
         let (reporter, health_service) = health::service(shutdown.clone(), streams.clone());
         health::set_all(&reporter, ServingStatus::Serving).await;
-
-        let decoy = hasher
-            .hash(Password::parse(uuid::Uuid::now_v7().to_string()).expect("36 characters"))
-            .await?;
-        let signup = settings.allow_signup.then(|| {
-            Arc::new(SignupLimit::new(
-                settings.signups_per_hour,
-                settings.trusted_proxies.clone(),
-            ))
-        });
-        let login_limits = Arc::new(LoginLimits::new(
-            settings.login_attempts_per_minute,
-            settings.trusted_proxies.clone(),
-        ));
-        let auth = AuthServiceServer::new(AuthServiceImpl::new(
+        let signup = settings.auth.signup_limit();
+        let login_limits = settings.auth.login_limits();
+        let auth = AuthServiceImpl::new(
             store.clone(),
             hasher.clone(),
             jwt.clone(),
             login_limits.clone(),
-            decoy,
-            settings.session_ttl,
-        ))
-        .max_decoding_message_size(settings.max_message_bytes)
-        .max_encoding_message_size(settings.max_message_bytes);
-        let users = UserServiceServer::new(UserServiceImpl::new(
+            decoy(&hasher).await?,
+            settings.auth.session_ttl,
+        );
+        let users = UserServiceImpl::new(
             store.clone(),
             hasher,
             shutdown.clone(),
-            settings.max_batch_items,
-            settings.max_message_bytes,
+            settings.limits.max_batch_items,
+            settings.limits.max_message_bytes,
             signup.clone(),
             streams,
-        ))
-        .max_decoding_message_size(settings.max_message_bytes)
-        .max_encoding_message_size(settings.max_message_bytes)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd);
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                // The google.rpc error details (BadRequest, ...) that failed calls carry, so
-                // grpcurl can print them.
-                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
-
-        let monitor = Box::pin(health::monitor(
-            store.clone(),
-            reporter.clone(),
-            shutdown.clone(),
-            settings.health_check_interval,
-        ));
-
-        let forget = Box::pin(forget_idle_keys(
-            rate_limit.clone(),
-            login_limits,
-            signup,
-            shutdown.clone(),
-        ));
-        // The architecture diagram's order, outermost first. Every call passes these: the
-        // access log, metrics and trace span, the caller's deadline, the content type, and
-        // the caller's fault for a request tonic could not read.
+        );
+        let (reflection_v1, reflection_v1alpha) = reflection()?;
+        let background = Background::start(
+            &store,
+            &reporter,
+            &shutdown,
+            settings.health.check_interval,
+            (rate_limit.clone(), login_limits, signup),
+        );
         let every_call = tower::ServiceBuilder::new()
+            .layer(ClientAddressLayer::new(&settings.limits.trusted_proxies))
             .layer(ActivityLayer {
-                enabled: settings.connections.idle.is_some(),
+                enabled: settings.listener.connections.idle.is_some(),
             })
             .layer(AccessLogLayer {
-                enabled: settings.access_log,
+                enabled: settings.telemetry.access_log,
                 metrics: metrics.clone(),
             })
             .layer(DeadlineLayer)
             .layer(ContentTypeLayer)
             .layer(DecodeFaultLayer);
-        // Then the user and auth services' calls (health checks and reflection need no token
-        // and are never limited): load shedding, before authentication so that calls with
-        // bad tokens are shed like any other; authentication; the rate limit per caller.
-        let authenticator = Arc::new(Authenticator::new(
-            jwt.clone(),
-            store.clone(),
-            rate_limit.clone(),
-            trusted_proxies,
-        ));
+        // Health checks and reflection need no token and are never limited. Shedding comes
+        // before authentication, so calls with bad tokens are shed like any other.
         let guarded = tower::ServiceBuilder::new()
-            .layer(ShedLayer::new(settings.max_concurrent_calls))
+            .layer(ShedLayer::new(settings.limits.max_concurrent_calls))
             .load_shed()
-            .concurrency_limit(settings.max_concurrent_calls)
-            .layer(AuthLayer::new(authenticator))
+            .concurrency_limit(settings.limits.max_concurrent_calls)
+            .layer(AuthLayer::new(Arc::new(Authenticator::new(
+                jwt.clone(),
+                store.clone(),
+                rate_limit.clone(),
+            ))))
             .option_layer(rate_limit.config().cloned().map(RateLimitLayer::new));
-
-        let mut builder = Server::builder();
-        if let Some(tls) = &settings.tls {
-            let mut config =
-                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
-            if let Some(ca) = &tls.client_ca_pem {
-                config = config.client_ca_root(Certificate::from_pem(ca));
-            }
-            builder = builder.tls_config(config).map_err(StartupError::Tls)?;
-        }
-        if let Some((age, grace)) = settings.max_connection_age {
-            builder = builder
-                .max_connection_age(age)
-                .max_connection_age_grace(grace);
-        }
         let refused = Arc::new(connections::Refused::default());
         let mut server_stop = shutdown.clone();
         let server = Box::pin(
-            builder
-                .http2_keepalive_interval(Some(settings.keepalive_interval))
-                .http2_keepalive_timeout(Some(settings.keepalive_timeout))
-                .max_concurrent_streams(settings.max_concurrent_streams)
+            settings
+                .listener
+                .server()
+                .map_err(StartupError::Tls)?
                 .layer(every_call)
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
-                .add_service(guarded.named_layer(users))
-                .add_service(guarded.named_layer(auth))
+                .add_service(guarded.named_layer(user_service(users, &settings.limits)))
+                .add_service(guarded.named_layer(auth_service(auth, &settings.limits)))
                 .serve_with_incoming_shutdown(
-                    connections::incoming(listener, settings.connections, refused.clone()),
+                    connections::incoming(listener, settings.listener.connections, refused.clone()),
                     async move { server_stop.triggered().await },
                 ),
         );
@@ -323,8 +195,7 @@ impl Application {
             server,
             trigger,
             reporter,
-            monitor,
-            forget,
+            background,
             refused,
             metrics_server,
         })
@@ -360,17 +231,16 @@ impl Application {
             server,
             trigger,
             reporter,
-            monitor,
-            forget,
+            background,
             refused,
             metrics_server,
         } = self;
-        let monitor = tokio::spawn(monitor);
+        let monitor = tokio::spawn(background.monitor);
         let metrics_server = metrics_server.map(|(addr, served)| {
             tracing::info!(%addr, "serving metrics at /metrics");
             tokio::spawn(served)
         });
-        let forget = tokio::spawn(forget);
+        let forget = tokio::spawn(background.forget);
         health::set_all(&reporter, ServingStatus::Serving).await;
         tracing::info!(
             %local_addr,
@@ -387,17 +257,17 @@ impl Application {
                 monitor.abort();
                 health::set_all(&reporter, ServingStatus::NotServing).await;
                 tracing::info!(
-                    drain_ms = settings.shutdown_drain.as_millis() as u64,
-                    grace = ?settings.shutdown_grace,
+                    drain_ms = settings.shutdown.drain.as_millis() as u64,
+                    grace = ?settings.shutdown.grace,
                     "shutting down: reporting NOT_SERVING while still serving"
                 );
-                let drained = tokio::time::timeout(settings.shutdown_drain, &mut server).await;
+                let drained = tokio::time::timeout(settings.shutdown.drain, &mut server).await;
                 // Closes the listener, sends GOAWAY and ends open streams.
                 trigger.trigger();
                 match drained {
                     // The server stopped by itself while draining.
                     Ok(served) => served,
-                    Err(_) => tokio::time::timeout(settings.shutdown_grace, &mut server)
+                    Err(_) => tokio::time::timeout(settings.shutdown.grace, &mut server)
                         .await
                         .unwrap_or_else(|_| {
                             tracing::warn!("calls still open after the grace period were cut off");
@@ -413,7 +283,7 @@ impl Application {
         }
         // Stream tasks end at shutdown; storage closes only once the last one has.
         trigger.trigger();
-        if tokio::time::timeout(settings.shutdown_grace, trigger.tasks_ended())
+        if tokio::time::timeout(settings.shutdown.grace, trigger.tasks_ended())
             .await
             .is_err()
         {
@@ -446,6 +316,152 @@ async fn forget_idle_keys(
         login_limits.forget_idle_keys();
         if let Some(signup) = &signup {
             signup.forget_idle_keys();
+        }
+    }
+}
+
+/// The token keys: the configured ones, or a generated development key, which only a
+/// loopback listener may use (it logs an admin token).
+fn token_keys(settings: &Settings) -> Result<Jwt, StartupError> {
+    let (jwt, generated) = Jwt::new(&settings.auth.jwt)?;
+    if generated.is_none() {
+        return Ok(jwt);
+    }
+    if !settings.listener.addr.ip().is_loopback() {
+        return Err(StartupError::NoKeyOffLoopback(settings.listener.addr));
+    }
+    let (token, _) = jwt
+        .mint(
+            "dev-admin",
+            Role::Admin,
+            Some(Duration::from_secs(24 * 3600)),
+        )
+        .expect("a generated secret can sign");
+    tracing::warn!(
+        "no JWT key configured: generated a random secret for this run only. \
+         DEVELOPMENT ONLY, an admin token valid for 24 hours: {token}"
+    );
+    Ok(jwt)
+}
+
+/// Binds first, so the real address is known (port 0 in tests) before anything serves.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let bind_error = |source| StartupError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
+}
+
+/// The metrics registry and its endpoint, when `--metrics-listen` is set.
+async fn metrics(
+    settings: &Settings,
+    sources: crate::metrics::Sources,
+    shutdown: shutdown::Shutdown,
+) -> Result<(Option<Arc<Metrics>>, Option<(SocketAddr, Task)>), StartupError> {
+    let Some(addr) = settings.metrics.listen else {
+        return Ok((None, None));
+    };
+    let (listener, local) = bind(addr).await?;
+    let sources = Arc::new(sources);
+    let metrics = Arc::new(Metrics::new(
+        &methods_of(&[
+            pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]),
+        &sources,
+    ));
+    let served = Box::pin(crate::metrics::serve(
+        listener,
+        metrics.clone(),
+        sources,
+        shutdown,
+    ));
+    Ok((Some(metrics), Some((local, served as Task))))
+}
+
+/// A hash of a random password, verified against when a login names no user, so that an
+/// unknown username takes as long as a wrong password.
+async fn decoy(hasher: &PasswordHasher) -> Result<PasswordHash, HashError> {
+    hasher
+        .hash(Password::parse(uuid::Uuid::now_v7().to_string()).expect("36 characters"))
+        .await
+}
+
+fn user_service(
+    users: UserServiceImpl,
+    limits: &crate::config::LimitSettings,
+) -> UserServiceServer<UserServiceImpl> {
+    UserServiceServer::new(users)
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd)
+}
+
+fn auth_service(
+    auth: AuthServiceImpl,
+    limits: &crate::config::LimitSettings,
+) -> AuthServiceServer<AuthServiceImpl> {
+    AuthServiceServer::new(auth)
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes)
+}
+
+type Reflection<T> = tonic_reflection::server::v1::ServerReflectionServer<T>;
+
+/// gRPC reflection, v1 and v1alpha, of the services and of the error details failed calls
+/// carry (so grpcurl can print them).
+#[allow(clippy::type_complexity)]
+fn reflection() -> Result<
+    (
+        Reflection<impl tonic_reflection::server::v1::ServerReflection>,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    StartupError,
+> {
+    let configure = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((configure().build_v1()?, configure().build_v1alpha()?))
+}
+
+/// Work that runs beside the server: the health monitor, and forgetting idle limit keys.
+struct Background {
+    monitor: Task,
+    forget: Task,
+}
+
+impl Background {
+    fn start(
+        store: &Store,
+        reporter: &HealthReporter,
+        shutdown: &shutdown::Shutdown,
+        check_interval: Duration,
+        limits: (RateLimiter, Arc<LoginLimits>, Option<Arc<SignupLimit>>),
+    ) -> Self {
+        let (rate_limit, login_limits, signup) = limits;
+        Self {
+            monitor: Box::pin(health::monitor(
+                store.clone(),
+                reporter.clone(),
+                shutdown.clone(),
+                check_interval,
+            )),
+            forget: Box::pin(forget_idle_keys(
+                rate_limit,
+                login_limits,
+                signup,
+                shutdown.clone(),
+            )),
         }
     }
 }

@@ -17,7 +17,6 @@ use crate::rate::CallerKey;
 pub struct StreamControls {
     pub limits: Arc<StreamLimits>,
     pub rate: crate::rate::RateLimiter,
-    pub trusted_proxies: Arc<[std::net::IpAddr]>,
 }
 
 impl StreamControls {
@@ -26,10 +25,8 @@ impl StreamControls {
         &self,
         caller: &crate::caller::Caller,
         extensions: &http::Extensions,
-        metadata: &tonic::metadata::MetadataMap,
     ) -> Option<CallerKey> {
-        let headers = metadata.clone().into_headers();
-        CallerKey::of(caller, extensions, &headers, &self.trusted_proxies)
+        CallerKey::of(caller, extensions)
     }
 
     /// A place for one more stream of the request's caller.
@@ -39,7 +36,7 @@ impl StreamControls {
         request: &tonic::Request<T>,
         kind: StreamKind,
     ) -> Result<(StreamPlace, Option<CallerKey>), ServiceError> {
-        let key = self.key(caller, request.extensions(), request.metadata());
+        let key = self.key(caller, request.extensions());
         Ok((self.limits.enter(key.clone(), kind)?, key))
     }
 }

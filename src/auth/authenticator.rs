@@ -6,7 +6,6 @@
 //! open (or, without one, while it was issued after the user's sessions last ended).
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -109,23 +108,16 @@ pub struct Authenticator {
     store: Store,
     verified: Mutex<LruCache<String, Arc<Verified>>>,
     limiter: RateLimiter,
-    trusted_proxies: Arc<[IpAddr]>,
 }
 
 impl Authenticator {
-    pub fn new(
-        jwt: Arc<Jwt>,
-        store: Store,
-        limiter: RateLimiter,
-        trusted_proxies: Arc<[IpAddr]>,
-    ) -> Self {
+    pub fn new(jwt: Arc<Jwt>, store: Store, limiter: RateLimiter) -> Self {
         let capacity = NonZeroUsize::new(VERIFIED_TOKENS).expect("non-zero");
         Self {
             jwt,
             store,
             verified: Mutex::new(LruCache::new(capacity)),
             limiter,
-            trusted_proxies,
         }
     }
 
@@ -208,12 +200,7 @@ impl Authenticator {
     /// Counts a call whose token is not verified yet (none, malformed, new or bad) against
     /// its client address.
     fn admit_unverified<B>(&self, request: &http::Request<B>) -> Result<(), Duration> {
-        let key = CallerKey::of(
-            &Caller::Anonymous,
-            request.extensions(),
-            request.headers(),
-            &self.trusted_proxies,
-        );
+        let key = CallerKey::of(&Caller::Anonymous, request.extensions());
         match key {
             Some(key) => self.limiter.check(&key),
             None => Ok(()),

@@ -18,7 +18,7 @@ use super::convert::{timestamp, user_to_pb};
 use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Denied, authorize};
 use crate::caller::{Authenticated, Caller};
-use crate::client_address::{address_key, client_ip};
+use crate::client_address::ClientAddress;
 use crate::contract::tokens::Jwt;
 use crate::domain::PasswordHash;
 use crate::domain::{
@@ -40,18 +40,16 @@ pub const USERNAME_ALLOWANCE: u32 = 10;
 pub struct LoginLimits {
     by_username: DefaultKeyedRateLimiter<String>,
     by_address: DefaultKeyedRateLimiter<IpAddr>,
-    trusted_proxies: Vec<IpAddr>,
 }
 
 impl LoginLimits {
     /// `per_minute` attempts a minute sustained per address, in bursts of at most that many.
-    pub fn new(per_minute: NonZeroU32, trusted_proxies: Vec<IpAddr>) -> Self {
+    pub fn new(per_minute: NonZeroU32) -> Self {
         let per_username = per_minute
             .saturating_mul(NonZeroU32::new(USERNAME_ALLOWANCE).expect("a non-zero allowance"));
         Self {
             by_username: RateLimiter::keyed(Quota::per_minute(per_username)),
             by_address: RateLimiter::keyed(Quota::per_minute(per_minute)),
-            trusted_proxies,
         }
     }
 
@@ -407,8 +405,7 @@ fn target_user(caller: &Caller, raw: &str) -> Result<UserId, ServiceError> {
 
 impl AuthServiceImpl {
     fn address_of<T>(&self, request: &Request<T>) -> Option<IpAddr> {
-        let headers = request.metadata().clone().into_headers();
-        client_ip(request.extensions(), &headers, &self.limits.trusted_proxies).map(address_key)
+        ClientAddress::key_of(request.extensions())
     }
 
     /// An access token of `session` for `user`, never outliving the session.

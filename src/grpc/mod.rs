@@ -229,7 +229,7 @@ impl UserService for UserServiceImpl {
         if caller == Caller::Anonymous
             && let Some(signup) = &self.signup
         {
-            signup.check(request.extensions(), request.metadata())?;
+            signup.check(request.extensions())?;
         }
         let mut draft = parse_create(request.into_inner()).map_err(ServiceError::from)?;
         if caller == Caller::Anonymous {

@@ -7,36 +7,29 @@ use std::num::NonZeroU32;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::client_address::{address_key, client_ip};
+use crate::client_address::ClientAddress;
 use crate::error::ServiceError;
 
 pub struct SignupLimit {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
-    trusted_proxies: Vec<IpAddr>,
 }
 
 impl SignupLimit {
     /// `per_hour` sign-ups an hour per address, in bursts of at most that many.
-    pub fn new(per_hour: NonZeroU32, trusted_proxies: Vec<IpAddr>) -> Self {
+    pub fn new(per_hour: NonZeroU32) -> Self {
         Self {
             by_address: RateLimiter::keyed(Quota::per_hour(per_hour)),
-            trusted_proxies,
         }
     }
 
     /// Counts one sign-up from the request's client address.
-    pub fn check(
-        &self,
-        extensions: &http::Extensions,
-        metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<(), ServiceError> {
-        let headers = metadata.clone().into_headers();
-        let Some(address) = client_ip(extensions, &headers, &self.trusted_proxies) else {
+    pub fn check(&self, extensions: &http::Extensions) -> Result<(), ServiceError> {
+        let Some(address) = ClientAddress::key_of(extensions) else {
             return Ok(());
         };
         let now = DefaultClock::default().now();
         self.by_address
-            .check_key(&address_key(address))
+            .check_key(&address)
             .map_err(|not_until| ServiceError::TooMany {
                 what: "too many sign-ups from this address",
                 retry_after: not_until.wait_time_from(now),

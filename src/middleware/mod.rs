@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod activity;
 pub mod auth;
+pub mod client_address;
 pub mod content_type;
 pub mod deadline;
 pub mod decode_fault;
@@ -19,6 +20,7 @@ use tonic::Status;
 pub use access_log::AccessLogLayer;
 pub use activity::ActivityLayer;
 pub use auth::AuthLayer;
+pub use client_address::ClientAddressLayer;
 pub use content_type::ContentTypeLayer;
 pub use deadline::DeadlineLayer;
 pub use decode_fault::DecodeFaultLayer;

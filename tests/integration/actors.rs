@@ -17,7 +17,7 @@ fn actor(event: &UserEvent) -> (ActorKind, &str) {
 
 #[tokio::test]
 async fn events_name_their_actor_live_and_replayed() {
-    let app = TestApp::spawn_with(|settings| settings.allow_signup = true).await;
+    let app = TestApp::spawn_with(|settings| settings.auth.allow_signup = true).await;
     let mut admin = app.client().await;
     let mut all = admin.watch_users(everyone(0)).await.unwrap().into_inner();
 

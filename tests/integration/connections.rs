@@ -35,7 +35,7 @@ async fn hold(addr: std::net::SocketAddr, count: usize) -> Vec<TcpStream> {
 #[tokio::test]
 async fn connections_that_never_speak_are_closed_after_the_handshake_timeout() {
     let app = TestApp::spawn_with(|settings| {
-        settings.connections.handshake = Duration::from_millis(500);
+        settings.listener.connections.handshake = Duration::from_millis(500);
     })
     .await;
     let mut silent = Vec::new();
@@ -58,7 +58,7 @@ async fn connections_that_never_speak_are_closed_after_the_handshake_timeout() {
 
 #[tokio::test]
 async fn past_the_connection_cap_new_connections_are_closed_at_once() {
-    let app = TestApp::spawn_with(|settings| settings.connections.max = 3).await;
+    let app = TestApp::spawn_with(|settings| settings.listener.connections.max = 3).await;
     let held = hold(app.addr, 3).await;
     let mut extra = TcpStream::connect(app.addr).await.unwrap();
     assert!(
@@ -84,7 +84,7 @@ async fn past_the_connection_cap_new_connections_are_closed_at_once() {
 #[tokio::test]
 async fn a_connection_that_carries_no_call_is_closed_after_the_idle_time() {
     let app = TestApp::spawn_with(|settings| {
-        settings.connections.idle = Some(Duration::from_millis(500));
+        settings.listener.connections.idle = Some(Duration::from_millis(500));
     })
     .await;
     let tcp = TcpStream::connect(app.addr).await.unwrap();
@@ -141,8 +141,8 @@ async fn health_from(source: &str, server: std::net::SocketAddr) -> Result<i32, 
 #[tokio::test]
 async fn one_address_holding_its_cap_leaves_room_for_every_other_address() {
     let app = TestApp::spawn_with(|settings| {
-        settings.connections.max = 10;
-        settings.connections.per_address = 3;
+        settings.listener.connections.max = 10;
+        settings.listener.connections.per_address = 3;
     })
     .await;
     let held = hold(app.addr, 3).await;
@@ -174,12 +174,12 @@ async fn one_address_holding_its_cap_leaves_room_for_every_other_address() {
 fn idle_connections_are_closed_after_five_minutes_unless_told_otherwise() {
     let settings = user_service::config::Settings::default();
     assert_eq!(
-        settings.connections.idle,
+        settings.listener.connections.idle,
         Some(Duration::from_secs(300)),
         "the default idle time"
     );
     assert!(
-        settings.connections.per_address < settings.connections.max,
+        settings.listener.connections.per_address < settings.listener.connections.max,
         "one address cannot take every connection by default"
     );
 }

@@ -22,7 +22,7 @@ const BATCH: &str = "/userservice.UserService/BatchCreateUsers";
 
 #[tokio::test]
 async fn a_unary_call_still_running_at_its_deadline_ends_deadline_exceeded() {
-    let app = TestApp::spawn_with(|settings| settings.argon2 = SLOW_ARGON2).await;
+    let app = TestApp::spawn_with(|settings| settings.auth.argon2 = SLOW_ARGON2).await;
     let bearer = format!("Bearer {}", app.token("test-admin", Role::Admin));
     let started = Instant::now();
 

@@ -207,7 +207,7 @@ async fn filters_select_by_role_and_status_with_exact_counts() {
 
 #[tokio::test]
 async fn a_page_of_large_users_stops_before_the_message_limit_and_continues_by_token() {
-    let app = TestApp::spawn_with(|settings| settings.max_message_bytes = 64 * 1024).await;
+    let app = TestApp::spawn_with(|settings| settings.limits.max_message_bytes = 64 * 1024).await;
     let mut client = app.client().await;
     let metadata: std::collections::BTreeMap<String, String> = (0..32)
         .map(|i| (format!("key{i}"), "v".repeat(500)))

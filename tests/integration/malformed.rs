@@ -34,7 +34,7 @@ type Case = (&'static str, Vec<u8>, Vec<(&'static str, &'static str)>);
 
 #[tokio::test]
 async fn malformed_frames_get_a_status_and_change_nothing() {
-    let app = TestApp::spawn_with(|settings| settings.max_message_bytes = LIMIT).await;
+    let app = TestApp::spawn_with(|settings| settings.limits.max_message_bytes = LIMIT).await;
     let mut admin = app.client().await;
     create(&mut admin, "bystander").await;
     let count = || async {

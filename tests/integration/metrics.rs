@@ -93,7 +93,7 @@ impl Scraped {
 #[tokio::test]
 async fn a_scrape_counts_each_call_by_method_code_and_message() {
     let app = TestApp::spawn_with(|settings| {
-        settings.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        settings.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let mut client = app.client().await;
@@ -218,7 +218,7 @@ async fn a_scrape_counts_each_call_by_method_code_and_message() {
 #[tokio::test]
 async fn the_metrics_endpoint_serves_only_metrics() {
     let app = TestApp::spawn_with(|settings| {
-        settings.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        settings.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let (status, _) = http_get(app.metrics_addr.unwrap(), "/other").await;
@@ -242,9 +242,9 @@ async fn the_metrics_endpoint_serves_only_metrics() {
 #[tokio::test]
 async fn calls_refused_by_the_rate_limit_are_counted_by_reason() {
     let app = TestApp::spawn_with(|settings| {
-        settings.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-        settings.rate_limit_per_second = 1;
-        settings.rate_limit_burst = 1;
+        settings.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+        settings.limits.rate_limit_per_second = 1;
+        settings.limits.rate_limit_burst = 1;
     })
     .await;
     let mut client = app.client().await;

@@ -168,7 +168,7 @@ async fn shutdown_turns_health_not_serving_and_ends_open_watches_promptly() {
 #[tokio::test]
 async fn during_the_drain_health_is_not_serving_while_calls_are_still_served() {
     let mut app = TestApp::spawn_with(|settings| {
-        settings.shutdown_drain = Duration::from_secs(2);
+        settings.shutdown.drain = Duration::from_secs(2);
     })
     .await;
     let mut client = app.client().await;
@@ -299,7 +299,7 @@ fn without_a_key_the_server_refuses_to_listen_beyond_loopback() {
 #[tokio::test]
 async fn shutdown_finishes_within_the_grace_period_with_a_client_that_stopped_reading() {
     let app = TestApp::spawn_with(|settings| {
-        settings.shutdown_grace = Duration::from_secs(2);
+        settings.shutdown.grace = Duration::from_secs(2);
     })
     .await;
     // A watcher that never reads: its window and its queue fill, and its task waits on it.
@@ -369,7 +369,7 @@ async fn the_healthcheck_subcommand_exits_0_only_for_a_serving_server() {
 #[tokio::test]
 async fn connections_are_recycled_after_the_maximum_age() {
     let app = TestApp::spawn_with(|settings| {
-        settings.max_connection_age =
+        settings.listener.max_connection_age =
             Some((Duration::from_millis(500), Duration::from_millis(500)));
     })
     .await;

@@ -743,8 +743,8 @@ async fn status_codes_and_messages_for_bad_input() {
     );
 
     let limited = TestApp::spawn_with(|settings| {
-        settings.rate_limit_per_second = 1;
-        settings.rate_limit_burst = 1;
+        settings.limits.rate_limit_per_second = 1;
+        settings.limits.rate_limit_burst = 1;
     })
     .await;
     let mut limited_client = limited.client().await;

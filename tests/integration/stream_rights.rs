@@ -202,7 +202,7 @@ async fn a_moderators_write_is_conditioned_on_the_etag_the_server_judged_by() {
 
 #[tokio::test]
 async fn open_streams_are_capped_per_caller_and_a_closed_one_frees_its_place() {
-    let app = TestApp::spawn_with(|settings| settings.max_open_streams_per_caller = 2).await;
+    let app = TestApp::spawn_with(|settings| settings.streams.max_open_per_caller = 2).await;
     let mut admin = app.client().await;
     let me = create(&mut admin, "many_watches").await;
     let mut client = app.client_with(Some(&app.token(&me.id, Role::User))).await;
@@ -236,7 +236,7 @@ async fn open_streams_are_capped_per_caller_and_a_closed_one_frees_its_place() {
 
 #[tokio::test]
 async fn anonymous_health_watches_are_capped_per_address() {
-    let app = TestApp::spawn_with(|settings| settings.max_open_streams_per_caller = 2).await;
+    let app = TestApp::spawn_with(|settings| settings.streams.max_open_per_caller = 2).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
     let request = || tonic_health::pb::HealthCheckRequest {
         service: String::new(),
@@ -250,8 +250,8 @@ async fn anonymous_health_watches_are_capped_per_address() {
 #[tokio::test]
 async fn each_sync_message_counts_against_the_callers_rate_limit() {
     let app = TestApp::spawn_with(|settings| {
-        settings.rate_limit_per_second = 1;
-        settings.rate_limit_burst = 3;
+        settings.limits.rate_limit_per_second = 1;
+        settings.limits.rate_limit_burst = 3;
     })
     .await;
     let mut admin = app.client().await;

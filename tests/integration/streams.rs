@@ -68,7 +68,7 @@ async fn a_batch_creates_the_valid_items_and_reports_each_invalid_one_by_positio
 
 #[tokio::test]
 async fn a_batch_past_its_limit_creates_only_the_first_items_and_says_so() {
-    let app = TestApp::spawn_with(|settings| settings.max_batch_items = 3).await;
+    let app = TestApp::spawn_with(|settings| settings.limits.max_batch_items = 3).await;
     let mut client = app.client().await;
     let requests: Vec<_> = (0..5).map(|i| new_user(&format!("capped{i}"))).collect();
     let response = client
@@ -87,7 +87,7 @@ async fn a_batch_past_its_limit_creates_only_the_first_items_and_says_so() {
 
 #[tokio::test]
 async fn a_batch_stops_before_its_answer_could_pass_the_message_limit() {
-    let app = TestApp::spawn_with(|settings| settings.max_message_bytes = 8 * 1024).await;
+    let app = TestApp::spawn_with(|settings| settings.limits.max_message_bytes = 8 * 1024).await;
     let mut client = app.client().await;
     let requests: Vec<_> = (0..100).map(|i| new_user(&format!("sized{i}"))).collect();
 

@@ -51,7 +51,7 @@ async fn serving_tls(cert: &str, key: &str, client_ca: Option<&str>) -> TestApp 
         key_pem: key.as_bytes().to_vec(),
         client_ca_pem: client_ca.map(|ca| ca.as_bytes().to_vec()),
     };
-    TestApp::spawn_with(|settings| settings.tls = Some(tls)).await
+    TestApp::spawn_with(|settings| settings.listener.tls = Some(tls)).await
 }
 
 async fn connect(

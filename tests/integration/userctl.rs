@@ -509,7 +509,7 @@ async fn watch_resumes_after_the_server_restarts_without_losing_or_repeating_eve
 #[tokio::test(flavor = "multi_thread")]
 async fn a_call_past_its_timeout_is_deadline_exceeded_with_exit_code_5() {
     let app = TestApp::spawn_with(|settings| {
-        settings.argon2 = user_service::auth::hasher::Argon2Settings {
+        settings.auth.argon2 = user_service::auth::hasher::Argon2Settings {
             memory_kib: 256 * 1024,
             iterations: 4,
             parallelism: 1,
@@ -549,9 +549,9 @@ fn user_row(name: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn import_waits_when_rate_limited_and_sends_what_the_batch_limit_cut_off() {
     let app = TestApp::spawn_with(|settings| {
-        settings.rate_limit_per_second = 1;
-        settings.rate_limit_burst = 1;
-        settings.max_batch_items = 3;
+        settings.limits.rate_limit_per_second = 1;
+        settings.limits.rate_limit_burst = 1;
+        settings.limits.max_batch_items = 3;
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -795,7 +795,7 @@ async fn get_looks_a_user_up_by_username_or_email() {
 async fn a_stored_login_refreshes_itself_changes_its_password_and_logs_out() {
     // Access tokens of 10 s count as expiring at once (userctl refreshes 30 s ahead).
     let app =
-        TestApp::spawn_with(|settings| settings.jwt.token_ttl = Duration::from_secs(10)).await;
+        TestApp::spawn_with(|settings| settings.auth.jwt.token_ttl = Duration::from_secs(10)).await;
     let user = create(&app, "rotating");
     let id = user["id"].as_str().unwrap().to_owned();
     let config = tempfile::tempdir().unwrap();
@@ -897,8 +897,8 @@ async fn a_bench_that_mostly_measures_refusals_says_so_and_exits_non_zero() {
         userctl(app, Some(&admin(app)), &args)
     };
     let limited = TestApp::spawn_with(|settings| {
-        settings.rate_limit_per_second = 5;
-        settings.rate_limit_burst = 5;
+        settings.limits.rate_limit_per_second = 5;
+        settings.limits.rate_limit_burst = 5;
     })
     .await;
     let output = bench(&limited);

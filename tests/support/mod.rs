@@ -41,18 +41,16 @@ pub const TEST_SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 pub type Client = UserServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub fn test_settings(database: &TestDatabase) -> Settings {
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.listener.addr = "127.0.0.1:0".parse().unwrap();
     settings.storage.database_url = database.url().to_owned();
-    settings.argon2 = CHEAP_ARGON2;
-    settings.shutdown_grace = Duration::from_secs(5);
-    settings.shutdown_drain = Duration::ZERO;
-    settings.health_check_interval = Duration::from_millis(100);
-    settings.jwt.secret = Some(TEST_SECRET.as_bytes().to_vec());
-    settings.jwt.token_ttl = Duration::from_secs(600);
-    settings.rate_limit_per_second = 0;
+    settings.auth.argon2 = CHEAP_ARGON2;
+    settings.shutdown.grace = Duration::from_secs(5);
+    settings.shutdown.drain = Duration::ZERO;
+    settings.health.check_interval = Duration::from_millis(100);
+    settings.auth.jwt.secret = Some(TEST_SECRET.as_bytes().to_vec());
+    settings.auth.jwt.token_ttl = Duration::from_secs(600);
+    settings.limits.rate_limit_per_second = 0;
     settings
 }
 
@@ -164,7 +162,7 @@ impl TestApp {
         result.expect("the server stops cleanly");
         // The same address, so clients that reconnect find the new server.
         let mut settings = old.settings.clone();
-        settings.listen = old.addr;
+        settings.listener.addr = old.addr;
         Self::start_with(old.database.clone(), settings).await
     }
 }

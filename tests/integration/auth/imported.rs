@@ -94,7 +94,7 @@ async fn bcrypt_and_pbkdf2_imports_log_in_with_the_old_password_and_become_argon
 
 #[tokio::test]
 async fn sign_up_takes_a_password_never_a_hash() {
-    let app = TestApp::spawn_with(|settings| settings.allow_signup = true).await;
+    let app = TestApp::spawn_with(|settings| settings.auth.allow_signup = true).await;
     let hash = bcrypt::hash(OLD_PASSWORD, 4).unwrap();
     let mut anonymous = app.client_with(None).await;
     let signed_up = anonymous

@@ -15,8 +15,8 @@ use super::{Op, attempt};
 #[tokio::test]
 async fn a_client_past_its_burst_is_refused_while_others_and_health_are_served() {
     let app = TestApp::spawn_with(|settings| {
-        settings.rate_limit_per_second = 1;
-        settings.rate_limit_burst = 3;
+        settings.limits.rate_limit_per_second = 1;
+        settings.limits.rate_limit_burst = 3;
     })
     .await;
     let mut greedy = app
@@ -68,7 +68,7 @@ async fn a_client_past_its_burst_is_refused_while_others_and_health_are_served()
 
 #[tokio::test]
 async fn past_the_concurrency_limit_calls_are_shed_at_once() {
-    let app = TestApp::spawn_with(|settings| settings.max_concurrent_calls = 1).await;
+    let app = TestApp::spawn_with(|settings| settings.limits.max_concurrent_calls = 1).await;
     let mut holder = app.client().await;
     // An unfinished batch keeps its call, and so the only slot, busy.
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
@@ -128,9 +128,9 @@ async fn list_via_proxy(app: &TestApp, forwarded_for: &str) -> Code {
 #[tokio::test]
 async fn per_address_limits_key_ipv6_by_64_and_stop_at_an_unparsable_forwarded_entry() {
     let app = TestApp::spawn_with(|settings| {
-        settings.rate_limit_per_second = 1;
-        settings.rate_limit_burst = 2;
-        settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        settings.limits.rate_limit_per_second = 1;
+        settings.limits.rate_limit_burst = 2;
+        settings.limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
     // Anonymous calls are refused by the policy, but only after the rate limit counted them.
@@ -161,8 +161,8 @@ async fn per_address_limits_key_ipv6_by_64_and_stop_at_an_unparsable_forwarded_e
 #[tokio::test]
 async fn anonymous_sign_ups_are_limited_per_address_apart_from_other_calls() {
     let app = TestApp::spawn_with(|settings| {
-        settings.allow_signup = true;
-        settings.signups_per_hour = std::num::NonZeroU32::new(2).unwrap();
+        settings.auth.allow_signup = true;
+        settings.auth.signups_per_hour = std::num::NonZeroU32::new(2).unwrap();
     })
     .await;
     let mut anonymous = app.client_with(None).await;
@@ -191,8 +191,8 @@ async fn anonymous_sign_ups_are_limited_per_address_apart_from_other_calls() {
 #[tokio::test]
 async fn calls_with_bad_tokens_are_limited_per_address_before_any_signature_check() {
     let app = TestApp::spawn_with(|settings| {
-        settings.rate_limit_per_second = 1;
-        settings.rate_limit_burst = 3;
+        settings.limits.rate_limit_per_second = 1;
+        settings.limits.rate_limit_burst = 3;
     })
     .await;
     // A service whose token was verified before the flood, from the same address.
@@ -222,7 +222,7 @@ async fn calls_with_bad_tokens_are_limited_per_address_before_any_signature_chec
 
 #[tokio::test]
 async fn calls_with_bad_tokens_are_shed_like_any_other() {
-    let app = TestApp::spawn_with(|settings| settings.max_concurrent_calls = 1).await;
+    let app = TestApp::spawn_with(|settings| settings.limits.max_concurrent_calls = 1).await;
     let mut holder = app.client().await;
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     sender.send(new_user("slot_holder")).await.unwrap();

@@ -94,8 +94,8 @@ async fn login_from(
 #[tokio::test]
 async fn failures_from_one_address_never_lock_the_owner_out_elsewhere_but_many_are_slowed() {
     let app = TestApp::spawn_with(|settings| {
-        settings.login_attempts_per_minute = std::num::NonZeroU32::new(2).unwrap();
-        settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        settings.auth.login_attempts_per_minute = std::num::NonZeroU32::new(2).unwrap();
+        settings.limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
     })
     .await;
     create(&mut app.client().await, "owner").await;
@@ -129,7 +129,7 @@ async fn failures_from_one_address_never_lock_the_owner_out_elsewhere_but_many_a
 #[tokio::test]
 async fn login_attempts_are_limited_per_client_address_across_usernames() {
     let app = TestApp::spawn_with(|settings| {
-        settings.login_attempts_per_minute = std::num::NonZeroU32::new(2).unwrap();
+        settings.auth.login_attempts_per_minute = std::num::NonZeroU32::new(2).unwrap();
     })
     .await;
     for name in ["first_name", "second_name"] {
@@ -185,7 +185,7 @@ async fn a_login_upgrades_a_hash_weaker_than_the_servers_settings_and_keeps_work
 
     // The same database, a server with more memory per hash.
     let mut settings = crate::helpers::test_settings(&database);
-    settings.argon2.memory_kib = 128;
+    settings.auth.argon2.memory_kib = 128;
     let stronger = TestApp::start_with(database.clone(), settings.clone()).await;
     login(&stronger, "upgraded", "correct horse battery")
         .await

@@ -205,7 +205,7 @@ async fn a_suspended_or_deleted_users_token_stops_working_on_the_next_call() {
 
 #[tokio::test]
 async fn sign_up_when_allowed_always_makes_a_plain_user() {
-    let app = TestApp::spawn_with(|settings| settings.allow_signup = true).await;
+    let app = TestApp::spawn_with(|settings| settings.auth.allow_signup = true).await;
     let mut anonymous = app.client_with(None).await;
     let request = CreateUserRequest {
         role: UserRole::Admin as i32,

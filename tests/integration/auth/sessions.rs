@@ -333,7 +333,7 @@ async fn a_refresh_token_that_is_not_one_is_refused_with_the_field_named() {
 #[tokio::test]
 async fn a_session_ends_at_its_lifetime_and_its_tokens_never_outlive_it() {
     let app = TestApp::spawn_with(|settings| {
-        settings.session_ttl = std::time::Duration::from_secs(1);
+        settings.auth.session_ttl = std::time::Duration::from_secs(1);
     })
     .await;
     create(&mut app.client().await, "brief").await;

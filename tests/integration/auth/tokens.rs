@@ -125,10 +125,10 @@ const RSA_PRIVATE: &str = include_str!("../../fixtures/jwt/rsa_private.pem");
 #[tokio::test]
 async fn with_an_rsa_key_the_algorithm_is_pinned_and_issuer_and_audience_are_checked() {
     let app = TestApp::spawn_with(|settings| {
-        settings.jwt.secret = None;
-        settings.jwt.public_key_pem = Some(RSA_PUBLIC.as_bytes().to_vec());
-        settings.jwt.issuer = Some("https://issuer.example".into());
-        settings.jwt.audience = Some("user-service".into());
+        settings.auth.jwt.secret = None;
+        settings.auth.jwt.public_key_pem = Some(RSA_PUBLIC.as_bytes().to_vec());
+        settings.auth.jwt.issuer = Some("https://issuer.example".into());
+        settings.auth.jwt.audience = Some("user-service".into());
     })
     .await;
     let claims = |iss: &str, aud: &str| serde_json::json!({ "sub": "svc", "role": "admin", "exp": in_an_hour(), "iss": iss, "aud": aud });
@@ -233,9 +233,9 @@ const ED25519_PRIVATE: &str = include_str!("../../fixtures/jwt/ed25519_private.p
 #[tokio::test]
 async fn with_an_ed25519_key_pair_login_signs_eddsa_tokens_that_the_server_accepts() {
     let app = TestApp::spawn_with(|settings| {
-        settings.jwt.secret = None;
-        settings.jwt.public_key_pem = Some(ED25519_PUBLIC.as_bytes().to_vec());
-        settings.jwt.private_key_pem = Some(ED25519_PRIVATE.as_bytes().to_vec());
+        settings.auth.jwt.secret = None;
+        settings.auth.jwt.public_key_pem = Some(ED25519_PUBLIC.as_bytes().to_vec());
+        settings.auth.jwt.private_key_pem = Some(ED25519_PRIVATE.as_bytes().to_vec());
     })
     .await;
     let admin_token = {
