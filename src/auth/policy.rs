@@ -14,7 +14,7 @@
 //! SyncUsers messages are judged like the UpdateUser each carries.
 
 use crate::caller::Caller;
-use crate::domain::{Role, UserId, UserPatch, UserStatus};
+use crate::domain::{Credential, Role, UserDraft, UserId, UserPatch, UserStatus};
 use crate::error::ServiceError;
 
 /// What an update would change, as far as the policy cares.
@@ -180,6 +180,20 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
         (_, Access::EndSessions { .. }) => forbidden(role, "end other users' sessions"),
         (_, Access::SetPassword { .. }) => forbidden(role, "set other users' passwords"),
     }
+}
+
+/// What a new user may carry, decided for every RPC that creates users (CreateUser, and each
+/// item of BatchCreateUsers) once the call itself is allowed: a password hash made elsewhere
+/// only from a caller who may import hashes, and a role only from a caller with a token (an
+/// anonymous sign-up gets USER, whatever it asked for).
+pub fn admit_new_user(caller: &Caller, draft: &mut UserDraft) -> Result<(), Denied> {
+    if matches!(draft.credential, Credential::Imported(_)) {
+        authorize(caller, &Access::ImportPasswordHash, false)?;
+    }
+    if *caller == Caller::Anonymous {
+        draft.role = Role::User;
+    }
+    Ok(())
 }
 
 impl From<Denied> for ServiceError {
@@ -364,5 +378,60 @@ mod tests {
             role: Role::Admin,
         };
         assert!(authorize(&admin, &Access::Delete { target }, false).is_ok());
+    }
+
+    fn draft(role: Role, imported: bool) -> UserDraft {
+        use crate::domain::{Email, FullName, Metadata, Password, PasswordHash, Username};
+        let credential = if imported {
+            Credential::Imported(
+                PasswordHash::import(
+                    "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW".into(),
+                )
+                .unwrap(),
+            )
+        } else {
+            Credential::Password(Password::parse("correct horse battery".into()).unwrap())
+        };
+        UserDraft {
+            username: Username::parse("newcomer".into()).unwrap(),
+            email: Email::parse("newcomer@example.com".into()).unwrap(),
+            full_name: FullName::parse("New Comer".into()).unwrap(),
+            credential,
+            role,
+            metadata: Metadata::default(),
+        }
+    }
+
+    #[test]
+    fn what_a_new_user_may_carry_depends_on_who_creates_them() {
+        let admin = caller(Role::Admin, UserId::new());
+        let moderator = caller(Role::Moderator, UserId::new());
+        for (who, asked, imported, expected) in [
+            (&Caller::Anonymous, Role::Admin, false, Ok(Role::User)),
+            (
+                &Caller::Anonymous,
+                Role::User,
+                true,
+                Err(Denied::NeedsToken),
+            ),
+            (&admin, Role::Admin, true, Ok(Role::Admin)),
+            (&admin, Role::Moderator, false, Ok(Role::Moderator)),
+            (
+                &moderator,
+                Role::User,
+                true,
+                Err(Denied::Forbidden {
+                    role: "moderator",
+                    what: "import password hashes",
+                }),
+            ),
+        ] {
+            let mut new = draft(asked, imported);
+            let admitted = admit_new_user(who, &mut new).map(|()| new.role);
+            assert_eq!(
+                admitted, expected,
+                "{who:?} asking for {asked:?}, imported {imported}"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 mod actor;
 mod email;
 mod full_name;
+mod listing;
 mod metadata;
 mod password;
 mod password_hash;
@@ -19,6 +20,7 @@ mod properties;
 pub use actor::Actor;
 pub use email::Email;
 pub use full_name::FullName;
+pub use listing::{PageSize, SearchQuery};
 pub use metadata::{Metadata, MetadataPatch};
 pub use password::Password;
 pub use password_hash::{PasswordHash, Scheme};

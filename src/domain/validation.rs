@@ -13,6 +13,12 @@ pub mod limits {
     pub const METADATA_MAX_ENTRIES: usize = 32;
     pub const METADATA_KEY_MAX_CHARS: usize = 64;
     pub const METADATA_VALUE_MAX_CHARS: usize = 512;
+    /// ListUsers page size when the request gives 0.
+    pub const DEFAULT_PAGE_SIZE: usize = 10;
+    /// ListUsers never returns more than this many users at once.
+    pub const MAX_PAGE_SIZE: usize = 100;
+    /// The longest ListUsers query: an email's length.
+    pub const QUERY_MAX_CHARS: usize = EMAIL_MAX_CHARS;
 }
 
 /// One broken rule: which field, and what is allowed.
@@ -47,6 +53,16 @@ impl ValidationError {
     pub fn single(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self {
             violations: vec![FieldViolation::new(field, description)],
+        }
+    }
+}
+
+/// One broken rule is an error of its own: the one way to make a `ValidationError` from a
+/// field's parser (`map_err(ValidationError::from)`, or `?`).
+impl From<FieldViolation> for ValidationError {
+    fn from(violation: FieldViolation) -> Self {
+        Self {
+            violations: vec![violation],
         }
     }
 }

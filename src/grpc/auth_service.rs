@@ -129,11 +129,7 @@ fn digest(token: &[u8]) -> RefreshDigest {
 
 /// The digest of a refresh token as a caller sent it.
 fn parse_refresh_token(raw: &str) -> Result<RefreshDigest, ServiceError> {
-    let invalid = |rule: &str| {
-        ServiceError::from(ValidationError {
-            violations: vec![FieldViolation::new("refresh_token", rule)],
-        })
-    };
+    let invalid = |rule: &str| ServiceError::from(ValidationError::single("refresh_token", rule));
     if raw.is_empty() {
         return Err(invalid("must not be empty"));
     }
@@ -386,21 +382,12 @@ fn target_user(caller: &Caller, raw: &str) -> Result<UserId, ServiceError> {
     }
     if raw.is_empty() {
         return caller.user_id().ok_or_else(|| {
-            ValidationError {
-                violations: vec![FieldViolation::new(
-                    "user_id",
-                    "must name a user when the caller is a service",
-                )],
-            }
-            .into()
+            ValidationError::single("user_id", "must name a user when the caller is a service")
+                .into()
         });
     }
-    UserId::parse_lookup("user_id", raw).map_err(|violation| {
-        ValidationError {
-            violations: vec![violation],
-        }
-        .into()
-    })
+    UserId::parse_lookup("user_id", raw)
+        .map_err(|violation| ValidationError::from(violation).into())
 }
 
 impl AuthServiceImpl {

@@ -1,7 +1,8 @@
 //! BatchCreateUsers: validates every item like CreateUser, hashes in parallel, and writes in
 //! batched transactions, holding only one chunk of the stream in memory at a time.
 
-use crate::domain::Actor;
+use crate::auth::policy::admit_new_user;
+use crate::caller::Caller;
 use std::collections::HashMap;
 
 use prost::Message;
@@ -65,7 +66,7 @@ fn record(
 pub async fn run(
     service: &UserServiceImpl,
     mut stream: Streaming<pb::CreateUserRequest>,
-    actor: &Actor,
+    caller: &Caller,
 ) -> Result<pb::BatchCreateUsersResponse, Status> {
     let mut response = pb::BatchCreateUsersResponse::default();
     let mut chunk = Vec::with_capacity(CHUNK);
@@ -107,7 +108,7 @@ pub async fn run(
                 chunk.push((position, request));
                 if chunk.len() == CHUNK {
                     let full = std::mem::take(&mut chunk);
-                    if let Err(failed) = create_chunk(service, full, &mut response, actor).await {
+                    if let Err(failed) = create_chunk(service, full, &mut response, caller).await {
                         cutoff = Some(failed);
                     }
                 }
@@ -115,7 +116,7 @@ pub async fn run(
         }
         position += 1;
     }
-    if let Err(failed) = create_chunk(service, chunk, &mut response, actor).await {
+    if let Err(failed) = create_chunk(service, chunk, &mut response, caller).await {
         cutoff.get_or_insert(failed);
     }
     if let Some((first, why)) = cutoff
@@ -159,12 +160,12 @@ async fn create_chunk(
     service: &UserServiceImpl,
     chunk: Vec<(usize, pb::CreateUserRequest)>,
     response: &mut pb::BatchCreateUsersResponse,
-    actor: &Actor,
+    caller: &Caller,
 ) -> Result<(), (usize, Cutoff)> {
     let Some(first) = chunk.first().map(|(position, _)| *position) else {
         return Ok(());
     };
-    write_chunk(service, chunk, response, actor)
+    write_chunk(service, chunk, response, caller)
         .await
         .map_err(|err| {
             let status = Status::from(err);
@@ -179,17 +180,23 @@ async fn write_chunk(
     service: &UserServiceImpl,
     chunk: Vec<(usize, pb::CreateUserRequest)>,
     response: &mut pb::BatchCreateUsersResponse,
-    actor: &Actor,
+    caller: &Caller,
 ) -> Result<(), ServiceError> {
     let mut errors = Vec::new();
     let mut usernames = HashMap::new();
     let mut hashing = JoinSet::new();
     for (position, request) in chunk {
         let username = request.username.clone();
-        match parse_create(request) {
+        let admitted = parse_create(request)
+            .map_err(ServiceError::from)
+            .and_then(|mut draft| {
+                admit_new_user(caller, &mut draft)?;
+                Ok(draft)
+            });
+        match admitted {
             Ok(draft) => {
                 let hasher = service.hasher.clone();
-                let actor = actor.clone();
+                let actor = caller.actor();
                 hashing.spawn(async move {
                     let hash = hasher.hash_credential(draft.credential.clone()).await;
                     hash.map(|hash| BatchItem {
@@ -198,7 +205,7 @@ async fn write_chunk(
                     })
                 });
             }
-            Err(invalid) => errors.push((position, ServiceError::from(invalid))),
+            Err(refused) => errors.push((position, refused)),
         }
         usernames.insert(position, username);
     }

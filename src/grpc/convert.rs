@@ -74,24 +74,18 @@ pub fn event_to_pb(event: UserEvent, seen_by: &Caller) -> pb::UserEvent {
 
 /// An id that must be a UUID (WatchUsers' `user_ids`).
 pub fn parse_user_id(field: &str, raw: &str) -> Result<UserId, ValidationError> {
-    UserId::parse(field, raw).map_err(|violation| ValidationError {
-        violations: vec![violation],
-    })
+    UserId::parse(field, raw).map_err(ValidationError::from)
 }
 
 /// The id of the user a lookup names: anything but empty text (see `UserId::parse_lookup`).
 pub fn parse_lookup_id(raw: &str) -> Result<UserId, ValidationError> {
-    UserId::parse_lookup("user_id", raw).map_err(|violation| ValidationError {
-        violations: vec![violation],
-    })
+    UserId::parse_lookup("user_id", raw).map_err(ValidationError::from)
 }
 
 pub fn parse_etag(raw: Option<&str>) -> Result<Option<Etag>, ValidationError> {
     raw.map(Etag::parse)
         .transpose()
-        .map_err(|violation| ValidationError {
-            violations: vec![violation],
-        })
+        .map_err(ValidationError::from)
 }
 
 /// The one parser for a user to create: CreateUser and BatchCreateUsers both use it.
@@ -157,9 +151,7 @@ pub fn parse_update(
 /// A lookup's key, checked by the field's own parser, and how to name it in a NOT_FOUND.
 pub fn parse_lookup(request: pb::LookupUserRequest) -> Result<(UserKey, String), ValidationError> {
     use pb::lookup_user_request::Key;
-    let single = |violation: FieldViolation| ValidationError {
-        violations: vec![violation],
-    };
+    let single = ValidationError::from;
     match request.key {
         Some(Key::Username(raw)) => Username::parse(raw)
             .map(|username| {

@@ -15,9 +15,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::hasher::PasswordHasher;
-use crate::auth::policy::{Access, Changes, authorize};
+use crate::auth::policy::{Access, Changes, admit_new_user, authorize};
 use crate::caller::{Authenticated, Caller};
-use crate::domain::{Credential, FieldViolation, Role, User, UserStatus, ValidationError};
+use crate::domain::{FieldViolation, PageSize, Role, SearchQuery, User, UserStatus};
 use crate::error::ServiceError;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
@@ -26,7 +26,7 @@ use crate::streams::{StreamControls, StreamKind};
 use convert::{parse_create, parse_etag, parse_filter, parse_lookup_id, parse_update, user_to_pb};
 use signup::SignupLimit;
 
-use crate::contract::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, WATCH_START_REVISION};
+use crate::contract::WATCH_START_REVISION;
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::UserEvent, Status>> + Send>>;
 
@@ -157,27 +157,16 @@ impl UserServiceImpl {
     }
 }
 
-/// The longest ListUsers query: as long as the longest email.
-const MAX_QUERY_CHARS: usize = 254;
-
 impl UserServiceImpl {
     /// ListUsers with a query: users whose username or email starts with it.
     async fn search(
         &self,
         request: pb::ListUsersRequest,
+        query: SearchQuery,
         filters: page_token::Filters,
         limit: usize,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let chars = request.query.chars().count();
-        if chars > MAX_QUERY_CHARS {
-            return Err(invalid(FieldViolation::new(
-                "query",
-                format!("must be at most {MAX_QUERY_CHARS} characters, got {chars}"),
-            ))
-            .into());
-        }
-        // The stored keys' letter case: usernames are ASCII, emails any letters.
-        let prefix = request.query.to_lowercase();
+        let prefix = query.prefix().to_owned();
         let after = match request.page_token.as_str() {
             "" => None,
             token => Some(page_token::decode_search(token, filters, &prefix).map_err(invalid)?),
@@ -212,9 +201,7 @@ impl UserServiceImpl {
 }
 
 fn invalid(violation: FieldViolation) -> ServiceError {
-    ServiceError::Invalid(ValidationError {
-        violations: vec![violation],
-    })
+    ServiceError::Invalid(violation.into())
 }
 
 #[tonic::async_trait]
@@ -232,13 +219,7 @@ impl UserService for UserServiceImpl {
             signup.check(request.extensions())?;
         }
         let mut draft = parse_create(request.into_inner()).map_err(ServiceError::from)?;
-        if caller == Caller::Anonymous {
-            // Sign-up never grants more than USER, whatever was asked.
-            draft.role = Role::User;
-        }
-        if matches!(draft.credential, Credential::Imported(_)) {
-            self.authorize(&caller, &Access::ImportPasswordHash)?;
-        }
+        admit_new_user(&caller, &mut draft).map_err(ServiceError::from)?;
         let hash = self
             .hasher
             .hash_credential(draft.credential.clone())
@@ -345,27 +326,15 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         self.authorize(&caller_of(&request), &Access::List)?;
         let request = request.into_inner();
-        let limit = match usize::try_from(request.page_size) {
-            Ok(0) => DEFAULT_PAGE_SIZE,
-            Ok(size) => size.min(MAX_PAGE_SIZE),
-            Err(_) => {
-                return Err(invalid(FieldViolation::new(
-                    "page_size",
-                    format!(
-                        "must not be negative (0 means {DEFAULT_PAGE_SIZE}, the most is {MAX_PAGE_SIZE}), got {}",
-                        request.page_size
-                    ),
-                ))
-                .into());
-            }
-        };
+        let limit = PageSize::parse(request.page_size).map_err(invalid)?.get();
+        let query = SearchQuery::parse(&request.query).map_err(invalid)?;
         let filters = page_token::Filters {
             status: parse_filter("status_filter", request.status_filter, UserStatus::parse)
                 .map_err(invalid)?,
             role: parse_filter("role_filter", request.role_filter, Role::parse).map_err(invalid)?,
         };
-        if !request.query.is_empty() {
-            return self.search(request, filters, limit).await;
+        if let Some(query) = query {
+            return self.search(request, query, filters, limit).await;
         }
         let after = match request.page_token.as_str() {
             "" => None,
@@ -429,7 +398,7 @@ impl UserService for UserServiceImpl {
         let caller = caller_of(&request);
         self.authorize(&caller, &Access::BatchCreate)?;
         let (_place, _) = self.streams.enter(&caller, &request, StreamKind::Batch)?;
-        let response = batch::run(self, request.into_inner(), &caller.actor()).await?;
+        let response = batch::run(self, request.into_inner(), &caller).await?;
         Ok(Response::new(response))
     }
 

@@ -187,12 +187,10 @@ impl Pending {
             user.status = status;
         }
         if !patch.metadata.is_empty() {
-            user.metadata =
-                user.metadata
-                    .merged(&patch.metadata)
-                    .map_err(|violation| ValidationError {
-                        violations: vec![violation],
-                    })?;
+            user.metadata = user
+                .metadata
+                .merged(&patch.metadata)
+                .map_err(ValidationError::from)?;
         }
         if user == *stored {
             return Ok(None);

@@ -6,7 +6,7 @@ use user_service::pb::{
     DeleteUserRequest, EventType, GetUserRequest, ListUsersRequest, UpdateUserRequest,
 };
 
-use crate::helpers::{ServerProcess, TestApp, TestDatabase, create, create_many};
+use crate::helpers::{ServerProcess, TestApp, TestDatabase, create, create_many, get, update};
 use crate::watch::next_event;
 
 #[tokio::test]
@@ -14,17 +14,15 @@ async fn everything_committed_is_there_after_a_restart_and_a_watch_replays_acros
     let app = TestApp::spawn().await;
     let mut client = app.client().await;
     let kept = create(&mut client, "keeper").await;
-    let changed = client
-        .update_user(UpdateUserRequest {
+    let changed = update(
+        &mut client,
+        UpdateUserRequest {
             user_id: kept.id.clone(),
             full_name: Some("Kept".into()),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+        },
+    )
+    .await;
     let dropped = create(&mut client, "dropper").await;
     client
         .delete_user(DeleteUserRequest {
@@ -38,15 +36,7 @@ async fn everything_committed_is_there_after_a_restart_and_a_watch_replays_acros
     let app = app.restart().await;
     let mut client = app.client().await;
 
-    let fetched = client
-        .get_user(GetUserRequest {
-            user_id: kept.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let fetched = get(&mut client, &kept.id).await;
     assert_eq!(fetched, changed, "the user is exactly as acknowledged");
     let listed = client
         .list_users(ListUsersRequest::default())

@@ -6,7 +6,7 @@ use user_service::pb::{
     WatchUsersRequest,
 };
 
-use crate::helpers::{TestApp, create, new_user};
+use crate::helpers::{TestApp, create, get, new_user, update};
 
 #[tokio::test]
 async fn a_created_user_can_be_read_back() {
@@ -24,15 +24,7 @@ async fn a_created_user_can_be_read_back() {
         .into_inner()
         .user
         .unwrap();
-    let fetched = client
-        .get_user(GetUserRequest {
-            user_id: created.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let fetched = get(&mut client, &created.id).await;
 
     // Assert
     assert_eq!(fetched, created, "GetUser returns what CreateUser returned");
@@ -144,8 +136,9 @@ async fn an_update_changes_only_the_fields_it_sets_and_merges_metadata() {
         .user
         .unwrap();
 
-    let after = client
-        .update_user(UpdateUserRequest {
+    let after = update(
+        &mut client,
+        UpdateUserRequest {
             user_id: before.id.clone(),
             full_name: Some("Renamed".into()),
             metadata: [
@@ -155,12 +148,9 @@ async fn an_update_changes_only_the_fields_it_sets_and_merges_metadata() {
             .into_iter()
             .collect(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+        },
+    )
+    .await;
 
     assert_eq!(after.full_name, "Renamed");
     assert_eq!(after.username, before.username, "unset fields stay");
@@ -426,17 +416,15 @@ async fn an_update_that_changes_nothing_keeps_the_etag_and_emits_no_event() {
             "the user, etag and updated_at included, is unchanged"
         );
     }
-    let renamed = client
-        .update_user(UpdateUserRequest {
+    let renamed = update(
+        &mut client,
+        UpdateUserRequest {
             user_id: user.id.clone(),
             full_name: Some("Steady Eddie".into()),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+        },
+    )
+    .await;
     assert_ne!(renamed.etag, user.etag);
 
     let first = crate::watch::next_event(&mut events).await;
@@ -612,15 +600,7 @@ async fn concurrent_updates_and_deletes_each_keep_their_own_outcome() {
     ]);
     assert_eq!(outcomes, expected, "each write's own outcome");
     for user in contested {
-        let now = client
-            .get_user(GetUserRequest {
-                user_id: user.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
+        let now = get(&mut client, &user.id).await;
         assert!(now.full_name.starts_with("Attempt "), "{now:?}");
     }
     // 18 creates, 8 updates, 8 deletes and a rename: 35 revisions, each once, in order.

@@ -202,6 +202,30 @@ pub async fn create(client: &mut Client, username: &str) -> pb::User {
     create_request(client, new_user(username)).await
 }
 
+/// The user with `id`, as GetUser answers.
+pub async fn get(client: &mut Client, id: &str) -> pb::User {
+    client
+        .get_user(pb::GetUserRequest {
+            user_id: id.to_owned(),
+        })
+        .await
+        .expect("GetUser answers")
+        .into_inner()
+        .user
+        .expect("GetUser returns the user")
+}
+
+/// The user after `request`, as UpdateUser answers.
+pub async fn update(client: &mut Client, request: pb::UpdateUserRequest) -> pb::User {
+    client
+        .update_user(request)
+        .await
+        .expect("UpdateUser answers")
+        .into_inner()
+        .user
+        .expect("UpdateUser returns the user")
+}
+
 /// Creates a user with `role` and returns its id.
 pub async fn create_with_role(client: &mut Client, name: &str, role: pb::UserRole) -> String {
     let request = CreateUserRequest {
