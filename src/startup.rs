@@ -26,8 +26,8 @@ use crate::grpc::signup::SignupLimit;
 use crate::health;
 use crate::metrics::{Metrics, methods_of};
 use crate::middleware::{
-    AccessLogLayer, ActivityLayer, AuthLayer, ClientAddressLayer, ContentTypeLayer, DeadlineLayer,
-    DecodeFaultLayer, RateLimitLayer, ShedLayer,
+    AccessLogLayer, ActivityLayer, AuthLayer, CallStateLayer, ClientAddressLayer, ContentTypeLayer,
+    DeadlineLayer, DecodeFaultLayer, GrpcMetricsLayer, RateLimitLayer, ShedLayer, TraceSpanLayer,
 };
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
@@ -150,10 +150,12 @@ impl Application {
             .layer(ActivityLayer {
                 enabled: settings.listener.connections.idle.is_some(),
             })
+            .layer(CallStateLayer)
+            .layer(TraceSpanLayer)
             .layer(AccessLogLayer {
                 enabled: settings.telemetry.access_log,
-                metrics: metrics.clone(),
             })
+            .layer(GrpcMetricsLayer::new(metrics))
             .layer(DeadlineLayer)
             .layer(ContentTypeLayer)
             .layer(DecodeFaultLayer);

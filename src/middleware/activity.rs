@@ -1,4 +1,4 @@
-//! Outermost layer: when idle connections are closed (`enabled`), marks the call's connection
+//! Second layer: when idle connections are closed (`enabled`), marks the call's connection
 //! busy until the call's answer ends, so the connection guard knows when it carries none.
 //! Otherwise it costs a flag test.
 

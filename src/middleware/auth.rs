@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 
 use tower::{Layer, Service};
 
-use super::access_log::PrincipalSlot;
+use super::call_end::CallState;
 use super::rate_limit::refused;
 use super::{Response, status_response};
 use crate::auth::authenticator::{Authentication, Authenticator, Rejected};
@@ -61,8 +61,8 @@ fn admit(mut request: Request, authenticated: Result<Authenticated, Rejected>) -
         Err(Rejected::TooSoon(wait)) => return Admission::Refuse(refused(wait)),
         Err(Rejected::Denied(err)) => return Admission::Refuse(status_response(err.into())),
     };
-    if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
-        slot.set(&authenticated.caller);
+    if let Some(state) = CallState::of(request.extensions()) {
+        state.set_caller(&authenticated.caller);
     }
     request.extensions_mut().insert(authenticated);
     Admission::Pass(request)

@@ -1,4 +1,4 @@
-//! Third layer: a call must say it is gRPC. tonic decodes whatever arrives; a request that
+//! Inside the deadline: a call must say it is gRPC. tonic decodes whatever arrives; a request that
 //! is not `application/grpc` (text, JSON, a browser's form) gets INVALID_ARGUMENT instead of
 //! being read as protobuf.
 

@@ -1,4 +1,4 @@
-//! Second layer, inside the access log: the caller's deadline (`grpc-timeout`). A call still
+//! Inside the access log and the metrics: the caller's deadline (`grpc-timeout`). A call still
 //! running when it passes ends with DEADLINE_EXCEEDED, whether its answer had not started or
 //! was still streaming, so the access log outside sees, and records, how it ended.
 //!

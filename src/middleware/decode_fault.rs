@@ -1,4 +1,4 @@
-//! Fourth layer, inside the content type: a request tonic could not read (an undecodable
+//! Inside the content type: a request tonic could not read (an undecodable
 //! body, or one over the size limit) is answered as the caller's fault, INVALID_ARGUMENT or
 //! RESOURCE_EXHAUSTED (`codec::as_caller_fault`), not as tonic's INTERNAL or OUT_OF_RANGE, so
 //! the access log outside records a client error, not a server failure. tonic answers those

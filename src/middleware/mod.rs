@@ -1,31 +1,38 @@
-//! The tower layers calls pass through, in the architecture diagram's order:
-//! access log -> deadline -> content type -> decode fault -> load shedding -> authentication -> rate limit ->
-//! the services. Every call passes the first four; health checks and reflection skip the
-//! rest, which wrap only the user and auth services. Shedding comes before authentication so
-//! that calls with bad tokens are shed like any other. `startup` assembles the stack, in one
-//! place.
+//! The tower layers calls pass through, one concern each, in the architecture diagram's
+//! order (outermost first): the client's address -> connection activity -> call state (the
+//! caller slot, a broken client stream) -> trace span -> access log -> gRPC metrics ->
+//! deadline -> content type -> decode fault; then, for the user and auth services only, load
+//! shedding -> authentication -> rate limit -> the services. Health checks and reflection skip
+//! the second group. Shedding comes before authentication so that calls with bad tokens are
+//! shed like any other. `startup` assembles the stack, in one place.
 
 pub mod access_log;
 pub mod activity;
 pub mod auth;
+pub mod call_end;
 pub mod client_address;
 pub mod content_type;
 pub mod deadline;
 pub mod decode_fault;
+pub mod grpc_metrics;
 pub mod load_shed;
 pub mod rate_limit;
+pub mod trace_span;
 
 use tonic::Status;
 
 pub use access_log::AccessLogLayer;
 pub use activity::ActivityLayer;
 pub use auth::AuthLayer;
+pub use call_end::CallStateLayer;
 pub use client_address::ClientAddressLayer;
 pub use content_type::ContentTypeLayer;
 pub use deadline::DeadlineLayer;
 pub use decode_fault::DecodeFaultLayer;
+pub use grpc_metrics::GrpcMetricsLayer;
 pub use load_shed::ShedLayer;
 pub use rate_limit::RateLimitLayer;
+pub use trace_span::TraceSpanLayer;
 
 type Response = http::Response<tonic::body::Body>;
 

@@ -1,0 +1,287 @@
+//! How a call ends, for the layers that report it (the trace span, the access log, the gRPC
+//! metrics): the code from `grpc-status` in the trailers-only headers or in the trailers, or
+//! CANCELLED when the client went away first; reported exactly once. `CallStateLayer`, outside
+//! those layers, watches the request for a broken client stream and leaves a slot where the
+//! auth layer puts the caller.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use tonic::Code;
+use tower::{Layer, Service};
+
+use crate::caller::Caller;
+
+/// What is learnt about a call after it started: the caller, which the auth layer further in
+/// leaves here, and whether the client went away.
+#[derive(Default)]
+pub struct CallState {
+    caller: OnceLock<Caller>,
+    client_gone: AtomicBool,
+}
+
+impl CallState {
+    /// The call's state, when `CallStateLayer` set one.
+    pub fn of(extensions: &http::Extensions) -> Option<&Arc<CallState>> {
+        extensions.get::<Arc<CallState>>()
+    }
+
+    /// Where the auth layer leaves the caller.
+    pub fn set_caller(&self, caller: &Caller) {
+        let _ = self.caller.set(caller.clone());
+    }
+
+    pub fn caller(&self) -> Option<&Caller> {
+        self.caller.get()
+    }
+
+    fn client_gone(&self) -> bool {
+        self.client_gone.load(Ordering::Relaxed)
+    }
+}
+
+/// Outside the reporting layers: sets a `CallState` on each call, and marks the client gone
+/// when its request stream breaks (a reset, or the connection closing) before the call ends.
+#[derive(Clone, Copy, Default)]
+pub struct CallStateLayer;
+
+impl<S> Layer<S> for CallStateLayer {
+    type Service = WithCallState<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithCallState { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct WithCallState<S> {
+    inner: S,
+}
+
+impl<S> Service<http::Request<tonic::body::Body>> for WithCallState<S>
+where
+    S: Service<http::Request<tonic::body::Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let state = Arc::new(CallState::default());
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(state.clone());
+        let body = tonic::body::Body::new(WatchedRequest { inner: body, state });
+        self.inner.call(http::Request::from_parts(parts, body))
+    }
+}
+
+/// The request body, watched for the error that means the client's stream broke.
+struct WatchedRequest {
+    inner: tonic::body::Body,
+    state: Arc<CallState>,
+}
+
+impl Body for WatchedRequest {
+    type Data = <tonic::body::Body as Body>::Data;
+    type Error = <tonic::body::Body as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.state.client_gone.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What a reporting layer does as the call goes: when its answer starts, as its messages go
+/// out, and once, when it ends.
+pub trait OnEnd {
+    /// The answer's head is ready.
+    fn answered(&mut self, _extensions: &http::Extensions) {}
+    /// A data frame of the answer went out.
+    fn sent(&mut self, _data: &[u8]) {}
+    /// The call ended with `code`; `state` is the call's, when `CallStateLayer` set one.
+    fn ended(&mut self, code: Code, state: Option<&CallState>);
+}
+
+/// Header name looked up on every call, made once.
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
+    let value = headers.get(GRPC_STATUS)?.to_str().ok()?;
+    value.parse::<i32>().ok().map(Code::from_i32)
+}
+
+/// One call's ending, reported exactly once: when its answer ends, or when it is dropped
+/// unfinished (the client went away before or while it was sent).
+pub struct Ending<O: OnEnd> {
+    observer: O,
+    state: Option<Arc<CallState>>,
+    /// The code of a trailers-only answer, from its headers.
+    code: Option<Code>,
+    done: bool,
+}
+
+impl<O: OnEnd> Ending<O> {
+    /// Watches the call whose request carried `extensions`.
+    pub fn new(observer: O, extensions: &http::Extensions) -> Self {
+        Self {
+            observer,
+            state: CallState::of(extensions).cloned(),
+            code: None,
+            done: false,
+        }
+    }
+
+    fn finish(&mut self, code: Option<Code>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        // No status at all means the answer was abandoned: the client went away.
+        let gone = self.state.as_ref().is_some_and(|state| state.client_gone());
+        let code = if gone {
+            Code::Cancelled
+        } else {
+            code.or(self.code).unwrap_or(Code::Cancelled)
+        };
+        self.observer.ended(code, self.state.as_deref());
+    }
+}
+
+impl<O: OnEnd> Drop for Ending<O> {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The call until its answer starts; the ending then moves into the answer's body.
+    /// Dropped unanswered, the call ended CANCELLED.
+    pub struct EndFuture<F, O: OnEnd> {
+        #[pin]
+        inner: F,
+        ending: Option<Ending<O>>,
+    }
+}
+
+impl<F, O: OnEnd> EndFuture<F, O> {
+    pub fn new(inner: F, ending: Ending<O>) -> Self {
+        Self {
+            inner,
+            ending: Some(ending),
+        }
+    }
+
+    /// A call this layer does not report on (it is off): the wrappers pass everything
+    /// through at the cost of a test.
+    pub fn unwatched(inner: F) -> Self {
+        Self {
+            inner,
+            ending: None,
+        }
+    }
+}
+
+impl<F, O, ResBody, E> Future for EndFuture<F, O>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    O: OnEnd,
+{
+    type Output = Result<http::Response<EndBody<ResBody, O>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let mut ending = this.ending.take();
+        match result {
+            Ok(response) => {
+                if let Some(ending) = &mut ending {
+                    ending.observer.answered(response.extensions());
+                    ending.code = grpc_code(response.headers());
+                }
+                Poll::Ready(Ok(response.map(|inner| EndBody { inner, ending })))
+            }
+            Err(err) => {
+                if let Some(mut ending) = ending {
+                    ending.finish(Some(Code::Internal));
+                }
+                Poll::Ready(Err(err))
+            }
+        }
+    }
+}
+
+/// The answer's body, watched for the trailers that carry the gRPC status.
+pub struct EndBody<B, O: OnEnd> {
+    inner: B,
+    ending: Option<Ending<O>>,
+}
+
+impl<B, O: OnEnd> EndBody<B, O> {
+    fn finish(&mut self, code: Option<Code>) {
+        if let Some(ending) = &mut self.ending {
+            ending.finish(code);
+        }
+    }
+}
+
+impl<B, O> Body for EndBody<B, O>
+where
+    B: Body + Unpin,
+    B::Data: bytes::Buf,
+    O: OnEnd + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref()
+                    && let Some(ending) = &mut self.ending
+                {
+                    ending.observer.sent(bytes::Buf::chunk(data));
+                }
+                if let Some(code) = frame.trailers_ref().and_then(grpc_code) {
+                    self.finish(Some(code));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.finish(Some(Code::Internal)),
+            Poll::Ready(None) => self.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
