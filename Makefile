@@ -48,6 +48,8 @@ snapshots:
 
 ## Benchmarks: print figures, assert nothing.
 bench:
+	@command -v h2load >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client valgrind >/dev/null; }
 	$(CARGO) bench --locked --bench suite
 
 build:

@@ -538,16 +538,16 @@ async fn get_user_with_h2load(suite: &mut Suite) {
         &mut suite.rows,
         "GetUser full stack / ceiling (h2load)",
         format!("{full:.0}/{bare:.0}/s = {r:.2}"),
-        ">= 0.80",
-        verdict(r, 0.8, true),
+        "(rate beside the instruction ratio)",
+        "-".into(),
     );
     let r = off / bare;
     row(
         &mut suite.rows,
         "GetUser access log off / ceiling (h2load)",
         format!("{off:.0}/{bare:.0}/s = {r:.2}"),
-        ">= 0.90",
-        verdict(r, 0.9, true),
+        "(rate beside the instruction ratio)",
+        "-".into(),
     );
     get_user_instructions(suite, &body, &token);
 }
@@ -586,22 +586,25 @@ fn get_user_instructions(suite: &mut Suite, body: &Path, token: &str) {
     let _ = ceiling.kill();
     let _ = ceiling.wait();
     println!("   full stack {full:.0}, access log off {off:.0}, ceiling {bare:.0} per call");
-    for (name, ours) in [
+    for (name, ours, target) in [
         (
             "GetUser instructions: ceiling / full stack (callgrind)",
             full,
+            0.80,
         ),
         (
             "GetUser instructions: ceiling / access log off (callgrind)",
             off,
+            0.85,
         ),
     ] {
+        let ratio = bare / ours;
         row(
             &mut suite.rows,
             name,
-            format!("{bare:.0}/{ours:.0} = {:.2}", bare / ours),
-            "(measured)",
-            "-".into(),
+            format!("{bare:.0}/{ours:.0} = {ratio:.2}"),
+            &format!(">= {target:.2}"),
+            verdict(ratio, target, true),
         );
     }
 }
