@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::domain::{Role, UserId};
-use crate::storage::sessions::Standing;
+use crate::storage::sessions::TokenBasis;
 
 /// When the caller's token expires (`exp`, seconds since the Unix epoch), set beside the
 /// `Caller` by the auth middleware, so that streams end when it passes.
@@ -15,8 +15,8 @@ pub struct TokenExpiry(pub u64);
 impl TokenExpiry {
     /// The moment the token stops working, with the leeway verification allows.
     pub fn instant(self) -> tokio::time::Instant {
-        let expires = UNIX_EPOCH
-            + Duration::from_secs(self.0.saturating_add(crate::contract::tokens::LEEWAY_SECS));
+        let expires =
+            UNIX_EPOCH + Duration::from_secs(self.0.saturating_add(crate::tokens::LEEWAY_SECS));
         let left = expires
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
@@ -33,7 +33,7 @@ pub struct Authenticated {
     pub expiry: Option<TokenExpiry>,
     /// What a user's token needs to go on working: its session open, or to be issued after
     /// the user's sessions last ended.
-    pub standing: Option<Standing>,
+    pub basis: Option<TokenBasis>,
 }
 
 impl Authenticated {

@@ -12,13 +12,13 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::hasher::{Argon2Settings, HashError, PasswordHasher};
 use crate::connections::ConnectionLimits;
-use crate::contract::tokens::JwtSettings;
 use crate::grpc::auth_service::LoginLimits;
 use crate::grpc::signup::SignupLimit;
 use crate::rate::RateLimiter;
 use crate::storage::StorageSettings;
 use crate::streams::StreamLimits;
 use crate::telemetry::LogFormat;
+use crate::tokens::JwtSettings;
 
 /// A gRPC user directory on durable embedded storage.
 #[derive(Debug, Clone, Parser)]
@@ -555,10 +555,10 @@ pub struct TlsSettings {
     pub client_ca_pem: Option<Vec<u8>>,
 }
 
-pub use crate::contract::ReadError as ConfigError;
+pub use crate::files::ReadError as ConfigError;
 
 fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    crate::contract::read_file(path)
+    crate::files::read_file(path)
 }
 
 fn read_optional(path: Option<&PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
@@ -628,13 +628,13 @@ impl Settings {
     /// Reads the files the flags name.
     pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
         let secret = match (&cli.jwt_secret_file, &cli.jwt_secret) {
-            (Some(path), _) => Some(crate::contract::read_secret_file(path)?),
+            (Some(path), _) => Some(crate::files::read_secret_file(path)?),
             (None, Some(secret)) => Some(secret.as_bytes().to_vec()),
             (None, None) => None,
         };
         let database_url = match &cli.database_url_file {
             Some(path) => {
-                String::from_utf8_lossy(&crate::contract::read_secret_file(path)?).into_owned()
+                String::from_utf8_lossy(&crate::files::read_secret_file(path)?).into_owned()
             }
             None => cli.database_url.clone(),
         };

@@ -18,7 +18,6 @@ use crate::auth::authenticator::Authenticator;
 use crate::auth::hasher::{HashError, PasswordHasher};
 use crate::config::Settings;
 use crate::connections;
-use crate::contract::tokens::{Jwt, KeyError};
 use crate::domain::{Password, PasswordHash, Role};
 use crate::grpc::UserServiceImpl;
 use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};
@@ -36,6 +35,7 @@ use crate::rate::RateLimiter;
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::storage::{Store, StoreError};
 use crate::streams::StreamControls;
+use crate::tokens::{Jwt, KeyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

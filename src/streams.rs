@@ -11,8 +11,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ServiceError;
 use crate::rate::CallerKey;
 
-/// What a stream is counted by: the stream caps, the rate limit its messages count against,
-/// and the proxies whose forwarding headers name an anonymous caller's address.
+/// What a stream is counted by: the stream caps, and the rate limit its messages count
+/// against (an anonymous caller by the address the outermost layer resolved).
 #[derive(Clone)]
 pub struct StreamControls {
     pub limits: Arc<StreamLimits>,

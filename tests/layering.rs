@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     // Foundations: plain helpers that know nothing of users.
     "text",
+    "files",
     "pb",
     "timing",
     "call_deadline",
@@ -19,6 +20,7 @@ const LAYERS: &[&str] = &[
     // The validated types, and what the wire shares with them.
     "domain",
     "contract",
+    "tokens",
     // Durable state.
     "storage",
     // The one service error, over domain and storage errors.

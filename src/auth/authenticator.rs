@@ -14,12 +14,12 @@ use std::time::Duration;
 use lru::LruCache;
 
 use crate::caller::{Authenticated, Caller, TokenExpiry};
-use crate::contract::tokens::{Claims, Jwt, TokenError};
 use crate::domain::{Role, UserId};
 use crate::error::ServiceError;
 use crate::rate::{CallerKey, RateLimiter};
 use crate::storage::Store;
-use crate::storage::sessions::{SessionId, Standing};
+use crate::storage::sessions::{SessionId, TokenBasis};
+use crate::tokens::{Claims, Jwt, TokenError};
 
 /// Calls that anyone may make without a token.
 const OPEN_METHODS: [&str; 2] = [
@@ -36,9 +36,9 @@ struct Verified {
     exp: u64,
     role: Role,
     subject: Subject,
-    /// What a user's token needs beyond the user's standing: its session open, or, without
+    /// What a user's token rests on beyond the user as they are now: its session open, or, without
     /// one, to be issued after the user's sessions last ended. `None` for a service.
-    standing: Option<Standing>,
+    basis: Option<TokenBasis>,
 }
 
 enum Subject {
@@ -50,18 +50,18 @@ enum Subject {
 
 impl Verified {
     fn new(claims: Claims, role: Role) -> Result<Self, TokenError> {
-        let (subject, standing) = match UserId::parse("sub", &claims.sub) {
+        let (subject, basis) = match UserId::parse("sub", &claims.sub) {
             Ok(id) => {
-                let standing = match &claims.sid {
-                    Some(sid) => Standing::Session(
+                let basis = match &claims.sid {
+                    Some(sid) => TokenBasis::Session(
                         SessionId::parse_str(sid).map_err(|_| TokenError::Malformed)?,
                     ),
-                    None => Standing::IssuedAt {
+                    None => TokenBasis::IssuedAt {
                         user: id,
                         iat: claims.iat,
                     },
                 };
-                (Subject::User(id), Some(standing))
+                (Subject::User(id), Some(basis))
             }
             Err(_) => (Subject::Service(claims.sub.into()), None),
         };
@@ -69,7 +69,7 @@ impl Verified {
             exp: claims.exp,
             role,
             subject,
-            standing,
+            basis,
         })
     }
 
@@ -87,7 +87,7 @@ impl Verified {
     }
 }
 
-/// Authentication's answer: at once, or once the caller's standing is read.
+/// Authentication's answer: at once, or once the caller as they are now is read.
 pub enum Authentication {
     Now(Result<Authenticated, Rejected>),
     Later(Pin<Box<dyn Future<Output = Result<Authenticated, Rejected>> + Send>>),
@@ -121,7 +121,7 @@ impl Authenticator {
         }
     }
 
-    /// Who `request` comes from: decided at once when the cache holds the caller's standing
+    /// Who `request` comes from: decided at once when the cache holds the caller as they are now
     /// (almost every call), else a future that reads it and borrows nothing from the request.
     pub fn authenticate<B>(self: &Arc<Self>, request: &http::Request<B>) -> Authentication {
         let verified = match self.claimed(request) {
@@ -130,33 +130,33 @@ impl Authenticator {
                 return Authentication::Now(Ok(Authenticated {
                     caller: Caller::Anonymous,
                     expiry: None,
-                    standing: None,
+                    basis: None,
                 }));
             }
             Err(rejected) => return Authentication::Now(Err(rejected)),
         };
         let claimed = verified.claimed();
         let expiry = Some(TokenExpiry(verified.exp));
-        let standing = verified.standing;
-        if let Some(now) = super::current_now(&claimed, standing, &self.store) {
+        let basis = verified.basis;
+        if let Some(now) = super::current_now(&claimed, basis, &self.store) {
             return Authentication::Now(
                 now.map(|caller| Authenticated {
                     caller,
                     expiry,
-                    standing,
+                    basis,
                 })
                 .map_err(Rejected::Denied),
             );
         }
         let this = self.clone();
         Authentication::Later(Box::pin(async move {
-            let caller = super::current(&claimed, standing, &this.store)
+            let caller = super::current(&claimed, basis, &this.store)
                 .await
                 .map_err(Rejected::Denied)?;
             Ok(Authenticated {
                 caller,
                 expiry,
-                standing,
+                basis,
             })
         }))
     }

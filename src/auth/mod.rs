@@ -9,7 +9,7 @@ pub mod policy;
 use crate::caller::Caller;
 use crate::domain::{User, UserStatus};
 use crate::error::ServiceError;
-use crate::storage::sessions::Standing;
+use crate::storage::sessions::TokenBasis;
 use crate::storage::{Store, StoreError};
 
 /// The token's session has ended (logout, a password change, a reused refresh token), or the
@@ -19,12 +19,12 @@ pub fn session_ended() -> ServiceError {
 }
 
 /// Fails when the caller's token no longer works because its session ended. `current` checks
-/// it; a watch, which follows the caller's standing through events, checks it alone.
-pub async fn session_holds(standing: Option<Standing>, store: &Store) -> Result<(), ServiceError> {
-    let Some(standing) = standing else {
+/// it; a watch, which follows the caller's role and status through events, checks it alone.
+pub async fn session_holds(basis: Option<TokenBasis>, store: &Store) -> Result<(), ServiceError> {
+    let Some(basis) = basis else {
         return Ok(());
     };
-    match store.session_holds(standing).await {
+    match store.session_holds(basis).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(session_ended()),
         Err(err) => Err(err.into()),
@@ -33,7 +33,7 @@ pub async fn session_holds(standing: Option<Standing>, store: &Store) -> Result<
 
 /// What a stored user's token stands for, given the user as they are now: only an ACTIVE
 /// user acts, with their current role.
-pub fn standing(user: &User) -> Result<Caller, ServiceError> {
+pub fn acting_as(user: &User) -> Result<Caller, ServiceError> {
     if user.status == UserStatus::Active {
         Ok(Caller::User {
             id: user.id,
@@ -57,15 +57,15 @@ pub fn gone() -> ServiceError {
 /// make both lookups, not queries); a service's come from its token and do not change.
 pub async fn current(
     caller: &Caller,
-    token: Option<Standing>,
+    token: Option<TokenBasis>,
     store: &Store,
 ) -> Result<Caller, ServiceError> {
     session_holds(token, store).await?;
     let Caller::User { id, .. } = caller else {
         return Ok(caller.clone());
     };
-    match store.standing(*id).await {
-        Ok(user) => standing(&user),
+    match store.current_user(*id).await {
+        Ok(user) => acting_as(&user),
         Err(StoreError::NotFound(_)) => Err(gone()),
         Err(err) => Err(err.into()),
     }
@@ -75,7 +75,7 @@ pub async fn current(
 /// `None` when something must be read from the database.
 pub fn current_now(
     caller: &Caller,
-    token: Option<Standing>,
+    token: Option<TokenBasis>,
     store: &Store,
 ) -> Option<Result<Caller, ServiceError>> {
     if let Some(token) = token {
@@ -87,5 +87,5 @@ pub fn current_now(
     let Caller::User { id, .. } = caller else {
         return Some(Ok(caller.clone()));
     };
-    store.cached_standing(*id).map(|user| standing(&user))
+    store.cached_user(*id).map(|user| acting_as(&user))
 }

@@ -12,10 +12,10 @@ use super::input::{role, status};
 use super::render::{
     list_json, rfc3339, to_json, user_json, user_record, user_table_header, user_table_rows,
 };
-use crate::contract::read_secret_file;
-use crate::contract::tokens::Role;
-use crate::contract::tokens::{Jwt, JwtSettings};
+use crate::files::read_secret_file;
 use crate::pb;
+use crate::tokens::Role;
+use crate::tokens::{Jwt, JwtSettings};
 
 fn key_value(raw: &str) -> Result<(String, String), String> {
     raw.split_once('=')

@@ -19,15 +19,15 @@ use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Denied, authorize};
 use crate::caller::{Authenticated, Caller};
 use crate::client_address::ClientAddress;
-use crate::contract::tokens::Jwt;
 use crate::domain::PasswordHash;
 use crate::domain::{
     FieldViolation, Password, User, UserId, UserStatus, Username, ValidationError, Violations,
 };
 use crate::error::ServiceError;
 use crate::pb::{self, auth_service_server::AuthService};
-use crate::storage::sessions::{NewSession, RefreshDigest, Rotation, SessionId, Standing};
+use crate::storage::sessions::{NewSession, RefreshDigest, Rotation, SessionId, TokenBasis};
 use crate::storage::{Store, StoreError, now_ns};
+use crate::tokens::Jwt;
 
 /// How many times an address's allowance one username gets from all addresses together.
 pub const USERNAME_ALLOWANCE: u32 = 10;
@@ -241,7 +241,7 @@ impl AuthService for AuthServiceImpl {
             Err(StoreError::NotFound(_)) => return Err(crate::auth::gone().into()),
             Err(err) => return Err(ServiceError::from(err).into()),
         };
-        crate::auth::standing(&user)?;
+        crate::auth::acting_as(&user)?;
         let (access_token, expires) = self.mint(&user, session, ends_ns)?;
         tracing::info!(user_id = %user.id, %session, "refreshed a session");
         Ok(Response::new(pb::LoginResponse {
@@ -262,8 +262,8 @@ impl AuthService for AuthServiceImpl {
         if caller_of(&request) == Caller::Anonymous {
             return Err(ServiceError::from(Denied::NeedsToken).into());
         }
-        let Some(Standing::Session(session)) = Authenticated::of(request.extensions())
-            .and_then(|authenticated| authenticated.standing)
+        let Some(TokenBasis::Session(session)) =
+            Authenticated::of(request.extensions()).and_then(|authenticated| authenticated.basis)
         else {
             return Err(ServiceError::FailedPrecondition(
                 "the token was not issued by a session (Login or Refresh): there is no session to end"
@@ -419,7 +419,7 @@ impl AuthServiceImpl {
     async fn start_session(&self, user: User) -> Result<pb::LoginResponse, ServiceError> {
         if !self.jwt.can_sign() {
             return Err(ServiceError::FailedPrecondition(
-                crate::contract::tokens::CannotSign.to_string(),
+                crate::tokens::CannotSign.to_string(),
             ));
         }
         let (refresh_token, refresh) = new_refresh_token()?;

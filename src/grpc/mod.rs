@@ -75,8 +75,8 @@ fn fit_page<P>(
 }
 
 /// What the caller's token needs to go on working, for streams that outlive the call's start.
-fn token_standing<T>(request: &Request<T>) -> Option<crate::storage::sessions::Standing> {
-    Authenticated::of(request.extensions())?.standing
+fn token_basis<T>(request: &Request<T>) -> Option<crate::storage::sessions::TokenBasis> {
+    Authenticated::of(request.extensions())?.basis
 }
 
 /// When the caller's token stops working, for streams that outlive the call's start.
@@ -377,7 +377,7 @@ impl UserService for UserServiceImpl {
         request: Request<pb::WatchUsersRequest>,
     ) -> Result<Response<Self::WatchUsersStream>, Status> {
         let caller = caller_of(&request);
-        let token = (token_expiry(&request), token_standing(&request));
+        let token = (token_expiry(&request), token_basis(&request));
         let (place, _) = self.streams.enter(&caller, &request, StreamKind::Watch)?;
         let (stream, start) =
             watch::start(self, &caller, token, place, request.into_inner()).await?;
@@ -411,14 +411,14 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<Self::SyncUsersStream>, Status> {
         let caller = caller_of(&request);
         let expires = token_expiry(&request);
-        let standing = token_standing(&request);
+        let basis = token_basis(&request);
         let (place, key) = self.streams.enter(&caller, &request, StreamKind::Sync)?;
         Ok(Response::new(sync::start(
             self.clone(),
             sync::Opened {
                 caller,
                 expires,
-                standing,
+                basis,
                 place,
                 key,
             },

@@ -36,7 +36,7 @@ pub struct Opened {
     /// When the caller's token expires.
     pub expires: Option<Instant>,
     /// What the caller's token needs to go on working (its session open).
-    pub standing: Option<crate::storage::sessions::Standing>,
+    pub basis: Option<crate::storage::sessions::TokenBasis>,
     /// The stream's place under the caps, held until it ends.
     pub place: StreamPlace,
     /// What the rate limit counts each message against (none: an anonymous caller whose
@@ -52,7 +52,7 @@ pub fn start(
     let Opened {
         caller,
         expires,
-        standing: token_standing,
+        basis: token_basis,
         place,
         key,
     } = opened;
@@ -99,12 +99,12 @@ pub fn start(
             }
             // Every message is judged against the caller as they stand now: a right that is
             // gone answers this message and ends the stream.
-            let standing = if until_passed(expires) {
+            let now = if until_passed(expires) {
                 Err(super::watch::expired())
             } else {
-                crate::auth::current(&caller, token_standing, &service.store).await
+                crate::auth::current(&caller, token_basis, &service.store).await
             };
-            let caller = match standing {
+            let caller = match now {
                 Ok(caller) => caller,
                 Err(err) => {
                     let status = Status::from(err);

@@ -26,7 +26,7 @@ use crate::error::ServiceError;
 use crate::pb;
 use crate::shutdown::Shutdown;
 use crate::storage::Store;
-use crate::storage::sessions::Standing;
+use crate::storage::sessions::TokenBasis;
 use crate::streams::StreamPlace;
 
 /// Events read from the log per query while catching up.
@@ -108,7 +108,7 @@ struct Watcher {
     expires: Option<Instant>,
     /// What the caller's token needs to go on working (its session open), checked before
     /// every event.
-    standing: Option<Standing>,
+    basis: Option<TokenBasis>,
     /// The stream's place under the caps, held until it ends.
     _place: StreamPlace,
     /// The revision of the next event to consider; everything before it was handled.
@@ -122,7 +122,7 @@ struct Watcher {
 pub async fn start(
     service: &UserServiceImpl,
     caller: &Caller,
-    (expires, standing): (Option<Instant>, Option<Standing>),
+    (expires, basis): (Option<Instant>, Option<TokenBasis>),
     place: StreamPlace,
     request: pb::WatchUsersRequest,
 ) -> Result<(EventStream, i64), ServiceError> {
@@ -166,7 +166,7 @@ pub async fn start(
     };
     // The caller as they stand now: every later change to them is in the events to come.
     let caller_revision = store.head_revision();
-    let caller = crate::auth::current(caller, standing, &store).await?;
+    let caller = crate::auth::current(caller, basis, &store).await?;
     let (client, receiver) = mpsc::channel(CLIENT_BUFFER);
     let watcher = Watcher {
         store,
@@ -175,7 +175,7 @@ pub async fn start(
         caller,
         caller_revision,
         expires,
-        standing,
+        basis,
         _place: place,
         next,
         client,
@@ -204,7 +204,7 @@ impl Watcher {
         }
         self.caller = match event.kind {
             EventKind::Deleted => return Err(crate::auth::gone()),
-            EventKind::Created | EventKind::Updated => crate::auth::standing(&event.user)?,
+            EventKind::Created | EventKind::Updated => crate::auth::acting_as(&event.user)?,
         };
         let access = Access::Watch {
             only: self.only.as_deref(),
@@ -297,7 +297,7 @@ impl Watcher {
         if !self.selection.matches(event) {
             return Ok(None);
         }
-        crate::auth::session_holds(self.standing, &self.store).await?;
+        crate::auth::session_holds(self.basis, &self.store).await?;
         let message = Ok(Box::new(event_to_pb(event.clone(), &self.caller)));
         tokio::select! {
             sent = self.client.send(message) => Ok(sent.err().map(|_| ClientGone)),

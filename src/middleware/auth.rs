@@ -1,5 +1,5 @@
 //! Inside the load shedder: asks the `Authenticator` who the call comes from and passes the
-//! answer on as `Authenticated` (the caller, and their token's expiry and standing) for the
+//! answer on as `Authenticated` (the caller, and their token's expiry and basis) for the
 //! handlers, and as the principal for
 //! the access log. Bad tokens stop here with UNAUTHENTICATED; what an authenticated caller
 //! may do is decided by `auth::policy` in the handlers.

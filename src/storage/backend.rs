@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::error::StoreResult;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
-use super::writes::{BatchItem, Change, Changed};
+use super::writes::{BatchItem, Change, Written};
 use crate::domain::UserEvent;
 
 #[derive(Clone)]
@@ -37,7 +37,7 @@ impl Backend {
     pub(super) async fn change_group(
         &self,
         changes: Vec<Change>,
-    ) -> StoreResult<Vec<StoreResult<Changed>>> {
+    ) -> StoreResult<Vec<StoreResult<Written>>> {
         on_backend!(self, s => s.change_group(changes), s.change_group(changes))
     }
 }

@@ -15,9 +15,8 @@ use tokio::time::Instant;
 
 use super::backend::Backend;
 use super::error::StoreResult;
-use super::writes::{BatchItem, Change, Changed};
+use super::writes::{BatchItem, Change, Written};
 use crate::domain::NewUser;
-use crate::domain::UserEvent;
 
 /// Most writes committed together.
 const MAX_GROUP: usize = 256;
@@ -28,12 +27,6 @@ pub(super) enum Write {
     Change(Change),
 }
 
-/// What a write did: a create's event, or a change's outcome.
-pub(super) enum Done {
-    Created(UserEvent),
-    Changed(Changed),
-}
-
 /// A write answered as another kind: never made by `commit_groups`, which answers each write
 /// with its own kind's outcome; an error rather than a panic all the same.
 pub(super) fn mismatched() -> super::StoreError {
@@ -42,7 +35,7 @@ pub(super) fn mismatched() -> super::StoreError {
 
 pub(super) struct Queued {
     pub write: Write,
-    pub reply: oneshot::Sender<StoreResult<Done>>,
+    pub reply: oneshot::Sender<StoreResult<Written>>,
     /// The caller's deadline, if it set one.
     pub deadline: Option<Instant>,
 }
@@ -55,7 +48,7 @@ pub(super) fn start(backend: Backend) -> mpsc::UnboundedSender<Queued> {
     queue
 }
 
-type Reply = oneshot::Sender<StoreResult<Done>>;
+type Reply = oneshot::Sender<StoreResult<Written>>;
 
 /// The writes whose callers still wait (the others are dropped; one past its deadline hears
 /// why), and the soonest deadline among them.
@@ -116,7 +109,7 @@ async fn commit_creates(backend: &Backend, queued: Vec<Queued>) {
             for (position, outcome) in outcomes {
                 if let Some(reply) = replies[position].take() {
                     // A caller that gave up does not stop the others.
-                    let _ = reply.send(outcome.map(Done::Created));
+                    let _ = reply.send(outcome.map(Written::Created));
                 }
             }
         }
@@ -140,7 +133,7 @@ async fn commit_changes(backend: &Backend, queued: Vec<Queued>) {
     match backend.change_group(changes).await {
         Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(outcome.map(Done::Changed));
+                let _ = reply.send(outcome);
             }
         }
         Err(err) => {
@@ -158,7 +151,7 @@ mod tests {
     use super::*;
     use crate::domain::{Actor, UserId};
 
-    fn queued(deadline: Option<Instant>) -> (Queued, oneshot::Receiver<StoreResult<Done>>) {
+    fn queued(deadline: Option<Instant>) -> (Queued, oneshot::Receiver<StoreResult<Written>>) {
         let (reply, answer) = oneshot::channel();
         let write = Write::Change(Change::Delete(UserId::new(), None, Actor::Anonymous));
         (

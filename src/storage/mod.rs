@@ -34,10 +34,10 @@ pub use backend::PoolState;
 use backend::{Backend, on_backend};
 pub use error::{StoreError, StoreResult};
 pub use query::{Cursor, ListQuery, Page, Search, SearchPage, UserKey};
-use sessions::{Ended, NewSession, RefreshDigest, Rotation, SessionCache, SessionId, Standing};
+use sessions::{Ended, NewSession, RefreshDigest, Rotation, SessionCache, SessionId, TokenBasis};
 pub use settings::{StorageSettings, redacted};
 pub use writes::{BatchItem, Updated};
-use writes::{Change, Changed};
+use writes::{Change, Written};
 
 /// The storage. Handlers hold a `Store` and never know which backend it is.
 #[derive(Clone)]
@@ -92,7 +92,7 @@ impl Store {
     }
 
     /// Queues one write for the next group commit and waits for its outcome.
-    async fn write(&self, write: group_commit::Write) -> StoreResult<group_commit::Done> {
+    async fn write(&self, write: group_commit::Write) -> StoreResult<Written> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.writes
             .send(group_commit::Queued {
@@ -111,8 +111,8 @@ impl Store {
     pub async fn create(&self, user: NewUser) -> StoreResult<UserEvent> {
         async {
             match self.write(group_commit::Write::Create(user)).await? {
-                group_commit::Done::Created(event) => Ok(event),
-                group_commit::Done::Changed(_) => Err(group_commit::mismatched()),
+                Written::Created(event) => Ok(event),
+                Written::Updated(_) | Written::Deleted(_) => Err(group_commit::mismatched()),
             }
         }
         .instrument(self.span("create_user"))
@@ -157,20 +157,20 @@ impl Store {
     /// The user as this server last applied the log: what a call's caller is checked
     /// against. On SQLite the same as `get`; on PostgreSQL it may trail another replica's
     /// write by as long as the log tail takes to apply it.
-    pub async fn standing(&self, id: UserId) -> StoreResult<User> {
+    pub async fn current_user(&self, id: UserId) -> StoreResult<User> {
         async {
             match &self.backend {
                 Backend::Sqlite(_) => self.get(id).await.map(Arc::unwrap_or_clone),
-                Backend::Postgres(store) => store.bounded(store.standing(id)).await,
+                Backend::Postgres(store) => store.bounded(store.current_user(id)).await,
             }
         }
-        .instrument(self.span("get_standing"))
+        .instrument(self.span("get_current_user"))
         .await
     }
 
-    /// `standing`'s answer when it needs no wait: the user as this server's cache holds them
+    /// `current_user`'s answer when it needs no wait: the user as this server's cache holds them
     /// (`None` when the cache does not hold them, deleted users included).
-    pub fn cached_standing(&self, id: UserId) -> Option<Arc<User>> {
+    pub fn cached_user(&self, id: UserId) -> Option<Arc<User>> {
         self.published().cache.shared(&id)
     }
 
@@ -215,7 +215,7 @@ impl Store {
         let change = Change::Update(id, patch);
         async {
             match self.write(group_commit::Write::Change(change)).await? {
-                group_commit::Done::Changed(Changed::Updated(updated)) => Ok(updated),
+                Written::Updated(updated) => Ok(updated),
                 _ => Err(group_commit::mismatched()),
             }
         }
@@ -232,7 +232,7 @@ impl Store {
         let change = Change::Delete(id, etag, actor);
         async {
             match self.write(group_commit::Write::Change(change)).await? {
-                group_commit::Done::Changed(Changed::Deleted(event)) => Ok(event),
+                Written::Deleted(event) => Ok(event),
                 _ => Err(group_commit::mismatched()),
             }
         }
@@ -402,17 +402,15 @@ impl Store {
             .await
     }
 
-    /// Whether a token with this standing still works, when this server already knows.
-    pub fn session_holds_now(&self, standing: &Standing) -> Option<bool> {
-        self.sessions()
-            .get(standing)
-            .map(|known| standing.holds(known))
+    /// Whether a token with this basis still works, when this server already knows.
+    pub fn session_holds_now(&self, basis: &TokenBasis) -> Option<bool> {
+        self.sessions().get(basis).map(|known| basis.holds(known))
     }
 
-    /// Whether a token with this standing still works, read from the database when this
+    /// Whether a token with this basis still works, read from the database when this
     /// server does not know yet.
-    pub async fn session_holds(&self, standing: Standing) -> StoreResult<bool> {
-        if let Some(holds) = self.session_holds_now(&standing) {
+    pub async fn session_holds(&self, basis: TokenBasis) -> StoreResult<bool> {
+        if let Some(holds) = self.session_holds_now(&basis) {
             return Ok(holds);
         }
         let generation = self.sessions().generation();
@@ -420,13 +418,13 @@ impl Store {
         let (known, user) = async {
             on_backend!(
                 &self.backend,
-                s => s.session_standing(&standing, now),
-                s.session_standing(&standing, now)
+                s => s.session_basis(&basis, now),
+                s.session_basis(&basis, now)
             )
         }
         .instrument(self.span("get_session"))
         .await?;
-        self.sessions().fill(&standing, user, known, generation);
-        Ok(standing.holds(known))
+        self.sessions().fill(&basis, user, known, generation);
+        Ok(basis.holds(known))
     }
 }

@@ -111,7 +111,7 @@ pub(super) fn session_known(found: Option<(UserId, i64)>, now_ns: i64) -> (Known
 
 /// What a token's holder must still have for the token to work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
+pub enum TokenBasis {
     /// A token issued by a session: the session must be open.
     Session(SessionId),
     /// A user's token without a session (minted elsewhere): it must be issued at or after
@@ -119,13 +119,13 @@ pub enum Standing {
     IssuedAt { user: UserId, iat: u64 },
 }
 
-impl Standing {
-    /// Whether a token with this standing still works, given what the database says: the
+impl TokenBasis {
+    /// Whether a token with this basis still works, given what the database says: the
     /// session's state, or the user's cut-off (nanoseconds since the epoch).
     pub fn holds(&self, known: Known) -> bool {
         match (self, known) {
-            (Standing::Session(_), Known::Session { open }) => open,
-            (Standing::IssuedAt { iat, .. }, Known::Cutoff(cutoff)) => cutoff.is_none_or(|ns| {
+            (TokenBasis::Session(_), Known::Session { open }) => open,
+            (TokenBasis::IssuedAt { iat, .. }, Known::Cutoff(cutoff)) => cutoff.is_none_or(|ns| {
                 i64::try_from(*iat)
                     .ok()
                     .and_then(|secs| secs.checked_mul(1_000_000_000))
@@ -136,7 +136,7 @@ impl Standing {
     }
 }
 
-/// What the database said about a `Standing`.
+/// What the database said about a `TokenBasis`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Known {
     /// The session's state: open means neither ended nor expired. A session that does not
@@ -208,15 +208,15 @@ impl SessionCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What the cache knows of `standing`, if anything.
-    pub fn get(&self, standing: &Standing) -> Option<Known> {
+    /// What the cache knows of `basis`, if anything.
+    pub fn get(&self, basis: &TokenBasis) -> Option<Known> {
         let mut entries = self.entries();
-        match standing {
-            Standing::Session(id) => entries
+        match basis {
+            TokenBasis::Session(id) => entries
                 .sessions
                 .get(id)
                 .map(|&(_, open)| Known::Session { open }),
-            Standing::IssuedAt { user, .. } => {
+            TokenBasis::IssuedAt { user, .. } => {
                 entries.cutoffs.get(user).copied().map(Known::Cutoff)
             }
         }
@@ -228,19 +228,19 @@ impl SessionCache {
     }
 
     /// Keeps what a read that started at `generation` found, unless a change came since.
-    pub fn fill(&self, standing: &Standing, user: Option<UserId>, known: Known, generation: u64) {
+    pub fn fill(&self, basis: &TokenBasis, user: Option<UserId>, known: Known, generation: u64) {
         let mut entries = self.entries();
         if entries.generation != generation {
             return;
         }
-        match (standing, known) {
-            (Standing::Session(id), Known::Session { open }) => {
+        match (basis, known) {
+            (TokenBasis::Session(id), Known::Session { open }) => {
                 // A session that does not exist has no user; it cannot be opened later, so
                 // it is remembered as closed under a nil user.
                 let user = user.unwrap_or_else(|| UserId::from_uuid(Uuid::nil()));
                 entries.sessions.put(*id, (user, open));
             }
-            (Standing::IssuedAt { user, .. }, Known::Cutoff(cutoff)) => {
+            (TokenBasis::IssuedAt { user, .. }, Known::Cutoff(cutoff)) => {
                 entries.cutoffs.put(*user, cutoff);
             }
             _ => {}
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn a_token_without_a_session_works_only_from_its_users_cutoff_on() {
         let user = UserId::new();
-        let at = |iat| Standing::IssuedAt { user, iat };
+        let at = |iat| TokenBasis::IssuedAt { user, iat };
         let cutoff = Known::Cutoff(Some(1_700_000_000_500_000_000));
         assert!(at(1_700_000_001).holds(cutoff));
         assert!(
@@ -300,28 +300,28 @@ mod tests {
     fn a_read_overtaken_by_a_change_is_not_kept() {
         let cache = SessionCache::default();
         let session = Uuid::now_v7();
-        let standing = Standing::Session(session);
+        let basis = TokenBasis::Session(session);
         let user = UserId::new();
         let generation = cache.generation();
         cache.forget(Ended::Session(session));
         cache.fill(
-            &standing,
+            &basis,
             Some(user),
             Known::Session { open: true },
             generation,
         );
-        assert_eq!(cache.get(&standing), None);
+        assert_eq!(cache.get(&basis), None);
 
         cache.fill(
-            &standing,
+            &basis,
             Some(user),
             Known::Session { open: true },
             cache.generation(),
         );
-        assert_eq!(cache.get(&standing), Some(Known::Session { open: true }));
+        assert_eq!(cache.get(&basis), Some(Known::Session { open: true }));
         cache.forget(Ended::User(user));
         assert_eq!(
-            cache.get(&standing),
+            cache.get(&basis),
             None,
             "ending a user's sessions forgets each"
         );

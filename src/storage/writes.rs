@@ -35,8 +35,9 @@ pub(crate) enum Change {
     Delete(UserId, Option<Etag>, Actor),
 }
 
-/// What a change did.
-pub(crate) enum Changed {
+/// What one write did, by its kind: a create's event, an update's outcome, a delete's event.
+pub(crate) enum Written {
+    Created(UserEvent),
     Updated(Updated),
     Deleted(UserEvent),
 }

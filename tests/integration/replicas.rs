@@ -184,7 +184,7 @@ async fn a_watch_resumed_on_the_other_replica_continues_exactly() {
 /// Calls `call` on the other replica until it fails with `code`, and returns how long after
 /// `acknowledged` that came; fails the test if it takes a second or more. (Another answer
 /// may come first: a deleted user's own record is NOT_FOUND a moment before the replica
-/// applies the deletion to the token's standing.)
+/// applies the deletion to the token's user.)
 async fn refused_within_a_second<F, Fut>(acknowledged: Instant, code: Code, mut call: F) -> Duration
 where
     F: FnMut() -> Fut,

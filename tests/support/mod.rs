@@ -1,4 +1,4 @@
-//! The one harness the integration tests and the benchmarks share (`benches/suite.rs`
+//! The one harness the integration tests and the benchmarks share (`benches/suite/`
 //! includes this file): `TestApp`, the real server started in-process through the production
 //! start-up code on port 0, and `ServerProcess`, the real binary as a child process; both
 //! with clients to talk to them.
@@ -22,11 +22,11 @@ use tonic::transport::{Channel, Endpoint};
 use user_service::auth::hasher::Argon2Settings;
 pub use user_service::cli::Bearer;
 use user_service::config::Settings;
-use user_service::contract::tokens::{Jwt, JwtSettings};
 use user_service::domain::Role;
 use user_service::pb::user_service_client::UserServiceClient;
 use user_service::pb::{self, CreateUserRequest};
 use user_service::startup::{Application, StartupError};
+use user_service::tokens::{Jwt, JwtSettings};
 
 /// Hashing this cheap keeps tests fast; production defaults are the OWASP minimum.
 pub const CHEAP_ARGON2: Argon2Settings = Argon2Settings {

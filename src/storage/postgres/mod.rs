@@ -18,7 +18,7 @@
 //!   (`idle_in_transaction_session_timeout`), so a replica cut off mid-write cannot hold the
 //!   log's lock, and TCP keepalives with a user timeout notice a dead peer.
 //! - Each replica follows the committed log with one tail (`tail`), which feeds its read
-//!   cache (used for the caller's standing on each call), its watchers and its head revision.
+//!   cache (used for the caller as they are now, on each call), its watchers and its head revision.
 
 mod connect;
 mod fence;

@@ -89,7 +89,7 @@ impl PostgresStore {
 
     /// The user as this server's tail last applied them: what a call's caller is checked
     /// against.
-    pub(crate) async fn standing(&self, id: UserId) -> StoreResult<User> {
+    pub(crate) async fn current_user(&self, id: UserId) -> StoreResult<User> {
         if let Some(user) = self.published.cache.get(&id) {
             return Ok(user);
         }

@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 use super::super::rules::password_expected;
 use super::super::sessions::{
     CHANNEL, Ended, Known, NewSession, PRUNED_PER_LOGIN, Presented, RefreshDigest, Rotation,
-    RotationWrite, SessionId, Standing, rotate, session_known,
+    RotationWrite, SessionId, TokenBasis, rotate, session_known,
 };
 use super::{PostgresStore, pg_error};
 use crate::domain::{PasswordHash, UserId};
@@ -215,14 +215,14 @@ impl PostgresStore {
         Ok(true)
     }
 
-    pub(crate) async fn session_standing(
+    pub(crate) async fn session_basis(
         &self,
-        standing: &Standing,
+        basis: &TokenBasis,
         now_ns: i64,
     ) -> StoreResult<(Known, Option<UserId>)> {
         let client = self.client().await?;
-        match standing {
-            Standing::Session(id) => {
+        match basis {
+            TokenBasis::Session(id) => {
                 let statement = client
                     .prepare_cached("SELECT user_id, expires_at FROM sessions WHERE id = $1")
                     .await
@@ -240,7 +240,7 @@ impl PostgresStore {
                 };
                 Ok(session_known(found, now_ns))
             }
-            Standing::IssuedAt { user, .. } => {
+            TokenBasis::IssuedAt { user, .. } => {
                 let statement = client
                     .prepare_cached("SELECT cutoff FROM token_cutoffs WHERE user_id = $1")
                     .await

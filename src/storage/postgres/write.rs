@@ -23,7 +23,7 @@ use super::super::encoding::{encode_metadata, encode_user};
 use super::super::rules::Pending;
 use super::{APPLY_WAIT, PostgresStore, pg_error, read::select_user};
 use crate::domain::{Actor, Etag, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch};
-use crate::storage::writes::{Change, Changed};
+use crate::storage::writes::{Change, Written};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
 const INSERT_USER: &str = "INSERT INTO users (id, username, username_key, email, email_key,
@@ -248,7 +248,7 @@ async fn insert_all(
 const DELETE_USER: &str = "DELETE FROM users WHERE id = $1";
 
 /// A row write a change group sends once its changes are decided.
-enum Written {
+enum RowWrite {
     Updated(User),
     Deleted(UserId),
 }
@@ -257,40 +257,40 @@ enum Written {
 fn decide_update(
     pending: &mut Pending,
     current: &mut HashMap<UserId, Option<User>>,
-    writes: &mut Vec<Written>,
+    writes: &mut Vec<RowWrite>,
     id: UserId,
     patch: UserPatch,
-) -> StoreResult<Changed> {
+) -> StoreResult<Written> {
     let Some(Some(stored)) = current.get(&id) else {
         return Err(StoreError::NotFound(id));
     };
     let actor = patch.actor.clone();
     let Some(user) = pending.patched(stored, patch)? else {
-        return Ok(Changed::Updated(Updated::Unchanged(stored.clone())));
+        return Ok(Written::Updated(Updated::Unchanged(stored.clone())));
     };
     let event = pending.log_updated(stored, &user, &actor).clone();
-    writes.push(Written::Updated(user.clone()));
+    writes.push(RowWrite::Updated(user.clone()));
     current.insert(id, Some(user));
-    Ok(Changed::Updated(Updated::Changed(event)))
+    Ok(Written::Updated(Updated::Changed(event)))
 }
 
 /// Decides one delete of a change group.
 fn decide_delete(
     pending: &mut Pending,
     current: &mut HashMap<UserId, Option<User>>,
-    writes: &mut Vec<Written>,
+    writes: &mut Vec<RowWrite>,
     id: UserId,
     etag: Option<Etag>,
     actor: Actor,
-) -> StoreResult<Changed> {
+) -> StoreResult<Written> {
     let Some(Some(stored)) = current.get(&id) else {
         return Err(StoreError::NotFound(id));
     };
     let user = pending.deleted(stored.clone(), etag)?;
     let event = pending.log_deleted(&user, &actor).clone();
-    writes.push(Written::Deleted(id));
+    writes.push(RowWrite::Deleted(id));
     current.insert(id, None);
-    Ok(Changed::Deleted(event))
+    Ok(Written::Deleted(event))
 }
 
 impl PostgresStore {
@@ -455,14 +455,14 @@ impl PostgresStore {
     pub(crate) async fn change_group(
         &self,
         changes: Vec<Change>,
-    ) -> StoreResult<Vec<StoreResult<Changed>>> {
+    ) -> StoreResult<Vec<StoreResult<Written>>> {
         let (renames, others): (Vec<_>, Vec<_>) =
             changes.into_iter().enumerate().partition(|(_, change)| {
                 matches!(change, Change::Update(_, patch)
                     if patch.username.is_some() || patch.email.is_some())
             });
         let (positions, others): (Vec<usize>, Vec<Change>) = others.into_iter().unzip();
-        let mut outcomes: Vec<(usize, StoreResult<Changed>)> = if others.is_empty() {
+        let mut outcomes: Vec<(usize, StoreResult<Written>)> = if others.is_empty() {
             Vec::new()
         } else {
             positions
@@ -472,7 +472,7 @@ impl PostgresStore {
         };
         for (position, rename) in renames {
             if let Change::Update(id, patch) = rename {
-                outcomes.push((position, self.update(id, patch).await.map(Changed::Updated)));
+                outcomes.push((position, self.update(id, patch).await.map(Written::Updated)));
             }
         }
         outcomes.sort_unstable_by_key(|(position, _)| *position);
@@ -483,7 +483,7 @@ impl PostgresStore {
     /// changes decided in memory (a change that fails fails alone, before it writes anything),
     /// then the writes sent pipelined. No rename comes here, so no write can meet a unique
     /// index: nothing else writes users while the log's row is held.
-    async fn apply_changes(&self, changes: Vec<Change>) -> StoreResult<Vec<StoreResult<Changed>>> {
+    async fn apply_changes(&self, changes: Vec<Change>) -> StoreResult<Vec<StoreResult<Written>>> {
         let mut client = self.client().await?;
         let (tx, mut pending) = self.begin(&mut client).await?;
         let mut ids: Vec<UserId> = changes
@@ -516,11 +516,11 @@ impl PostgresStore {
         let delete = tx.prepare_cached(DELETE_USER).await.map_err(pg_error)?;
         let sent = join_all(writes.iter().map(|write| async {
             match write {
-                Written::Updated(user) => {
+                RowWrite::Updated(user) => {
                     let row = UpdateRow::of(user);
                     tx.execute(&update, &row.params()).await
                 }
-                Written::Deleted(id) => {
+                RowWrite::Deleted(id) => {
                     tx.execute(&delete, &[&id.as_uuid().as_bytes().as_slice()])
                         .await
                 }

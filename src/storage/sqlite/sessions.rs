@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::super::rules::password_expected;
 use super::super::sessions::{
     Known, NewSession, PRUNED_PER_LOGIN, Presented, RefreshDigest, Rotation, RotationWrite,
-    SessionId, Standing, rotate, session_known,
+    SessionId, TokenBasis, rotate, session_known,
 };
 use super::SqliteStore;
 use crate::domain::{PasswordHash, UserId};
@@ -151,14 +151,14 @@ impl SqliteStore {
         })
     }
 
-    /// What the database says of a token's standing at `now_ns`, and the session's user.
-    pub(crate) fn session_standing(
+    /// What the database says of a token's basis at `now_ns`, and the session's user.
+    pub(crate) fn session_basis(
         &self,
-        standing: &Standing,
+        basis: &TokenBasis,
         now_ns: i64,
     ) -> StoreResult<(Known, Option<UserId>)> {
-        self.readers.with(|conn| match standing {
-            Standing::Session(id) => {
+        self.readers.with(|conn| match basis {
+            TokenBasis::Session(id) => {
                 let found = conn
                     .prepare_cached("SELECT user_id, expires_at FROM sessions WHERE id = ?1")?
                     .query_row([id.as_bytes()], |row| {
@@ -170,7 +170,7 @@ impl SqliteStore {
                 });
                 Ok(session_known(found, now_ns))
             }
-            Standing::IssuedAt { user, .. } => {
+            TokenBasis::IssuedAt { user, .. } => {
                 let cutoff = conn
                     .prepare_cached("SELECT cutoff FROM token_cutoffs WHERE user_id = ?1")?
                     .query_row([user.as_uuid().as_bytes()], |row| row.get::<_, i64>(0))

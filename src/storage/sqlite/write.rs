@@ -9,7 +9,7 @@ use super::super::rules::{Pending, prune_log_from};
 use super::read::select_user;
 use super::{SqliteStore, Writer};
 use crate::domain::{NewUser, PasswordHash, User, UserEvent, UserId};
-use crate::storage::writes::{Change, Changed};
+use crate::storage::writes::{Change, Written};
 use crate::storage::{BatchItem, StoreError, StoreResult, Updated};
 
 /// Maps the unique indexes' violations to the field that is taken.
@@ -100,18 +100,18 @@ fn insert(tx: &Connection, pending: &mut Pending, new: &NewUser) -> StoreResult<
 }
 
 /// One update or delete, inside the group's transaction.
-fn apply(tx: &Connection, pending: &mut Pending, change: Change) -> StoreResult<Changed> {
+fn apply(tx: &Connection, pending: &mut Pending, change: Change) -> StoreResult<Written> {
     match change {
         Change::Update(id, patch) => {
             let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
             let actor = patch.actor.clone();
             let Some(user) = pending.patched(&stored, patch)? else {
-                return Ok(Changed::Updated(Updated::Unchanged(stored)));
+                return Ok(Written::Updated(Updated::Unchanged(stored)));
             };
             write_row(tx, &user, None)?;
             let event = pending.log_updated(&stored, &user, &actor);
             log(tx, event)?;
-            Ok(Changed::Updated(Updated::Changed(event.clone())))
+            Ok(Written::Updated(Updated::Changed(event.clone())))
         }
         Change::Delete(id, etag, actor) => {
             let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
@@ -120,7 +120,7 @@ fn apply(tx: &Connection, pending: &mut Pending, change: Change) -> StoreResult<
                 .execute([id.as_uuid().as_bytes()])?;
             let event = pending.log_deleted(&user, &actor);
             log(tx, event)?;
-            Ok(Changed::Deleted(event.clone()))
+            Ok(Written::Deleted(event.clone()))
         }
     }
 }
@@ -215,7 +215,7 @@ impl SqliteStore {
     pub(crate) fn change_group(
         &self,
         changes: Vec<Change>,
-    ) -> StoreResult<Vec<StoreResult<Changed>>> {
+    ) -> StoreResult<Vec<StoreResult<Written>>> {
         self.write(|tx, pending| {
             let mut outcomes = Vec::with_capacity(changes.len());
             for change in changes {
