@@ -14,6 +14,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use crate::caller::Caller;
+use crate::metrics::{MessageCounter, MethodMetrics};
 
 /// What is learnt about a call after it started: the caller, which the auth layer further in
 /// leaves here, and whether the client went away.
@@ -21,6 +22,8 @@ use crate::caller::Caller;
 pub struct CallState {
     caller: OnceLock<Caller>,
     client_gone: AtomicBool,
+    /// Where the metrics layer, further in, has the request's messages counted.
+    received: OnceLock<Arc<MethodMetrics>>,
 }
 
 impl CallState {
@@ -36,6 +39,11 @@ impl CallState {
 
     pub fn caller(&self) -> Option<&Caller> {
         self.caller.get()
+    }
+
+    /// Has the request's messages counted into `method` as they arrive.
+    pub fn count_received(&self, method: &Arc<MethodMetrics>) {
+        let _ = self.received.set(method.clone());
     }
 
     fn client_gone(&self) -> bool {
@@ -77,15 +85,21 @@ where
         let state = Arc::new(CallState::default());
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(state.clone());
-        let body = tonic::body::Body::new(WatchedRequest { inner: body, state });
+        let body = tonic::body::Body::new(WatchedRequest {
+            inner: body,
+            state,
+            counter: MessageCounter::default(),
+        });
         self.inner.call(http::Request::from_parts(parts, body))
     }
 }
 
-/// The request body, watched for the error that means the client's stream broke.
+/// The request body, watched for the error that means the client's stream broke, and its
+/// messages counted when the metrics layer asked.
 struct WatchedRequest {
     inner: tonic::body::Body,
     state: Arc<CallState>,
+    counter: MessageCounter,
 }
 
 impl Body for WatchedRequest {
@@ -97,8 +111,15 @@ impl Body for WatchedRequest {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            self.state.client_gone.store(true, Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(Some(Err(_))) => self.state.client_gone.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(Ok(frame))) => {
+                let this = &mut *self;
+                if let (Some(data), Some(method)) = (frame.data_ref(), this.state.received.get()) {
+                    method.received(this.counter.feed(data));
+                }
+            }
+            _ => {}
         }
         polled
     }

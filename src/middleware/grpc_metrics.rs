@@ -1,13 +1,12 @@
 //! The gRPC server metrics of each call, in the Prometheus names grpc-go and
 //! go-grpc-middleware use: started, handled by code, messages received and sent, handling
-//! time; and the refusals layers further in answered themselves.
+//! time; and the refusals layers further in answered themselves. The call-state layer outside
+//! counts the request's messages for it, so the request body is watched once.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
 
@@ -42,40 +41,6 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 pub struct GrpcMetrics<S> {
     inner: S,
     metrics: Option<Arc<Metrics>>,
-}
-
-/// The request body, its messages counted as they arrive.
-struct CountedRequest {
-    inner: tonic::body::Body,
-    counter: MessageCounter,
-    method: Arc<MethodMetrics>,
-}
-
-impl Body for CountedRequest {
-    type Data = <tonic::body::Body as Body>::Data;
-    type Error = <tonic::body::Body as Body>::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            let this = &mut *self;
-            this.method.received(this.counter.feed(data));
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// Counts what a call sends and how it ends. A call to a path no service knows has no
@@ -124,19 +89,12 @@ where
             return EndFuture::unwatched(self.inner.call(request));
         };
         let method = metrics.method(request.uri().path());
-        let request = match &method {
-            Some(counted) => {
-                counted.started();
-                let (parts, body) = request.into_parts();
-                let body = tonic::body::Body::new(CountedRequest {
-                    inner: body,
-                    counter: MessageCounter::default(),
-                    method: counted.clone(),
-                });
-                http::Request::from_parts(parts, body)
+        if let Some(counted) = &method {
+            counted.started();
+            if let Some(state) = CallState::of(request.extensions()) {
+                state.count_received(counted);
             }
-            None => request,
-        };
+        }
         let counted = Counted {
             metrics: metrics.clone(),
             method,
