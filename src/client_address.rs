@@ -30,16 +30,11 @@ pub fn peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
         })
 }
 
-/// The client's IP: the TCP peer, unless the peer is a trusted proxy, in which case the
-/// nearest untrusted hop of `x-forwarded-for` (or `forwarded: for=`) is the client.
-pub fn client_ip(
-    extensions: &Extensions,
-    headers: &http::HeaderMap,
-    trusted_proxies: &[IpAddr],
-) -> Option<IpAddr> {
-    let peer = peer_addr(extensions)?.ip();
+/// The client behind the TCP peer `peer`: the peer itself, unless it is a trusted proxy, in
+/// which case the nearest untrusted hop of `x-forwarded-for` (or `forwarded: for=`) is the client.
+fn client_behind(peer: IpAddr, headers: &http::HeaderMap, trusted_proxies: &[IpAddr]) -> IpAddr {
     if !trusted_proxies.contains(&peer) {
-        return Some(peer);
+        return peer;
     }
     let forwarded_for = headers
         .get_all("x-forwarded-for")
@@ -80,18 +75,22 @@ pub fn client_ip(
             .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()));
         match parsed {
             Some(ip) if trusted_proxies.contains(&ip) => client = ip,
-            Some(ip) => return Some(ip),
-            None => return Some(client),
+            Some(ip) => return ip,
+            None => return client,
         }
     }
-    Some(client)
+    client
 }
 
-/// The client's address, resolved once per call by the outermost layer
-/// (`middleware::client_address`) and carried as a request extension that every limit and
-/// handler reads; `None` inside when the connection names no peer.
+/// Who a call comes from, resolved once per call by the outermost layer
+/// (`middleware::client_address`) and carried as a request extension that every limit,
+/// handler and the access log read: the TCP peer, and the client's IP (the peer, or whom a
+/// trusted proxy names); `None` when the connection names no peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddress(pub Option<IpAddr>);
+pub struct ClientAddress {
+    pub peer: Option<SocketAddr>,
+    pub ip: Option<IpAddr>,
+}
 
 impl ClientAddress {
     /// Works the address out from the connection and, behind a trusted proxy, its headers.
@@ -100,12 +99,19 @@ impl ClientAddress {
         headers: &http::HeaderMap,
         trusted_proxies: &[IpAddr],
     ) -> Self {
-        Self(client_ip(extensions, headers, trusted_proxies))
+        let peer = peer_addr(extensions);
+        let ip = peer.map(|peer| client_behind(peer.ip(), headers, trusted_proxies));
+        Self { peer, ip }
     }
 
-    /// The address the outermost layer resolved for this call.
+    /// The client's IP as the outermost layer resolved it for this call.
     pub fn of(extensions: &Extensions) -> Option<IpAddr> {
-        extensions.get::<Self>().and_then(|address| address.0)
+        extensions.get::<Self>().and_then(|address| address.ip)
+    }
+
+    /// The TCP peer of this call, as the outermost layer found it.
+    pub fn peer_of(extensions: &Extensions) -> Option<SocketAddr> {
+        extensions.get::<Self>().and_then(|address| address.peer)
     }
 
     /// The key per-address limits count this call's client under.
@@ -147,7 +153,7 @@ mod tests {
     fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
         let request = request("203.0.113.9:5000", &[("x-forwarded-for", "198.51.100.1")]);
         assert_eq!(
-            client_ip(request.extensions(), request.headers(), &[]),
+            ClientAddress::resolve(request.extensions(), request.headers(), &[]).ip,
             "203.0.113.9".parse().ok()
         );
     }
@@ -160,7 +166,7 @@ mod tests {
             &[("x-forwarded-for", "198.51.100.7, 203.0.113.1, 10.0.0.2")],
         );
         assert_eq!(
-            client_ip(request.extensions(), request.headers(), &[proxy]),
+            ClientAddress::resolve(request.extensions(), request.headers(), &[proxy]).ip,
             "203.0.113.1".parse().ok()
         );
     }
@@ -173,7 +179,7 @@ mod tests {
             &[("x-forwarded-for", "198.51.100.7, not-an-address")],
         );
         assert_eq!(
-            client_ip(request.extensions(), request.headers(), &[proxy]),
+            ClientAddress::resolve(request.extensions(), request.headers(), &[proxy]).ip,
             Some(proxy),
             "the client-chosen address before the garbage is never believed"
         );
@@ -200,7 +206,7 @@ mod tests {
             &[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https")],
         );
         assert_eq!(
-            client_ip(request.extensions(), request.headers(), &[proxy]),
+            ClientAddress::resolve(request.extensions(), request.headers(), &[proxy]).ip,
             "2001:db8::1".parse().ok()
         );
     }

@@ -11,7 +11,7 @@ use tower::{Layer, Service};
 use super::call_end::{CallState, EndBody, EndFuture, Ending, OnEnd};
 use super::trace_span::CallTrace;
 use crate::caller::{Caller, Principal};
-use crate::client_address::peer_addr;
+use crate::client_address::ClientAddress;
 use crate::telemetry::ACCESS_TARGET;
 
 /// `enabled: false` writes no line (for operators who log elsewhere).
@@ -127,7 +127,7 @@ where
         let extensions = request.extensions();
         let line = Line {
             uri: request.uri().clone(),
-            peer: peer_addr(extensions),
+            peer: ClientAddress::peer_of(extensions),
             trace_id: extensions.get::<CallTrace>().copied(),
             started: Instant::now(),
         };
