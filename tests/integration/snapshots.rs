@@ -238,18 +238,33 @@ fn describe(result: Result<impl std::fmt::Debug, Status>) -> String {
     }
 }
 
-#[tokio::test]
-async fn status_codes_and_messages_for_bad_input() {
+/// One table of answers to bad input: a row per case, locked as one snapshot.
+#[derive(Default)]
+struct Table(String);
+
+impl Table {
+    fn row(&mut self, rpc: &str, case: &str, outcome: String) {
+        writeln!(self.0, "{rpc:<16} | {case:<40} | {outcome}").unwrap();
+    }
+}
+
+/// An id no user has.
+const UNKNOWN_ID: &str = "0192a3b4-0000-7000-8000-000000000000";
+
+/// A server, an admin's client and one user, ann, for a table's cases to refer to.
+async fn app_with_ann() -> (TestApp, crate::helpers::Client, pb::User) {
     let app = TestApp::spawn().await;
     let mut client = app.client().await;
     let ann = create(&mut client, "ann").await;
-    let unknown = "0192a3b4-0000-7000-8000-000000000000".to_string();
-    let unknown_id = unknown.clone();
-    let mut table = String::new();
-    let mut row = |rpc: &str, case: &str, outcome: String| {
-        writeln!(table, "{rpc:<16} | {case:<40} | {outcome}").unwrap();
-    };
+    (app, client, ann)
+}
 
+/// CreateUser: each field rule, taken names, password hashes.
+#[tokio::test]
+async fn status_codes_of_create_user() {
+    // ann's name and email are taken.
+    let (_app, mut client, _) = app_with_ann().await;
+    let mut table = Table::default();
     let create_cases: Vec<(&str, pb::CreateUserRequest)> = vec![
         (
             "username too short",
@@ -400,25 +415,43 @@ async fn status_codes_and_messages_for_bad_input() {
         ("everything wrong", pb::CreateUserRequest::default()),
     ];
     for (case, request) in create_cases {
-        row(
+        table.row(
             "CreateUser",
             case,
             describe(client.create_user(request).await),
         );
     }
 
+    snapshot!("status_codes_create_user", table.0);
+}
+
+/// GetUser: ids that are empty, malformed or unknown.
+#[tokio::test]
+async fn status_codes_of_get_user() {
+    let (_app, mut client, _) = app_with_ann().await;
+    let unknown = UNKNOWN_ID.to_string();
+    let mut table = Table::default();
     for (case, user_id) in [
         ("empty user_id", String::new()),
         ("user_id that is not a UUID", "42".to_string()),
         ("unknown user_id", unknown.clone()),
     ] {
-        row(
+        table.row(
             "GetUser",
             case,
             describe(client.get_user(pb::GetUserRequest { user_id }).await),
         );
     }
 
+    snapshot!("status_codes_get_user", table.0);
+}
+
+/// UpdateUser: unknown ids, enum values, etags, fields, and a status only deletion sets.
+#[tokio::test]
+async fn status_codes_of_update_user() {
+    let (_app, mut client, ann) = app_with_ann().await;
+    let unknown = UNKNOWN_ID.to_string();
+    let mut table = Table::default();
     let update_cases: Vec<(&str, pb::UpdateUserRequest)> = vec![
         (
             "unknown user_id",
@@ -462,13 +495,33 @@ async fn status_codes_and_messages_for_bad_input() {
         ),
     ];
     for (case, request) in update_cases {
-        row(
+        table.row(
             "UpdateUser",
             case,
             describe(client.update_user(request).await),
         );
     }
 
+    let status = pb::UpdateUserRequest {
+        user_id: ann.id.clone(),
+        status: Some(pb::UserStatus::Deleted as i32),
+        ..Default::default()
+    };
+    table.row(
+        "UpdateUser",
+        "status DELETED",
+        describe(client.update_user(status).await),
+    );
+
+    snapshot!("status_codes_update_user", table.0);
+}
+
+/// DeleteUser: an unknown id and a stale etag.
+#[tokio::test]
+async fn status_codes_of_delete_user() {
+    let (_app, mut client, ann) = app_with_ann().await;
+    let unknown = UNKNOWN_ID.to_string();
+    let mut table = Table::default();
     for (case, request) in [
         (
             "unknown user_id",
@@ -485,13 +538,22 @@ async fn status_codes_and_messages_for_bad_input() {
             },
         ),
     ] {
-        row(
+        table.row(
             "DeleteUser",
             case,
             describe(client.delete_user(request).await),
         );
     }
 
+    snapshot!("status_codes_delete_user", table.0);
+}
+
+/// ListUsers: page sizes, page tokens and filters.
+#[tokio::test]
+async fn status_codes_of_list_users() {
+    let (_app, mut client, _) = app_with_ann().await;
+    let unknown = UNKNOWN_ID.to_string();
+    let mut table = Table::default();
     let list_cases = [
         (
             "negative page_size",
@@ -523,7 +585,7 @@ async fn status_codes_and_messages_for_bad_input() {
         ),
     ];
     for (case, request) in list_cases {
-        row(
+        table.row(
             "ListUsers",
             case,
             describe(client.list_users(request).await),
@@ -544,12 +606,21 @@ async fn status_codes_and_messages_for_bad_input() {
         role_filter: 2,
         ..Default::default()
     };
-    row(
+    table.row(
         "ListUsers",
         "token with other filters",
         describe(client.list_users(other_filters).await),
     );
 
+    snapshot!("status_codes_list_users", table.0);
+}
+
+/// WatchUsers: what a watch selects and where it starts.
+#[tokio::test]
+async fn status_codes_of_watch_users() {
+    let (_app, mut client, _) = app_with_ann().await;
+    let unknown = UNKNOWN_ID.to_string();
+    let mut table = Table::default();
     let watch_cases = [
         ("selects nothing", pb::WatchUsersRequest::default()),
         (
@@ -569,13 +640,21 @@ async fn status_codes_and_messages_for_bad_input() {
         ),
     ];
     for (case, request) in watch_cases {
-        row(
+        table.row(
             "WatchUsers",
             case,
             describe(client.watch_users(request).await),
         );
     }
 
+    snapshot!("status_codes_watch_users", table.0);
+}
+
+/// Callers refused: no token, a malformed one, and what a plain user may not do.
+#[tokio::test]
+async fn status_codes_of_callers_refused() {
+    let (app, mut client, ann) = app_with_ann().await;
+    let mut table = Table::default();
     let anonymous = app.client_with(None).await;
     let garbage = app.client_with(Some("not.a.token")).await;
     let plain = create(&mut client, "plain").await;
@@ -589,7 +668,7 @@ async fn status_codes_and_messages_for_bad_input() {
         ("user lists", as_plain, list()),
     ];
     for (case, mut caller, request) in auth_cases {
-        row(
+        table.row(
             "ListUsers",
             case,
             describe(caller.list_users(request).await),
@@ -603,7 +682,7 @@ async fn status_codes_and_messages_for_bad_input() {
         role: Some(pb::UserRole::Admin as i32),
         ..Default::default()
     };
-    row(
+    table.row(
         "UpdateUser",
         "user raises own role",
         describe(as_plain.update_user(raise).await),
@@ -611,34 +690,33 @@ async fn status_codes_and_messages_for_bad_input() {
     let other = pb::GetUserRequest {
         user_id: ann.id.clone(),
     };
-    row(
+    table.row(
         "GetUser",
         "user reads another",
         describe(as_plain.get_user(other).await),
     );
     let batch = tokio_stream::iter([new_user("sneaky")]);
-    row(
+    table.row(
         "BatchCreateUsers",
         "user batch-creates",
         describe(as_plain.batch_create_users(batch).await),
     );
-    let status = pb::UpdateUserRequest {
-        user_id: ann.id.clone(),
-        status: Some(pb::UserStatus::Deleted as i32),
-        ..Default::default()
-    };
-    row(
-        "UpdateUser",
-        "status DELETED",
-        describe(client.update_user(status).await),
-    );
+    snapshot!("status_codes_callers_refused", table.0);
+}
 
+/// AuthService: logins, refresh tokens, logout, password changes and ended sessions.
+#[tokio::test]
+async fn status_codes_of_auth_service() {
+    let (app, mut client, ann) = app_with_ann().await;
+    let unknown_id = UNKNOWN_ID.to_string();
+    let plain = create(&mut client, "plain").await;
+    let mut table = Table::default();
     let mut login = AuthServiceClient::new(app.channel().await);
     let wrong = pb::LoginRequest {
         username: "ann".into(),
         password: "wrong password".into(),
     };
-    row(
+    table.row(
         "Login",
         "wrong password",
         describe(login.login(wrong).await),
@@ -647,7 +725,7 @@ async fn status_codes_and_messages_for_bad_input() {
         username: "nobody".into(),
         password: "wrong password".into(),
     };
-    row(
+    table.row(
         "Login",
         "unknown username",
         describe(login.login(unknown).await),
@@ -655,17 +733,17 @@ async fn status_codes_and_messages_for_bad_input() {
     let refresh = |refresh_token: &str| pb::RefreshRequest {
         refresh_token: refresh_token.into(),
     };
-    row(
+    table.row(
         "Refresh",
         "refresh_token empty",
         describe(login.refresh(refresh("")).await),
     );
-    row(
+    table.row(
         "Refresh",
         "refresh_token not a token",
         describe(login.refresh(refresh("not-a-token")).await),
     );
-    row(
+    table.row(
         "Refresh",
         "refresh_token unknown",
         describe(
@@ -678,7 +756,7 @@ async fn status_codes_and_messages_for_bad_input() {
         app.channel().await,
         Bearer::new(Some(&app.token(&plain.id, Role::User))).unwrap(),
     );
-    row(
+    table.row(
         "Logout",
         "token without a session",
         describe(plain_auth.logout(pb::LogoutRequest {}).await),
@@ -688,7 +766,7 @@ async fn status_codes_and_messages_for_bad_input() {
         current_password: current.into(),
         new_password: new.into(),
     };
-    row(
+    table.row(
         "ChangePassword",
         "current password wrong",
         describe(
@@ -697,7 +775,7 @@ async fn status_codes_and_messages_for_bad_input() {
                 .await,
         ),
     );
-    row(
+    table.row(
         "ChangePassword",
         "new_password too short",
         describe(
@@ -706,7 +784,7 @@ async fn status_codes_and_messages_for_bad_input() {
                 .await,
         ),
     );
-    row(
+    table.row(
         "ChangePassword",
         "user sets another's",
         describe(
@@ -715,7 +793,7 @@ async fn status_codes_and_messages_for_bad_input() {
                 .await,
         ),
     );
-    row(
+    table.row(
         "EndSessions",
         "user ends another's",
         describe(
@@ -730,7 +808,7 @@ async fn status_codes_and_messages_for_bad_input() {
         app.channel().await,
         Bearer::new(Some(&app.token("admin", Role::Admin))).unwrap(),
     );
-    row(
+    table.row(
         "EndSessions",
         "unknown user",
         describe(
@@ -742,6 +820,14 @@ async fn status_codes_and_messages_for_bad_input() {
         ),
     );
 
+    snapshot!("status_codes_auth_service", table.0);
+}
+
+/// The rate limiter's refusal.
+#[tokio::test]
+async fn status_codes_of_the_rate_limit() {
+    let list = || pb::ListUsersRequest::default();
+    let mut table = Table::default();
     let limited = TestApp::spawn_with(|settings| {
         settings.limits.rate_limit_per_second = 1;
         settings.limits.rate_limit_burst = 1;
@@ -757,9 +843,9 @@ async fn status_codes_and_messages_for_bad_input() {
             break;
         }
     }
-    row("ListUsers", "past the rate limit", describe(refusal));
+    table.row("ListUsers", "past the rate limit", describe(refusal));
 
-    snapshot!("status_codes", table);
+    snapshot!("status_codes_rate_limit", table.0);
 }
 
 fn field_type(

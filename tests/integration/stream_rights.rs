@@ -7,7 +7,7 @@ use tonic::Code;
 use user_service::domain::Role;
 use user_service::pb::{UpdateUserRequest, UserRole, UserStatus, WatchUsersRequest};
 
-use crate::helpers::{Client, TestApp, create, create_with_role};
+use crate::helpers::{Client, TestApp, create, create_with_role, get};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -152,15 +152,7 @@ async fn a_sync_stream_stops_applying_once_its_caller_is_demoted() {
         Code::PermissionDenied,
         "the stream ends: {ended:?}"
     );
-    let victim_now = admin
-        .get_user(user_service::pb::GetUserRequest {
-            user_id: victim.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let victim_now = get(&mut admin, &victim.id).await;
     assert_eq!(
         victim_now.status,
         UserStatus::Active as i32,

@@ -6,7 +6,7 @@ use user_service::pb::{
     WatchUsersRequest,
 };
 
-use crate::helpers::{TestApp, create, get, new_user, update};
+use crate::helpers::{TestApp, create, create_request, get, new_user, update};
 
 #[tokio::test]
 async fn a_created_user_can_be_read_back() {
@@ -17,13 +17,7 @@ async fn a_created_user_can_be_read_back() {
     request.metadata.insert("team".into(), "core".into());
 
     // Act
-    let created = client
-        .create_user(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let created = create_request(&mut client, request).await;
     let fetched = get(&mut client, &created.id).await;
 
     // Assert

@@ -235,7 +235,8 @@ pub async fn create_with_role(client: &mut Client, name: &str, role: pb::UserRol
     create_request(client, request).await.id
 }
 
-async fn create_request(client: &mut Client, request: CreateUserRequest) -> pb::User {
+/// The user `request` creates, as CreateUser answers.
+pub async fn create_request(client: &mut Client, request: CreateUserRequest) -> pb::User {
     let username = request.username.clone();
     client
         .create_user(request)

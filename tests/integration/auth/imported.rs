@@ -10,7 +10,7 @@ use user_service::pb::{CreateUserRequest, UserRole};
 use user_service::storage::{StorageSettings, Store};
 
 use super::login::login;
-use crate::helpers::{TestApp, TestDatabase, new_user};
+use crate::helpers::{TestApp, TestDatabase, create_request, new_user};
 
 const OLD_PASSWORD: &str = "the password from before";
 
@@ -107,12 +107,7 @@ async fn sign_up_takes_a_password_never_a_hash() {
         "{}",
         signed_up.message()
     );
-    let plain = anonymous
-        .create_user(new_user("signing_up"))
-        .await
-        .expect("sign-up with a password still works")
-        .into_inner()
-        .user
-        .unwrap();
+    // Sign-up with a password still works.
+    let plain = create_request(&mut anonymous, new_user("signing_up")).await;
     assert_eq!(plain.role, UserRole::User as i32);
 }

@@ -7,7 +7,7 @@ use user_service::pb::{
     CreateUserRequest, DeleteUserRequest, GetUserRequest, UpdateUserRequest, UserRole, UserStatus,
 };
 
-use crate::helpers::{TestApp, create, new_user};
+use crate::helpers::{TestApp, create, create_request, new_user};
 
 use super::{Op, attempt, create_with_role, update};
 
@@ -211,13 +211,7 @@ async fn sign_up_when_allowed_always_makes_a_plain_user() {
         role: UserRole::Admin as i32,
         ..new_user("upstart")
     };
-    let user = anonymous
-        .create_user(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let user = create_request(&mut anonymous, request).await;
     assert_eq!(
         user.role,
         UserRole::User as i32,
