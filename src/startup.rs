@@ -163,8 +163,6 @@ impl Application {
         // before authentication, so calls with bad tokens are shed like any other.
         let guarded = tower::ServiceBuilder::new()
             .layer(ShedLayer::new(settings.limits.max_concurrent_calls))
-            .load_shed()
-            .concurrency_limit(settings.limits.max_concurrent_calls)
             .layer(AuthLayer::new(Arc::new(Authenticator::new(
                 jwt.clone(),
                 store.clone(),
