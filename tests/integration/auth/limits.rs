@@ -6,7 +6,8 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use user_service::domain::Role;
-use user_service::pb::ListUsersRequest;
+use user_service::pb::auth_service_client::AuthServiceClient;
+use user_service::pb::{ListUsersRequest, LoginRequest};
 
 use crate::helpers::{TestApp, new_user};
 
@@ -92,6 +93,15 @@ async fn past_the_concurrency_limit_calls_are_shed_at_once() {
     }
     let shed = shed.expect("a call past the limit is refused");
     assert!(shed.message().contains("limit"), "{}", shed.message());
+    // The cap is the server's: a call to the other service is refused too.
+    let login = AuthServiceClient::new(app.channel().await)
+        .login(LoginRequest {
+            username: "holder".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .expect_err("a login past the limit is refused");
+    assert_eq!(login.code(), Code::Unavailable, "{}", login.message());
     HealthClient::new(app.channel().await)
         .check(HealthCheckRequest {
             service: String::new(),
