@@ -101,8 +101,20 @@ impl std::fmt::Display for Principal<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             Caller::Anonymous => f.write_str("-"),
-            Caller::User { id, .. } => write!(f, "user:{id}"),
-            Caller::Service { name, .. } => write!(f, "service:{name}"),
+            // Pieces written as they are: a nested format showed in the profile of every
+            // logged call.
+            Caller::User { id, .. } => {
+                f.write_str("user:")?;
+                f.write_str(
+                    id.as_uuid()
+                        .hyphenated()
+                        .encode_lower(&mut uuid::Uuid::encode_buffer()),
+                )
+            }
+            Caller::Service { name, .. } => {
+                f.write_str("service:")?;
+                f.write_str(name)
+            }
         }
     }
 }

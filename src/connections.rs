@@ -220,12 +220,21 @@ impl Guarded {
             });
         }
         let idle = self.idle?;
-        *self
-            .info
-            .activity
-            .reader
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        {
+            // The connection's task is almost always the same one: its waker is kept as it is.
+            let mut reader = self
+                .info
+                .activity
+                .reader
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !reader
+                .as_ref()
+                .is_some_and(|kept| kept.will_wake(cx.waker()))
+            {
+                *reader = Some(cx.waker().clone());
+            }
+        }
         let since = self.info.activity.idle_since()?;
         if self.timer.deadline() != since + idle {
             self.timer.as_mut().reset(since + idle);

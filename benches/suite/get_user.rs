@@ -1,6 +1,8 @@
 //! Figures 1, 1b and 1c: GetUser under h2load against a bare tonic ceiling, its latency under
 //! a tonic client, and its cost in instructions under callgrind.
 
+use prost::Message as _;
+
 use super::*;
 
 /// The ceiling: bare tonic, GetUser answered with a constant user, no storage, no layers.
@@ -114,11 +116,12 @@ fn full_stack_flags(access_log: &str) -> Vec<&str> {
     flags
 }
 
-/// Starts the ceiling in a process of its own, run by `wrapper` when one is given: the process
-/// and the address it serves on.
-fn start_ceiling(wrapper: &[String]) -> (std::process::Child, String) {
+/// Starts the ceiling in a process of its own, run by `wrapper` when one is given, answering
+/// the user in the file `user` (encoded): the process and the address it serves on.
+fn start_ceiling(wrapper: &[String], user: &Path) -> (std::process::Child, String) {
     let mut ceiling = support::wrapped(wrapper, std::env::current_exe().unwrap())
         .arg(SERVE_CEILING)
+        .arg(user)
         .stdout(Stdio::piped())
         .spawn()
         .expect("the ceiling starts");
@@ -135,6 +138,8 @@ fn callgrind(out: &Path) -> Vec<String> {
     vec![
         "valgrind".to_owned(),
         "--tool=callgrind".to_owned(),
+        // Names written out in every dump, so a kept profile reads on its own.
+        "--compress-strings=no".to_owned(),
         format!("--callgrind-out-file={}", out.display()),
         format!("--log-file={}.log", out.display()),
     ]
@@ -154,7 +159,7 @@ pub(super) async fn get_user_with_h2load(suite: &mut Suite) {
             &mut suite.rows,
             "GetUser full stack / ceiling (h2load)",
             "not measured: no h2load".into(),
-            ">= 0.80",
+            "(rate beside the instruction ratio)",
             "NOT measured".into(),
         );
         return;
@@ -173,6 +178,9 @@ pub(super) async fn get_user_with_h2load(suite: &mut Suite) {
     let probe = ours("true");
     let user = one_user(probe.url()).await;
     drop(probe);
+    // The ceiling answers the very user ours does, so both encode the same message.
+    let ceiling_user = suite.dir.path().join("ceiling_user.bin");
+    std::fs::write(&ceiling_user, user.encode_to_vec()).unwrap();
     let body = suite.dir.path().join("get_user.bin");
     std::fs::write(
         &body,
@@ -181,7 +189,7 @@ pub(super) async fn get_user_with_h2load(suite: &mut Suite) {
         }),
     )
     .unwrap();
-    let (mut ceiling, ceiling_url) = start_ceiling(&[]);
+    let (mut ceiling, ceiling_url) = start_ceiling(&[], &ceiling_user);
     pin_to_core_0(ceiling.id());
     let (mut full, mut off, mut bare) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
@@ -218,7 +226,7 @@ pub(super) async fn get_user_with_h2load(suite: &mut Suite) {
         "(rate beside the instruction ratio)",
         "-".into(),
     );
-    get_user_instructions(suite, &body, &token);
+    get_user_instructions(suite, &body, &token, &ceiling_user);
 }
 
 /// Calls made before callgrind's count starts, and then counted.
@@ -230,7 +238,7 @@ const COUNTED_CALLS: u64 = 20_000;
 /// instruction count does not move with what else the machine runs, so it shows a change in
 /// the cost of a call that the spread of figure 1's rates can hide; the rates stay the
 /// figures that count, since a count weighs a cache miss like any other instruction.
-fn get_user_instructions(suite: &mut Suite, body: &Path, token: &str) {
+fn get_user_instructions(suite: &mut Suite, body: &Path, token: &str, ceiling_user: &Path) {
     println!("\n1c. GetUser instructions per call under callgrind (valgrind), h2load calling");
     if !installed("valgrind") || !installed("callgrind_control") {
         println!("   valgrind is missing: install it (apt-get install valgrind)");
@@ -250,7 +258,7 @@ fn get_user_instructions(suite: &mut Suite, body: &Path, token: &str) {
     let full = ours("full", "true");
     let off = ours("off", "false");
     let out = suite.dir.path().join("ceiling.callgrind");
-    let (mut ceiling, url) = start_ceiling(&callgrind(&out));
+    let (mut ceiling, url) = start_ceiling(&callgrind(&out), ceiling_user);
     let bare = instructions_per_call(ceiling.id(), &url, body, token, &out);
     let _ = ceiling.kill();
     let _ = ceiling.wait();
@@ -316,6 +324,7 @@ fn instructions_per_call(pid: u32, url: &str, body: &Path, token: &str, out: &Pa
     dump(1);
     calls(COUNTED_CALLS);
     let counted = dump(2);
+    keep_profile(out);
     let total: f64 = counted
         .lines()
         .find_map(|line| line.strip_prefix("totals: "))
@@ -325,20 +334,27 @@ fn instructions_per_call(pid: u32, url: &str, body: &Path, token: &str, out: &Pa
     total / COUNTED_CALLS as f64
 }
 
-/// The ceiling in a process of its own: its address on the first line of standard output.
-pub(super) async fn serve_ceiling_forever() {
+/// Where `BENCH_PROFILES` names a directory, the counted part of the profile `out` is copied
+/// there, for `callgrind_annotate` to show where the instructions go.
+fn keep_profile(out: &Path) {
+    let Some(dir) = std::env::var_os("BENCH_PROFILES") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).expect("BENCH_PROFILES is a directory we can write");
+    let name = out.file_name().expect("a profile has a file name");
+    let kept = dir.join(name);
+    std::fs::copy(format!("{}.2", out.display()), &kept).expect("the profile is copied");
+    println!("   profile kept in {}", kept.display());
+}
+
+/// The ceiling in a process of its own, answering the user encoded in the file `user`: its
+/// address on the first line of standard output.
+pub(super) async fn serve_ceiling_forever(user: &Path) {
+    let user = pb::User::decode(&*std::fs::read(user).expect("the ceiling's user is readable"))
+        .expect("the ceiling's user decodes");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("http://{}", listener.local_addr().unwrap());
-    let user = pb::User {
-        id: "0192a3b4-c5d6-7e8f-9012-3456789abcde".into(),
-        username: "ceiling".into(),
-        email: "ceiling@example.com".into(),
-        full_name: "Ceiling User".into(),
-        role: pb::UserRole::User as i32,
-        status: pb::UserStatus::Active as i32,
-        etag: "1".into(),
-        ..Default::default()
-    };
     tonic::transport::Server::builder()
         .add_service(UserServiceServer::new(Ceiling(user)))
         .serve_with_incoming(

@@ -258,8 +258,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    if std::env::args().any(|arg| arg == SERVE_CEILING) {
-        runtime.block_on(serve_ceiling_forever());
+    let mut args = std::env::args().skip_while(|arg| arg != SERVE_CEILING);
+    if args.next().is_some() {
+        let user = args.next().expect("the ceiling is given its user's file");
+        runtime.block_on(serve_ceiling_forever(Path::new(&user)));
         return;
     }
     tracing_subscriber::fmt()

@@ -94,6 +94,15 @@ impl Etag {
     }
 }
 
+impl Etag {
+    /// The etag as the wire carries it, the revision's digits, written without the
+    /// formatting machinery `to_string` goes through (it showed in the profile of every
+    /// GetUser).
+    pub fn to_text(self) -> String {
+        itoa::Buffer::new().format(self.0).to_owned()
+    }
+}
+
 impl fmt::Display for Etag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -93,7 +93,8 @@ impl OnEnd for Line {
     fn ended(&mut self, code: Code, state: Option<&CallState>) {
         let peer = tracing::field::display(PeerOf(self.peer));
         let caller = state.and_then(CallState::caller);
-        let principal = tracing::field::display(PrincipalOf(caller.and_then(Caller::principal)));
+        let principal =
+            tracing::field::display(PrincipalOf(caller.as_ref().and_then(Caller::principal)));
         let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let method = self.uri.path();
         let trace_id = self.trace_id.map(|trace| tracing::field::display(trace.0));
@@ -111,6 +112,7 @@ impl OnEnd for Line {
 impl<S, B, ResBody> Service<http::Request<B>> for AccessLog<S>
 where
     S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    ResBody: http_body::Body,
 {
     type Response = http::Response<EndBody<ResBody, Line>>;
     type Error = S::Error;

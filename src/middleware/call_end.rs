@@ -5,8 +5,8 @@
 //! auth layer puts the caller.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
@@ -17,13 +17,48 @@ use crate::caller::Caller;
 use crate::metrics::{MessageCounter, MethodMetrics};
 
 /// What is learnt about a call after it started: the caller, which the auth layer further in
-/// leaves here, and whether the client went away.
+/// leaves here, and whether the client went away. Each slot is written once per call: a plain
+/// lock or an atomic, since a `OnceLock`'s first write showed in the profile of every call.
 #[derive(Default)]
 pub struct CallState {
-    caller: OnceLock<Caller>,
+    caller: Mutex<Option<Caller>>,
     client_gone: AtomicBool,
     /// Where the metrics layer, further in, has the request's messages counted.
-    received: OnceLock<Arc<MethodMetrics>>,
+    received: Mutex<Option<Arc<MethodMetrics>>>,
+    /// The code in the answer's headers (a trailers-only answer) and in its trailers, read
+    /// by the innermost reporting layer and taken from here by the others: the reporting
+    /// layers sit together, so they see the same answer.
+    head_code: KeptCode,
+    trailer_code: KeptCode,
+}
+
+/// A code read once: not yet read, read and absent, or read.
+#[derive(Default)]
+struct KeptCode(AtomicU8);
+
+impl KeptCode {
+    const UNREAD: u8 = 0;
+    const ABSENT: u8 = 1;
+    /// Codes are kept past the two markers (gRPC's are 0-16).
+    const FIRST: u8 = 2;
+
+    /// The code `read` gives, read at the first call only.
+    fn get_or_read(&self, read: impl FnOnce() -> Option<Code>) -> Option<Code> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::UNREAD => {
+                let code = read();
+                let kept = code.map_or(Self::ABSENT, |code| Self::FIRST + code as u8);
+                self.0.store(kept, Ordering::Relaxed);
+                code
+            }
+            Self::ABSENT => None,
+            kept => Some(Code::from_i32(i32::from(kept - Self::FIRST))),
+        }
+    }
+}
+
+fn locked<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl CallState {
@@ -34,20 +69,32 @@ impl CallState {
 
     /// Where the auth layer leaves the caller.
     pub fn set_caller(&self, caller: &Caller) {
-        let _ = self.caller.set(caller.clone());
+        locked(&self.caller).get_or_insert_with(|| caller.clone());
     }
 
-    pub fn caller(&self) -> Option<&Caller> {
-        self.caller.get()
+    pub fn caller(&self) -> Option<Caller> {
+        locked(&self.caller).clone()
     }
 
     /// Has the request's messages counted into `method` as they arrive.
     pub fn count_received(&self, method: &Arc<MethodMetrics>) {
-        let _ = self.received.set(method.clone());
+        locked(&self.received).get_or_insert_with(|| method.clone());
     }
 
     fn client_gone(&self) -> bool {
         self.client_gone.load(Ordering::Relaxed)
+    }
+}
+
+/// The code in `headers`, read once per call and kept in `state` when there is one.
+fn code_in(
+    headers: &http::HeaderMap,
+    state: Option<&CallState>,
+    kept: fn(&CallState) -> &KeptCode,
+) -> Option<Code> {
+    match state {
+        Some(state) => kept(state).get_or_read(|| grpc_code(headers)),
+        None => grpc_code(headers),
     }
 }
 
@@ -115,7 +162,9 @@ impl Body for WatchedRequest {
             Poll::Ready(Some(Err(_))) => self.state.client_gone.store(true, Ordering::Relaxed),
             Poll::Ready(Some(Ok(frame))) => {
                 let this = &mut *self;
-                if let (Some(data), Some(method)) = (frame.data_ref(), this.state.received.get()) {
+                if let Some(data) = frame.data_ref()
+                    && let Some(method) = &*locked(&this.state.received)
+                {
                     method.received(this.counter.feed(data));
                 }
             }
@@ -226,6 +275,7 @@ impl<F, O: OnEnd> EndFuture<F, O> {
 impl<F, O, ResBody, E> Future for EndFuture<F, O>
 where
     F: Future<Output = Result<http::Response<ResBody>, E>>,
+    ResBody: Body,
     O: OnEnd,
 {
     type Output = Result<http::Response<EndBody<ResBody, O>>, E>;
@@ -238,7 +288,12 @@ where
             Ok(response) => {
                 if let Some(ending) = &mut ending {
                     ending.observer.answered(response.extensions());
-                    ending.code = grpc_code(response.headers());
+                    // Only a trailers-only answer, whose body is empty, has its code in its
+                    // headers.
+                    if response.body().is_end_stream() {
+                        let state = ending.state.as_deref();
+                        ending.code = code_in(response.headers(), state, |state| &state.head_code);
+                    }
                 }
                 Poll::Ready(Ok(response.map(|inner| EndBody { inner, ending })))
             }
@@ -282,13 +337,18 @@ where
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref()
-                    && let Some(ending) = &mut self.ending
-                {
-                    ending.observer.sent(bytes::Buf::chunk(data));
-                }
-                if let Some(code) = frame.trailers_ref().and_then(grpc_code) {
-                    self.finish(Some(code));
+                // A layer that is off reads nothing of the answer.
+                if let Some(ending) = &mut self.ending {
+                    if let Some(data) = frame.data_ref() {
+                        ending.observer.sent(bytes::Buf::chunk(data));
+                    }
+                    if let Some(trailers) = frame.trailers_ref() {
+                        let state = ending.state.as_deref();
+                        let code = code_in(trailers, state, |state| &state.trailer_code);
+                        if code.is_some() {
+                            ending.finish(code);
+                        }
+                    }
                 }
             }
             Poll::Ready(Some(Err(_))) => self.finish(Some(Code::Internal)),

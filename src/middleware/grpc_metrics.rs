@@ -75,6 +75,7 @@ impl OnEnd for Counted {
 impl<S, ResBody> Service<http::Request<tonic::body::Body>> for GrpcMetrics<S>
 where
     S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
+    ResBody: http_body::Body,
 {
     type Response = http::Response<EndBody<ResBody, Counted>>;
     type Error = S::Error;

@@ -116,6 +116,7 @@ impl OnEnd for SpanEnd {
 impl<S, B, ResBody> Service<http::Request<B>> for TraceSpan<S>
 where
     S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    ResBody: http_body::Body,
 {
     type Response = http::Response<super::call_end::EndBody<ResBody, SpanEnd>>;
     type Error = S::Error;
