@@ -151,7 +151,9 @@ impl Application {
                 enabled: settings.listener.connections.idle.is_some(),
             })
             .layer(CallStateLayer)
-            .layer(TraceSpanLayer)
+            .layer(TraceSpanLayer {
+                trace_ids: settings.telemetry.access_log,
+            })
             .layer(AccessLogLayer {
                 enabled: settings.telemetry.access_log,
             })

@@ -1,7 +1,8 @@
 //! The call's server span, named and described as OpenTelemetry's RPC conventions ask, child
 //! of the caller's span when the call carries a W3C `traceparent`; ended with the call's gRPC
 //! code. The span is disabled (and costs a flag test) unless traces are exported; the caller's
-//! trace id is left on the call either way (`CallTrace`), for the access log.
+//! trace id is left on the call either way (`CallTrace`) when the access log is on, for its
+//! lines.
 
 use std::task::{Context, Poll};
 
@@ -21,20 +22,28 @@ use crate::telemetry::SPAN_TARGET;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CallTrace(pub TraceId);
 
+/// `trace_ids`: whether the caller's trace id is wanted on the call when no span is exported
+/// (the access log writes it).
 #[derive(Clone, Copy, Default)]
-pub struct TraceSpanLayer;
+pub struct TraceSpanLayer {
+    pub trace_ids: bool,
+}
 
 impl<S> Layer<S> for TraceSpanLayer {
     type Service = TraceSpan<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TraceSpan { inner }
+        TraceSpan {
+            inner,
+            trace_ids: self.trace_ids,
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct TraceSpan<S> {
     inner: S,
+    trace_ids: bool,
 }
 
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
@@ -52,8 +61,9 @@ impl Extractor for Metadata<'_> {
     }
 }
 
-/// The call's span, and its trace id (a valid one only).
-fn call_span<B>(request: &http::Request<B>) -> (tracing::Span, Option<TraceId>) {
+/// The call's span, and its trace id (a valid one only; read without a span only when
+/// `trace_ids`).
+fn call_span<B>(request: &http::Request<B>, trace_ids: bool) -> (tracing::Span, Option<TraceId>) {
     let path = request.uri().path();
     // Fields are worked out only when the span is enabled.
     let name = || path.strip_prefix('/').unwrap_or(path);
@@ -69,6 +79,9 @@ fn call_span<B>(request: &http::Request<B>) -> (tracing::Span, Option<TraceId>) 
         rpc.grpc.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
+    if span.is_disabled() && !trace_ids {
+        return (span, None);
+    }
     let has_parent = request.headers().contains_key(TRACEPARENT);
     let parent =
         has_parent.then(|| TraceContextPropagator::new().extract(&Metadata(request.headers())));
@@ -127,7 +140,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let (span, trace_id) = call_span(&request);
+        let (span, trace_id) = call_span(&request, self.trace_ids);
         if let Some(trace_id) = trace_id {
             request.extensions_mut().insert(CallTrace(trace_id));
         }

@@ -114,6 +114,50 @@ async fn a_connection_that_carries_no_call_is_closed_after_the_idle_time() {
     );
 }
 
+#[tokio::test]
+async fn a_connection_that_keeps_calling_within_the_idle_time_stays_open() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.listener.connections.idle = Some(Duration::from_millis(500));
+    })
+    .await;
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    // Calls 200 ms apart for two seconds, four idle times: each idle spell is shorter than
+    // the idle time, so the connection must carry every one of them.
+    for call in 0..10 {
+        let request =
+            http::Request::post(format!("http://{}/grpc.health.v1.Health/Check", app.addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .unwrap();
+        client = client
+            .ready()
+            .await
+            .unwrap_or_else(|err| panic!("call {call}: the connection was closed: {err}"));
+        let (response, mut send) = client.send_request(request, false).unwrap();
+        send.send_data(
+            crate::raw::frame(&tonic_health::pb::HealthCheckRequest::default()),
+            true,
+        )
+        .unwrap();
+        let mut body = response
+            .await
+            .unwrap_or_else(|err| panic!("call {call}: no answer: {err}"))
+            .into_body();
+        while body.data().await.is_some() {}
+        let _ = body.trailers().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Then nothing: closed once idle.
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(
+        ended.is_ok(),
+        "the idle connection was closed by the server"
+    );
+}
+
 /// A health check sent from `source` (another loopback address than the harness's).
 async fn health_from(source: &str, server: std::net::SocketAddr) -> Result<i32, String> {
     let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
