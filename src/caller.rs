@@ -24,8 +24,8 @@ impl TokenExpiry {
     }
 }
 
-/// What the auth middleware leaves on a call for the handlers: one extension, since every
-/// call carries it.
+/// What the auth middleware leaves in the call's state (`call::CallState`) for the handlers
+/// and the access log.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub caller: Caller,
@@ -34,19 +34,6 @@ pub struct Authenticated {
     /// What a user's token needs to go on working: its session open, or to be issued after
     /// the user's sessions last ended.
     pub basis: Option<TokenBasis>,
-}
-
-impl Authenticated {
-    /// What authentication left on a call; `None` when it has not passed the auth middleware.
-    pub fn of(extensions: &http::Extensions) -> Option<&Self> {
-        extensions.get::<Self>()
-    }
-
-    /// The caller authentication left on a call; anonymous when there is none.
-    pub fn caller_of(extensions: &http::Extensions) -> &Caller {
-        static ANONYMOUS: Caller = Caller::Anonymous;
-        Self::of(extensions).map_or(&ANONYMOUS, |authenticated| &authenticated.caller)
-    }
 }
 
 /// The authenticated caller of one request, set by the auth middleware.

@@ -103,21 +103,6 @@ impl ClientAddress {
         let ip = peer.map(|peer| client_behind(peer.ip(), headers, trusted_proxies));
         Self { peer, ip }
     }
-
-    /// The client's IP as the outermost layer resolved it for this call.
-    pub fn of(extensions: &Extensions) -> Option<IpAddr> {
-        extensions.get::<Self>().and_then(|address| address.ip)
-    }
-
-    /// The TCP peer of this call, as the outermost layer found it.
-    pub fn peer_of(extensions: &Extensions) -> Option<SocketAddr> {
-        extensions.get::<Self>().and_then(|address| address.peer)
-    }
-
-    /// The key per-address limits count this call's client under.
-    pub fn key_of(extensions: &Extensions) -> Option<IpAddr> {
-        Self::of(extensions).map(address_key)
-    }
 }
 
 /// The key per-address limits count a client under: an IPv4 address, or an IPv6 address's

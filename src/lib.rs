@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod call;
 pub mod call_deadline;
 pub mod caller;
 pub mod cli;

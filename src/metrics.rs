@@ -93,6 +93,12 @@ pub struct MethodMetrics {
     seconds: Histogram,
 }
 
+impl crate::call::ReceivedMessages for MethodMetrics {
+    fn received(&self, messages: u64) {
+        MethodMetrics::received(self, messages);
+    }
+}
+
 impl MethodMetrics {
     pub fn started(&self) {
         self.started.inc();

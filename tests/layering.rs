@@ -29,6 +29,7 @@ const LAYERS: &[&str] = &[
     "connections",
     "client_address",
     "caller",
+    "call",
     "rate",
     "auth",
     "streams",

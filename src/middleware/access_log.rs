@@ -1,6 +1,6 @@
 //! One structured line per call: method, peer, principal, gRPC code, duration and the
-//! caller's trace id. Inside the call-state and trace-span layers, whose caller slot and
-//! trace id it reads.
+//! caller's trace id. Reads the caller from the call's state, where the auth layer further
+//! in leaves it, and the trace id the trace-span layer outside leaves.
 
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -93,8 +93,7 @@ impl OnEnd for Line {
     fn ended(&mut self, code: Code, state: Option<&CallState>) {
         let peer = tracing::field::display(PeerOf(self.peer));
         let caller = state.and_then(CallState::caller);
-        let principal =
-            tracing::field::display(PrincipalOf(caller.as_ref().and_then(Caller::principal)));
+        let principal = tracing::field::display(PrincipalOf(caller.and_then(Caller::principal)));
         let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let method = self.uri.path();
         let trace_id = self.trace_id.map(|trace| tracing::field::display(trace.0));

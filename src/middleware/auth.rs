@@ -55,16 +55,18 @@ enum Admission {
 }
 
 /// The request as the handlers see it, with its caller; or the refusal that answers it.
-fn admit(mut request: Request, authenticated: Result<Authenticated, Rejected>) -> Admission {
+fn admit(request: Request, authenticated: Result<Authenticated, Rejected>) -> Admission {
     let authenticated = match authenticated {
         Ok(authenticated) => authenticated,
         Err(Rejected::TooSoon(wait)) => return Admission::Refuse(refused(wait)),
         Err(Rejected::Denied(err)) => return Admission::Refuse(status_response(err.into())),
     };
-    if let Some(state) = CallState::of(request.extensions()) {
-        state.set_caller(&authenticated.caller);
+    match CallState::of(request.extensions()) {
+        Some(state) => state.set_authenticated(authenticated),
+        // Without the outer layers (a service composed alone), handlers find the caller
+        // anonymous.
+        None => drop(authenticated),
     }
-    request.extensions_mut().insert(authenticated);
     Admission::Pass(request)
 }
 

@@ -1,105 +1,34 @@
 //! How a call ends, for the layers that report it (the trace span, the access log, the gRPC
 //! metrics): the code from `grpc-status` in the trailers-only headers or in the trailers, or
 //! CANCELLED when the client went away first; reported exactly once. `CallStateLayer`, outside
-//! those layers, watches the request for a broken client stream and leaves a slot where the
-//! auth layer puts the caller.
+//! those layers, watches the request for a broken client stream and counts its messages into
+//! the call's state (`call::CallState`, set by the outermost layer).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
 
-use crate::caller::Caller;
-use crate::metrics::{MessageCounter, MethodMetrics};
-
-/// What is learnt about a call after it started: the caller, which the auth layer further in
-/// leaves here, and whether the client went away. Each slot is written once per call: a plain
-/// lock or an atomic, since a `OnceLock`'s first write showed in the profile of every call.
-#[derive(Default)]
-pub struct CallState {
-    caller: Mutex<Option<Caller>>,
-    client_gone: AtomicBool,
-    /// Where the metrics layer, further in, has the request's messages counted.
-    received: Mutex<Option<Arc<MethodMetrics>>>,
-    /// The code in the answer's headers (a trailers-only answer) and in its trailers, read
-    /// by the innermost reporting layer and taken from here by the others: the reporting
-    /// layers sit together, so they see the same answer.
-    head_code: KeptCode,
-    trailer_code: KeptCode,
-}
-
-/// A code read once: not yet read, read and absent, or read.
-#[derive(Default)]
-struct KeptCode(AtomicU8);
-
-impl KeptCode {
-    const UNREAD: u8 = 0;
-    const ABSENT: u8 = 1;
-    /// Codes are kept past the two markers (gRPC's are 0-16).
-    const FIRST: u8 = 2;
-
-    /// The code `read` gives, read at the first call only.
-    fn get_or_read(&self, read: impl FnOnce() -> Option<Code>) -> Option<Code> {
-        match self.0.load(Ordering::Relaxed) {
-            Self::UNREAD => {
-                let code = read();
-                let kept = code.map_or(Self::ABSENT, |code| Self::FIRST + code as u8);
-                self.0.store(kept, Ordering::Relaxed);
-                code
-            }
-            Self::ABSENT => None,
-            kept => Some(Code::from_i32(i32::from(kept - Self::FIRST))),
-        }
-    }
-}
-
-fn locked<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {
-    slot.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl CallState {
-    /// The call's state, when `CallStateLayer` set one.
-    pub fn of(extensions: &http::Extensions) -> Option<&Arc<CallState>> {
-        extensions.get::<Arc<CallState>>()
-    }
-
-    /// Where the auth layer leaves the caller.
-    pub fn set_caller(&self, caller: &Caller) {
-        locked(&self.caller).get_or_insert_with(|| caller.clone());
-    }
-
-    pub fn caller(&self) -> Option<Caller> {
-        locked(&self.caller).clone()
-    }
-
-    /// Has the request's messages counted into `method` as they arrive.
-    pub fn count_received(&self, method: &Arc<MethodMetrics>) {
-        locked(&self.received).get_or_insert_with(|| method.clone());
-    }
-
-    fn client_gone(&self) -> bool {
-        self.client_gone.load(Ordering::Relaxed)
-    }
-}
+pub use crate::call::CallState;
+use crate::metrics::MessageCounter;
 
 /// The code in `headers`, read once per call and kept in `state` when there is one.
 fn code_in(
     headers: &http::HeaderMap,
     state: Option<&CallState>,
-    kept: fn(&CallState) -> &KeptCode,
+    kept: fn(&CallState, &dyn Fn() -> Option<Code>) -> Option<Code>,
 ) -> Option<Code> {
     match state {
-        Some(state) => kept(state).get_or_read(|| grpc_code(headers)),
+        Some(state) => kept(state, &|| grpc_code(headers)),
         None => grpc_code(headers),
     }
 }
 
-/// Outside the reporting layers: sets a `CallState` on each call, and marks the client gone
-/// when its request stream breaks (a reset, or the connection closing) before the call ends.
+/// Outside the reporting layers: marks the client gone in the call's state when its request
+/// stream breaks (a reset, or the connection closing) before the call ends.
 #[derive(Clone, Copy, Default)]
 pub struct CallStateLayer;
 
@@ -129,9 +58,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        let state = Arc::new(CallState::default());
-        let (mut parts, body) = request.into_parts();
-        parts.extensions.insert(state.clone());
+        let Some(state) = CallState::of(request.extensions()).cloned() else {
+            return self.inner.call(request);
+        };
+        let (parts, body) = request.into_parts();
         let body = tonic::body::Body::new(WatchedRequest {
             inner: body,
             state,
@@ -159,13 +89,12 @@ impl Body for WatchedRequest {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(Some(Err(_))) => self.state.client_gone.store(true, Ordering::Relaxed),
+            Poll::Ready(Some(Err(_))) => self.state.mark_client_gone(),
             Poll::Ready(Some(Ok(frame))) => {
-                let this = &mut *self;
-                if let Some(data) = frame.data_ref()
-                    && let Some(method) = &*locked(&this.state.received)
-                {
-                    method.received(this.counter.feed(data));
+                if let Some(data) = frame.data_ref() {
+                    let this = &mut *self;
+                    let counter = &mut this.counter;
+                    this.state.received(|| counter.feed(data));
                 }
             }
             _ => {}
@@ -292,7 +221,9 @@ where
                     // headers.
                     if response.body().is_end_stream() {
                         let state = ending.state.as_deref();
-                        ending.code = code_in(response.headers(), state, |state| &state.head_code);
+                        ending.code = code_in(response.headers(), state, |state, read| {
+                            state.head_code(read)
+                        });
                     }
                 }
                 Poll::Ready(Ok(response.map(|inner| EndBody { inner, ending })))
@@ -344,7 +275,7 @@ where
                     }
                     if let Some(trailers) = frame.trailers_ref() {
                         let state = ending.state.as_deref();
-                        let code = code_in(trailers, state, |state| &state.trailer_code);
+                        let code = code_in(trailers, state, |state, read| state.trailer_code(read));
                         if code.is_some() {
                             ending.finish(code);
                         }

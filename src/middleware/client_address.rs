@@ -1,5 +1,6 @@
 //! Outermost layer: works out once who a call comes from (the peer, or the client a trusted
-//! proxy names) and leaves it on the call as a `ClientAddress` for every limit and handler.
+//! proxy names) and starts the call's state with it (`call::CallState`), which every limit
+//! and handler reads.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
+use crate::call::CallState;
 use crate::client_address::ClientAddress;
 
 #[derive(Clone)]
@@ -58,7 +60,9 @@ where
             request.headers(),
             &self.trusted_proxies,
         );
-        request.extensions_mut().insert(address);
+        request
+            .extensions_mut()
+            .insert(Arc::new(CallState::new(address)));
         self.inner.call(request)
     }
 }

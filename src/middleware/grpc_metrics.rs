@@ -93,7 +93,7 @@ where
         if let Some(counted) = &method {
             counted.started();
             if let Some(state) = CallState::of(request.extensions()) {
-                state.count_received(counted);
+                state.count_received(counted.clone());
             }
         }
         let counted = Counted {

@@ -1,6 +1,6 @@
 //! The tower layers calls pass through, one concern each, in the architecture diagram's
-//! order (outermost first): the client's address -> connection activity -> call state (the
-//! caller slot, a broken client stream) -> trace span -> access log -> gRPC metrics ->
+//! order (outermost first): the client's address (which starts the call's state) ->
+//! connection activity -> the request watched (a broken client stream) -> trace span -> access log -> gRPC metrics ->
 //! deadline -> content type -> decode fault; then, for the user and auth services only, load
 //! shedding -> authentication -> rate limit -> the services. Health checks and reflection skip
 //! the second group. Shedding comes before authentication so that calls with bad tokens are
