@@ -81,32 +81,52 @@ async fn past_the_connection_cap_new_connections_are_closed_at_once() {
         .expect("served once there is room");
 }
 
-#[tokio::test]
-async fn a_connection_that_carries_no_call_is_closed_after_the_idle_time() {
+/// A server closing connections idle for 500 ms, and one HTTP/2 connection to it: the server,
+/// the client's handle and the connection's task, which ends when the server closes it.
+async fn connection_idle_after_500ms() -> (
+    TestApp,
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
     let app = TestApp::spawn_with(|settings| {
         settings.listener.connections.idle = Some(Duration::from_millis(500));
     })
     .await;
     let tcp = TcpStream::connect(app.addr).await.unwrap();
-    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
-    let connection = tokio::spawn(connection);
-    // One call, then nothing.
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    (app, client, tokio::spawn(connection))
+}
+
+/// One health check over `client`, read to its end: the client for the next, or why the
+/// connection could not carry it.
+async fn health_check(
+    client: h2::client::SendRequest<bytes::Bytes>,
+    app: &TestApp,
+) -> Result<h2::client::SendRequest<bytes::Bytes>, h2::Error> {
     let request = http::Request::post(format!("http://{}/grpc.health.v1.Health/Check", app.addr))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())
         .unwrap();
-    client = client.ready().await.unwrap();
-    let (response, mut send) = client.send_request(request, false).unwrap();
+    let mut client = client.ready().await?;
+    let (response, mut send) = client.send_request(request, false)?;
     send.send_data(
         crate::raw::frame(&tonic_health::pb::HealthCheckRequest::default()),
         true,
-    )
-    .unwrap();
-    let mut body = response.await.unwrap().into_body();
+    )?;
+    let mut body = response.await?.into_body();
     while body.data().await.is_some() {}
     let _ = body.trailers().await;
+    Ok(client)
+}
 
+#[tokio::test]
+async fn a_connection_that_carries_no_call_is_closed_after_the_idle_time() {
+    let (app, client, connection) = connection_idle_after_500ms().await;
+    // One call, then nothing.
+    health_check(client, &app)
+        .await
+        .expect("the call is served");
     let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
     assert!(
         ended.is_ok(),
@@ -116,38 +136,13 @@ async fn a_connection_that_carries_no_call_is_closed_after_the_idle_time() {
 
 #[tokio::test]
 async fn a_connection_that_keeps_calling_within_the_idle_time_stays_open() {
-    let app = TestApp::spawn_with(|settings| {
-        settings.listener.connections.idle = Some(Duration::from_millis(500));
-    })
-    .await;
-    let tcp = TcpStream::connect(app.addr).await.unwrap();
-    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
-    let connection = tokio::spawn(connection);
+    let (app, mut client, connection) = connection_idle_after_500ms().await;
     // Calls 200 ms apart for two seconds, four idle times: each idle spell is shorter than
     // the idle time, so the connection must carry every one of them.
     for call in 0..10 {
-        let request =
-            http::Request::post(format!("http://{}/grpc.health.v1.Health/Check", app.addr))
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .body(())
-                .unwrap();
-        client = client
-            .ready()
+        client = health_check(client, &app)
             .await
             .unwrap_or_else(|err| panic!("call {call}: the connection was closed: {err}"));
-        let (response, mut send) = client.send_request(request, false).unwrap();
-        send.send_data(
-            crate::raw::frame(&tonic_health::pb::HealthCheckRequest::default()),
-            true,
-        )
-        .unwrap();
-        let mut body = response
-            .await
-            .unwrap_or_else(|err| panic!("call {call}: no answer: {err}"))
-            .into_body();
-        while body.data().await.is_some() {}
-        let _ = body.trailers().await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Then nothing: closed once idle.

@@ -238,13 +238,26 @@ fn describe(result: Result<impl std::fmt::Debug, Status>) -> String {
     }
 }
 
-/// One table of answers to bad input: a row per case, locked as one snapshot.
-#[derive(Default)]
-struct Table(String);
+/// One table of answers to bad input: a row per case, locked as the snapshot `name`.
+struct Table {
+    name: &'static str,
+    rows: String,
+}
 
 impl Table {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            rows: String::new(),
+        }
+    }
+
     fn row(&mut self, rpc: &str, case: &str, outcome: String) {
-        writeln!(self.0, "{rpc:<16} | {case:<40} | {outcome}").unwrap();
+        writeln!(self.rows, "{rpc:<16} | {case:<40} | {outcome}").unwrap();
+    }
+
+    fn lock(self) {
+        snapshot!(self.name, self.rows);
     }
 }
 
@@ -264,7 +277,7 @@ async fn app_with_ann() -> (TestApp, crate::helpers::Client, pb::User) {
 async fn status_codes_of_create_user() {
     // ann's name and email are taken.
     let (_app, mut client, _) = app_with_ann().await;
-    let mut table = Table::default();
+    let mut table = Table::new("status_codes_create_user");
     let create_cases: Vec<(&str, pb::CreateUserRequest)> = vec![
         (
             "username too short",
@@ -422,19 +435,18 @@ async fn status_codes_of_create_user() {
         );
     }
 
-    snapshot!("status_codes_create_user", table.0);
+    table.lock();
 }
 
 /// GetUser: ids that are empty, malformed or unknown.
 #[tokio::test]
 async fn status_codes_of_get_user() {
     let (_app, mut client, _) = app_with_ann().await;
-    let unknown = UNKNOWN_ID.to_string();
-    let mut table = Table::default();
+    let mut table = Table::new("status_codes_get_user");
     for (case, user_id) in [
         ("empty user_id", String::new()),
         ("user_id that is not a UUID", "42".to_string()),
-        ("unknown user_id", unknown.clone()),
+        ("unknown user_id", UNKNOWN_ID.into()),
     ] {
         table.row(
             "GetUser",
@@ -443,20 +455,19 @@ async fn status_codes_of_get_user() {
         );
     }
 
-    snapshot!("status_codes_get_user", table.0);
+    table.lock();
 }
 
 /// UpdateUser: unknown ids, enum values, etags, fields, and a status only deletion sets.
 #[tokio::test]
 async fn status_codes_of_update_user() {
     let (_app, mut client, ann) = app_with_ann().await;
-    let unknown = UNKNOWN_ID.to_string();
-    let mut table = Table::default();
+    let mut table = Table::new("status_codes_update_user");
     let update_cases: Vec<(&str, pb::UpdateUserRequest)> = vec![
         (
             "unknown user_id",
             pb::UpdateUserRequest {
-                user_id: unknown.clone(),
+                user_id: UNKNOWN_ID.into(),
                 ..Default::default()
             },
         ),
@@ -513,20 +524,19 @@ async fn status_codes_of_update_user() {
         describe(client.update_user(status).await),
     );
 
-    snapshot!("status_codes_update_user", table.0);
+    table.lock();
 }
 
 /// DeleteUser: an unknown id and a stale etag.
 #[tokio::test]
 async fn status_codes_of_delete_user() {
     let (_app, mut client, ann) = app_with_ann().await;
-    let unknown = UNKNOWN_ID.to_string();
-    let mut table = Table::default();
+    let mut table = Table::new("status_codes_delete_user");
     for (case, request) in [
         (
             "unknown user_id",
             pb::DeleteUserRequest {
-                user_id: unknown.clone(),
+                user_id: UNKNOWN_ID.into(),
                 etag: None,
             },
         ),
@@ -545,15 +555,14 @@ async fn status_codes_of_delete_user() {
         );
     }
 
-    snapshot!("status_codes_delete_user", table.0);
+    table.lock();
 }
 
 /// ListUsers: page sizes, page tokens and filters.
 #[tokio::test]
 async fn status_codes_of_list_users() {
     let (_app, mut client, _) = app_with_ann().await;
-    let unknown = UNKNOWN_ID.to_string();
-    let mut table = Table::default();
+    let mut table = Table::new("status_codes_list_users");
     let list_cases = [
         (
             "negative page_size",
@@ -594,7 +603,7 @@ async fn status_codes_of_list_users() {
     let token = page_token::encode(
         Cursor {
             created_at_ns: 1,
-            id: UserId::parse("id", &unknown).unwrap(),
+            id: UserId::parse("id", UNKNOWN_ID).unwrap(),
         },
         page_token::Filters {
             status: None,
@@ -612,21 +621,20 @@ async fn status_codes_of_list_users() {
         describe(client.list_users(other_filters).await),
     );
 
-    snapshot!("status_codes_list_users", table.0);
+    table.lock();
 }
 
 /// WatchUsers: what a watch selects and where it starts.
 #[tokio::test]
 async fn status_codes_of_watch_users() {
     let (_app, mut client, _) = app_with_ann().await;
-    let unknown = UNKNOWN_ID.to_string();
-    let mut table = Table::default();
+    let mut table = Table::new("status_codes_watch_users");
     let watch_cases = [
         ("selects nothing", pb::WatchUsersRequest::default()),
         (
             "malformed user_ids",
             pb::WatchUsersRequest {
-                user_ids: vec!["x".into(), unknown.clone(), String::new()],
+                user_ids: vec!["x".into(), UNKNOWN_ID.into(), String::new()],
                 ..Default::default()
             },
         ),
@@ -647,14 +655,14 @@ async fn status_codes_of_watch_users() {
         );
     }
 
-    snapshot!("status_codes_watch_users", table.0);
+    table.lock();
 }
 
 /// Callers refused: no token, a malformed one, and what a plain user may not do.
 #[tokio::test]
 async fn status_codes_of_callers_refused() {
     let (app, mut client, ann) = app_with_ann().await;
-    let mut table = Table::default();
+    let mut table = Table::new("status_codes_callers_refused");
     let anonymous = app.client_with(None).await;
     let garbage = app.client_with(Some("not.a.token")).await;
     let plain = create(&mut client, "plain").await;
@@ -701,16 +709,15 @@ async fn status_codes_of_callers_refused() {
         "user batch-creates",
         describe(as_plain.batch_create_users(batch).await),
     );
-    snapshot!("status_codes_callers_refused", table.0);
+    table.lock();
 }
 
 /// AuthService: logins, refresh tokens, logout, password changes and ended sessions.
 #[tokio::test]
 async fn status_codes_of_auth_service() {
     let (app, mut client, ann) = app_with_ann().await;
-    let unknown_id = UNKNOWN_ID.to_string();
     let plain = create(&mut client, "plain").await;
-    let mut table = Table::default();
+    let mut table = Table::new("status_codes_auth_service");
     let mut login = AuthServiceClient::new(app.channel().await);
     let wrong = pb::LoginRequest {
         username: "ann".into(),
@@ -814,20 +821,20 @@ async fn status_codes_of_auth_service() {
         describe(
             admin_auth
                 .end_sessions(pb::EndSessionsRequest {
-                    user_id: unknown_id.clone(),
+                    user_id: UNKNOWN_ID.into(),
                 })
                 .await,
         ),
     );
 
-    snapshot!("status_codes_auth_service", table.0);
+    table.lock();
 }
 
 /// The rate limiter's refusal.
 #[tokio::test]
 async fn status_codes_of_the_rate_limit() {
     let list = || pb::ListUsersRequest::default();
-    let mut table = Table::default();
+    let mut table = Table::new("status_codes_rate_limit");
     let limited = TestApp::spawn_with(|settings| {
         settings.limits.rate_limit_per_second = 1;
         settings.limits.rate_limit_burst = 1;
@@ -845,7 +852,7 @@ async fn status_codes_of_the_rate_limit() {
     }
     table.row("ListUsers", "past the rate limit", describe(refusal));
 
-    snapshot!("status_codes_rate_limit", table.0);
+    table.lock();
 }
 
 fn field_type(
