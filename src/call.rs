@@ -48,10 +48,6 @@ impl CallState {
         extensions.get::<Arc<CallState>>()
     }
 
-    pub fn address(&self) -> ClientAddress {
-        self.address
-    }
-
     /// Where the auth layer leaves what it found.
     pub fn set_authenticated(&self, authenticated: Authenticated) {
         let _ = self.authenticated.set(authenticated);
@@ -86,15 +82,20 @@ impl CallState {
         self.client_gone.load(Ordering::Relaxed)
     }
 
-    /// The code in the answer's headers, read by `read` once per call.
-    pub fn head_code(&self, read: impl FnOnce() -> Option<Code>) -> Option<Code> {
-        self.head_code.get_or_read(read)
+    /// The code in `part` of the answer, read by `read` once per call.
+    pub fn code(&self, part: AnswerPart, read: impl FnOnce() -> Option<Code>) -> Option<Code> {
+        match part {
+            AnswerPart::Head => self.head_code.get_or_read(read),
+            AnswerPart::Trailers => self.trailer_code.get_or_read(read),
+        }
     }
+}
 
-    /// The code in the answer's trailers, read by `read` once per call.
-    pub fn trailer_code(&self, read: impl FnOnce() -> Option<Code>) -> Option<Code> {
-        self.trailer_code.get_or_read(read)
-    }
+/// Where an answer carries its code: in its headers (a trailers-only answer) or its trailers.
+#[derive(Clone, Copy)]
+pub enum AnswerPart {
+    Head,
+    Trailers,
 }
 
 /// A code read once: not yet read, read and absent, or read.

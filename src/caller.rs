@@ -92,11 +92,7 @@ impl std::fmt::Display for Principal<'_> {
             // logged call.
             Caller::User { id, .. } => {
                 f.write_str("user:")?;
-                f.write_str(
-                    id.as_uuid()
-                        .hyphenated()
-                        .encode_lower(&mut uuid::Uuid::encode_buffer()),
-                )
+                f.write_str(id.encode(&mut [0; 36]))
             }
             Caller::Service { name, .. } => {
                 f.write_str("service:")?;

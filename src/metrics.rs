@@ -95,17 +95,13 @@ pub struct MethodMetrics {
 
 impl crate::call::ReceivedMessages for MethodMetrics {
     fn received(&self, messages: u64) {
-        MethodMetrics::received(self, messages);
+        self.received.inc_by(messages);
     }
 }
 
 impl MethodMetrics {
     pub fn started(&self) {
         self.started.inc();
-    }
-
-    pub fn received(&self, messages: u64) {
-        self.received.inc_by(messages);
     }
 
     pub fn sent(&self, messages: u64) {

@@ -25,8 +25,9 @@ use crate::grpc::signup::SignupLimit;
 use crate::health;
 use crate::metrics::{Metrics, methods_of};
 use crate::middleware::{
-    AccessLogLayer, ActivityLayer, AuthLayer, CallStateLayer, ClientAddressLayer, ContentTypeLayer,
-    DeadlineLayer, DecodeFaultLayer, GrpcMetricsLayer, RateLimitLayer, ShedLayer, TraceSpanLayer,
+    AccessLogLayer, ActivityLayer, AuthLayer, ClientAddressLayer, ContentTypeLayer, DeadlineLayer,
+    DecodeFaultLayer, GrpcMetricsLayer, RateLimitLayer, RequestWatchLayer, ShedLayer,
+    TraceSpanLayer,
 };
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
@@ -150,7 +151,7 @@ impl Application {
             .layer(ActivityLayer {
                 enabled: settings.listener.connections.idle.is_some(),
             })
-            .layer(CallStateLayer)
+            .layer(RequestWatchLayer)
             .layer(TraceSpanLayer {
                 trace_ids: settings.telemetry.access_log,
             })

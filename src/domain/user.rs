@@ -50,6 +50,12 @@ impl UserId {
     pub fn as_uuid(&self) -> &Uuid {
         &self.0
     }
+
+    /// The id's text (lower-case, hyphenated), written into `buffer` without the formatting
+    /// machinery `to_string` goes through (it showed in the profile of every GetUser).
+    pub fn encode<'b>(&self, buffer: &'b mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &'b str {
+        self.0.hyphenated().encode_lower(buffer)
+    }
 }
 
 impl Default for UserId {

@@ -21,14 +21,7 @@ pub fn timestamp(ns: i64) -> Timestamp {
 
 pub fn user_to_pb(user: &User) -> pb::User {
     pb::User {
-        // Written straight from their parts: `to_string` goes through the formatting
-        // machinery, which showed in the profile of every GetUser.
-        id: user
-            .id
-            .as_uuid()
-            .hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .to_owned(),
+        id: user.id.encode(&mut [0; 36]).to_owned(),
         etag: user.etag().to_text(),
         username: user.username.as_str().to_owned(),
         email: user.email.as_str().to_owned(),

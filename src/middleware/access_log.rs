@@ -8,8 +8,9 @@ use std::time::Instant;
 use tonic::Code;
 use tower::{Layer, Service};
 
-use super::call_end::{CallState, EndBody, EndFuture, Ending, OnEnd};
+use super::call_end::{EndBody, EndFuture, Ending, OnEnd};
 use super::trace_span::CallTrace;
+use crate::call::CallState;
 use crate::caller::{Caller, Principal};
 use crate::client_address::ClientAddress;
 use crate::telemetry::ACCESS_TARGET;

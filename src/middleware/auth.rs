@@ -10,10 +10,10 @@ use std::task::{Context, Poll, ready};
 
 use tower::{Layer, Service};
 
-use super::call_end::CallState;
 use super::rate_limit::refused;
 use super::{Response, status_response};
 use crate::auth::authenticator::{Authentication, Authenticator, Rejected};
+use crate::call::CallState;
 use crate::caller::Authenticated;
 
 type Request = http::Request<tonic::body::Body>;

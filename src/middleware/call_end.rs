@@ -1,6 +1,6 @@
 //! How a call ends, for the layers that report it (the trace span, the access log, the gRPC
 //! metrics): the code from `grpc-status` in the trailers-only headers or in the trailers, or
-//! CANCELLED when the client went away first; reported exactly once. `CallStateLayer`, outside
+//! CANCELLED when the client went away first; reported exactly once. `RequestWatchLayer`, outside
 //! those layers, watches the request for a broken client stream and counts its messages into
 //! the call's state (`call::CallState`, set by the outermost layer).
 
@@ -12,40 +12,41 @@ use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
 use tower::{Layer, Service};
 
-pub use crate::call::CallState;
+use crate::call::{AnswerPart, CallState};
 use crate::metrics::MessageCounter;
 
-/// The code in `headers`, read once per call and kept in `state` when there is one.
-fn code_in(
-    headers: &http::HeaderMap,
+/// The code `read` finds in `part` of the answer, read once per call and kept in `state` when
+/// there is one.
+fn kept_code(
     state: Option<&CallState>,
-    kept: fn(&CallState, &dyn Fn() -> Option<Code>) -> Option<Code>,
+    part: AnswerPart,
+    read: impl FnOnce() -> Option<Code>,
 ) -> Option<Code> {
     match state {
-        Some(state) => kept(state, &|| grpc_code(headers)),
-        None => grpc_code(headers),
+        Some(state) => state.code(part, read),
+        None => read(),
     }
 }
 
 /// Outside the reporting layers: marks the client gone in the call's state when its request
 /// stream breaks (a reset, or the connection closing) before the call ends.
 #[derive(Clone, Copy, Default)]
-pub struct CallStateLayer;
+pub struct RequestWatchLayer;
 
-impl<S> Layer<S> for CallStateLayer {
-    type Service = WithCallState<S>;
+impl<S> Layer<S> for RequestWatchLayer {
+    type Service = RequestWatch<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        WithCallState { inner }
+        RequestWatch { inner }
     }
 }
 
 #[derive(Clone)]
-pub struct WithCallState<S> {
+pub struct RequestWatch<S> {
     inner: S,
 }
 
-impl<S> Service<http::Request<tonic::body::Body>> for WithCallState<S>
+impl<S> Service<http::Request<tonic::body::Body>> for RequestWatch<S>
 where
     S: Service<http::Request<tonic::body::Body>>,
 {
@@ -118,7 +119,7 @@ pub trait OnEnd {
     fn answered(&mut self, _extensions: &http::Extensions) {}
     /// A data frame of the answer went out.
     fn sent(&mut self, _data: &[u8]) {}
-    /// The call ended with `code`; `state` is the call's, when `CallStateLayer` set one.
+    /// The call ended with `code`; `state` is the call's, when the outermost layer set one.
     fn ended(&mut self, code: Code, state: Option<&CallState>);
 }
 
@@ -128,6 +129,15 @@ const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status
 fn grpc_code(headers: &http::HeaderMap) -> Option<Code> {
     let value = headers.get(GRPC_STATUS)?.to_str().ok()?;
     value.parse::<i32>().ok().map(Code::from_i32)
+}
+
+/// The code of a trailers-only answer, from its headers: only such an answer, whose body is
+/// empty, carries its code there, so any other costs a test, not a lookup.
+pub(super) fn trailers_only_code<B: Body>(response: &http::Response<B>) -> Option<Code> {
+    if !response.body().is_end_stream() {
+        return None;
+    }
+    grpc_code(response.headers())
 }
 
 /// One call's ending, reported exactly once: when its answer ends, or when it is dropped
@@ -217,14 +227,9 @@ where
             Ok(response) => {
                 if let Some(ending) = &mut ending {
                     ending.observer.answered(response.extensions());
-                    // Only a trailers-only answer, whose body is empty, has its code in its
-                    // headers.
-                    if response.body().is_end_stream() {
-                        let state = ending.state.as_deref();
-                        ending.code = code_in(response.headers(), state, |state, read| {
-                            state.head_code(read)
-                        });
-                    }
+                    ending.code = kept_code(ending.state.as_deref(), AnswerPart::Head, || {
+                        trailers_only_code(&response)
+                    });
                 }
                 Poll::Ready(Ok(response.map(|inner| EndBody { inner, ending })))
             }
@@ -275,7 +280,7 @@ where
                     }
                     if let Some(trailers) = frame.trailers_ref() {
                         let state = ending.state.as_deref();
-                        let code = code_in(trailers, state, |state, read| state.trailer_code(read));
+                        let code = kept_code(state, AnswerPart::Trailers, || grpc_code(trailers));
                         if code.is_some() {
                             ending.finish(code);
                         }

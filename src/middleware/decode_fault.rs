@@ -12,8 +12,8 @@ use std::task::{Context, Poll, ready};
 use tower::{Layer, Service};
 
 use super::Response;
+use super::call_end::trailers_only_code;
 
-const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
 
 #[derive(Clone, Copy, Default)]
@@ -72,17 +72,8 @@ where
 
 /// The response, with tonic's status for an unreadable request replaced by the caller's.
 fn reworded(mut response: Response) -> Response {
-    // Only a trailers-only response, whose body is empty, carries its status in its headers:
-    // any other passes on a test.
-    if !http_body::Body::is_end_stream(response.body()) {
-        return response;
-    }
-    let Some(code) = response.headers().get(GRPC_STATUS) else {
-        return response;
-    };
-    let code = match code.as_bytes() {
-        b"13" => tonic::Code::Internal,
-        b"11" => tonic::Code::OutOfRange,
+    let code = match trailers_only_code(&response) {
+        Some(code @ (tonic::Code::Internal | tonic::Code::OutOfRange)) => code,
         _ => return response,
     };
     let Ok(status) = tonic::Status::from_header_map(response.headers()).ok_or(()) else {

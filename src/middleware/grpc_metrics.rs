@@ -1,6 +1,6 @@
 //! The gRPC server metrics of each call, in the Prometheus names grpc-go and
 //! go-grpc-middleware use: started, handled by code, messages received and sent, handling
-//! time; and the refusals layers further in answered themselves. The call-state layer outside
+//! time; and the refusals layers further in answered themselves. The request-watch layer outside
 //! counts the request's messages for it, so the request body is watched once.
 
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::Refusal;
-use super::call_end::{CallState, EndBody, EndFuture, Ending, OnEnd};
+use super::call_end::{EndBody, EndFuture, Ending, OnEnd};
+use crate::call::CallState;
 use crate::metrics::{MessageCounter, MethodMetrics, Metrics};
 
 /// `None` records nothing (no `--metrics-listen`).

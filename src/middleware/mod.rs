@@ -24,7 +24,7 @@ use tonic::Status;
 pub use access_log::AccessLogLayer;
 pub use activity::ActivityLayer;
 pub use auth::AuthLayer;
-pub use call_end::CallStateLayer;
+pub use call_end::RequestWatchLayer;
 pub use client_address::ClientAddressLayer;
 pub use content_type::ContentTypeLayer;
 pub use deadline::DeadlineLayer;

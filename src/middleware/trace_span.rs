@@ -15,7 +15,8 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::call_end::{CallState, EndFuture, Ending, OnEnd};
+use super::call_end::{EndFuture, Ending, OnEnd};
+use crate::call::CallState;
 use crate::telemetry::SPAN_TARGET;
 
 /// The trace a call belongs to, when it belongs to one.
