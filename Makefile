@@ -1,7 +1,7 @@
 # The README's commands. Needs only a Rust toolchain: no protoc, no system libraries.
 CARGO ?= cargo
 
-.PHONY: run test test-ha schema-check lint snapshots build bench fuzz deploy-check
+.PHONY: run test test-browser test-ha schema-check lint snapshots build bench fuzz deploy-check
 
 ## Serve on 127.0.0.1:50051 with the embedded database in ./data/users.db.
 run:
@@ -10,7 +10,8 @@ run:
 ## Unit, integration and snapshot tests, the integration suite once per backend: SQLite,
 ## then PostgreSQL at TEST_DATABASE_URL (each test creates and drops its own database; the
 ## replica and fault tests always run on PostgreSQL). With CI set, any snapshot diff fails.
-## Python's grpcio (for the compression test's second client) is installed when missing.
+## Python's grpcio (for the compression test's second client) is installed when missing, and
+## so are the Node packages of tests/web (the official Connect clients), with npm ci.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 PYTHON ?= python3
 export TEST_DATABASE_URL
@@ -19,8 +20,23 @@ test:
 	@psql "$(TEST_DATABASE_URL)" -Atqc 'SELECT 1' >/dev/null 2>&1 || { \
 		echo "make test: PostgreSQL is unreachable at $(TEST_DATABASE_URL) (checked with psql): start it, or run make test TEST_DATABASE_URL=postgres://USER@HOST:PORT/DATABASE" >&2; exit 1; }
 	@$(PYTHON) -c 'import grpc' 2>/dev/null || $(PYTHON) -m pip install --quiet --disable-pip-version-check grpcio
+	@$(MAKE) --no-print-directory web-packages
 	$(CARGO) test --locked --lib --bins --tests
 	TEST_BACKEND=postgres $(CARGO) test --locked --test integration -- --skip sqlite:: --skip replicas:: --skip grey::
+
+## The admin console in Chromium (Debian's package, installed when missing, as root, as CI
+## runs), driven by Playwright from tests/web; screenshots go to target/console-screenshots/.
+test-browser: web-packages
+	@command -v chromium >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	$(CARGO) test --locked --test browser -- --ignored --nocapture
+
+.PHONY: web-packages
+web-packages: tests/web/node_modules/.installed
+tests/web/node_modules/.installed: tests/web/package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { echo "make: Node.js 20 or newer and npm are needed for the web client tests (tests/web)" >&2; exit 1; }
+	npm ci --prefix tests/web --no-audit --no-fund --loglevel=error
+	@touch $@
 
 ## Primary failover under a real Patroni cluster (etcd and three PostgreSQL 15 nodes on local
 ## ports 5441-5443): a switchover, a kill -9 and a SIGSTOP freeze of the primary under writers

@@ -1,6 +1,7 @@
 //! One call's state, as one request extension every layer and handler reads: the client's
 //! address (resolved by the outermost layer), what authentication found (left by the auth
-//! layer), whether the client went away, and the code the answer ended with. One extension
+//! layer), the protocol it came in (gRPC, gRPC-Web or Connect), whether the client went away,
+//! and the code the answer ended with. One extension
 //! rather than one per fact: each more grew the request's extension map, which showed in the
 //! profile of every call.
 
@@ -19,6 +20,7 @@ pub trait ReceivedMessages: Send + Sync {
 
 pub struct CallState {
     address: ClientAddress,
+    protocol: AtomicU8,
     authenticated: OnceLock<Authenticated>,
     client_gone: AtomicBool,
     /// Where the metrics layer has the request's messages counted.
@@ -35,6 +37,7 @@ impl CallState {
     pub fn new(address: ClientAddress) -> Self {
         Self {
             address,
+            protocol: AtomicU8::new(Protocol::Grpc as u8),
             authenticated: OnceLock::new(),
             client_gone: AtomicBool::new(false),
             received: Mutex::new(None),
@@ -46,6 +49,18 @@ impl CallState {
     /// The call's state, when the outermost layer set one.
     pub fn of(extensions: &http::Extensions) -> Option<&Arc<CallState>> {
         extensions.get::<Arc<CallState>>()
+    }
+
+    /// Where the protocol layer notes what the client speaks.
+    pub fn set_protocol(&self, protocol: Protocol) {
+        self.protocol.store(protocol as u8, Ordering::Relaxed);
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        Protocol::ALL
+            .get(usize::from(self.protocol.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or(Protocol::Grpc)
     }
 
     /// Where the auth layer leaves what it found.
@@ -87,6 +102,39 @@ impl CallState {
         match part {
             AnswerPart::Head => self.head_code.get_or_read(read),
             AnswerPart::Trailers => self.trailer_code.get_or_read(read),
+        }
+    }
+}
+
+/// How a call reached the server. Every protocol is translated into gRPC at the edge, so
+/// everything inside sees one kind of call; the access log records which it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Protocol {
+    Grpc,
+    GrpcWeb,
+    GrpcWebText,
+    ConnectJson,
+    ConnectProto,
+}
+
+impl Protocol {
+    /// In the order of their discriminants.
+    const ALL: [Protocol; 5] = [
+        Protocol::Grpc,
+        Protocol::GrpcWeb,
+        Protocol::GrpcWebText,
+        Protocol::ConnectJson,
+        Protocol::ConnectProto,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::GrpcWebText => "grpc-web-text",
+            Protocol::ConnectJson => "connect+json",
+            Protocol::ConnectProto => "connect+proto",
         }
     }
 }

@@ -325,6 +325,31 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Let pages from this origin call the service from a browser (CORS), e.g.
+    /// https://admin.example.com (repeatable; off when none is named).
+    #[arg(
+        long = "cors-allow-origin",
+        env = "USER_SERVICE_CORS_ALLOW_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_origin
+    )]
+    pub cors_allow_origins: Vec<http::HeaderValue>,
+
+    /// Serve the admin console at /console/. BOOL is true/false, 1/0, yes/no or on/off; the
+    /// flag alone means true.
+    #[arg(
+        long,
+        env = "USER_SERVICE_CONSOLE",
+        value_name = "BOOL",
+        default_value = "true",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = BoolishValueParser::new(),
+        hide_possible_values = true
+    )]
+    pub console: bool,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (off when unset).
     #[arg(long, env = "USER_SERVICE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -406,6 +431,7 @@ pub struct Settings {
     pub streams: StreamSettings,
     pub telemetry: TelemetrySettings,
     pub metrics: MetricsSettings,
+    pub web: WebSettings,
     pub shutdown: ShutdownSettings,
 }
 
@@ -442,6 +468,8 @@ impl ListenerSettings {
                 .max_connection_age_grace(grace);
         }
         Ok(builder
+            // gRPC-Web and Connect clients (browsers, curl) may speak HTTP/1.1.
+            .accept_http1(true)
             .http2_keepalive_interval(Some(self.keepalive_interval))
             .http2_keepalive_timeout(Some(self.keepalive_timeout))
             .max_concurrent_streams(self.max_concurrent_streams))
@@ -529,6 +557,76 @@ impl StreamSettings {
 #[derive(Debug, Clone)]
 pub struct TelemetrySettings {
     pub access_log: bool,
+}
+
+/// What browsers get: the console, and which other origins' pages may call the service.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    pub cors_allow_origins: Vec<http::HeaderValue>,
+    pub console: bool,
+}
+
+impl WebSettings {
+    /// CORS for the named origins, exposing what gRPC-Web and Connect clients read from an
+    /// answer; `None` when no origin is named.
+    pub fn cors(&self) -> Option<tower_http::cors::CorsLayer> {
+        use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
+        use tower_http::cors::{AllowOrigin, CorsLayer};
+        if self.cors_allow_origins.is_empty() {
+            return None;
+        }
+        let names = |names: &[&'static str]| -> Vec<HeaderName> {
+            names
+                .iter()
+                .map(|name| HeaderName::from_static(name))
+                .collect()
+        };
+        let mut allowed = names(&[
+            "connect-protocol-version",
+            "connect-timeout-ms",
+            "grpc-timeout",
+            "x-grpc-web",
+            "x-user-agent",
+            "traceparent",
+            "tracestate",
+        ]);
+        allowed.extend([AUTHORIZATION, CONTENT_TYPE]);
+        Some(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(self.cors_allow_origins.iter().cloned()))
+                .allow_methods([http::Method::POST, http::Method::GET])
+                .allow_headers(allowed)
+                .expose_headers(names(&[
+                    "grpc-status",
+                    "grpc-message",
+                    "grpc-status-details-bin",
+                    "retry-after",
+                    crate::contract::WATCH_START_REVISION,
+                ]))
+                .max_age(Duration::from_secs(3600)),
+        )
+    }
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn parse_origin(text: &str) -> Result<http::HeaderValue, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|err| format!("{text:?} is not an origin (scheme://host[:port]): {err}"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let bare = uri.path_and_query().is_none_or(|path| path.as_str() == "/");
+    if !scheme_ok || uri.authority().is_none() || !bare {
+        return Err(format!(
+            "{text:?} is not an origin: give scheme://host[:port], e.g. https://admin.example.com, \
+             with no path"
+        ));
+    }
+    let origin = format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or_default(),
+        uri.authority().map(|a| a.as_str()).unwrap_or_default()
+    );
+    http::HeaderValue::from_str(&origin).map_err(|err| err.to_string())
 }
 
 /// Where Prometheus metrics are served, when they are.
@@ -725,6 +823,10 @@ impl Settings {
             },
             metrics: MetricsSettings {
                 listen: cli.metrics_listen,
+            },
+            web: WebSettings {
+                cors_allow_origins: cli.cors_allow_origins.clone(),
+                console: cli.console,
             },
             shutdown: ShutdownSettings {
                 drain: Duration::from_secs(cli.shutdown_drain_secs),

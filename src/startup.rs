@@ -26,8 +26,8 @@ use crate::health;
 use crate::metrics::{Metrics, methods_of};
 use crate::middleware::{
     AccessLogLayer, ActivityLayer, AuthLayer, ClientAddressLayer, ContentTypeLayer, DeadlineLayer,
-    DecodeFaultLayer, GrpcMetricsLayer, RateLimitLayer, RequestWatchLayer, ShedLayer,
-    TraceSpanLayer,
+    DecodeFaultLayer, GrpcMetricsLayer, ProtocolLayer, RateLimitLayer, RequestWatchLayer,
+    ShedLayer, TraceSpanLayer,
 };
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
@@ -95,7 +95,8 @@ impl Application {
     /// listener, storage, limits, metrics, health, the services, the layers every call
     /// passes, the layers of the user and auth services, and the server over the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let jwt = Arc::new(token_keys(&settings)?);
+        let (jwt, development_key) = token_keys(&settings)?;
+        let jwt = Arc::new(jwt);
         let hasher = settings.auth.hasher()?;
         let (listener, local_addr) = bind(settings.listener.addr).await?;
         let store = crate::database_wait::open(
@@ -148,6 +149,14 @@ impl Application {
         );
         let every_call = tower::ServiceBuilder::new()
             .layer(ClientAddressLayer::new(&settings.limits.trusted_proxies))
+            .option_layer(settings.web.cors())
+            .layer(ProtocolLayer {
+                connect: crate::connect::Methods::of_schema(settings.limits.max_message_bytes),
+                console: settings
+                    .web
+                    .console
+                    .then_some(crate::console::Console { development_key }),
+            })
             .layer(ActivityLayer {
                 enabled: settings.listener.connections.idle.is_some(),
             })
@@ -324,11 +333,11 @@ async fn forget_idle_keys(
 }
 
 /// The token keys: the configured ones, or a generated development key, which only a
-/// loopback listener may use (it logs an admin token).
-fn token_keys(settings: &Settings) -> Result<Jwt, StartupError> {
+/// loopback listener may use (it logs an admin token); and whether the key is generated.
+fn token_keys(settings: &Settings) -> Result<(Jwt, bool), StartupError> {
     let (jwt, generated) = Jwt::new(&settings.auth.jwt)?;
     if generated.is_none() {
-        return Ok(jwt);
+        return Ok((jwt, false));
     }
     if !settings.listener.addr.ip().is_loopback() {
         return Err(StartupError::NoKeyOffLoopback(settings.listener.addr));
@@ -344,7 +353,7 @@ fn token_keys(settings: &Settings) -> Result<Jwt, StartupError> {
         "no JWT key configured: generated a random secret for this run only. \
          DEVELOPMENT ONLY, an admin token valid for 24 hours: {token}"
     );
-    Ok(jwt)
+    Ok((jwt, true))
 }
 
 /// Binds first, so the real address is known (port 0 in tests) before anything serves.

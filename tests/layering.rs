@@ -13,6 +13,7 @@ const LAYERS: &[&str] = &[
     "text",
     "files",
     "pb",
+    "json",
     "timing",
     "call_deadline",
     "shutdown",
@@ -38,6 +39,8 @@ const LAYERS: &[&str] = &[
     "grpc",
     "health",
     "metrics",
+    "connect",
+    "console",
     "middleware",
     // Start-up.
     "database_wait",

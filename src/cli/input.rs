@@ -7,8 +7,6 @@ use std::path::Path;
 use prost_reflect::DynamicMessage;
 use serde_json::Value;
 
-use super::render::SCHEMA;
-
 use super::client::Failure;
 use crate::pb;
 
@@ -90,10 +88,7 @@ fn from_json<M: prost::Message + Default>(line: &str, name: &str) -> Result<M, S
             object.insert(key.to_owned(), Value::from(number));
         }
     }
-    let descriptor = SCHEMA
-        .get_message_by_name(name)
-        .expect("a message of the schema");
-    DynamicMessage::deserialize(descriptor, value)
+    DynamicMessage::deserialize(crate::json::message(name), value)
         .map_err(|err| err.to_string())?
         .transcode_to::<M>()
         .map_err(|err| err.to_string())

@@ -1,9 +1,7 @@
 //! Output: readable records and tables, or canonical proto3 JSON (`-o json`).
 
-use std::sync::LazyLock;
 use std::time::{Duration, UNIX_EPOCH};
 
-use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor};
 use prost_types::Timestamp;
 use serde_json::Value;
 
@@ -35,45 +33,10 @@ fn event_type_name(kind: i32) -> String {
     pb::EventType::try_from(kind).map_or_else(|_| kind.to_string(), |k| k.as_str_name().into())
 }
 
-/// The compiled schema, for writing and reading proto3 JSON by it.
-pub(super) static SCHEMA: LazyLock<DescriptorPool> = LazyLock::new(|| {
-    DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).expect("the compiled schema decodes")
-});
-
-/// A message of the schema's type `name` as canonical proto3 JSON, written by prost-reflect
-/// from the schema: lowerCamelCase names in schema order, enum names, int64 as strings,
-/// RFC 3339 timestamps, default values left out. Map entries are sorted by key, so the output
-/// never depends on hashing.
+/// A message as canonical proto3 JSON (see `json::to_value`).
 pub fn to_json(message: &impl prost::Message, name: &str) -> Value {
-    let descriptor = SCHEMA
-        .get_message_by_name(name)
-        .expect("a message of the schema");
-    let dynamic = DynamicMessage::decode(descriptor.clone(), message.encode_to_vec().as_slice())
-        .expect("a message decodes as its own type");
-    let mut value = serde_json::to_value(&dynamic).expect("a message serializes");
-    sort_maps(&descriptor, &mut value);
-    value
-}
-
-fn sort_maps(descriptor: &MessageDescriptor, value: &mut Value) {
-    let Value::Object(object) = value else {
-        return;
-    };
-    for field in descriptor.fields() {
-        let Some(entry) = object.get_mut(field.json_name()) else {
-            continue;
-        };
-        if field.is_map() {
-            if let Value::Object(map) = entry {
-                map.sort_keys();
-            }
-        } else if let Kind::Message(inner) = field.kind() {
-            match entry {
-                Value::Array(items) => items.iter_mut().for_each(|item| sort_maps(&inner, item)),
-                item => sort_maps(&inner, item),
-            }
-        }
-    }
+    crate::json::to_value(&crate::json::message(name), &message.encode_to_vec())
+        .expect("a message decodes as its own type")
 }
 
 pub fn user_json(user: &pb::User) -> Value {

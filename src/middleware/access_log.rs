@@ -1,4 +1,4 @@
-//! One structured line per call: method, peer, principal, gRPC code, duration and the
+//! One structured line per call: method, protocol, peer, principal, gRPC code, duration and the
 //! caller's trace id. Reads the caller from the call's state, where the auth layer further
 //! in leaves it, and the trace id the trace-span layer outside leaves.
 
@@ -97,13 +97,14 @@ impl OnEnd for Line {
         let principal = tracing::field::display(PrincipalOf(caller.and_then(Caller::principal)));
         let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let method = self.uri.path();
+        let protocol = state.map_or("grpc", |state| state.protocol().as_str());
         let trace_id = self.trace_id.map(|trace| tracing::field::display(trace.0));
         match code {
             Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss => {
-                tracing::warn!(target: ACCESS_TARGET, method, peer, principal, code = ?code, micros, trace_id, "call");
+                tracing::warn!(target: ACCESS_TARGET, method, protocol, peer, principal, code = ?code, micros, trace_id, "call");
             }
             _ => {
-                tracing::info!(target: ACCESS_TARGET, method, peer, principal, code = ?code, micros, trace_id, "call");
+                tracing::info!(target: ACCESS_TARGET, method, protocol, peer, principal, code = ?code, micros, trace_id, "call");
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The tower layers calls pass through, one concern each, in the architecture diagram's
-//! order (outermost first): the client's address (which starts the call's state) ->
-//! connection activity -> the request watched (a broken client stream) -> trace span -> access log -> gRPC metrics ->
+//! order (outermost first): the client's address (which starts the call's state) -> CORS
+//! (when origins are named) -> the protocol (gRPC-Web and Connect turned into gRPC, the
+//! console served) -> connection activity -> the request watched (a broken client stream) -> trace span -> access log -> gRPC metrics ->
 //! deadline -> content type -> decode fault; then, for the user and auth services only, load
 //! shedding -> authentication -> rate limit -> the services. Health checks and reflection skip
 //! the second group. Shedding comes before authentication so that calls with bad tokens are
@@ -16,6 +17,7 @@ pub mod deadline;
 pub mod decode_fault;
 pub mod grpc_metrics;
 pub mod load_shed;
+pub mod protocols;
 pub mod rate_limit;
 pub mod trace_span;
 
@@ -31,6 +33,7 @@ pub use deadline::DeadlineLayer;
 pub use decode_fault::DecodeFaultLayer;
 pub use grpc_metrics::GrpcMetricsLayer;
 pub use load_shed::ShedLayer;
+pub use protocols::ProtocolLayer;
 pub use rate_limit::RateLimitLayer;
 pub use trace_span::TraceSpanLayer;
 

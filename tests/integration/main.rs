@@ -30,3 +30,4 @@ mod traces;
 mod userctl;
 mod users;
 mod watch;
+mod web;

@@ -4,6 +4,8 @@
 //! with clients to talk to them.
 
 mod database;
+mod http;
+mod node;
 mod proxy;
 
 use std::ffi::OsStr;
@@ -14,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use database::{Backend, TestDatabase, backend};
+pub use http::{HttpAnswer, http1};
+pub use node::run_node_tests;
 pub use proxy::Proxy;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

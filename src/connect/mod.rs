@@ -1,0 +1,385 @@
+//! The Connect protocol (connectrpc.com/docs/protocol) on the gRPC port: unary calls with
+//! JSON (`application/json`) or binary (`application/proto`) bodies, and server streams
+//! (`application/connect+json`, `application/connect+proto`). Each call is turned into the
+//! gRPC call it means and passed to the same stack and services as any gRPC call (access log,
+//! authentication, rate limit, metrics); the gRPC answer is turned back into Connect's.
+//!
+//! Written here rather than taken from a crate: the Connect crates for Rust generate their own
+//! message types and serve through their own router, not tonic's services and prost's types.
+//! What it needs is small: prost-reflect transcodes JSON by the schema, and the rest is framing.
+//!
+//! The request body is transcoded as the service reads it, not before: a body that is not
+//! valid JSON for the method's input is refused with INVALID_ARGUMENT by the service's own
+//! decoding, after authentication and the rate limit, so it is logged and counted like a gRPC
+//! call whose body does not decode.
+
+mod answer;
+mod envelope;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderValue, header};
+use prost_reflect::{MessageDescriptor, MethodDescriptor};
+use tonic::body::Body;
+use tonic::{Code, Status};
+use tower::{Service, ServiceExt as _};
+
+use crate::call::Protocol;
+
+pub use answer::error_response;
+pub use envelope::{ReadBody, read};
+
+/// The message codec a Connect call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Json,
+    Proto,
+}
+
+/// A Connect request, as its content type tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    pub codec: Codec,
+    /// Enveloped messages (a streaming call) rather than a bare message.
+    pub streaming: bool,
+}
+
+impl Kind {
+    /// The Connect kind of a request with this content type, when it is one.
+    pub fn of(headers: &HeaderMap) -> Option<Self> {
+        let content_type = headers.get(header::CONTENT_TYPE)?.as_bytes();
+        let essence = content_type
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        let (codec, streaming) = match essence {
+            b"application/json" => (Codec::Json, false),
+            b"application/proto" => (Codec::Proto, false),
+            b"application/connect+json" => (Codec::Json, true),
+            b"application/connect+proto" => (Codec::Proto, true),
+            _ => return None,
+        };
+        Some(Self { codec, streaming })
+    }
+
+    pub fn protocol(self) -> Protocol {
+        match self.codec {
+            Codec::Json => Protocol::ConnectJson,
+            Codec::Proto => Protocol::ConnectProto,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match (self.codec, self.streaming) {
+            (Codec::Json, false) => "application/json",
+            (Codec::Proto, false) => "application/proto",
+            (Codec::Json, true) => "application/connect+json",
+            (Codec::Proto, true) => "application/connect+proto",
+        }
+    }
+}
+
+/// The methods Connect may call, by path (`/userservice.UserService/GetUser`), and the largest
+/// request body read.
+#[derive(Clone)]
+pub struct Methods {
+    by_path: Arc<HashMap<String, MethodDescriptor>>,
+    max_body_bytes: usize,
+}
+
+impl Methods {
+    /// Every method of the schema's services.
+    pub fn of_schema(max_body_bytes: usize) -> Self {
+        let by_path = crate::json::SCHEMA
+            .services()
+            .flat_map(|service| service.methods().collect::<Vec<_>>())
+            .map(|method| {
+                let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
+                (path, method)
+            })
+            .collect();
+        Self {
+            by_path: Arc::new(by_path),
+            max_body_bytes,
+        }
+    }
+}
+
+impl Methods {
+    /// The largest request body read.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+}
+
+/// Serves one Connect call through `inner`, the gRPC stack.
+pub fn call<S>(
+    inner: S,
+    methods: &Methods,
+    kind: Kind,
+    request: http::Request<Body>,
+) -> BoxFuture<'static, Result<http::Response<Body>, S::Error>>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+    let method = match admit(methods, kind, &request) {
+        Ok(method) => method,
+        Err(status) => return Box::pin(std::future::ready(Ok(error_response(&status, None)))),
+    };
+    let output = method.output();
+    let max_body_bytes = methods.max_body_bytes;
+    Box::pin(async move {
+        let request = to_grpc(request, kind, &method.input(), max_body_bytes).await;
+        let response = inner.oneshot(request).await?;
+        Ok(if kind.streaming {
+            answer::stream(response, kind, output)
+        } else {
+            answer::unary(response, kind, &output).await
+        })
+    })
+}
+
+/// The method a request calls, when Connect can call it as the request asks.
+fn admit(
+    methods: &Methods,
+    kind: Kind,
+    request: &http::Request<Body>,
+) -> Result<MethodDescriptor, Status> {
+    if request.method() != http::Method::POST {
+        return Err(Status::unimplemented(format!(
+            "Connect calls are POST requests, got {}",
+            request.method()
+        )));
+    }
+    let path = request.uri().path();
+    let Some(method) = methods.by_path.get(path) else {
+        return Err(Status::unimplemented(format!(
+            "no method {}",
+            crate::text::quoted(path)
+        )));
+    };
+    if method.is_client_streaming() {
+        return Err(Status::unimplemented(format!(
+            "{} streams requests from the client, which Connect over HTTP/1.1 and browsers \
+             cannot: call it over gRPC (HTTP/2)",
+            method.name()
+        )));
+    }
+    if method.is_server_streaming() != kind.streaming {
+        let expected = Kind {
+            streaming: method.is_server_streaming(),
+            ..kind
+        };
+        return Err(Status::invalid_argument(format!(
+            "{} takes content-type {}",
+            method.name(),
+            expected.content_type()
+        )));
+    }
+    let encoding = if kind.streaming {
+        "connect-content-encoding"
+    } else {
+        "content-encoding"
+    };
+    if let Some(value) = request.headers().get(encoding)
+        && value != "identity"
+    {
+        return Err(Status::unimplemented(format!(
+            "{encoding} {} is not supported: send messages uncompressed (identity)",
+            crate::text::quoted(&String::from_utf8_lossy(value.as_bytes()))
+        )));
+    }
+    Ok(method.clone())
+}
+
+/// The gRPC request a Connect request means: its headers (the deadline as `grpc-timeout`),
+/// and its body as one gRPC message. The body is read here, whole: a service that refuses a
+/// call without reading its body (authentication does) would leave an HTTP/1.1 connection
+/// that cannot be reused. A body that breaks a rule is refused when the service reads it, so
+/// authentication and the rate limit come first, as for gRPC.
+async fn to_grpc(
+    request: http::Request<Body>,
+    kind: Kind,
+    input: &MessageDescriptor,
+    max_body_bytes: usize,
+) -> http::Request<Body> {
+    let (mut parts, body) = request.into_parts();
+    let headers = &mut parts.headers;
+    let timeout = headers.remove("connect-timeout-ms");
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove("connect-protocol-version");
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    let timeout = timeout.map(|value| grpc_timeout(&value)).transpose();
+    let message = match timeout {
+        Ok(timeout) => {
+            if let Some(timeout) = timeout {
+                // Connect sends milliseconds; gRPC reads the same with unit `m`.
+                headers.insert("grpc-timeout", timeout);
+            }
+            envelope::read(body, max_body_bytes)
+                .await
+                .and_then(|read| envelope::message(&read, kind, input))
+        }
+        Err(status) => Err(status),
+    };
+    http::Request::from_parts(parts, Body::new(envelope::ReadBody::message(message)))
+}
+
+fn grpc_timeout(value: &HeaderValue) -> Result<HeaderValue, Status> {
+    let digits = value.as_bytes();
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Status::invalid_argument(
+            "connect-timeout-ms must be a whole number of milliseconds, at most 10 digits",
+        ));
+    }
+    let mut timeout = Vec::with_capacity(digits.len() + 1);
+    timeout.extend_from_slice(digits);
+    timeout.push(b'm');
+    Ok(HeaderValue::from_bytes(&timeout).expect("digits and a letter"))
+}
+
+/// The Connect name of a gRPC code.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "canceled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// The HTTP status of a unary Connect error with this code, as the protocol maps them.
+fn http_status(code: Code) -> http::StatusCode {
+    use http::StatusCode as H;
+    match code {
+        Code::Ok => H::OK,
+        Code::Cancelled => H::from_u16(499).expect("a valid status"),
+        Code::Unknown | Code::Internal | Code::DataLoss => H::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => H::BAD_REQUEST,
+        Code::DeadlineExceeded => H::GATEWAY_TIMEOUT,
+        Code::NotFound => H::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => H::CONFLICT,
+        Code::PermissionDenied => H::FORBIDDEN,
+        Code::ResourceExhausted => H::TOO_MANY_REQUESTS,
+        Code::Unimplemented => H::NOT_IMPLEMENTED,
+        Code::Unavailable => H::SERVICE_UNAVAILABLE,
+        Code::Unauthenticated => H::UNAUTHORIZED,
+    }
+}
+
+/// Bytes of a message in JSON or protobuf, as the codec wants, from its protobuf bytes.
+fn encode_output(
+    codec: Codec,
+    descriptor: &MessageDescriptor,
+    protobuf: Bytes,
+) -> Result<Bytes, Status> {
+    match codec {
+        Codec::Proto => Ok(protobuf),
+        Codec::Json => crate::json::to_value(descriptor, &protobuf)
+            .map(|value| Bytes::from(serde_json::to_vec(&value).expect("a JSON value writes")))
+            .map_err(|err| {
+                Status::internal(format!(
+                    "the answer did not decode as {}: {err}",
+                    descriptor.full_name()
+                ))
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(content_type: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn connect_requests_are_told_by_their_content_type() {
+        let json = Kind {
+            codec: Codec::Json,
+            streaming: false,
+        };
+        assert_eq!(Kind::of(&headers("application/json")), Some(json));
+        assert_eq!(
+            Kind::of(&headers("application/json; charset=utf-8")),
+            Some(json)
+        );
+        assert_eq!(
+            Kind::of(&headers("application/connect+proto")),
+            Some(Kind {
+                codec: Codec::Proto,
+                streaming: true
+            })
+        );
+        for other in [
+            "application/grpc",
+            "application/grpc-web+proto",
+            "text/plain",
+        ] {
+            assert_eq!(Kind::of(&headers(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn every_code_has_the_http_status_the_protocol_gives_it() {
+        let expected = [
+            (Code::Cancelled, 499),
+            (Code::Unknown, 500),
+            (Code::InvalidArgument, 400),
+            (Code::DeadlineExceeded, 504),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::PermissionDenied, 403),
+            (Code::ResourceExhausted, 429),
+            (Code::FailedPrecondition, 400),
+            (Code::Aborted, 409),
+            (Code::OutOfRange, 400),
+            (Code::Unimplemented, 501),
+            (Code::Internal, 500),
+            (Code::Unavailable, 503),
+            (Code::DataLoss, 500),
+            (Code::Unauthenticated, 401),
+        ];
+        for (code, status) in expected {
+            assert_eq!(http_status(code).as_u16(), status, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_connect_timeout_becomes_a_grpc_timeout_in_milliseconds() {
+        assert_eq!(
+            grpc_timeout(&HeaderValue::from_static("2500")).unwrap(),
+            "2500m"
+        );
+        for bad in ["", "-1", "1.5", "12345678901"] {
+            let status = grpc_timeout(&HeaderValue::from_str(bad).unwrap()).unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Just inside the client's address (and CORS, when on): which protocol a call speaks. gRPC
+//! passes as it is; gRPC-Web goes through tonic-web's layer and Connect through `connect`,
+//! both turned into gRPC for every layer inside, so no protocol has a way around a policy; the
+//! console's pages are served here. The protocol is noted in the call's state for the access
+//! log. An HTTP/1.1 request that is none of these gets a plain refusal; an HTTP/2 one goes on,
+//! to be refused as gRPC by the content-type layer.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_util::future::BoxFuture;
+use http::{Method, StatusCode, Version, header};
+use http_body::Frame;
+use tonic::body::Body;
+use tower::{Layer, Service, ServiceExt as _};
+
+use crate::call::{CallState, Protocol};
+use crate::connect::{self, Kind, Methods};
+use crate::console::{self, Console};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Clone)]
+pub struct ProtocolLayer {
+    pub connect: Methods,
+    /// `None`: the console is off.
+    pub console: Option<Console>,
+}
+
+impl<S> Layer<S> for ProtocolLayer {
+    type Service = Protocols<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Protocols {
+            inner,
+            connect: self.connect.clone(),
+            console: self.console,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Protocols<S> {
+    inner: S,
+    connect: Methods,
+    console: Option<Console>,
+}
+
+/// Where a request goes.
+enum Route {
+    Grpc,
+    GrpcWeb(Protocol),
+    Connect(Kind),
+    Console(Console),
+    /// `/`, to the console.
+    Home,
+    Refuse(&'static str),
+}
+
+impl<S> Protocols<S> {
+    fn route<B>(&self, request: &http::Request<B>) -> Route {
+        let headers = request.headers();
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .map_or(&b""[..], |value| value.as_bytes());
+        if let Some(rest) = content_type.strip_prefix(b"application/grpc") {
+            return match rest {
+                [b'-', b'w', b'e', b'b', b'-', b't', b'e', b'x', b't', ..] => {
+                    Route::GrpcWeb(Protocol::GrpcWebText)
+                }
+                [b'-', b'w', b'e', b'b', ..] => Route::GrpcWeb(Protocol::GrpcWeb),
+                _ if request.version() == Version::HTTP_2 => Route::Grpc,
+                _ => Route::Refuse(
+                    "gRPC needs HTTP/2; over HTTP/1.1 this port speaks gRPC-Web and Connect\n",
+                ),
+            };
+        }
+        if let Some(kind) = Kind::of(headers) {
+            return Route::Connect(kind);
+        }
+        let path = request.uri().path();
+        if let Some(console) = self.console {
+            if Console::serves(path) {
+                return Route::Console(console);
+            }
+            if path == "/" && request.method() == Method::GET {
+                return Route::Home;
+            }
+        }
+        if request.version() == Version::HTTP_2 {
+            return Route::Grpc;
+        }
+        Route::Refuse(
+            "this port speaks gRPC, gRPC-Web and Connect (content-type application/json, \
+             application/proto, application/connect+json or application/connect+proto)\n",
+        )
+    }
+}
+
+impl<S, ResBody> Service<http::Request<Body>> for Protocols<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError> + std::fmt::Display,
+{
+    type Response = http::Response<ProtocolBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ProtocolFuture<S::Future, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let route = self.route(&request);
+        let note = |protocol| {
+            if let Some(state) = CallState::of(request.extensions()) {
+                state.set_protocol(protocol);
+            }
+        };
+        match route {
+            Route::Grpc => ProtocolFuture::Grpc {
+                future: self.inner.call(request),
+            },
+            Route::GrpcWeb(protocol) => {
+                note(protocol);
+                let web = tonic_web::GrpcWebLayer::new().layer(self.inner.clone());
+                if request.version() == Version::HTTP_2 {
+                    return ProtocolFuture::boxed(web.oneshot(request));
+                }
+                // Read whole first: a call refused without reading its body (authentication
+                // refuses so) would leave the HTTP/1.1 connection unusable for the next call.
+                let max_bytes = self.connect.max_body_bytes();
+                ProtocolFuture::boxed(async move {
+                    let (parts, body) = request.into_parts();
+                    let read = connect::read(body, max_bytes)
+                        .await
+                        .map(bytes::BytesMut::freeze);
+                    let body = Body::new(connect::ReadBody::new(read));
+                    web.oneshot(http::Request::from_parts(parts, body)).await
+                })
+            }
+            Route::Connect(kind) => {
+                note(kind.protocol());
+                let inner = self
+                    .inner
+                    .clone()
+                    .map_response(|response| response.map(Body::new));
+                ProtocolFuture::boxed(connect::call(inner, &self.connect, kind, request))
+            }
+            Route::Console(console) => {
+                ProtocolFuture::answer(console.answer(request.method(), request.uri().path()))
+            }
+            Route::Home => ProtocolFuture::answer(console::redirect("/console/")),
+            Route::Refuse(why) => {
+                ProtocolFuture::answer(console::plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, why))
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = ProtocolFutureProjection]
+    pub enum ProtocolFuture<F, E> {
+        Grpc { #[pin] future: F },
+        Other { future: BoxFuture<'static, Result<http::Response<Body>, E>> },
+        Answer { response: Option<http::Response<Body>> },
+    }
+}
+
+impl<F, E> ProtocolFuture<F, E> {
+    fn boxed(
+        future: impl Future<Output = Result<http::Response<Body>, E>> + Send + 'static,
+    ) -> Self {
+        Self::Other {
+            future: Box::pin(future),
+        }
+    }
+
+    fn answer(response: http::Response<Body>) -> Self {
+        Self::Answer {
+            response: Some(response),
+        }
+    }
+}
+
+impl<F, E, ResBody> Future for ProtocolFuture<F, E>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = Result<http::Response<ProtocolBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ProtocolFutureProjection::Grpc { future } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(response.map(|body| ProtocolBody::Grpc { body })))
+            }
+            ProtocolFutureProjection::Other { future } => {
+                let response = ready!(future.as_mut().poll(cx))?;
+                Poll::Ready(Ok(response.map(|body| ProtocolBody::Other { body })))
+            }
+            ProtocolFutureProjection::Answer { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("a future is not polled after it is ready")
+                .map(|body| ProtocolBody::Other { body }))),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A gRPC answer's own body, unboxed on the hot path, or any other protocol's.
+    #[project = ProtocolBodyProjection]
+    pub enum ProtocolBody<B> {
+        Grpc { #[pin] body: B },
+        Other { #[pin] body: Body },
+    }
+}
+
+impl<B> http_body::Body for ProtocolBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
+        match self.project() {
+            ProtocolBodyProjection::Grpc { body } => body.poll_frame(cx).map_err(Into::into),
+            ProtocolBodyProjection::Other { body } => body.poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProtocolBody::Grpc { body } => body.is_end_stream(),
+            ProtocolBody::Other { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ProtocolBody::Grpc { body } => body.size_hint(),
+            ProtocolBody::Other { body } => body.size_hint(),
+        }
+    }
+}
+
+/// An empty answer (CORS answers a preflight request with one).
+impl<B> Default for ProtocolBody<B> {
+    fn default() -> Self {
+        ProtocolBody::Other {
+            body: Body::empty(),
+        }
+    }
+}
