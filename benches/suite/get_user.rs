@@ -74,15 +74,25 @@ impl UserService for Ceiling {
     }
 }
 
-/// h2load pinned to core 1, making GetUser calls to `url`; the caller says for how long (`-D`)
-/// or how many (`-n`).
+/// h2load pinned to core 1, making gRPC GetUser calls to `url`; the caller says for how long
+/// (`-D`) or how many (`-n`).
 fn h2load_get_user(url: &str, body: &Path, token: &str) -> Command {
+    h2load_get_user_as("application/grpc", url, body, token)
+}
+
+/// As `h2load_get_user`, with `content_type` (gRPC-Web, Connect) and its body.
+fn h2load_get_user_as(content_type: &str, url: &str, body: &Path, token: &str) -> Command {
     let mut command = Command::new("taskset");
     command
         .args(["-c", "1", "h2load", "-c", "16", "-m", "32", "-t", "1"])
         .arg("-d")
         .arg(body)
-        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args([
+            "-H",
+            &format!("content-type: {content_type}"),
+            "-H",
+            "te: trailers",
+        ])
         .args(["-H", &format!("authorization: Bearer {token}")])
         .arg(format!("{url}/userservice.UserService/GetUser"));
     command
@@ -90,7 +100,11 @@ fn h2load_get_user(url: &str, body: &Path, token: &str) -> Command {
 
 /// Runs h2load for `seconds` of GetUser calls: calls per second.
 pub(super) fn h2load(url: &str, body: &Path, token: &str, seconds: u64) -> f64 {
-    let output = h2load_get_user(url, body, token)
+    h2load_as("application/grpc", url, body, token, seconds)
+}
+
+fn h2load_as(content_type: &str, url: &str, body: &Path, token: &str, seconds: u64) -> f64 {
+    let output = h2load_get_user_as(content_type, url, body, token)
         .args(["-D", &seconds.to_string()])
         .output()
         .expect("h2load runs");
@@ -226,7 +240,60 @@ pub(super) async fn get_user_with_h2load(suite: &mut Suite) {
         "(rate beside the instruction ratio)",
         "-".into(),
     );
+    get_user_by_protocol(suite, &body, &user.id, &token, bare);
     get_user_instructions(suite, &body, &token, &ceiling_user);
+}
+
+/// Figure 1d (h2load): GetUser through the full stack over gRPC, gRPC-Web and Connect JSON,
+/// one server, the protocols alternating, three rounds, medians; each as a ratio to gRPC in the
+/// same run. h2load drove the bare ceiling at `ceiling` calls per second just before, so a rate
+/// below that is the server's, not the tool's.
+fn get_user_by_protocol(
+    suite: &mut Suite,
+    grpc_body: &Path,
+    user_id: &str,
+    token: &str,
+    ceiling: f64,
+) {
+    println!(
+        "\n1d. GetUser over each protocol, full stack, h2load over HTTP/2, median of 3 rounds"
+    );
+    let json_body = suite.dir.path().join("get_user.json");
+    std::fs::write(&json_body, format!(r#"{{"userId":"{user_id}"}}"#)).unwrap();
+    let protocols = [
+        ("gRPC", "application/grpc", grpc_body),
+        ("gRPC-Web", "application/grpc-web+proto", grpc_body),
+        ("Connect JSON", "application/json", json_body.as_path()),
+    ];
+    let server = ServerProcess::start_with(
+        &TestDatabase::sqlite_file(&suite.small),
+        &[("RUST_LOG", "info")],
+        &full_stack_flags("true"),
+    );
+    server.discard_log();
+    pin_to_core_0(server.pid());
+    let mut rates = vec![Vec::new(); protocols.len()];
+    for round in 1..=3 {
+        let mut line = format!("   round {round}:");
+        for ((name, content_type, body), rates) in protocols.iter().zip(&mut rates) {
+            let rate = h2load_as(content_type, server.url(), body, token, 3);
+            line.push_str(&format!(" {name} {rate:.0}/s"));
+            rates.push(rate);
+        }
+        println!("{line}");
+    }
+    let medians: Vec<f64> = rates.into_iter().map(median).collect();
+    println!("   (h2load's own bound: the bare ceiling took {ceiling:.0}/s from it in figure 1)");
+    for (index, (name, _, _)) in protocols.iter().enumerate().skip(1) {
+        let r = medians[index] / medians[0];
+        row(
+            &mut suite.rows,
+            &format!("GetUser {name} / gRPC (h2load)"),
+            format!("{:.0}/{:.0}/s = {r:.2}", medians[index], medians[0]),
+            "(figure beside gRPC)",
+            "-".into(),
+        );
+    }
 }
 
 /// Calls made before callgrind's count starts, and then counted.

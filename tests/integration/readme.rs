@@ -164,3 +164,57 @@ fn every_option_of_every_command_has_a_description() {
         }
     }
 }
+
+/// The first `sh` block after `heading` in the README.
+fn sh_block_after(heading: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find(heading).expect("the README has the section")..];
+    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let end = start + section[start..].find("```").expect("the block ends");
+    section[start..end].to_owned()
+}
+
+#[tokio::test]
+async fn the_readmes_curl_calls_answer_json_as_it_says() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let token = app.token("readme", user_service::domain::Role::Admin);
+    let script = sh_block_after("### The console, and curl with JSON")
+        .lines()
+        .map(|line| match line.starts_with("TOKEN=") {
+            true => format!("TOKEN={token}"),
+            false => line.replace("localhost:50051", &app.addr.to_string()),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("bash and curl run");
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&output.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("each call prints JSON");
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(
+        answers[0]["user"]["username"], "cleo",
+        "CreateUser: {}",
+        answers[0]
+    );
+    assert_eq!(
+        answers[1]["user"]["id"], answers[0]["user"]["id"],
+        "LookupUser: {}",
+        answers[1]
+    );
+    assert_eq!(answers[1]["user"]["status"], "USER_STATUS_ACTIVE");
+}
