@@ -53,14 +53,18 @@ const UNDECODABLE: &str = "failed to decode Protobuf message: ";
 const CUT_SHORT: &str = "Unexpected EOF decoding stream.";
 /// tonic's words for a compressed request that does not decompress.
 const CORRUPT: &str = "Error decompressing: ";
+/// tonic-web's words for a gRPC-Web request body it could not decode (text that is not
+/// base64); its reason follows them.
+const WEB_UNDECODABLE: &str = "tonic-web: ";
 /// tonic's words for a request over `max_decoding_message_size`.
 const TOO_LARGE: &str = "Error, decoded message length too large: ";
 
 /// The caller's fault, as the caller should hear it, when `status` is tonic's answer to a
-/// request it could not read: an undecodable body, one cut short, or one that does not
-/// decompress (tonic says INTERNAL; the bytes were the caller's, so INVALID_ARGUMENT, naming
-/// the field where the decoder does), or one over the size limit (tonic says OUT_OF_RANGE;
-/// gRPC's code for a message over the limit is RESOURCE_EXHAUSTED). `None` for every other
+/// request it could not read: an undecodable body, one cut short, one that does not decompress,
+/// or a gRPC-Web text body that is not base64 (tonic says INTERNAL; the bytes were the
+/// caller's, so INVALID_ARGUMENT, naming the field where the decoder does), or one over the
+/// size limit (tonic says OUT_OF_RANGE; gRPC's code for a message over the limit is
+/// RESOURCE_EXHAUSTED). `None` for every other
 /// status, tonic's two framing errors among them: a compressed flag without an encoding, or
 /// an unknown flag, stay INTERNAL, as gRPC's compression spec requires.
 pub fn as_caller_fault(code: tonic::Code, message: &str) -> Option<tonic::Status> {
@@ -69,7 +73,8 @@ pub fn as_caller_fault(code: tonic::Code, message: &str) -> Option<tonic::Status
             let why = message
                 .strip_prefix(UNDECODABLE)
                 .or_else(|| (message == CUT_SHORT).then_some("the body ended inside a message"))
-                .or_else(|| message.strip_prefix(CORRUPT))?;
+                .or_else(|| message.strip_prefix(CORRUPT))
+                .or_else(|| message.strip_prefix(WEB_UNDECODABLE))?;
             Some(tonic::Status::invalid_argument(format!(
                 "the request could not be decoded: {}",
                 crate::text::echo(why)
@@ -92,6 +97,10 @@ mod tests {
 
     #[test]
     fn requests_tonic_could_not_read_are_the_callers_fault() {
+        let not_base64 = as_caller_fault(Code::Internal, "tonic-web: Invalid symbol 42, offset 0.")
+            .expect("a gRPC-Web text body that is not base64 is the caller's fault");
+        assert_eq!(not_base64.code(), Code::InvalidArgument);
+
         let undecodable = as_caller_fault(
             Code::Internal,
             "failed to decode Protobuf message: CreateUserRequest.email: invalid string value: data is not UTF-8 encoded",

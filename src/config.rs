@@ -594,7 +594,7 @@ impl WebSettings {
         Some(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(self.cors_allow_origins.iter().cloned()))
-                .allow_methods([http::Method::POST, http::Method::GET])
+                .allow_methods([http::Method::POST])
                 .allow_headers(allowed)
                 .expose_headers(names(&[
                     "grpc-status",
@@ -608,25 +608,30 @@ impl WebSettings {
     }
 }
 
-/// An origin as browsers send it: `scheme://host[:port]`, nothing after.
+/// An origin as browsers send it: `scheme://host[:port]`, in lower case, without the
+/// scheme's default port, nothing after; anything else could never match a browser's `Origin`.
 fn parse_origin(text: &str) -> Result<http::HeaderValue, String> {
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|err| format!("{text:?} is not an origin (scheme://host[:port]): {err}"))?;
-    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-    let bare = uri.path_and_query().is_none_or(|path| path.as_str() == "/");
-    if !scheme_ok || uri.authority().is_none() || !bare {
-        return Err(format!(
+    let refuse = || {
+        format!(
             "{text:?} is not an origin: give scheme://host[:port], e.g. https://admin.example.com, \
-             with no path"
-        ));
+             with no path or user"
+        )
+    };
+    let uri: http::Uri = text.to_ascii_lowercase().parse().map_err(|_| refuse())?;
+    let (Some(scheme @ ("http" | "https")), Some(authority)) = (uri.scheme_str(), uri.authority())
+    else {
+        return Err(refuse());
+    };
+    let bare = uri.path_and_query().is_none_or(|path| path.as_str() == "/");
+    if !bare || authority.as_str().contains('@') {
+        return Err(refuse());
     }
-    let origin = format!(
-        "{}://{}",
-        uri.scheme_str().unwrap_or_default(),
-        uri.authority().map(|a| a.as_str()).unwrap_or_default()
-    );
-    http::HeaderValue::from_str(&origin).map_err(|err| err.to_string())
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let origin = match authority.port_u16() {
+        Some(port) if port != default_port => format!("{scheme}://{}:{port}", authority.host()),
+        _ => format!("{scheme}://{}", authority.host()),
+    };
+    http::HeaderValue::from_str(&origin).map_err(|_| refuse())
 }
 
 /// Where Prometheus metrics are served, when they are.
@@ -845,6 +850,28 @@ mod tests {
     fn parsed(args: &[&str]) -> Result<Cli, clap::Error> {
         let command = std::iter::once("user-service").chain(args.iter().copied());
         Cli::try_parse_from(command)
+    }
+
+    #[test]
+    fn an_origin_is_kept_as_a_browser_would_send_it() {
+        for (given, kept) in [
+            ("https://admin.example.com", "https://admin.example.com"),
+            ("https://Admin.Example.com/", "https://admin.example.com"),
+            ("https://admin.example.com:443", "https://admin.example.com"),
+            ("http://localhost:5173", "http://localhost:5173"),
+        ] {
+            assert_eq!(super::parse_origin(given).unwrap(), kept, "{given}");
+        }
+        for refused in [
+            "*",
+            "admin.example.com",
+            "ftp://admin.example.com",
+            "https://admin.example.com/app",
+            "https://user@admin.example.com",
+        ] {
+            let err = super::parse_origin(refused).unwrap_err();
+            assert!(err.contains("is not an origin"), "{refused}: {err}");
+        }
     }
 
     #[test]

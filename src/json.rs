@@ -23,20 +23,25 @@ pub fn message(name: &str) -> MessageDescriptor {
 /// Protobuf bytes of type `descriptor` as canonical proto3 JSON: lowerCamelCase names in
 /// schema order, enum names, int64 as strings, RFC 3339 timestamps, default values left
 /// out. Map entries are sorted by key, so the output never depends on hashing.
-pub fn to_value(descriptor: &MessageDescriptor, bytes: &[u8]) -> Result<Value, prost::DecodeError> {
-    let dynamic = DynamicMessage::decode(descriptor.clone(), bytes)?;
-    let mut value = serde_json::to_value(&dynamic).expect("a decoded message serializes");
+pub fn to_value(descriptor: &MessageDescriptor, bytes: &[u8]) -> Result<Value, String> {
+    let dynamic =
+        DynamicMessage::decode(descriptor.clone(), bytes).map_err(|err| err.to_string())?;
+    // Fails only for a value JSON cannot write (a timestamp past year 9999).
+    let mut value = serde_json::to_value(&dynamic).map_err(|err| err.to_string())?;
     sort_maps(descriptor, &mut value);
     Ok(value)
 }
 
-/// A proto3 JSON message of type `descriptor` as protobuf bytes. A field the schema does not
-/// know is an error, not silently dropped.
-pub fn to_protobuf(descriptor: &MessageDescriptor, json: Value) -> Result<Vec<u8>, String> {
+/// A proto3 JSON message of type `descriptor` as protobuf bytes, read straight from the text
+/// (no JSON tree in between). A field the schema does not know is an error, not silently
+/// dropped.
+pub fn to_protobuf(descriptor: &MessageDescriptor, json: &[u8]) -> Result<Vec<u8>, String> {
     use prost::Message as _;
-    DynamicMessage::deserialize(descriptor.clone(), json)
-        .map(|message| message.encode_to_vec())
-        .map_err(|err| err.to_string())
+    let mut reader = serde_json::Deserializer::from_slice(json);
+    let message = DynamicMessage::deserialize(descriptor.clone(), &mut reader)
+        .map_err(|err| err.to_string())?;
+    reader.end().map_err(|err| err.to_string())?;
+    Ok(message.encode_to_vec())
 }
 
 fn sort_maps(descriptor: &MessageDescriptor, value: &mut Value) {

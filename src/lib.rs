@@ -36,3 +36,4 @@ pub mod telemetry;
 pub mod text;
 pub mod timing;
 pub mod tokens;
+pub mod whole_body;

@@ -149,6 +149,9 @@ impl Application {
         );
         let every_call = tower::ServiceBuilder::new()
             .layer(ClientAddressLayer::new(&settings.limits.trusted_proxies))
+            .layer(ActivityLayer {
+                enabled: settings.listener.connections.idle.is_some(),
+            })
             .option_layer(settings.web.cors())
             .layer(ProtocolLayer {
                 connect: crate::connect::Methods::of_schema(settings.limits.max_message_bytes),
@@ -156,9 +159,7 @@ impl Application {
                     .web
                     .console
                     .then_some(crate::console::Console { development_key }),
-            })
-            .layer(ActivityLayer {
-                enabled: settings.listener.connections.idle.is_some(),
+                max_message_bytes: settings.limits.max_message_bytes,
             })
             .layer(RequestWatchLayer)
             .layer(TraceSpanLayer {

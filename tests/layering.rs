@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "files",
     "pb",
     "json",
+    "whole_body",
     "timing",
     "call_deadline",
     "shutdown",

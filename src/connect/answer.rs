@@ -15,14 +15,15 @@ use serde_json::{Map, Value, json};
 use tonic::body::Body;
 use tonic::{Code, Status};
 
-use super::envelope::{END_STREAM, envelope, split_envelope};
-use super::{Kind, code_name, encode_output, http_status};
+use super::envelope::{END_STREAM, HEADER_BYTES, envelope, split_envelope};
+use super::{Codec, Kind, code_name, encode_output, http_status};
 
 /// A unary gRPC answer as Connect's.
+/// `output` is the method's answer type (`None`: no method of ours, so no answer but an error).
 pub async fn unary(
     response: http::Response<Body>,
     kind: Kind,
-    output: &MessageDescriptor,
+    output: Option<&MessageDescriptor>,
 ) -> http::Response<Body> {
     let (parts, body) = response.into_parts();
     // A trailers-only answer: the status is in the headers, and no message came.
@@ -47,8 +48,10 @@ pub async fn unary(
         put_trailers(&trailers, response.headers_mut());
         return response;
     }
-    let message = match split_envelope(&data) {
-        Some((0, payload, [])) => encode_output(kind.codec, output, data.slice_ref(payload)),
+    let message = match (split_envelope(&data), output) {
+        (Some((0, payload, [])), Some(output)) => {
+            encode_output(kind.codec, output, data.slice_ref(payload))
+        }
         _ => Err(Status::internal(
             "the answer was not one uncompressed message",
         )),
@@ -78,13 +81,24 @@ pub fn stream(
     let (parts, body) = response.into_parts();
     let body = match Status::from_header_map(&parts.headers) {
         // Trailers-only: the stream ended before it began.
-        Some(status) => StreamBody::ended(end_of_stream(&status, &parts.headers)),
+        Some(status) => StreamBody::Ending(end_of_stream(&status, &parts.headers)),
         None => StreamBody::new(body, kind, output),
     };
     let mut response = http::Response::new(Body::new(body));
     let headers = response.headers_mut();
     copy_metadata(&parts.headers, headers);
     headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(kind.content_type()),
+    );
+    response
+}
+
+/// A streaming call refused before it began: HTTP 200 and only the end-of-stream envelope.
+pub fn stream_refusal(status: &Status, kind: Kind) -> http::Response<Body> {
+    let end = end_of_stream(status, &HeaderMap::new());
+    let mut response = http::Response::new(Body::new(http_body_util::Full::new(end)));
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(kind.content_type()),
     );
@@ -192,67 +206,47 @@ fn end_of_stream(status: &Status, trailers: &HeaderMap) -> Bytes {
 }
 
 /// The gRPC frames of a stream as Connect envelopes, as they arrive.
-struct StreamBody {
-    inner: Option<Body>,
-    /// gRPC bytes not yet a whole frame.
-    pending: BytesMut,
-    kind: Kind,
-    output: Option<MessageDescriptor>,
-    /// The end-of-stream envelope, once known and not yet sent.
-    end: Option<Bytes>,
+enum StreamBody {
+    Streaming {
+        inner: Body,
+        /// gRPC bytes not yet a whole frame.
+        pending: BytesMut,
+        codec: Codec,
+        output: MessageDescriptor,
+    },
+    /// The end-of-stream envelope, still to send.
+    Ending(Bytes),
+    Done,
 }
 
 impl StreamBody {
     fn new(inner: Body, kind: Kind, output: MessageDescriptor) -> Self {
-        Self {
-            inner: Some(inner),
+        Self::Streaming {
+            inner,
             pending: BytesMut::new(),
-            kind,
-            output: Some(output),
-            end: None,
+            codec: kind.codec,
+            output,
         }
     }
+}
 
-    fn ended(end: Bytes) -> Self {
-        Self {
-            inner: None,
-            pending: BytesMut::new(),
-            kind: Kind {
-                codec: super::Codec::Proto,
-                streaming: true,
-            },
-            output: None,
-            end: Some(end),
+/// The whole frames in `pending`, as envelopes appended to `out`.
+fn convert_frames(
+    pending: &mut BytesMut,
+    codec: Codec,
+    output: &MessageDescriptor,
+    out: &mut BytesMut,
+) -> Result<(), Status> {
+    while let Some((flags, payload, _)) = split_envelope(pending) {
+        if flags != 0 {
+            return Err(Status::internal("the answer sent a compressed message"));
         }
+        let len = payload.len();
+        let frame = pending.split_to(HEADER_BYTES + len).freeze();
+        let message = encode_output(codec, output, frame.slice(HEADER_BYTES..))?;
+        envelope(0, &message, out);
     }
-
-    /// The whole frames received so far, as envelopes; an error ends the stream.
-    fn convert_pending(&mut self) -> Result<BytesMut, Status> {
-        let mut out = BytesMut::new();
-        let Some(output) = &self.output else {
-            return Ok(out);
-        };
-        while let Some((flags, payload, _)) = split_envelope(&self.pending) {
-            let taken = super::envelope::HEADER_BYTES + payload.len();
-            if flags != 0 {
-                return Err(Status::internal("the answer sent a compressed message"));
-            }
-            let payload = Bytes::copy_from_slice(payload);
-            let _ = self.pending.split_to(taken);
-            let message = encode_output(self.kind.codec, output, payload)?;
-            envelope(0, &message, &mut out);
-        }
-        Ok(out)
-    }
-
-    fn finish(
-        &mut self,
-        status: &Status,
-        trailers: &HeaderMap,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        self.inner = None;
-        Poll::Ready(Some(Ok(Frame::data(end_of_stream(status, trailers)))))
-    }
+    Ok(())
 }
 
 impl http_body::Body for StreamBody {
@@ -265,32 +259,48 @@ impl http_body::Body for StreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.get_mut();
         loop {
-            let Some(inner) = &mut this.inner else {
-                return Poll::Ready(this.end.take().map(|end| Ok(Frame::data(end))));
+            let StreamBody::Streaming {
+                inner,
+                pending,
+                codec,
+                output,
+            } = this
+            else {
+                return match std::mem::replace(this, StreamBody::Done) {
+                    StreamBody::Ending(end) => Poll::Ready(Some(Ok(Frame::data(end)))),
+                    _ => Poll::Ready(None),
+                };
             };
-            match ready!(Pin::new(inner).poll_frame(cx)) {
+            let frame = ready!(Pin::new(inner).poll_frame(cx));
+            let mut out = BytesMut::new();
+            let ended = match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        this.pending.extend_from_slice(&data);
-                        match this.convert_pending() {
-                            Ok(out) if out.is_empty() => continue,
-                            Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out.freeze())))),
-                            Err(status) => return this.finish(&status, &HeaderMap::new()),
-                        }
+                        pending.extend_from_slice(&data);
+                        convert_frames(pending, *codec, output, &mut out)
+                            .err()
+                            .map(|status| (status, HeaderMap::new()))
                     }
                     Err(frame) => {
                         let trailers = frame.into_trailers().unwrap_or_default();
                         let status = Status::from_header_map(&trailers).unwrap_or_else(|| {
                             Status::internal("the answer ended without a status")
                         });
-                        return this.finish(&status, &trailers);
+                        Some((status, trailers))
                     }
                 },
-                Some(Err(status)) => return this.finish(&status, &HeaderMap::new()),
-                None => {
-                    let status = Status::internal("the answer ended without a status");
-                    return this.finish(&status, &HeaderMap::new());
-                }
+                Some(Err(status)) => Some((status, HeaderMap::new())),
+                None => Some((
+                    Status::internal("the answer ended without a status"),
+                    HeaderMap::new(),
+                )),
+            };
+            if let Some((status, trailers)) = ended {
+                out.extend_from_slice(&end_of_stream(&status, &trailers));
+                *this = StreamBody::Done;
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
             }
         }
     }

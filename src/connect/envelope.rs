@@ -1,18 +1,21 @@
-//! A Connect request body as the one gRPC message it carries: read whole (up to a limit),
-//! unwrapped from its envelope when the call streams, transcoded from JSON when it is JSON,
-//! and framed as gRPC frames a message; and the envelopes of streams both ways. A body that
-//! breaks a rule is an error the service's decoding reports as the call's status.
+//! A Connect request body as the one gRPC message it carries: read whole (up to a limit) when
+//! the service reads it, unwrapped from its envelope when the call streams, transcoded from
+//! JSON when it is JSON, and framed as gRPC frames a message; and the envelopes of streams
+//! both ways. A body that breaks a rule is an error the service's decoding reports as the
+//! call's status.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use http_body::Frame;
 use prost_reflect::MessageDescriptor;
 use tonic::Status;
 use tonic::body::Body;
 
 use super::{Codec, Kind};
+use crate::whole_body;
 
 /// The envelope's header: one byte of flags, four of length (big-endian), as in gRPC.
 pub const HEADER_BYTES: usize = 5;
@@ -20,53 +23,45 @@ pub const HEADER_BYTES: usize = 5;
 pub const COMPRESSED: u8 = 0x01;
 pub const END_STREAM: u8 = 0x02;
 
-/// A request body already read: its bytes, or why there are none, given when the service
-/// reads it.
-pub struct ReadBody(Option<Result<Bytes, Status>>);
+/// A Connect request body as the one gRPC frame it means, read and transcoded only when the
+/// service reads it.
+pub struct RequestBody(Option<BoxFuture<'static, Result<Bytes, Status>>>);
 
-impl ReadBody {
-    pub fn new(read: Result<Bytes, Status>) -> Self {
-        Self(Some(read))
+impl RequestBody {
+    pub fn new(body: Body, kind: Kind, input: MessageDescriptor, max_bytes: usize) -> Self {
+        Self(Some(Box::pin(async move {
+            // A stream's message comes in an envelope, whose header the limit allows for.
+            let read = whole_body::read(body, max_bytes + HEADER_BYTES).await?;
+            message(&read, kind, &input).map(|message| grpc_frame(&message))
+        })))
     }
 
-    /// A request's message as one gRPC frame.
-    pub fn message(message: Result<Vec<u8>, Status>) -> Self {
-        Self::new(message.map(|message| grpc_frame(&message)))
+    /// A body that fails with `status` when read.
+    pub fn refused(status: Status) -> Self {
+        Self(Some(Box::pin(std::future::ready(Err(status)))))
     }
 }
 
-impl http_body::Body for ReadBody {
+impl http_body::Body for RequestBody {
     type Data = Bytes;
     type Error = Status;
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        Poll::Ready(self.get_mut().0.take().map(|frame| frame.map(Frame::data)))
-    }
-}
-
-/// The whole body, up to `max_bytes`.
-pub async fn read(mut body: Body, max_bytes: usize) -> Result<BytesMut, Status> {
-    use http_body_util::BodyExt as _;
-    let mut read = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
+        let this = self.get_mut();
+        let Some(message) = &mut this.0 else {
+            return Poll::Ready(None);
         };
-        if read.len() + data.len() > max_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "the request body is larger than {max_bytes} bytes"
-            )));
-        }
-        read.extend_from_slice(&data);
+        let message = ready!(message.as_mut().poll(cx));
+        this.0 = None;
+        Poll::Ready(Some(message.map(Frame::data)))
     }
-    Ok(read)
 }
 
 /// The protobuf bytes of the one message a request body carries.
-pub fn message(body: &[u8], kind: Kind, input: &MessageDescriptor) -> Result<Vec<u8>, Status> {
+fn message(body: &[u8], kind: Kind, input: &MessageDescriptor) -> Result<Vec<u8>, Status> {
     let payload = if kind.streaming {
         only_envelope(body)?
     } else {
@@ -76,16 +71,10 @@ pub fn message(body: &[u8], kind: Kind, input: &MessageDescriptor) -> Result<Vec
         Codec::Proto => Ok(payload.to_vec()),
         Codec::Json => {
             // An empty unary body is the empty message, as Connect allows.
-            let json = if payload.is_empty() {
-                serde_json::Value::Object(Default::default())
-            } else {
-                serde_json::from_slice(payload).map_err(|err| {
-                    Status::invalid_argument(format!("the request body is not JSON: {err}"))
-                })?
-            };
+            let json = if payload.is_empty() { b"{}" } else { payload };
             crate::json::to_protobuf(input, json).map_err(|err| {
                 Status::invalid_argument(format!(
-                    "the request body is not a {}: {err}",
+                    "the request body is not a {} in JSON: {err}",
                     input.full_name()
                 ))
             })
@@ -115,10 +104,10 @@ fn only_envelope(body: &[u8]) -> Result<&[u8], Status> {
 
 /// The flags, payload and the rest after the first envelope in `bytes`, when it is whole.
 pub fn split_envelope(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let header = bytes.get(..HEADER_BYTES)?;
-    let len = u32::from_be_bytes(header[1..].try_into().expect("four bytes")) as usize;
-    let payload = bytes.get(HEADER_BYTES..HEADER_BYTES + len)?;
-    Some((header[0], payload, &bytes[HEADER_BYTES + len..]))
+    let (&flags, rest) = bytes.split_first()?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+    (len <= rest.len()).then(|| (flags, &rest[..len], &rest[len..]))
 }
 
 /// `payload` in an envelope with `flags`.

@@ -8,10 +8,12 @@
 //! message types and serve through their own router, not tonic's services and prost's types.
 //! What it needs is small: prost-reflect transcodes JSON by the schema, and the rest is framing.
 //!
-//! The request body is transcoded as the service reads it, not before: a body that is not
-//! valid JSON for the method's input is refused with INVALID_ARGUMENT by the service's own
-//! decoding, after authentication and the rate limit, so it is logged and counted like a gRPC
-//! call whose body does not decode.
+//! The request body is read and transcoded when the service reads it, not before: a body that
+//! is not valid JSON for the method's input is refused with INVALID_ARGUMENT by the service's
+//! own decoding, after authentication and the rate limit, so it is logged and counted like a
+//! gRPC call whose body does not decode, and nothing is parsed for a caller refused earlier.
+//! (Over HTTP/1.1 the bytes are read first, see `whole_body`.) A request the protocol cannot
+//! carry (a client stream, a unary content type for a stream) is refused here, before any work.
 
 mod answer;
 mod envelope;
@@ -25,12 +27,12 @@ use http::{HeaderMap, HeaderValue, header};
 use prost_reflect::{MessageDescriptor, MethodDescriptor};
 use tonic::body::Body;
 use tonic::{Code, Status};
-use tower::{Service, ServiceExt as _};
+use tower::Service;
 
 use crate::call::Protocol;
+use crate::whole_body::ReadBody;
 
 pub use answer::error_response;
-pub use envelope::{ReadBody, read};
 
 /// The message codec a Connect call uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,16 +111,9 @@ impl Methods {
     }
 }
 
-impl Methods {
-    /// The largest request body read.
-    pub fn max_body_bytes(&self) -> usize {
-        self.max_body_bytes
-    }
-}
-
-/// Serves one Connect call through `inner`, the gRPC stack.
+/// Serves one Connect call through `inner`, the gRPC stack, which must be ready.
 pub fn call<S>(
-    inner: S,
+    mut inner: S,
     methods: &Methods,
     kind: Kind,
     request: http::Request<Body>,
@@ -130,39 +125,72 @@ where
 {
     let method = match admit(methods, kind, &request) {
         Ok(method) => method,
-        Err(status) => return Box::pin(std::future::ready(Ok(error_response(&status, None)))),
+        Err(status) => {
+            let refusal = if kind.streaming {
+                answer::stream_refusal(&status, kind)
+            } else {
+                error_response(&status, None)
+            };
+            return Box::pin(std::future::ready(Ok(refusal)));
+        }
     };
-    let output = method.output();
     let max_body_bytes = methods.max_body_bytes;
     Box::pin(async move {
-        let request = to_grpc(request, kind, &method.input(), max_body_bytes).await;
-        let response = inner.oneshot(request).await?;
+        let (mut parts, mut body) = request.into_parts();
+        if parts.version < http::Version::HTTP_2 {
+            body = Body::new(ReadBody::read(body, max_body_bytes).await);
+        }
+        let timeout = to_grpc_headers(&mut parts.headers);
+        let message = match &method {
+            Some(method) => envelope::RequestBody::new(body, kind, method.input(), max_body_bytes),
+            // Not a method of ours: the router answers UNIMPLEMENTED without reading.
+            None => envelope::RequestBody::refused(Status::unimplemented("no such method")),
+        };
+        let message = match timeout {
+            Ok(()) => message,
+            Err(status) => envelope::RequestBody::refused(status),
+        };
+        let request = http::Request::from_parts(parts, Body::new(message));
+        let response = inner.call(request).await?;
+        let Some(method) = method else {
+            return Ok(answer::unary(response, kind, None).await);
+        };
         Ok(if kind.streaming {
-            answer::stream(response, kind, output)
+            answer::stream(response, kind, method.output())
         } else {
-            answer::unary(response, kind, &output).await
+            answer::unary(response, kind, Some(&method.output())).await
         })
     })
 }
 
-/// The method a request calls, when Connect can call it as the request asks.
+/// The method a request calls (`None`: not one of ours), when Connect can call it as the
+/// request asks.
 fn admit(
     methods: &Methods,
     kind: Kind,
     request: &http::Request<Body>,
-) -> Result<MethodDescriptor, Status> {
+) -> Result<Option<MethodDescriptor>, Status> {
     if request.method() != http::Method::POST {
         return Err(Status::unimplemented(format!(
             "Connect calls are POST requests, got {}",
             request.method()
         )));
     }
-    let path = request.uri().path();
-    let Some(method) = methods.by_path.get(path) else {
+    let encoding = if kind.streaming {
+        "connect-content-encoding"
+    } else {
+        "content-encoding"
+    };
+    if let Some(value) = request.headers().get(encoding)
+        && value != "identity"
+    {
         return Err(Status::unimplemented(format!(
-            "no method {}",
-            crate::text::quoted(path)
+            "{encoding} {} is not supported: send messages uncompressed (identity)",
+            crate::text::quoted(&String::from_utf8_lossy(value.as_bytes()))
         )));
+    }
+    let Some(method) = methods.by_path.get(request.uri().path()) else {
+        return Ok(None);
     };
     if method.is_client_streaming() {
         return Err(Status::unimplemented(format!(
@@ -182,36 +210,22 @@ fn admit(
             expected.content_type()
         )));
     }
-    let encoding = if kind.streaming {
-        "connect-content-encoding"
-    } else {
-        "content-encoding"
-    };
-    if let Some(value) = request.headers().get(encoding)
-        && value != "identity"
-    {
-        return Err(Status::unimplemented(format!(
-            "{encoding} {} is not supported: send messages uncompressed (identity)",
-            crate::text::quoted(&String::from_utf8_lossy(value.as_bytes()))
-        )));
-    }
-    Ok(method.clone())
+    Ok(Some(method.clone()))
 }
 
-/// The gRPC request a Connect request means: its headers (the deadline as `grpc-timeout`),
-/// and its body as one gRPC message. The body is read here, whole: a service that refuses a
-/// call without reading its body (authentication does) would leave an HTTP/1.1 connection
-/// that cannot be reused. A body that breaks a rule is refused when the service reads it, so
-/// authentication and the rate limit come first, as for gRPC.
-async fn to_grpc(
-    request: http::Request<Body>,
-    kind: Kind,
-    input: &MessageDescriptor,
-    max_body_bytes: usize,
-) -> http::Request<Body> {
-    let (mut parts, body) = request.into_parts();
-    let headers = &mut parts.headers;
+/// The headers of the gRPC request a Connect request means: gRPC's content type, and the
+/// deadline as `grpc-timeout`; the client's own `grpc-*` headers are dropped (a
+/// `grpc-accept-encoding` would have the answer compressed, which Connect does not read).
+fn to_grpc_headers(headers: &mut HeaderMap) -> Result<(), Status> {
     let timeout = headers.remove("connect-timeout-ms");
+    let grpc: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("grpc-"))
+        .cloned()
+        .collect();
+    for name in grpc {
+        headers.remove(name);
+    }
     headers.remove(header::CONTENT_LENGTH);
     headers.remove("connect-protocol-version");
     headers.insert(
@@ -219,33 +233,31 @@ async fn to_grpc(
         HeaderValue::from_static("application/grpc"),
     );
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    let timeout = timeout.map(|value| grpc_timeout(&value)).transpose();
-    let message = match timeout {
-        Ok(timeout) => {
-            if let Some(timeout) = timeout {
-                // Connect sends milliseconds; gRPC reads the same with unit `m`.
-                headers.insert("grpc-timeout", timeout);
-            }
-            envelope::read(body, max_body_bytes)
-                .await
-                .and_then(|read| envelope::message(&read, kind, input))
-        }
-        Err(status) => Err(status),
-    };
-    http::Request::from_parts(parts, Body::new(envelope::ReadBody::message(message)))
+    if let Some(timeout) = timeout {
+        headers.insert("grpc-timeout", grpc_timeout(&timeout)?);
+    }
+    Ok(())
 }
 
+/// Connect's milliseconds (at most ten digits) as gRPC's timeout, whose value has at most
+/// eight digits: milliseconds, or whole seconds rounded up past that.
 fn grpc_timeout(value: &HeaderValue) -> Result<HeaderValue, Status> {
     let digits = value.as_bytes();
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(Status::invalid_argument(
-            "connect-timeout-ms must be a whole number of milliseconds, at most 10 digits",
-        ));
-    }
-    let mut timeout = Vec::with_capacity(digits.len() + 1);
-    timeout.extend_from_slice(digits);
-    timeout.push(b'm');
-    Ok(HeaderValue::from_bytes(&timeout).expect("digits and a letter"))
+    let millis: u64 = std::str::from_utf8(digits)
+        .ok()
+        .filter(|text| (1..=10).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            Status::invalid_argument(
+                "connect-timeout-ms must be a whole number of milliseconds, at most 10 digits",
+            )
+        })?;
+    let timeout = if millis <= 99_999_999 {
+        format!("{millis}m")
+    } else {
+        format!("{}S", millis.div_ceil(1000))
+    };
+    Ok(HeaderValue::from_str(&timeout).expect("digits and a letter"))
 }
 
 /// The Connect name of a gRPC code.

@@ -1,9 +1,10 @@
-//! Just inside the client's address (and CORS, when on): which protocol a call speaks. gRPC
-//! passes as it is; gRPC-Web goes through tonic-web's layer and Connect through `connect`,
-//! both turned into gRPC for every layer inside, so no protocol has a way around a policy; the
-//! console's pages are served here. The protocol is noted in the call's state for the access
-//! log. An HTTP/1.1 request that is none of these gets a plain refusal; an HTTP/2 one goes on,
-//! to be refused as gRPC by the content-type layer.
+//! Inside the client's address, connection activity and CORS (when on): which protocol a call
+//! speaks. gRPC passes as it is; gRPC-Web goes through tonic-web's layer and Connect through
+//! `connect`, both turned into gRPC for every layer inside, so every call that reaches a
+//! service passes the same policies; the console's pages are served here. The protocol is
+//! noted in the call's state for the access log. What is refused here does no work: an
+//! HTTP/1.1 request in none of these protocols gets a plain refusal (an HTTP/2 one goes on, to
+//! be refused as gRPC by the content-type layer), and Connect refuses what it cannot carry.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -17,6 +18,7 @@ use tower::{Layer, Service, ServiceExt as _};
 use crate::call::{CallState, Protocol};
 use crate::connect::{self, Kind, Methods};
 use crate::console::{self, Console};
+use crate::whole_body::ReadBody;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -25,6 +27,8 @@ pub struct ProtocolLayer {
     pub connect: Methods,
     /// `None`: the console is off.
     pub console: Option<Console>,
+    /// The largest request message (`--max-message-bytes`).
+    pub max_message_bytes: usize,
 }
 
 impl<S> Layer<S> for ProtocolLayer {
@@ -35,6 +39,7 @@ impl<S> Layer<S> for ProtocolLayer {
             inner,
             connect: self.connect.clone(),
             console: self.console,
+            max_message_bytes: self.max_message_bytes,
         }
     }
 }
@@ -44,6 +49,7 @@ pub struct Protocols<S> {
     inner: S,
     connect: Methods,
     console: Option<Console>,
+    max_message_bytes: usize,
 }
 
 /// Where a request goes.
@@ -57,22 +63,30 @@ enum Route {
     Refuse(&'static str),
 }
 
-impl<S> Protocols<S> {
+impl<S: Clone> Protocols<S> {
+    /// The inner service `poll_ready` readied, for a call that outlives this one; a clone
+    /// takes its place, to be readied for the next call.
+    fn take_ready(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+
     fn route<B>(&self, request: &http::Request<B>) -> Route {
         let headers = request.headers();
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .map_or(&b""[..], |value| value.as_bytes());
         if let Some(rest) = content_type.strip_prefix(b"application/grpc") {
-            return match rest {
-                [b'-', b'w', b'e', b'b', b'-', b't', b'e', b'x', b't', ..] => {
-                    Route::GrpcWeb(Protocol::GrpcWebText)
-                }
-                [b'-', b'w', b'e', b'b', ..] => Route::GrpcWeb(Protocol::GrpcWeb),
-                _ if request.version() == Version::HTTP_2 => Route::Grpc,
-                _ => Route::Refuse(
+            return if rest.starts_with(b"-web-text") {
+                Route::GrpcWeb(Protocol::GrpcWebText)
+            } else if rest.starts_with(b"-web") {
+                Route::GrpcWeb(Protocol::GrpcWeb)
+            } else if request.version() == Version::HTTP_2 {
+                Route::Grpc
+            } else {
+                Route::Refuse(
                     "gRPC needs HTTP/2; over HTTP/1.1 this port speaks gRPC-Web and Connect\n",
-                ),
+                )
             };
         }
         if let Some(kind) = Kind::of(headers) {
@@ -126,27 +140,23 @@ where
             },
             Route::GrpcWeb(protocol) => {
                 note(protocol);
-                let web = tonic_web::GrpcWebLayer::new().layer(self.inner.clone());
+                let inner = self.take_ready();
                 if request.version() == Version::HTTP_2 {
-                    return ProtocolFuture::boxed(web.oneshot(request));
+                    let mut web = tonic_web::GrpcWebLayer::new().layer(inner);
+                    return ProtocolFuture::boxed(web.call(request));
                 }
-                // Read whole first: a call refused without reading its body (authentication
-                // refuses so) would leave the HTTP/1.1 connection unusable for the next call.
-                let max_bytes = self.connect.max_body_bytes();
-                ProtocolFuture::boxed(async move {
-                    let (parts, body) = request.into_parts();
-                    let read = connect::read(body, max_bytes)
-                        .await
-                        .map(bytes::BytesMut::freeze);
-                    let body = Body::new(connect::ReadBody::new(read));
-                    web.oneshot(http::Request::from_parts(parts, body)).await
-                })
+                // Over HTTP/1.1 the body tonic-web decodes is read whole first: one message
+                // and its frame header.
+                let mut web = tonic_web::GrpcWebLayer::new().layer(ReadWhole {
+                    inner,
+                    max_bytes: self.max_message_bytes + 5,
+                });
+                ProtocolFuture::boxed(web.call(request))
             }
             Route::Connect(kind) => {
                 note(kind.protocol());
                 let inner = self
-                    .inner
-                    .clone()
+                    .take_ready()
                     .map_response(|response| response.map(Body::new));
                 ProtocolFuture::boxed(connect::call(inner, &self.connect, kind, request))
             }
@@ -158,6 +168,38 @@ where
                 ProtocolFuture::answer(console::plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, why))
             }
         }
+    }
+}
+
+/// Reads a request's body whole before passing the call on: see `whole_body`.
+#[derive(Clone)]
+struct ReadWhole<S> {
+    inner: S,
+    max_bytes: usize,
+}
+
+impl<S> Service<http::Request<Body>> for ReadWhole<S>
+where
+    S: Service<http::Request<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let max_bytes = self.max_bytes;
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = Body::new(ReadBody::read(body, max_bytes).await);
+            inner.call(http::Request::from_parts(parts, body)).await
+        })
     }
 }
 

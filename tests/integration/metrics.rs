@@ -8,6 +8,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use user_service::pb::GetUserRequest;
 
+use user_service::domain::Role;
+
 use crate::helpers::{TestApp, create, new_user};
 use crate::watch::next_event;
 
@@ -266,4 +268,45 @@ async fn calls_refused_by_the_rate_limit_are_counted_by_reason() {
         f64::from(5 - refused),
         "the others were answered"
     );
+}
+
+#[tokio::test]
+async fn connect_and_grpc_web_calls_are_counted_under_the_method_they_call() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let bearer = format!("Bearer {}", app.token("counted", Role::Admin));
+    let unknown = GetUserRequest {
+        user_id: "00000000-0000-7000-8000-000000000000".into(),
+    };
+    let path = "/userservice.UserService/GetUser";
+
+    let json = crate::helpers::http1(
+        app.addr,
+        "POST",
+        path,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &bearer),
+        ],
+        br#"{"userId":"00000000-0000-7000-8000-000000000000"}"#,
+    )
+    .await;
+    let web = crate::helpers::http1(
+        app.addr,
+        "POST",
+        path,
+        &[
+            ("content-type", "application/grpc-web+proto"),
+            ("authorization", &bearer),
+        ],
+        &crate::helpers::grpc_frame(&unknown),
+    )
+    .await;
+
+    assert_eq!(json.status, 404);
+    assert_eq!(web.header("grpc-status"), Some("5"));
+    let scraped = Scraped::from(&app).await;
+    assert_eq!(scraped.handled("GetUser", "NotFound"), 2.0, "one call each");
 }

@@ -962,3 +962,73 @@ fn validation_limits() {
     );
     snapshot!("validation_limits", out);
 }
+
+/// A method, the case, the request's headers and its JSON body.
+type ConnectCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
+/// Connect: the HTTP status and JSON body each kind of failure answers a JSON client.
+#[tokio::test]
+async fn status_codes_over_connect() {
+    let (app, _, ann) = app_with_ann().await;
+    let bearer = format!("Bearer {}", app.token("connect-admin", Role::Admin));
+    let unknown = format!(r#"{{"userId":"{UNKNOWN_ID}"}}"#);
+    let stale = format!(r#"{{"userId":"{}","fullName":"Ann","etag":"999"}}"#, ann.id);
+    let authorized: &[(&str, &str)] = &[("authorization", &bearer)];
+    let cases: [ConnectCase<'_>; 11] = [
+        ("GetUser", "unknown id", authorized, &unknown),
+        ("GetUser", "no token", &[], &unknown),
+        ("GetUser", "body not JSON", authorized, r#"{"userId":"#),
+        (
+            "GetUser",
+            "a field the message lacks",
+            authorized,
+            r#"{"user":"x"}"#,
+        ),
+        (
+            "GetUser",
+            "connect-timeout-ms not a number",
+            &[("authorization", &bearer), ("connect-timeout-ms", "soon")],
+            &unknown,
+        ),
+        (
+            "CreateUser",
+            "short username, bad email",
+            authorized,
+            r#"{"username":"x","email":"nope","password":"correct horse battery"}"#,
+        ),
+        (
+            "CreateUser",
+            "taken username",
+            authorized,
+            r#"{"username":"ann","email":"other@example.com","password":"correct horse battery"}"#,
+        ),
+        ("UpdateUser", "stale etag", authorized, &stale),
+        ("Nope", "no such method", authorized, "{}"),
+        (
+            "BatchCreateUsers",
+            "streams from the client",
+            authorized,
+            "{}",
+        ),
+        ("WatchUsers", "a stream called as unary", authorized, "{}"),
+    ];
+    let mut table = Table::new("status_codes_connect");
+    for (method, case, headers, body) in cases {
+        let mut headers = headers.to_vec();
+        headers.push(("content-type", "application/json"));
+        let path = format!("/userservice.UserService/{method}");
+
+        let answer =
+            crate::helpers::http1(app.addr, "POST", &path, &headers, body.as_bytes()).await;
+
+        let retry = answer
+            .header("retry-after")
+            .map_or(String::new(), |secs| format!(" retry-after: {secs}"));
+        table.row(
+            method,
+            case,
+            format!("HTTP {}{retry} {}", answer.status, answer.text()),
+        );
+    }
+    table.lock();
+}

@@ -12,16 +12,13 @@ const CREATE_USER: &str = "/userservice.UserService/CreateUser";
 
 /// A Connect unary call with a JSON body, as curl would make it.
 async fn connect_json(app: &TestApp, path: &str, token: Option<&str>, body: &Value) -> HttpAnswer {
-    connect_raw(app, path, token, body.to_string().as_bytes()).await
-}
-
-async fn connect_raw(app: &TestApp, path: &str, token: Option<&str>, body: &[u8]) -> HttpAnswer {
+    let body = body.to_string();
     let bearer = token.map(|token| format!("Bearer {token}"));
     let mut headers = vec![("content-type", "application/json")];
     if let Some(bearer) = &bearer {
         headers.push(("authorization", bearer.as_str()));
     }
-    http1(app.addr, "POST", path, &headers, body).await
+    http1(app.addr, "POST", path, &headers, body.as_bytes()).await
 }
 
 fn admin(app: &TestApp) -> String {
@@ -63,105 +60,30 @@ async fn a_json_call_answers_the_user_in_canonical_proto3_json_as_grpc_stores_it
     assert_eq!(&fetched.json()["user"], user);
 }
 
-type Case<'a> = (&'a str, Option<&'a str>, &'a [u8], u16, &'a str, &'a str);
-
+/// Each failure's status and body is in `snapshots/status_codes_connect.snap`; here, what a
+/// Connect client reads from them.
 #[tokio::test]
-async fn connect_errors_carry_their_codes_http_status_and_a_json_body_naming_the_rule() {
+async fn a_connect_error_carries_its_codes_http_status_code_name_and_details() {
     let app = TestApp::spawn().await;
     let token = admin(&app);
-    let unknown = json!({"userId": "00000000-0000-7000-8000-000000000000"}).to_string();
     let bad_email =
-        json!({"username": "bad_mail", "email": "nope", "password": "correct horse battery"})
-            .to_string();
-    // Path, token, body; then the HTTP status, the code, and what the message says.
-    let cases: [Case<'_>; 8] = [
-        (
-            GET_USER,
-            Some(&token),
-            unknown.as_bytes(),
-            404,
-            "not_found",
-            "not found",
-        ),
-        (
-            GET_USER,
-            None,
-            unknown.as_bytes(),
-            401,
-            "unauthenticated",
-            "bearer token",
-        ),
-        (
-            GET_USER,
-            Some(&token),
-            b"{\"userId\":",
-            400,
-            "invalid_argument",
-            "not JSON",
-        ),
-        (
-            GET_USER,
-            Some(&token),
-            b"{\"nope\":1}",
-            400,
-            "invalid_argument",
-            "userservice.GetUserRequest",
-        ),
-        (
-            CREATE_USER,
-            Some(&token),
-            bad_email.as_bytes(),
-            400,
-            "invalid_argument",
-            "email",
-        ),
-        (
-            "/userservice.UserService/Nope",
-            Some(&token),
-            b"{}",
-            501,
-            "unimplemented",
-            "no method",
-        ),
-        (
-            "/userservice.UserService/BatchCreateUsers",
-            Some(&token),
-            b"{}",
-            501,
-            "unimplemented",
-            "over gRPC",
-        ),
-        (
-            "/userservice.UserService/WatchUsers",
-            Some(&token),
-            b"{}",
-            400,
-            "invalid_argument",
-            "application/connect+json",
-        ),
-    ];
-    for (path, token, body, status, code, says) in cases {
-        let answer = connect_raw(&app, path, token, body).await;
+        json!({"username": "bad_mail", "email": "nope", "password": "correct horse battery"});
 
-        assert_eq!(answer.status, status, "{path}: {}", answer.text());
-        assert_eq!(
-            answer.header("content-type"),
-            Some("application/json"),
-            "{path}"
-        );
-        let error = answer.json();
-        assert_eq!(error["code"], code, "{path}: {error}");
-        let message = error["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains(says),
-            "{path}: {message:?} should say {says:?}"
-        );
-    }
+    let answer = connect_json(&app, CREATE_USER, Some(&token), &bad_email).await;
 
-    let answer = connect_raw(&app, CREATE_USER, Some(&token), bad_email.as_bytes()).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    let error = answer.json();
+    assert_eq!(error["code"], "invalid_argument");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("email"),
+        "{error}"
+    );
     assert_eq!(
-        answer.json()["details"][0]["type"],
-        "google.rpc.BadRequest",
+        error["details"][0]["type"], "google.rpc.BadRequest",
         "the field violations travel as details"
     );
 }
@@ -426,4 +348,151 @@ async fn the_official_connect_clients_pass_over_connect_json_binary_and_grpc_web
         42,
     )
     .await;
+}
+
+/// The bytes of a gRPC-Web text body: base64 pieces, each padded where it ends.
+fn from_base64_pieces(mut text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut bytes = Vec::new();
+    while !text.is_empty() {
+        let end = text.find('=').map_or(text.len(), |at| {
+            at + text[at..].chars().take_while(|c| *c == '=').count()
+        });
+        let piece = base64::engine::general_purpose::STANDARD
+            .decode(&text[..end])
+            .expect("base64");
+        bytes.extend(piece);
+        text = &text[end..];
+    }
+    bytes
+}
+
+#[tokio::test]
+async fn grpc_web_text_is_answered_in_base64_and_a_body_not_in_base64_is_the_callers_fault() {
+    use base64::Engine as _;
+    let app = TestApp::spawn().await;
+    let user = crate::helpers::create(&mut app.client().await, "texted").await;
+    let bearer = format!("Bearer {}", admin(&app));
+    let request = crate::helpers::grpc_frame(&user_service::pb::GetUserRequest {
+        user_id: user.id.clone(),
+    });
+    let headers = [
+        ("content-type", "application/grpc-web-text"),
+        ("accept", "application/grpc-web-text"),
+        ("authorization", bearer.as_str()),
+    ];
+
+    let answer = http1(
+        app.addr,
+        "POST",
+        GET_USER,
+        &headers,
+        base64::engine::general_purpose::STANDARD
+            .encode(&request)
+            .as_bytes(),
+    )
+    .await;
+    let garbled = http1(app.addr, "POST", GET_USER, &headers, b"*not base64*").await;
+
+    assert_eq!(answer.status, 200);
+    let body = from_base64_pieces(&answer.text());
+    let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+    assert_eq!(body[0], 0, "a message frame first");
+    let response: user_service::pb::GetUserResponse =
+        prost::Message::decode(&body[5..5 + len]).unwrap();
+    assert_eq!(response.user.unwrap().id, user.id);
+    let trailers = String::from_utf8_lossy(&body[5 + len + 5..]).to_lowercase();
+    assert_eq!(body[5 + len], 0x80, "then the trailers frame");
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    assert_eq!(
+        garbled.header("grpc-status"),
+        Some("3"),
+        "{:?}",
+        garbled.headers
+    );
+}
+
+/// An HTTP/1.1 request on an open connection, and its answer's status, read to the end of
+/// its body (which the server sends with a length).
+async fn on_connection(stream: &mut tokio::net::TcpStream, path: &str, body: &str) -> u16 {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let (mut status, mut length) = (0, 0);
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.unwrap();
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("http/1.1 ") {
+            status = rest[..3].parse().unwrap();
+        }
+        if let Some(value) = line.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut rest = vec![0; length];
+    reader.read_exact(&mut rest).await.unwrap();
+    status
+}
+
+#[tokio::test]
+async fn an_http1_connection_carries_the_next_call_after_one_refused_unread() {
+    let app = TestApp::spawn().await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let body = r#"{"userId":"00000000-0000-7000-8000-000000000000"}"#;
+
+    // Authentication refuses the first call without the service reading its body.
+    let refused = on_connection(&mut stream, GET_USER, body).await;
+    let again = on_connection(&mut stream, GET_USER, body).await;
+
+    assert_eq!(refused, 401);
+    assert_eq!(again, 401, "the same connection answered a second call");
+}
+
+#[tokio::test]
+async fn a_body_over_the_message_limit_is_resource_exhausted_in_every_protocol() {
+    let app = TestApp::spawn_with(|settings| settings.limits.max_message_bytes = 1024).await;
+    let bearer = format!("Bearer {}", admin(&app));
+    let long_id = "x".repeat(2000);
+    let json = json!({"userId": long_id}).to_string();
+    let frame = crate::helpers::grpc_frame(&user_service::pb::GetUserRequest { user_id: long_id });
+
+    let connect = http1(
+        app.addr,
+        "POST",
+        GET_USER,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &bearer),
+        ],
+        json.as_bytes(),
+    )
+    .await;
+    let web = http1(
+        app.addr,
+        "POST",
+        GET_USER,
+        &[
+            ("content-type", "application/grpc-web+proto"),
+            ("authorization", &bearer),
+        ],
+        &frame,
+    )
+    .await;
+
+    assert_eq!(
+        connect.json()["code"],
+        "resource_exhausted",
+        "{}",
+        connect.text()
+    );
+    assert_eq!(web.header("grpc-status"), Some("8"), "{:?}", web.headers);
 }
