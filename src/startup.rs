@@ -152,7 +152,6 @@ impl Application {
             .layer(ActivityLayer {
                 enabled: settings.listener.connections.idle.is_some(),
             })
-            .option_layer(settings.web.cors())
             .layer(ProtocolLayer {
                 connect: crate::connect::Methods::of_schema(settings.limits.max_message_bytes),
                 console: settings
@@ -160,6 +159,7 @@ impl Application {
                     .console
                     .then_some(crate::console::Console { development_key }),
                 max_message_bytes: settings.limits.max_message_bytes,
+                cors: settings.web.cors(),
             })
             .layer(RequestWatchLayer)
             .layer(TraceSpanLayer {

@@ -19,11 +19,10 @@ use super::envelope::{END_STREAM, HEADER_BYTES, envelope, split_envelope};
 use super::{Codec, Kind, code_name, encode_output, http_status};
 
 /// A unary gRPC answer as Connect's.
-/// `output` is the method's answer type (`None`: no method of ours, so no answer but an error).
 pub async fn unary(
     response: http::Response<Body>,
     kind: Kind,
-    output: Option<&MessageDescriptor>,
+    output: &MessageDescriptor,
 ) -> http::Response<Body> {
     let (parts, body) = response.into_parts();
     // A trailers-only answer: the status is in the headers, and no message came.
@@ -48,10 +47,8 @@ pub async fn unary(
         put_trailers(&trailers, response.headers_mut());
         return response;
     }
-    let message = match (split_envelope(&data), output) {
-        (Some((0, payload, [])), Some(output)) => {
-            encode_output(kind.codec, output, data.slice_ref(payload))
-        }
+    let message = match split_envelope(&data) {
+        Some((0, payload, [])) => encode_output(kind.codec, output, data.slice_ref(payload)),
         _ => Err(Status::internal(
             "the answer was not one uncompressed message",
         )),

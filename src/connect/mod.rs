@@ -32,8 +32,6 @@ use tower::Service;
 use crate::call::Protocol;
 use crate::whole_body::ReadBody;
 
-pub use answer::error_response;
-
 /// The message codec a Connect call uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -111,8 +109,41 @@ impl Methods {
     }
 }
 
+/// Connect calls of one kind, served through `inner`, the gRPC stack.
+#[derive(Clone)]
+pub struct Connect<S> {
+    pub inner: S,
+    pub methods: Methods,
+    pub kind: Kind,
+}
+
+impl<S> Service<http::Request<Body>> for Connect<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The readied service answers this call; a clone waits to be readied for the next.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        call(inner, &self.methods, self.kind, request)
+    }
+}
+
 /// Serves one Connect call through `inner`, the gRPC stack, which must be ready.
-pub fn call<S>(
+fn call<S>(
     mut inner: S,
     methods: &Methods,
     kind: Kind,
@@ -125,20 +156,14 @@ where
 {
     let method = match admit(methods, kind, &request) {
         Ok(method) => method,
-        Err(status) => {
-            let refusal = if kind.streaming {
-                answer::stream_refusal(&status, kind)
-            } else {
-                error_response(&status, None)
-            };
-            return Box::pin(std::future::ready(Ok(refusal)));
-        }
+        Err(status) => return Box::pin(std::future::ready(Ok(refusal(&status, kind)))),
     };
     let max_body_bytes = methods.max_body_bytes;
     Box::pin(async move {
         let (mut parts, mut body) = request.into_parts();
         if parts.version < http::Version::HTTP_2 {
-            body = Body::new(ReadBody::read(body, max_body_bytes).await);
+            let max_bytes = max_body_bytes + envelope::HEADER_BYTES;
+            body = Body::new(ReadBody::read(body, max_bytes).await);
         }
         let timeout = to_grpc_headers(&mut parts.headers);
         let message = match &method {
@@ -153,14 +178,25 @@ where
         let request = http::Request::from_parts(parts, Body::new(message));
         let response = inner.call(request).await?;
         let Some(method) = method else {
-            return Ok(answer::unary(response, kind, None).await);
+            let status = Status::from_header_map(response.headers())
+                .unwrap_or_else(|| Status::unimplemented("no such method"));
+            return Ok(refusal(&status, kind));
         };
         Ok(if kind.streaming {
             answer::stream(response, kind, method.output())
         } else {
-            answer::unary(response, kind, Some(&method.output())).await
+            answer::unary(response, kind, &method.output()).await
         })
     })
+}
+
+/// A call refused before its answer began, in the shape its kind expects.
+fn refusal(status: &Status, kind: Kind) -> http::Response<Body> {
+    if kind.streaming {
+        answer::stream_refusal(status, kind)
+    } else {
+        answer::error_response(status, None)
+    }
 }
 
 /// The method a request calls (`None`: not one of ours), when Connect can call it as the

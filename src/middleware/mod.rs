@@ -1,7 +1,7 @@
 //! The tower layers calls pass through, one concern each, in the architecture diagram's
 //! order (outermost first): the client's address (which starts the call's state) ->
-//! connection activity -> CORS (when origins are named) -> the protocol (gRPC-Web and Connect
-//! turned into gRPC, the console served) -> the request watched (a broken client stream) ->
+//! connection activity -> the protocol (gRPC-Web and Connect turned into gRPC, with CORS when
+//! origins are named; the console served) -> the request watched (a broken client stream) ->
 //! trace span -> access log -> gRPC metrics ->
 //! deadline -> content type -> decode fault; then, for the user and auth services only, load
 //! shedding -> authentication -> rate limit -> the services. Health checks and reflection skip

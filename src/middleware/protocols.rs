@@ -1,7 +1,8 @@
-//! Inside the client's address, connection activity and CORS (when on): which protocol a call
-//! speaks. gRPC passes as it is; gRPC-Web goes through tonic-web's layer and Connect through
-//! `connect`, both turned into gRPC for every layer inside, so every call that reaches a
-//! service passes the same policies; the console's pages are served here. The protocol is
+//! Inside the client's address and connection activity: which protocol a call speaks. gRPC
+//! passes as it is; gRPC-Web goes through tonic-web's layer and Connect through `connect`,
+//! both turned into gRPC for every layer inside, so every call that reaches a service passes
+//! the same policies; CORS, when origins are named, applies to these browser protocols (and
+//! answers preflights); the console's pages are served here. The protocol is
 //! noted in the call's state for the access log. What is refused here does no work: an
 //! HTTP/1.1 request in none of these protocols gets a plain refusal (an HTTP/2 one goes on, to
 //! be refused as gRPC by the content-type layer), and Connect refuses what it cannot carry.
@@ -14,6 +15,7 @@ use http::{Method, StatusCode, Version, header};
 use http_body::Frame;
 use tonic::body::Body;
 use tower::{Layer, Service, ServiceExt as _};
+use tower_http::cors::CorsLayer;
 
 use crate::call::{CallState, Protocol};
 use crate::connect::{self, Kind, Methods};
@@ -29,6 +31,8 @@ pub struct ProtocolLayer {
     pub console: Option<Console>,
     /// The largest request message (`--max-message-bytes`).
     pub max_message_bytes: usize,
+    /// CORS for browser protocols, when origins are named.
+    pub cors: Option<CorsLayer>,
 }
 
 impl<S> Layer<S> for ProtocolLayer {
@@ -40,6 +44,7 @@ impl<S> Layer<S> for ProtocolLayer {
             connect: self.connect.clone(),
             console: self.console,
             max_message_bytes: self.max_message_bytes,
+            cors: self.cors.clone(),
         }
     }
 }
@@ -50,6 +55,7 @@ pub struct Protocols<S> {
     connect: Methods,
     console: Option<Console>,
     max_message_bytes: usize,
+    cors: Option<CorsLayer>,
 }
 
 /// Where a request goes.
@@ -57,6 +63,8 @@ enum Route {
     Grpc,
     GrpcWeb(Protocol),
     Connect(Kind),
+    /// A CORS preflight (OPTIONS), when CORS is on.
+    Preflight,
     Console(Console),
     /// `/`, to the console.
     Home,
@@ -64,6 +72,20 @@ enum Route {
 }
 
 impl<S: Clone> Protocols<S> {
+    /// `service`'s answer to a browser protocol's `request`, through CORS when it is on (gRPC
+    /// needs none: no browser speaks it, so its calls skip this).
+    fn browser<W, F>(&self, service: W, request: http::Request<Body>) -> ProtocolFuture<F, W::Error>
+    where
+        W: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+        W::Future: Send,
+        W::Error: Send,
+    {
+        match &self.cors {
+            Some(cors) => ProtocolFuture::boxed(cors.layer(service).oneshot(request)),
+            None => ProtocolFuture::boxed(service.oneshot(request)),
+        }
+    }
+
     /// The inner service `poll_ready` readied, for a call that outlives this one; a clone
     /// takes its place, to be readied for the next call.
     fn take_ready(&mut self) -> S {
@@ -91,6 +113,9 @@ impl<S: Clone> Protocols<S> {
         }
         if let Some(kind) = Kind::of(headers) {
             return Route::Connect(kind);
+        }
+        if self.cors.is_some() && request.method() == Method::OPTIONS {
+            return Route::Preflight;
         }
         let path = request.uri().path();
         if let Some(console) = self.console {
@@ -142,23 +167,40 @@ where
                 note(protocol);
                 let inner = self.take_ready();
                 if request.version() == Version::HTTP_2 {
-                    let mut web = tonic_web::GrpcWebLayer::new().layer(inner);
-                    return ProtocolFuture::boxed(web.call(request));
+                    let web = tonic_web::GrpcWebLayer::new().layer(inner);
+                    return self.browser(web, request);
                 }
                 // Over HTTP/1.1 the body tonic-web decodes is read whole first: one message
                 // and its frame header.
-                let mut web = tonic_web::GrpcWebLayer::new().layer(ReadWhole {
+                let web = tonic_web::GrpcWebLayer::new().layer(ReadWhole {
                     inner,
                     max_bytes: self.max_message_bytes + 5,
                 });
-                ProtocolFuture::boxed(web.call(request))
+                self.browser(web, request)
             }
             Route::Connect(kind) => {
                 note(kind.protocol());
                 let inner = self
                     .take_ready()
                     .map_response(|response| response.map(Body::new));
-                ProtocolFuture::boxed(connect::call(inner, &self.connect, kind, request))
+                let methods = self.connect.clone();
+                self.browser(
+                    connect::Connect {
+                        inner,
+                        methods,
+                        kind,
+                    },
+                    request,
+                )
+            }
+            Route::Preflight => {
+                let refuse = tower::service_fn(|_: http::Request<Body>| {
+                    std::future::ready(Ok::<_, S::Error>(console::plain(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "this port answers OPTIONS only as a CORS preflight\n",
+                    )))
+                });
+                self.browser(refuse, request)
             }
             Route::Console(console) => {
                 ProtocolFuture::answer(console.answer(request.method(), request.uri().path()))
