@@ -1,4 +1,4 @@
-//! One structured line per call: method, protocol, peer, principal, gRPC code, duration and the
+//! One structured line per call: method, protocol (unless gRPC), peer, principal, gRPC code, duration and the
 //! caller's trace id. Reads the caller from the call's state, where the auth layer further
 //! in leaves it, and the trace id the trace-span layer outside leaves.
 
@@ -10,7 +10,7 @@ use tower::{Layer, Service};
 
 use super::call_end::{EndBody, EndFuture, Ending, OnEnd};
 use super::trace_span::CallTrace;
-use crate::call::CallState;
+use crate::call::{CallState, Protocol};
 use crate::caller::{Caller, Principal};
 use crate::client_address::ClientAddress;
 use crate::telemetry::ACCESS_TARGET;
@@ -97,7 +97,12 @@ impl OnEnd for Line {
         let principal = tracing::field::display(PrincipalOf(caller.and_then(Caller::principal)));
         let micros = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let method = self.uri.path();
-        let protocol = state.map_or("grpc", |state| state.protocol().as_str());
+        // Written for the other protocols only: most calls are gRPC, and a field costs each
+        // line its formatting.
+        let protocol = state
+            .map(CallState::protocol)
+            .filter(|protocol| *protocol != Protocol::Grpc)
+            .map(Protocol::as_str);
         let trace_id = self.trace_id.map(|trace| tracing::field::display(trace.0));
         match code {
             Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss => {

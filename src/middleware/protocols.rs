@@ -8,6 +8,7 @@
 //! be refused as gRPC by the content-type layer), and Connect refuses what it cannot carry.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use futures_util::future::BoxFuture;
@@ -41,10 +42,7 @@ impl<S> Layer<S> for ProtocolLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Protocols {
             inner,
-            connect: self.connect.clone(),
-            console: self.console,
-            max_message_bytes: self.max_message_bytes,
-            cors: self.cors.clone(),
+            web: Arc::new(self.clone()),
         }
     }
 }
@@ -52,10 +50,8 @@ impl<S> Layer<S> for ProtocolLayer {
 #[derive(Clone)]
 pub struct Protocols<S> {
     inner: S,
-    connect: Methods,
-    console: Option<Console>,
-    max_message_bytes: usize,
-    cors: Option<CorsLayer>,
+    /// Behind one pointer: the stack is cloned for every call, and gRPC calls use none of it.
+    web: Arc<ProtocolLayer>,
 }
 
 /// Where a request goes.
@@ -80,7 +76,7 @@ impl<S: Clone> Protocols<S> {
         W::Future: Send,
         W::Error: Send,
     {
-        match &self.cors {
+        match &self.web.cors {
             Some(cors) => ProtocolFuture::boxed(cors.layer(service).oneshot(request)),
             None => ProtocolFuture::boxed(service.oneshot(request)),
         }
@@ -114,11 +110,11 @@ impl<S: Clone> Protocols<S> {
         if let Some(kind) = Kind::of(headers) {
             return Route::Connect(kind);
         }
-        if self.cors.is_some() && request.method() == Method::OPTIONS {
+        if self.web.cors.is_some() && request.method() == Method::OPTIONS {
             return Route::Preflight;
         }
         let path = request.uri().path();
-        if let Some(console) = self.console {
+        if let Some(console) = self.web.console {
             if Console::serves(path) {
                 return Route::Console(console);
             }
@@ -174,7 +170,7 @@ where
                 // and its frame header.
                 let web = tonic_web::GrpcWebLayer::new().layer(ReadWhole {
                     inner,
-                    max_bytes: self.max_message_bytes + 5,
+                    max_bytes: self.web.max_message_bytes + 5,
                 });
                 self.browser(web, request)
             }
@@ -183,7 +179,7 @@ where
                 let inner = self
                     .take_ready()
                     .map_response(|response| response.map(Body::new));
-                let methods = self.connect.clone();
+                let methods = self.web.connect.clone();
                 self.browser(
                     connect::Connect {
                         inner,
