@@ -60,7 +60,7 @@ async fn the_console_works_in_chromium() {
     run_node_tests(
         "console.test.mjs",
         env.map(|(k, v)| (k.to_owned(), v)).into(),
-        15,
+        16,
     )
     .await;
     println!("screenshots of each page: {}", screenshots.display());

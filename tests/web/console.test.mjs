@@ -271,6 +271,32 @@ step("search and the role filter narrow the table", async () => {
   await search("");
 });
 
+step("keyset paging walks a search page by page, and back", async () => {
+  const created = [];
+  for (let i = 0; i < 23; i++) {
+    created.push((await createUser(`p${TAG}${String(i).padStart(2, "0")}`)).username);
+  }
+  await search(`p${TAG}`);
+  await expectText("#total-count", countText(23));
+  await eventually("the first page should hold 20 users", usernames, (shown) => shown.length === 20);
+  const first = await usernames();
+  await page.click("#next-page");
+  await eventually(
+    "the second page should hold the other 3",
+    usernames,
+    (shown) => shown.length === 3 && shown.every((name) => !first.includes(name)),
+  );
+  const second = await usernames();
+  assert.deepEqual([...first, ...second].sort(), [...created].sort(), "the two pages hold every user once");
+  await page.click("#prev-page");
+  await eventually(
+    "Previous should show the first page again",
+    usernames,
+    (shown) => JSON.stringify(shown) === JSON.stringify(first),
+  );
+  await search("");
+});
+
 step("an admin creates a user with the form and lands on their page", async () => {
   await page.click("#create-user");
   await expectVisible("#create-form");
