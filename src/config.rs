@@ -12,6 +12,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::hasher::{Argon2Settings, HashError, PasswordHasher};
 use crate::connections::ConnectionLimits;
+use crate::domain::PasswordStrength;
 use crate::grpc::auth_service::LoginLimits;
 use crate::grpc::signup::SignupLimit;
 use crate::rate::RateLimiter;
@@ -277,6 +278,17 @@ pub struct Cli {
     )]
     pub allow_signup: bool,
 
+    /// How hard a new password must be to guess, 0-4 (zxcvbn's score: 3 is more than 10^10
+    /// guesses); it must also not contain the username or the email's name. 0 turns the rule
+    /// off (for tests and quick trials, never for real users).
+    #[arg(
+        long,
+        env = "USER_SERVICE_PASSWORD_MIN_STRENGTH",
+        default_value_t = PasswordStrength::DEFAULT_SCORE,
+        value_parser = clap::value_parser!(u8).range(0..=i64::from(PasswordStrength::MAX_SCORE))
+    )]
+    pub password_min_strength: u8,
+
     /// Anonymous sign-ups an hour from one client address (with --allow-signup).
     #[arg(long, env = "USER_SERVICE_SIGNUPS_PER_HOUR", default_value_t = NonZeroU32::new(20).unwrap())]
     pub signups_per_hour: NonZeroU32,
@@ -495,9 +507,16 @@ pub struct AuthSettings {
     pub signups_per_hour: NonZeroU32,
     pub login_attempts_per_minute: NonZeroU32,
     pub session_ttl: Duration,
+    /// zxcvbn's score a new password must reach (0: no rule).
+    pub password_min_strength: u8,
 }
 
 impl AuthSettings {
+    /// What a new password must pass.
+    pub fn password_strength(&self) -> PasswordStrength {
+        PasswordStrength::new(self.password_min_strength)
+    }
+
     /// The password hasher, warning when its settings are below the recommended minimum.
     pub fn hasher(&self) -> Result<PasswordHasher, HashError> {
         if self.argon2.below_recommendation() {
@@ -810,6 +829,7 @@ impl Settings {
                 signups_per_hour: cli.signups_per_hour,
                 login_attempts_per_minute: cli.login_attempts_per_minute,
                 session_ttl: Duration::from_secs(cli.session_ttl_secs),
+                password_min_strength: cli.password_min_strength,
             },
             limits: LimitSettings {
                 rate_limit_per_second: cli.rate_limit_per_second,

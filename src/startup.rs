@@ -129,6 +129,7 @@ impl Application {
             login_limits.clone(),
             decoy(&hasher).await?,
             settings.auth.session_ttl,
+            settings.auth.password_strength(),
         );
         let users = UserServiceImpl::new(
             store.clone(),
@@ -138,7 +139,8 @@ impl Application {
             settings.limits.max_message_bytes,
             signup.clone(),
             streams,
-        );
+        )
+        .with_password_strength(settings.auth.password_strength());
         let (reflection_v1, reflection_v1alpha) = reflection()?;
         let background = Background::start(
             &store,

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use user_service::domain::{Credential, Email, FullName, Password, Username};
+use user_service::domain::{Credential, Email, FullName, Password, PasswordStrength, Username};
 use user_service::grpc::convert::{parse_create, parse_lookup_id, parse_update, parse_user_id};
 use user_service::pb;
 
@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
     match kind % 7 {
         0 => {
             if let Ok(request) = pb::CreateUserRequest::decode(bytes)
-                && let Ok(draft) = parse_create(request)
+                && let Ok(draft) =
+                    parse_create(request, PasswordStrength::new(PasswordStrength::DEFAULT_SCORE))
             {
                 assert!(Username::parse(draft.username.as_str().to_owned()).is_ok());
                 assert!(Email::parse(draft.email.as_str().to_owned()).is_ok());

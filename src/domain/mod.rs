@@ -22,7 +22,7 @@ pub use email::Email;
 pub use full_name::FullName;
 pub use listing::{PageSize, SearchQuery};
 pub use metadata::{Metadata, MetadataPatch};
-pub use password::Password;
+pub use password::{Password, PasswordStrength};
 pub use password_hash::{PasswordHash, Scheme};
 pub use role::Role;
 pub use user::{

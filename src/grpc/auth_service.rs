@@ -19,10 +19,10 @@ use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Denied, authorize};
 use crate::caller::{Authenticated, Caller};
 use crate::client_address::ClientAddress;
-use crate::domain::PasswordHash;
 use crate::domain::{
     FieldViolation, Password, User, UserId, UserStatus, Username, ValidationError, Violations,
 };
+use crate::domain::{PasswordHash, PasswordStrength};
 use crate::error::ServiceError;
 use crate::pb::{self, auth_service_server::AuthService};
 use crate::storage::sessions::{NewSession, RefreshDigest, Rotation, SessionId, TokenBasis};
@@ -89,6 +89,8 @@ pub struct AuthServiceImpl {
     decoy: PasswordHash,
     /// How long a session (and so its refresh tokens) lasts from Login.
     session_ttl: Duration,
+    /// What a new password must pass.
+    strength: PasswordStrength,
 }
 
 impl AuthServiceImpl {
@@ -99,6 +101,7 @@ impl AuthServiceImpl {
         limits: Arc<LoginLimits>,
         decoy: PasswordHash,
         session_ttl: Duration,
+        strength: PasswordStrength,
     ) -> Self {
         Self {
             store,
@@ -107,6 +110,7 @@ impl AuthServiceImpl {
             limits,
             decoy,
             session_ttl,
+            strength,
         }
     }
 }
@@ -333,6 +337,12 @@ impl AuthService for AuthServiceImpl {
             .await
             .map_err(ServiceError::from)?
             .ok_or_else(|| ServiceError::NotFound(crate::text::echo(&request.user_id)))?;
+        self.strength
+            .check(&new, user.username.as_str(), user.email.as_str())
+            .map_err(|mut violation| {
+                violation.field = "new_password".into();
+                ServiceError::from(ValidationError::from(violation))
+            })?;
         let expected = match current {
             Some(current) => {
                 // Guessing the current password is limited like guessing it at Login.

@@ -187,7 +187,7 @@ async fn write_chunk(
     let mut hashing = JoinSet::new();
     for (position, request) in chunk {
         let username = request.username.clone();
-        let admitted = parse_create(request)
+        let admitted = parse_create(request, service.strength)
             .map_err(ServiceError::from)
             .and_then(|mut draft| {
                 admit_new_user(caller, &mut draft)?;

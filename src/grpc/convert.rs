@@ -5,8 +5,8 @@ use prost_types::Timestamp;
 use crate::caller::Caller;
 use crate::domain::{
     Actor, Credential, Email, Etag, EventKind, FieldViolation, FullName, Metadata, MetadataPatch,
-    Password, PasswordHash, Role, User, UserDraft, UserEvent, UserId, UserPatch, UserStatus,
-    Username, ValidationError, Violations,
+    Password, PasswordHash, PasswordStrength, Role, User, UserDraft, UserEvent, UserId, UserPatch,
+    UserStatus, Username, ValidationError, Violations,
 };
 use crate::pb;
 use crate::storage::UserKey;
@@ -89,7 +89,10 @@ pub fn parse_etag(raw: Option<&str>) -> Result<Option<Etag>, ValidationError> {
 }
 
 /// The one parser for a user to create: CreateUser and BatchCreateUsers both use it.
-pub fn parse_create(request: pb::CreateUserRequest) -> Result<UserDraft, ValidationError> {
+pub fn parse_create(
+    request: pb::CreateUserRequest,
+    strength: PasswordStrength,
+) -> Result<UserDraft, ValidationError> {
     let mut violations = Violations::default();
     let username = violations.check(Username::parse(request.username));
     let email = violations.check(Email::parse(request.email));
@@ -104,6 +107,11 @@ pub fn parse_create(request: pb::CreateUserRequest) -> Result<UserDraft, Validat
             "give password or password_hash, not both",
         )),
     });
+    if let (Some(Credential::Password(password)), Some(username), Some(email)) =
+        (&credential, &username, &email)
+    {
+        violations.check(strength.check(password, username.as_str(), email.as_str()));
+    }
     let role = violations.check(Role::parse_for_create(request.role));
     let metadata = violations.check(Metadata::parse(request.metadata));
     violations.finish(|| {

@@ -17,7 +17,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Changes, admit_new_user, authorize};
 use crate::caller::{Authenticated, Caller};
-use crate::domain::{FieldViolation, PageSize, Role, SearchQuery, User, UserStatus};
+use crate::domain::{
+    FieldViolation, PageSize, PasswordStrength, Role, SearchQuery, User, UserStatus,
+};
 use crate::error::ServiceError;
 use crate::pb::{self, user_service_server::UserService};
 use crate::shutdown::Shutdown;
@@ -40,6 +42,8 @@ pub struct UserServiceImpl {
     /// Set when anonymous sign-up is on.
     signup: Option<Arc<SignupLimit>>,
     streams: StreamControls,
+    /// What a new password must pass.
+    strength: PasswordStrength,
 }
 
 /// The caller the auth middleware attached; anonymous when there is none.
@@ -102,7 +106,14 @@ impl UserServiceImpl {
             max_message_bytes,
             signup,
             streams,
+            strength: PasswordStrength::new(PasswordStrength::DEFAULT_SCORE),
         }
+    }
+
+    /// What a new password must pass (the default rule unless set).
+    pub fn with_password_strength(mut self, strength: PasswordStrength) -> Self {
+        self.strength = strength;
+        self
     }
 
     fn authorize(&self, caller: &Caller, access: &Access<'_>) -> Result<(), ServiceError> {
@@ -218,7 +229,8 @@ impl UserService for UserServiceImpl {
         {
             signup.check(request.extensions())?;
         }
-        let mut draft = parse_create(request.into_inner()).map_err(ServiceError::from)?;
+        let mut draft =
+            parse_create(request.into_inner(), self.strength).map_err(ServiceError::from)?;
         admit_new_user(&caller, &mut draft).map_err(ServiceError::from)?;
         let hash = self
             .hasher

@@ -55,6 +55,8 @@ pub fn test_settings(database: &TestDatabase) -> Settings {
     settings.auth.jwt.secret = Some(TEST_SECRET.as_bytes().to_vec());
     settings.auth.jwt.token_ttl = Duration::from_secs(600);
     settings.limits.rate_limit_per_second = 0;
+    // Most tests use short, common passwords; the strength tests ask for the rule.
+    settings.auth.password_min_strength = 0;
     settings
 }
 
@@ -362,7 +364,9 @@ impl ServerProcess {
         command
             .env("USER_SERVICE_ARGON2_MEMORY_KIB", "64")
             .env("USER_SERVICE_ARGON2_ITERATIONS", "1")
-            .env("USER_SERVICE_SHUTDOWN_DRAIN_SECS", "0");
+            .env("USER_SERVICE_SHUTDOWN_DRAIN_SECS", "0")
+            // Tests use short, common passwords.
+            .env("USER_SERVICE_PASSWORD_MIN_STRENGTH", "0");
         if let Some(secret) = secret {
             command.env("USER_SERVICE_JWT_SECRET", secret);
         }

@@ -7,6 +7,7 @@ mod limits;
 mod login;
 mod policy;
 mod sessions;
+mod strength;
 mod tokens;
 
 use tonic::Code;
