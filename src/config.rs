@@ -158,6 +158,15 @@ pub struct Cli {
     #[arg(long, env = "USER_SERVICE_MAX_OPEN_STREAMS", default_value_t = 10_000)]
     pub max_open_streams: usize,
 
+    /// Seconds a watch that asked for progress notices may be quiet before it gets one.
+    #[arg(
+        long,
+        env = "USER_SERVICE_WATCH_PROGRESS_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub watch_progress_secs: u64,
+
     /// Connections open at once, server-wide; past it a new connection is closed at once.
     #[arg(long, env = "USER_SERVICE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -564,6 +573,8 @@ impl LimitSettings {
 pub struct StreamSettings {
     pub max_open_per_caller: usize,
     pub max_open: usize,
+    /// How long a watch that asked for progress notices may be quiet.
+    pub watch_progress: Duration,
 }
 
 impl StreamSettings {
@@ -842,6 +853,7 @@ impl Settings {
             streams: StreamSettings {
                 max_open_per_caller: cli.max_open_streams_per_caller,
                 max_open: cli.max_open_streams,
+                watch_progress: Duration::from_secs(cli.watch_progress_secs),
             },
             telemetry: TelemetrySettings {
                 access_log: cli.access_log,

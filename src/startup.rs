@@ -111,6 +111,7 @@ impl Application {
         let streams = StreamControls {
             limits: settings.streams.limits(),
             rate: rate_limit.clone(),
+            watch_progress: settings.streams.watch_progress,
         };
         let sources = crate::metrics::Sources {
             store: store.clone(),

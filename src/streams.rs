@@ -17,6 +17,8 @@ use crate::rate::CallerKey;
 pub struct StreamControls {
     pub limits: Arc<StreamLimits>,
     pub rate: crate::rate::RateLimiter,
+    /// How long a watch that asked for progress notices may be quiet.
+    pub watch_progress: std::time::Duration,
 }
 
 impl StreamControls {

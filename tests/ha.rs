@@ -419,6 +419,7 @@ async fn watcher(
                 user_ids: vec![],
                 include_all: true,
                 start_revision: next,
+                progress_notify: false,
             })
             .await
         else {

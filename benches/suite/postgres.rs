@@ -200,6 +200,7 @@ async fn cross_replica_delivery(writer: &str, watcher: &str, count: usize) -> Ve
             user_ids: vec![],
             include_all: true,
             start_revision: 0,
+            progress_notify: false,
         })
         .await
         .unwrap()

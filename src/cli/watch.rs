@@ -49,6 +49,7 @@ pub async fn run(connection: &Connection, args: WatchArgs, json: bool) -> Result
             user_ids: args.users.clone(),
             include_all: args.all,
             start_revision: next.unwrap_or(0),
+            progress_notify: false,
         };
         let lost = match client.watch_users(request).await {
             Ok(response) => {

@@ -117,6 +117,8 @@ struct Watcher {
     shutdown: Shutdown,
     /// Turns false when the database cannot be reached; the stream then ends.
     reachable: watch::Receiver<bool>,
+    /// How long the stream may be quiet before a progress notice, when the client asked.
+    progress: Option<Duration>,
 }
 
 pub async fn start(
@@ -181,6 +183,9 @@ pub async fn start(
         client,
         shutdown: shutdown.clone(),
         reachable,
+        progress: request
+            .progress_notify
+            .then_some(service.streams.watch_progress),
     };
     shutdown.spawn(watcher.run(live));
     let stream = ReceiverStream::new(receiver)
@@ -220,15 +225,24 @@ impl Watcher {
             return Ok(end);
         }
         let mut reachable = self.reachable.clone();
+        let mut quiet_until = self.progress.map(|quiet| Instant::now() + quiet);
         loop {
             let received = tokio::select! {
-                received = live.recv() => received,
+                received = live.recv() => Some(received),
+                () = until(quiet_until) => None,
                 () = self.client.closed() => return Ok(ClientGone),
                 () = self.shutdown.triggered() => return Err(self.shutting_down()),
                 () = until(self.expires) => return Err(expired()),
                 _ = reachable.wait_for(|reachable| !reachable) => {
                     return Err(self.unreachable());
                 }
+            };
+            let Some(received) = received else {
+                if let Some(end) = self.progress_notice().await? {
+                    return Ok(end);
+                }
+                quiet_until = self.progress.map(|quiet| Instant::now() + quiet);
+                continue;
             };
             let event = match received {
                 Ok(event) => event,
@@ -251,11 +265,28 @@ impl Watcher {
                     return Ok(end);
                 }
             }
-            if event.revision >= self.next
-                && let Some(end) = self.deliver(&event).await?
-            {
-                return Ok(end);
+            if event.revision >= self.next {
+                if let Some(end) = self.deliver(&event).await? {
+                    return Ok(end);
+                }
+                // Any change considered, sent or not, makes the stream not quiet: the next
+                // notice would say no more than a moment ago.
+                quiet_until = self.progress.map(|quiet| Instant::now() + quiet);
             }
+        }
+    }
+
+    /// A progress notice: every change up to its revision has been considered.
+    async fn progress_notice(&mut self) -> Result<Option<ClientGone>, ServiceError> {
+        crate::auth::session_holds(self.basis, &self.store).await?;
+        let notice = pb::UserEvent {
+            revision: self.next - 1,
+            ..Default::default()
+        };
+        tokio::select! {
+            sent = self.client.send(Ok(Box::new(notice))) => Ok(sent.err().map(|_| ClientGone)),
+            () = self.shutdown.triggered() => Err(self.shutting_down()),
+            () = until(self.expires) => Err(expired()),
         }
     }
 

@@ -137,6 +137,7 @@ async fn shutdown_turns_health_not_serving_and_ends_open_watches_promptly() {
             user_ids: vec![],
             include_all: true,
             start_revision: 0,
+            progress_notify: false,
         })
         .await
         .unwrap()

@@ -163,6 +163,7 @@ fn wire_messages_of_every_rpc() {
                 user_ids: vec![FIXED_ID.into()],
                 include_all: false,
                 start_revision: 40,
+                progress_notify: true,
             }),
             wire("UserEvent", &event_to_pb(fixed_event(EventKind::Created), &admin())),
         ].concat()),

@@ -23,6 +23,7 @@ pub fn everyone(start_revision: i64) -> WatchUsersRequest {
         user_ids: vec![],
         include_all: true,
         start_revision,
+        progress_notify: false,
     }
 }
 
@@ -73,6 +74,7 @@ async fn a_watch_on_user_ids_sees_only_those_users() {
         user_ids: vec![followed.id.clone()],
         include_all: false,
         start_revision: 0,
+        progress_notify: false,
     };
     let mut events = client.watch_users(request).await.unwrap().into_inner();
 
@@ -104,11 +106,13 @@ async fn a_watch_that_selects_nothing_or_names_bad_ids_is_invalid() {
             user_ids: vec![],
             include_all: false,
             start_revision: 0,
+            progress_notify: false,
         },
         WatchUsersRequest {
             user_ids: vec!["not-an-id".into()],
             include_all: false,
             start_revision: 0,
+            progress_notify: false,
         },
         everyone(-1),
     ];
@@ -197,4 +201,55 @@ async fn a_watch_ends_with_deadline_exceeded_when_the_callers_deadline_passes() 
         .expect("the stream ends in time")
         .unwrap_err();
     assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_quiet_watch_that_asked_gets_progress_notices_of_how_far_it_is_current() {
+    let quiet = Duration::from_millis(200);
+    let app = TestApp::spawn_with(|settings| settings.streams.watch_progress = quiet).await;
+    let mut client = app.client().await;
+    let user = create(&mut client, "progressed").await;
+    let with_progress = WatchUsersRequest {
+        progress_notify: true,
+        ..everyone(1)
+    };
+    let mut notified = client
+        .watch_users(with_progress)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut plain = client.watch_users(everyone(0)).await.unwrap().into_inner();
+
+    let created = next_event(&mut notified).await;
+    let first_notice = next_event(&mut notified).await;
+    client
+        .update_user(UpdateUserRequest {
+            user_id: user.id.clone(),
+            full_name: Some("Pro Gress".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let updated = next_event(&mut notified).await;
+    let second_notice = next_event(&mut notified).await;
+    let plain_update = next_event(&mut plain).await;
+    let nothing_more = tokio::time::timeout(quiet * 3, plain.message()).await;
+
+    assert_eq!(created.r#type(), EventType::Created);
+    for (notice, after) in [(&first_notice, &created), (&second_notice, &updated)] {
+        assert_eq!(notice.r#type(), EventType::Unspecified, "{notice:?}");
+        assert!(
+            notice.user.is_none(),
+            "a notice carries no user: {notice:?}"
+        );
+        assert_eq!(
+            notice.revision, after.revision,
+            "current up to the last change: {notice:?}"
+        );
+    }
+    assert_eq!(plain_update.revision, updated.revision);
+    assert!(
+        nothing_more.is_err(),
+        "a watch that did not ask gets no notices: {nothing_more:?}"
+    );
 }
