@@ -145,6 +145,10 @@ pub fn user_table_rows(users: &[pb::User]) -> String {
 /// One event as a line: revision, type, user id and username.
 pub fn event_line(event: &pb::UserEvent) -> String {
     let user = event.user.as_ref();
+    if user.is_none() && event.failure.is_none() && event.r#type == 0 {
+        // A progress notice: every change up to this revision has been considered.
+        return format!("{} PROGRESS", event.revision);
+    }
     format!(
         "{} {} {} {}",
         event.revision,

@@ -1,5 +1,6 @@
 //! `userctl watch`: follows changes, and when the connection drops reconnects with backoff
-//! and resumes after the last revision it printed, so nothing is lost or printed twice.
+//! and resumes after the last revision it printed (a progress notice's too), so nothing is
+//! lost or printed twice.
 
 use std::time::Duration;
 
@@ -22,6 +23,10 @@ pub struct WatchArgs {
     /// Replay from this revision before following live changes.
     #[arg(long)]
     from_revision: Option<i64>,
+    /// When the stream has been quiet a while, print a progress line: the revision it is
+    /// current to (`N PROGRESS`; in JSON, an event with only the revision).
+    #[arg(long)]
+    progress: bool,
 }
 
 /// Whether the stream broke for a reason a new connection can fix.
@@ -49,7 +54,7 @@ pub async fn run(connection: &Connection, args: WatchArgs, json: bool) -> Result
             user_ids: args.users.clone(),
             include_all: args.all,
             start_revision: next.unwrap_or(0),
-            progress_notify: false,
+            progress_notify: args.progress,
         };
         let lost = match client.watch_users(request).await {
             Ok(response) => {

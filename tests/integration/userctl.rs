@@ -453,6 +453,33 @@ fn read_event(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Valu
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn watch_with_progress_prints_how_far_a_quiet_stream_is_current() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.streams.watch_progress = Duration::from_millis(200);
+    })
+    .await;
+    let created = crate::helpers::create(&mut app.client().await, "progress_line").await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_userctl"))
+        .args(["--addr", &format!("http://{}", app.addr)])
+        .args(["watch", "--all", "--from-revision", "1", "--progress"])
+        .env("USERCTL_TOKEN", admin(&app))
+        .env("USERCTL_CONFIG_DIR", "/nonexistent/userctl-tests")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+
+    let event = lines.next().expect("the replayed event").unwrap();
+    let progress = lines.next().expect("a progress line").unwrap();
+
+    assert!(event.contains(&created.id), "{event}");
+    assert_eq!(progress, "1 PROGRESS", "current to the create's revision");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn watch_resumes_after_the_server_restarts_without_losing_or_repeating_events() {
     let app = TestApp::spawn().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_userctl"))
