@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::connections;
 use crate::domain::{Password, PasswordHash, Role};
 use crate::grpc::UserServiceImpl;
-use crate::grpc::auth_service::{AuthServiceImpl, LoginLimits};
+use crate::grpc::auth_service::AuthServiceImpl;
 use crate::grpc::signup::SignupLimit;
 use crate::health;
 use crate::metrics::{Metrics, methods_of};
@@ -127,7 +127,7 @@ impl Application {
             store.clone(),
             hasher.clone(),
             jwt.clone(),
-            login_limits.clone(),
+            login_limits,
             decoy(&hasher).await?,
             settings.auth.session_ttl,
             settings.auth.password_strength(),
@@ -148,7 +148,7 @@ impl Application {
             &reporter,
             &shutdown,
             settings.health.check_interval,
-            (rate_limit.clone(), login_limits, signup),
+            (rate_limit.clone(), signup),
         );
         let every_call = tower::ServiceBuilder::new()
             .layer(ClientAddressLayer::new(&settings.limits.trusted_proxies))
@@ -319,7 +319,6 @@ impl Application {
 
 async fn forget_idle_keys(
     rate_limit: RateLimiter,
-    login_limits: Arc<LoginLimits>,
     signup: Option<Arc<SignupLimit>>,
     mut shutdown: shutdown::Shutdown,
 ) {
@@ -329,7 +328,6 @@ async fn forget_idle_keys(
             () = shutdown.triggered() => return,
         }
         rate_limit.forget_idle_keys();
-        login_limits.forget_idle_keys();
         if let Some(signup) = &signup {
             signup.forget_idle_keys();
         }
@@ -462,9 +460,9 @@ impl Background {
         reporter: &HealthReporter,
         shutdown: &shutdown::Shutdown,
         check_interval: Duration,
-        limits: (RateLimiter, Arc<LoginLimits>, Option<Arc<SignupLimit>>),
+        limits: (RateLimiter, Option<Arc<SignupLimit>>),
     ) -> Self {
-        let (rate_limit, login_limits, signup) = limits;
+        let (rate_limit, signup) = limits;
         Self {
             monitor: Box::pin(health::monitor(
                 store.clone(),
@@ -472,12 +470,7 @@ impl Background {
                 shutdown.clone(),
                 check_interval,
             )),
-            forget: Box::pin(forget_idle_keys(
-                rate_limit,
-                login_limits,
-                signup,
-                shutdown.clone(),
-            )),
+            forget: Box::pin(forget_idle_keys(rate_limit, signup, shutdown.clone())),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! | caller    | may                                                                  |
 //! |-----------|----------------------------------------------------------------------|
 //! | admin     | everything, and alone: create users with imported password hashes    |
+//! |           | and clear an account's login failures                                |
 //! | moderator | read, list, look up and watch everyone; suspend or reactivate users    |
 //! |           | whose role is USER; read, update (not role or status) and delete     |
 //! |           | themselves; change their own password, end their own sessions        |
@@ -78,6 +79,8 @@ pub enum Access<'a> {
     /// Creating users with password hashes made elsewhere (CreateUser or BatchCreateUsers
     /// with `password_hash`): admins only, since a hash can be a known password's.
     ImportPasswordHash,
+    /// Forgiving the wrong passwords counted against an account: admins only.
+    ClearLoginFailures,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,6 +182,7 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
         (_, Access::ImportPasswordHash) => forbidden(role, "import password hashes"),
         (_, Access::EndSessions { .. }) => forbidden(role, "end other users' sessions"),
         (_, Access::SetPassword { .. }) => forbidden(role, "set other users' passwords"),
+        (_, Access::ClearLoginFailures) => forbidden(role, "clear login failures"),
     }
 }
 
@@ -335,6 +339,9 @@ mod tests {
             (Role::User, Access::EndSessions { target: other }, false),
             (Role::User, Access::SetPassword { target: me }, true),
             (Role::User, Access::SetPassword { target: other }, false),
+            (Role::Admin, Access::ClearLoginFailures, true),
+            (Role::Moderator, Access::ClearLoginFailures, false),
+            (Role::User, Access::ClearLoginFailures, false),
         ];
         for (role, access, allowed) in rows {
             let who = caller(role, me);

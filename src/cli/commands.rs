@@ -346,6 +346,27 @@ pub async fn logout(connection: &Connection, stored: bool, json: bool) -> Result
     Ok(())
 }
 
+pub async fn clear_login_failures(
+    connection: &Connection,
+    user: String,
+    json: bool,
+) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .clear_login_failures(connection.request(pb::ClearLoginFailuresRequest { user_id: user }))
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            to_json(&response, "userservice.ClearLoginFailuresResponse")
+        );
+    } else {
+        println!("cleared {} login failure(s)", response.failures);
+    }
+    Ok(())
+}
+
 pub async fn end_sessions(
     connection: &Connection,
     user: Option<String>,

@@ -81,6 +81,15 @@ enum SessionsAction {
         /// The user's id; yourself when left out.
         user: Option<String>,
     },
+    /// Forgive the wrong passwords counted against a user's account, from every address, so
+    /// the login limit no longer holds them back (admins).
+    #[command(
+        after_help = "Example: userctl sessions clear-failures 0192a3b4-c5d6-7e8f-9012-3456789abcde"
+    )]
+    ClearFailures {
+        /// The user's id.
+        user: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,7 +166,7 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
     Passwd(commands::PasswdArgs),
     /// Manage sessions.
     #[command(
-        after_help = "Example: userctl sessions end 0192a3b4-c5d6-7e8f-9012-3456789abcde (a user's; without an id, your own)"
+        after_help = "Examples: userctl sessions end 0192a3b4-c5d6-7e8f-9012-3456789abcde (a user's; without an id, your own)\n          userctl sessions clear-failures 0192a3b4-c5d6-7e8f-9012-3456789abcde"
     )]
     Sessions {
         #[command(subcommand)]
@@ -278,6 +287,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sessions {
             action: SessionsAction::End { user },
         } => commands::end_sessions(&connect()?, user, stored, json).await,
+        Command::Sessions {
+            action: SessionsAction::ClearFailures { user },
+        } => commands::clear_login_failures(&connect()?, user, json).await,
         Command::Health { service } => commands::health(&connect()?, service, json).await,
         Command::Token(args) => commands::token(args, json),
         Command::Bench(args) => {

@@ -9,8 +9,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tonic::{Request, Response, Status};
 
 use super::caller_of;
@@ -25,58 +23,34 @@ use crate::domain::{
 use crate::domain::{PasswordHash, PasswordStrength};
 use crate::error::ServiceError;
 use crate::pb::{self, auth_service_server::AuthService};
+use crate::storage::login_limits::{Charge, LoginAllowance, LoginAttempt};
 use crate::storage::sessions::{NewSession, RefreshDigest, Rotation, SessionId, TokenBasis};
 use crate::storage::{Store, StoreError, now_ns};
 use crate::tokens::Jwt;
 
-/// How many times an address's allowance one username gets from all addresses together.
-pub const USERNAME_ALLOWANCE: u32 = 10;
-
-/// Password guessing limits, tighter than the general rate limit. Each client address gets
-/// `per_minute` attempts a minute, whatever usernames it tries; each username gets ten times
-/// that from all addresses together. So one address that guesses wrong locks out only
-/// itself, never the account's owner elsewhere, while many addresses against one account are
-/// still slowed to ten addresses' worth.
+/// Password guessing limits, tighter than the general rate limit and shared by every replica
+/// through the database (`storage::login_limits`). Each (account, client address) gets
+/// `per_minute` attempts a minute; each account from all addresses together, and each
+/// address against all accounts together, ten times that. So one address that guesses wrong
+/// locks out only itself, never the account's owner elsewhere, while many addresses against
+/// one account are still slowed to ten addresses' worth, however many replicas they spread over.
 pub struct LoginLimits {
-    by_username: DefaultKeyedRateLimiter<String>,
-    by_address: DefaultKeyedRateLimiter<IpAddr>,
+    allowance: LoginAllowance,
 }
 
 impl LoginLimits {
-    /// `per_minute` attempts a minute sustained per address, in bursts of at most that many.
     pub fn new(per_minute: NonZeroU32) -> Self {
-        let per_username = per_minute
-            .saturating_mul(NonZeroU32::new(USERNAME_ALLOWANCE).expect("a non-zero allowance"));
         Self {
-            by_username: RateLimiter::keyed(Quota::per_minute(per_username)),
-            by_address: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            allowance: LoginAllowance::per_minute(per_minute),
         }
     }
 
-    fn check(&self, username: &Username, address: Option<IpAddr>) -> Result<(), ServiceError> {
-        let refused = |wait: std::time::Duration| ServiceError::TooMany {
-            what: "too many login attempts",
-            retry_after: wait,
-        };
-        let now = DefaultClock::default().now();
-        // The address first: an address past its allowance does not use up the username's.
-        if let Some(address) = address {
-            self.by_address
-                .check_key(&address)
-                .map_err(|not_until| refused(not_until.wait_time_from(now)))?;
+    fn attempt(&self, username: &Username, address: Option<IpAddr>) -> LoginAttempt {
+        LoginAttempt {
+            account: username.key(),
+            address,
+            allowance: self.allowance,
         }
-        self.by_username
-            .check_key(&username.key())
-            .map_err(|not_until| refused(not_until.wait_time_from(now)))?;
-        Ok(())
-    }
-
-    /// Forgets keys whose limit has fully recovered, so the maps stay bounded.
-    pub fn forget_idle_keys(&self) {
-        self.by_username.retain_recent();
-        self.by_address.retain_recent();
-        self.by_username.shrink_to_fit();
-        self.by_address.shrink_to_fit();
     }
 }
 
@@ -172,7 +146,8 @@ impl AuthService for AuthServiceImpl {
         let (username, password) = violations
             .finish(|| Some((username?, password?)))
             .map_err(|invalid: ValidationError| ServiceError::from(invalid))?;
-        self.limits.check(&username, address)?;
+        let attempt = self.limits.attempt(&username, address);
+        self.charge(&attempt).await?;
 
         let found = self
             .store
@@ -192,6 +167,7 @@ impl AuthService for AuthServiceImpl {
             Some(user) if matched => user,
             _ => return Err(ServiceError::Unauthenticated(WRONG.into()).into()),
         };
+        self.refund(&attempt).await;
         if user.status != UserStatus::Active {
             return Err(ServiceError::Unauthenticated(format!(
                 "the account is {}",
@@ -346,7 +322,8 @@ impl AuthService for AuthServiceImpl {
         let expected = match current {
             Some(current) => {
                 // Guessing the current password is limited like guessing it at Login.
-                self.limits.check(&user.username, address)?;
+                let attempt = self.limits.attempt(&user.username, address);
+                self.charge(&attempt).await?;
                 let matched = self
                     .hasher
                     .verify(current, stored.clone())
@@ -358,6 +335,7 @@ impl AuthService for AuthServiceImpl {
                     )
                     .into());
                 }
+                self.refund(&attempt).await;
                 Some(stored)
             }
             None => None,
@@ -382,6 +360,45 @@ impl AuthService for AuthServiceImpl {
         };
         Ok(Response::new(pb::ChangePasswordResponse { login }))
     }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn clear_login_failures(
+        &self,
+        request: Request<pb::ClearLoginFailuresRequest>,
+    ) -> Result<Response<pb::ClearLoginFailuresResponse>, Status> {
+        let caller = caller_of(&request);
+        let cleared = self
+            .clear_login_failures_of(&caller, &request.into_inner().user_id)
+            .await?;
+        Ok(Response::new(cleared))
+    }
+}
+
+impl AuthServiceImpl {
+    pub(super) async fn clear_login_failures_of(
+        &self,
+        caller: &Caller,
+        raw: &str,
+    ) -> Result<pb::ClearLoginFailuresResponse, ServiceError> {
+        if *caller == Caller::Anonymous {
+            return Err(Denied::NeedsToken.into());
+        }
+        authorize(caller, &Access::ClearLoginFailures, false)?;
+        let target = UserId::parse_lookup("user_id", raw).map_err(ValidationError::from)?;
+        let user = self
+            .store
+            .get(target)
+            .await
+            .map_err(|err| ServiceError::from(err).naming(raw))?;
+        let failures = self
+            .store
+            .clear_login_failures(&user.username.key())
+            .await?;
+        tracing::info!(user_id = %target, failures, "cleared a user's login failures");
+        Ok(pb::ClearLoginFailuresResponse {
+            failures: i64::try_from(failures).unwrap_or(i64::MAX),
+        })
+    }
 }
 
 /// The user a sessions or password call is about: the one named, or the caller themselves
@@ -401,6 +418,25 @@ fn target_user(caller: &Caller, raw: &str) -> Result<UserId, ServiceError> {
 }
 
 impl AuthServiceImpl {
+    /// Charges a password check to the login limits: refused past them, with the wait.
+    async fn charge(&self, attempt: &LoginAttempt) -> Result<(), ServiceError> {
+        match self.store.charge_login(attempt).await? {
+            Charge::Admitted => Ok(()),
+            Charge::Refused { retry_after } => Err(ServiceError::TooMany {
+                what: "too many login attempts",
+                retry_after,
+            }),
+        }
+    }
+
+    /// Gives a right password's charge back. A failure leaves the attempt counted (the
+    /// safe side) and does not fail the call.
+    async fn refund(&self, attempt: &LoginAttempt) {
+        if let Err(err) = self.store.refund_login(attempt).await {
+            tracing::warn!(error = %crate::text::chain(&err), "giving back a login attempt failed");
+        }
+    }
+
     fn address_of<T>(&self, request: &Request<T>) -> Option<IpAddr> {
         ClientAddress::key_of(request.extensions())
     }

@@ -8,6 +8,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod group_commit;
+pub mod login_limits;
 mod postgres;
 mod published;
 mod query;
@@ -33,6 +34,7 @@ pub use sqlite::SqliteStore;
 pub use backend::PoolState;
 use backend::{Backend, on_backend};
 pub use error::{StoreError, StoreResult};
+use login_limits::{Charge, LoginAttempt};
 pub use query::{Cursor, ListQuery, Page, Search, SearchPage, UserKey};
 use sessions::{Ended, NewSession, RefreshDigest, Rotation, SessionCache, SessionId, TokenBasis};
 pub use settings::{StorageSettings, redacted};
@@ -307,6 +309,52 @@ impl Store {
     /// SQLite: flushes the journal into the database file. Closes every connection.
     pub async fn close(&self) -> StoreResult<()> {
         on_backend!(&self.backend, s => s.close(), s.close())
+    }
+}
+
+/// Login limits every replica shares (`login_limits`).
+impl Store {
+    /// Charges a login attempt to its buckets before its password is checked.
+    pub async fn charge_login(&self, attempt: &LoginAttempt) -> StoreResult<Charge> {
+        let (attempt, now) = (attempt.clone(), now_ns());
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.charge_login(&attempt, now),
+                s.charge_login(&attempt, now)
+            )
+        }
+        .instrument(self.span("charge_login"))
+        .await
+    }
+
+    /// Gives an admitted attempt's charge back: its password was right.
+    pub async fn refund_login(&self, attempt: &LoginAttempt) -> StoreResult<()> {
+        let (attempt, now) = (attempt.clone(), now_ns());
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.refund_login(&attempt, now),
+                s.refund_login(&attempt, now)
+            )
+        }
+        .instrument(self.span("refund_login"))
+        .await
+    }
+
+    /// Forgets every login failure counted against an account (by its username key), from
+    /// every address: how many the account-wide limit held.
+    pub async fn clear_login_failures(&self, account: &str) -> StoreResult<u64> {
+        let (account, now) = (account.to_owned(), now_ns());
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.clear_login_failures(&account, now),
+                s.clear_login_failures(&account, now)
+            )
+        }
+        .instrument(self.span("clear_login_failures"))
+        .await
     }
 }
 

@@ -14,8 +14,9 @@ use user_service::domain::Role;
 use user_service::pb::auth_service_client::AuthServiceClient;
 use user_service::pb::user_service_client::UserServiceClient;
 use user_service::pb::{
-    ChangePasswordRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, LoginRequest,
-    LogoutRequest, UpdateUserRequest, UserEvent, UserRole, UserStatus,
+    ChangePasswordRequest, ClearLoginFailuresRequest, DeleteUserRequest, GetUserRequest,
+    ListUsersRequest, LoginRequest, LogoutRequest, UpdateUserRequest, UserEvent, UserRole,
+    UserStatus,
 };
 
 use crate::helpers::{
@@ -515,5 +516,112 @@ async fn a_replica_cut_off_from_the_database_answers_unavailable_and_recovers_by
         fetched,
         Some(before),
         "what was acknowledged before the outage is there"
+    );
+}
+
+/// `count` wrong passwords for `username` sent all at once, alternately to each replica, from
+/// one address or (through the trusted proxy 127.0.0.1) each from its own: the codes they got.
+async fn guesses_across(
+    replicas: [&ServerProcess; 2],
+    username: &str,
+    count: usize,
+    spread: bool,
+) -> Vec<Code> {
+    let channels = [
+        replicas[0].channel().await.unwrap(),
+        replicas[1].channel().await.unwrap(),
+    ];
+    let guesses = (0..count).map(|i| {
+        let mut client = AuthServiceClient::new(channels[i % 2].clone());
+        let mut request = tonic::Request::new(LoginRequest {
+            username: username.into(),
+            password: format!("guess number {i}"),
+        });
+        if spread {
+            let address = format!("198.51.100.{}", i % 250 + 1);
+            request
+                .metadata_mut()
+                .insert("x-forwarded-for", address.parse().unwrap());
+        }
+        async move {
+            client
+                .login(request)
+                .await
+                .map_or_else(|status| status.code(), |_| Code::Ok)
+        }
+    });
+    futures_util::future::join_all(guesses).await
+}
+
+#[tokio::test]
+async fn wrong_passwords_sent_in_parallel_to_two_replicas_are_each_counted_once() {
+    let database = TestDatabase::postgres();
+    // Each of 100 addresses guesses once: the account-wide limit (200 a minute) counts them all.
+    let limits = [
+        "--rate-limit-per-second",
+        "0",
+        "--login-attempts-per-minute",
+        "20",
+        "--trusted-proxy",
+        "127.0.0.1",
+    ];
+    let (a, b) = (
+        ServerProcess::start_with(&database, &[], &limits),
+        ServerProcess::start_with(&database, &[], &limits),
+    );
+    let owner = create(&mut a.client().await.unwrap(), "besieged").await;
+
+    let codes = guesses_across([&a, &b], "besieged", 100, true).await;
+    assert!(
+        codes.iter().all(|code| *code == Code::Unauthenticated),
+        "every guess was checked: {codes:?}"
+    );
+    let admin = a.token("test-admin", Role::Admin);
+    let mut auth = AuthServiceClient::with_interceptor(
+        b.channel().await.unwrap(),
+        Bearer::new(Some(&admin)).unwrap(),
+    );
+    let failures = auth
+        .clear_login_failures(ClearLoginFailuresRequest {
+            user_id: owner.id.clone(),
+        })
+        .await
+        .expect("an admin clears the failures on the other replica")
+        .into_inner()
+        .failures;
+    assert_eq!(failures, 100, "both replicas' guesses, each counted once");
+}
+
+#[tokio::test]
+async fn the_login_limit_bites_at_the_same_count_on_two_replicas_as_on_one() {
+    let database = TestDatabase::postgres();
+    let limits = [
+        "--rate-limit-per-second",
+        "0",
+        "--login-attempts-per-minute",
+        "10",
+    ];
+    let (a, b) = (
+        ServerProcess::start_with(&database, &[], &limits),
+        ServerProcess::start_with(&database, &[], &limits),
+    );
+    create(&mut a.client().await.unwrap(), "guarded").await;
+
+    let started = Instant::now();
+    let codes = guesses_across([&a, &b], "guarded", 40, false).await;
+    // One attempt refills every six seconds; on a slow machine a few may have.
+    let refilled = usize::try_from(started.elapsed().as_secs() / 6).unwrap();
+    let checked = codes
+        .iter()
+        .filter(|code| **code == Code::Unauthenticated)
+        .count();
+    let limited = codes
+        .iter()
+        .filter(|code| **code == Code::ResourceExhausted)
+        .count();
+    assert_eq!(checked + limited, 40, "only checked or limited: {codes:?}");
+    assert!(
+        (10..=10 + refilled).contains(&checked),
+        "ten attempts from this address, however many replicas share them (plus {refilled} refilled): {checked} were checked"
     );
 }

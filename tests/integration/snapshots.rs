@@ -218,6 +218,10 @@ fn wire_messages_of_every_rpc() {
             wire("EndSessionsRequest", &pb::EndSessionsRequest { user_id: FIXED_ID.into() }),
             wire("EndSessionsResponse", &pb::EndSessionsResponse { ended: 2 }),
         ].concat()),
+        ("clear_login_failures", [
+            wire("ClearLoginFailuresRequest", &pb::ClearLoginFailuresRequest { user_id: FIXED_ID.into() }),
+            wire("ClearLoginFailuresResponse", &pb::ClearLoginFailuresResponse { failures: 12 }),
+        ].concat()),
         ("change_password", [
             wire("ChangePasswordRequest", &pb::ChangePasswordRequest {
                 user_id: String::new(),
@@ -826,6 +830,24 @@ async fn status_codes_of_auth_service() {
                 })
                 .await,
         ),
+    );
+    let clear = |user_id: &str| pb::ClearLoginFailuresRequest {
+        user_id: user_id.into(),
+    };
+    table.row(
+        "ClearLoginFailures",
+        "user clears their own",
+        describe(plain_auth.clear_login_failures(clear(&plain.id)).await),
+    );
+    table.row(
+        "ClearLoginFailures",
+        "user_id not a uuid",
+        describe(admin_auth.clear_login_failures(clear("not-a-uuid")).await),
+    );
+    table.row(
+        "ClearLoginFailures",
+        "unknown user",
+        describe(admin_auth.clear_login_failures(clear(UNKNOWN_ID)).await),
     );
 
     table.lock();

@@ -991,3 +991,35 @@ async fn refusals_say_what_to_do_next() {
     let ended = json(&app, &["sessions", "end", &id]);
     assert_eq!(ended["ended"], "1", "{ended}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_clear_failures_forgives_an_accounts_wrong_passwords() {
+    let app = TestApp::spawn().await;
+    let id = create(&app, "forgetful")["id"].as_str().unwrap().to_owned();
+    let mut auth =
+        user_service::pb::auth_service_client::AuthServiceClient::new(app.channel().await);
+    for _ in 0..3 {
+        auth.login(user_service::pb::LoginRequest {
+            username: "forgetful".into(),
+            password: "not it at all".into(),
+        })
+        .await
+        .expect_err("a wrong password");
+    }
+    let cleared = json(&app, &["sessions", "clear-failures", &id]);
+    assert_eq!(cleared["failures"], "3", "{cleared}");
+    let again = userctl(
+        &app,
+        Some(&admin(&app)),
+        &["sessions", "clear-failures", &id],
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "cleared 0 login failure(s)"
+    );
+}

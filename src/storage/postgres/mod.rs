@@ -22,6 +22,7 @@
 
 mod connect;
 mod fence;
+mod login_limits;
 mod read;
 mod schema;
 mod sessions;

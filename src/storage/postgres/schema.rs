@@ -104,6 +104,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX users_username_prefix ON users (username_key COLLATE "C");
     CREATE INDEX users_email_prefix ON users (email_key COLLATE "C");
     "#,
+    // 5: login limits every replica shares (`login_limits`): a bucket per (account, address),
+    // either side empty for "any".
+    r#"
+    CREATE TABLE login_limits (
+        account  text   NOT NULL,
+        address  text   NOT NULL,
+        full_at  bigint NOT NULL,
+        failures bigint NOT NULL,
+        PRIMARY KEY (account, address)
+    );
+    CREATE INDEX login_limits_by_refill ON login_limits (full_at);
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

@@ -100,6 +100,18 @@ const MIGRATIONS: &[&str] = &[
     DROP TRIGGER users_counted_on_delete;
     DROP TRIGGER users_counted_on_update;
     "#,
+    // 5: login limits every replica shares (`login_limits`): a bucket per (account, address),
+    // either side empty for "any".
+    r#"
+    CREATE TABLE login_limits (
+        account  TEXT    NOT NULL,
+        address  TEXT    NOT NULL,
+        full_at  INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        PRIMARY KEY (account, address)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX login_limits_by_refill ON login_limits (full_at);
+    "#,
 ];
 
 /// Brings the database to the newest schema; each step commits on its own.

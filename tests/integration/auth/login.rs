@@ -2,8 +2,9 @@
 //! not the owner.
 
 use tonic::Code;
+use user_service::domain::Role;
 use user_service::pb::auth_service_client::AuthServiceClient;
-use user_service::pb::{LoginRequest, UpdateUserRequest, UserStatus};
+use user_service::pb::{ClearLoginFailuresRequest, LoginRequest, UpdateUserRequest, UserStatus};
 
 use crate::helpers::{TestApp, create};
 
@@ -127,16 +128,19 @@ async fn failures_from_one_address_never_lock_the_owner_out_elsewhere_but_many_a
 }
 
 #[tokio::test]
-async fn login_attempts_are_limited_per_client_address_across_usernames() {
+async fn one_address_is_limited_against_every_account_together() {
     let app = TestApp::spawn_with(|settings| {
-        settings.auth.login_attempts_per_minute = std::num::NonZeroU32::new(2).unwrap();
+        // Ten times one attempt a minute: ten guesses from one address, whatever the usernames.
+        settings.auth.login_attempts_per_minute = std::num::NonZeroU32::new(1).unwrap();
     })
     .await;
-    for name in ["first_name", "second_name"] {
-        let status = login(&app, name, "guess-guess").await.unwrap_err();
-        assert_eq!(status.code(), Code::Unauthenticated);
+    for i in 0..10 {
+        let status = login(&app, &format!("sprayed_{i}"), "guess-guess")
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "attempt {i}");
     }
-    let limited = login(&app, "third_name", "guess-guess").await.unwrap_err();
+    let limited = login(&app, "sprayed_10", "guess-guess").await.unwrap_err();
     assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
     let retry_after = limited
         .metadata()
@@ -149,6 +153,110 @@ async fn login_attempts_are_limited_per_client_address_across_usernames() {
         "the text says the same wait: {}",
         limited.message()
     );
+}
+
+#[tokio::test]
+async fn a_right_password_gives_its_attempt_back() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.auth.login_attempts_per_minute = std::num::NonZeroU32::new(2).unwrap();
+    })
+    .await;
+    create(&mut app.client().await, "regular").await;
+    for round in 0..4 {
+        login(&app, "regular", "correct horse battery")
+            .await
+            .unwrap_or_else(|status| {
+                panic!("login {round} of the owner is never limited: {status:?}")
+            });
+    }
+    for _ in 0..2 {
+        let wrong = login(&app, "regular", "guess-guess").await.unwrap_err();
+        assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+    }
+    let limited = login(&app, "regular", "correct horse battery")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        limited.code(),
+        Code::ResourceExhausted,
+        "two wrong passwords use up this address's two attempts: {limited:?}"
+    );
+}
+
+/// Clears a user's login failures as `token`'s holder.
+async fn clear_failures(app: &TestApp, token: &str, user_id: &str) -> Result<i64, tonic::Status> {
+    let mut client = AuthServiceClient::with_interceptor(
+        app.channel().await,
+        crate::helpers::Bearer::new(Some(token)).unwrap(),
+    );
+    client
+        .clear_login_failures(ClearLoginFailuresRequest {
+            user_id: user_id.into(),
+        })
+        .await
+        .map(|response| response.into_inner().failures)
+}
+
+#[tokio::test]
+async fn wrong_passwords_sent_together_are_each_counted_once_and_an_admin_clears_them() {
+    // Each of 100 addresses guesses once: the account-wide limit (200 a minute) counts them all.
+    let app = TestApp::spawn_with(|settings| {
+        settings.auth.login_attempts_per_minute = std::num::NonZeroU32::new(20).unwrap();
+        settings.limits.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let owner = create(&mut app.client().await, "guessed").await;
+    let addresses: Vec<String> = (1..=100).map(|i| format!("198.51.100.{i}")).collect();
+    let attempts = addresses
+        .iter()
+        .map(|address| login_from(&app, address, "guessed", "guess-guess"));
+    let answers = futures_util::future::join_all(attempts).await;
+    assert!(
+        answers
+            .iter()
+            .all(|answer| answer.as_ref().unwrap_err().code() == Code::Unauthenticated),
+        "every guess is checked and wrong"
+    );
+
+    let user = app.token(&owner.id, Role::User);
+    let refused = clear_failures(&app, &user, &owner.id).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let admin = app.token("test-admin", Role::Admin);
+    assert_eq!(
+        clear_failures(&app, &admin, &owner.id).await.unwrap(),
+        100,
+        "the account-wide limit counted each wrong password once"
+    );
+    assert_eq!(
+        clear_failures(&app, &admin, &owner.id).await.unwrap(),
+        0,
+        "and holds none after the clear"
+    );
+    let unknown = clear_failures(&app, &admin, &uuid::Uuid::now_v7().to_string())
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+}
+
+#[tokio::test]
+async fn after_an_admin_clears_the_failures_the_guessers_address_may_log_in_again() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.auth.login_attempts_per_minute = std::num::NonZeroU32::new(2).unwrap();
+    })
+    .await;
+    let owner = create(&mut app.client().await, "forgiven").await;
+    for _ in 0..2 {
+        login(&app, "forgiven", "guess-guess").await.unwrap_err();
+    }
+    let limited = login(&app, "forgiven", "correct horse battery")
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    let admin = app.token("test-admin", Role::Admin);
+    assert_eq!(clear_failures(&app, &admin, &owner.id).await.unwrap(), 2);
+    login(&app, "forgiven", "correct horse battery")
+        .await
+        .expect("the limit no longer holds the account back");
 }
 
 #[tokio::test]
