@@ -45,20 +45,24 @@ pub enum Caller {
     User { id: UserId, role: Role },
     /// The token's subject is a service name; `role` comes from the token.
     Service { name: Arc<str>, role: Role },
+    /// A service key (`CreateServiceKey`); `role` is the key's.
+    Key { id: uuid::Uuid, role: Role },
 }
 
 impl Caller {
     pub fn role(&self) -> Option<Role> {
         match self {
             Caller::Anonymous => None,
-            Caller::User { role, .. } | Caller::Service { role, .. } => Some(*role),
+            Caller::User { role, .. } | Caller::Service { role, .. } | Caller::Key { role, .. } => {
+                Some(*role)
+            }
         }
     }
 
     pub fn user_id(&self) -> Option<UserId> {
         match self {
             Caller::User { id, .. } => Some(*id),
-            Caller::Anonymous | Caller::Service { .. } => None,
+            Caller::Anonymous | Caller::Service { .. } | Caller::Key { .. } => None,
         }
     }
 
@@ -69,6 +73,7 @@ impl Caller {
             Caller::Anonymous => Actor::Anonymous,
             Caller::User { id, .. } => Actor::User(*id),
             Caller::Service { name, .. } => Actor::Service(name.to_string()),
+            Caller::Key { id, .. } => Actor::Key(*id),
         }
     }
 
@@ -76,7 +81,9 @@ impl Caller {
     pub fn principal(&self) -> Option<Principal<'_>> {
         match self {
             Caller::Anonymous => None,
-            Caller::User { .. } | Caller::Service { .. } => Some(Principal(self)),
+            Caller::User { .. } | Caller::Service { .. } | Caller::Key { .. } => {
+                Some(Principal(self))
+            }
         }
     }
 }
@@ -97,6 +104,10 @@ impl std::fmt::Display for Principal<'_> {
             Caller::Service { name, .. } => {
                 f.write_str("service:")?;
                 f.write_str(name)
+            }
+            Caller::Key { id, .. } => {
+                f.write_str("key:")?;
+                f.write_str(id.hyphenated().encode_lower(&mut [0; 36]))
             }
         }
     }

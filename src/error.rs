@@ -14,6 +14,9 @@ pub enum ServiceError {
     /// NOT_FOUND: the id, as the caller wrote it, names no user.
     #[error("user {0} not found")]
     NotFound(String),
+    /// NOT_FOUND: no service key has this id.
+    #[error("service key {0} not found")]
+    NoSuchKey(crate::domain::KeyId),
     /// ALREADY_EXISTS.
     #[error("{field} {} is already taken", crate::text::quoted(value))]
     AlreadyExists { field: &'static str, value: String },
@@ -73,7 +76,7 @@ impl ServiceError {
     pub fn code(&self) -> Code {
         match self {
             ServiceError::Invalid(_) => Code::InvalidArgument,
-            ServiceError::NotFound(_) => Code::NotFound,
+            ServiceError::NotFound(_) | ServiceError::NoSuchKey(_) => Code::NotFound,
             ServiceError::AlreadyExists { .. } => Code::AlreadyExists,
             ServiceError::Unauthenticated(_) => Code::Unauthenticated,
             ServiceError::PermissionDenied(_) => Code::PermissionDenied,
@@ -104,6 +107,7 @@ impl From<StoreError> for ServiceError {
             }
             StoreError::Invalid(violations) => ServiceError::Invalid(violations),
             StoreError::Unavailable(reason) => ServiceError::Unavailable(reason),
+            StoreError::Full(reason) => ServiceError::ResourceExhausted(reason),
             StoreError::UnsupportedUrl(_)
             | StoreError::SchemaTooNew { .. }
             | StoreError::InUse(_)
@@ -148,6 +152,7 @@ impl From<ServiceError> for Status {
                 status
             }
             ServiceError::NotFound(_)
+            | ServiceError::NoSuchKey(_)
             | ServiceError::AlreadyExists { .. }
             | ServiceError::Unauthenticated(_)
             | ServiceError::PermissionDenied(_)

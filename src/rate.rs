@@ -22,6 +22,7 @@ use crate::domain::UserId;
 pub enum CallerKey {
     User(UserId),
     Service(Arc<str>),
+    Key(uuid::Uuid),
     Address(IpAddr),
 }
 
@@ -30,6 +31,7 @@ impl fmt::Display for CallerKey {
         match self {
             CallerKey::User(id) => write!(f, "user:{id}"),
             CallerKey::Service(name) => write!(f, "service:{name}"),
+            CallerKey::Key(id) => write!(f, "key:{id}"),
             CallerKey::Address(ip) => write!(f, "ip:{ip}"),
         }
     }
@@ -42,6 +44,7 @@ impl CallerKey {
         match caller {
             Caller::User { id, .. } => Some(CallerKey::User(*id)),
             Caller::Service { name, .. } => Some(CallerKey::Service(name.clone())),
+            Caller::Key { id, .. } => Some(CallerKey::Key(*id)),
             Caller::Anonymous => ClientAddress::key_of(extensions).map(CallerKey::Address),
         }
     }

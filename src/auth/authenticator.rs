@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use lru::LruCache;
 
+use super::keys;
 use crate::caller::{Authenticated, Caller, TokenExpiry};
-use crate::domain::{Role, UserId};
+use crate::domain::{KeyId, Role, ServiceKey, UserId};
 use crate::error::ServiceError;
 use crate::rate::{CallerKey, RateLimiter};
-use crate::storage::Store;
 use crate::storage::sessions::{SessionId, TokenBasis};
+use crate::storage::{Store, now_ns};
 use crate::tokens::{Claims, Jwt, TokenError};
 
 /// Calls that anyone may make without a token.
@@ -35,6 +36,8 @@ const VERIFIED_TOKENS: usize = 10_000;
 /// What a verified token says, in the form authentication uses on every call.
 struct Verified {
     exp: u64,
+    /// A service key's expiry, exact to the nanosecond (`exp` allows a JWT's leeway).
+    until_ns: Option<i64>,
     role: Role,
     subject: Subject,
     /// What a user's token rests on beyond the user as they are now: its session open, or, without
@@ -47,6 +50,8 @@ enum Subject {
     User(UserId),
     /// Shared with every `Caller` made from the token, so a call copies no name.
     Service(Arc<str>),
+    /// A service key, by its id.
+    Key(KeyId),
 }
 
 impl Verified {
@@ -68,10 +73,26 @@ impl Verified {
         };
         Ok(Self {
             exp: claims.exp,
+            until_ns: None,
             role,
             subject,
             basis,
         })
+    }
+
+    /// What a service key stands for: its role, until it expires or is revoked.
+    fn key(key: &ServiceKey) -> Self {
+        Self {
+            exp: u64::MAX,
+            until_ns: key.expires_at_ns,
+            role: key.role,
+            subject: Subject::Key(key.id),
+            basis: Some(TokenBasis::Key(key.id)),
+        }
+    }
+
+    fn expired(&self, jwt: &Jwt) -> bool {
+        jwt.expired(self.exp) || self.until_ns.is_some_and(|until| until <= now_ns())
     }
 
     fn claimed(&self) -> Caller {
@@ -82,6 +103,10 @@ impl Verified {
             },
             Subject::Service(name) => Caller::Service {
                 name: name.clone(),
+                role: self.role,
+            },
+            Subject::Key(id) => Caller::Key {
+                id: *id,
                 role: self.role,
             },
         }
@@ -117,6 +142,16 @@ impl<H: Hasher> Hasher for Tail<H> {
     fn finish(&self) -> u64 {
         self.0.finish()
     }
+}
+
+/// What a call's token claims before anything is read from the database.
+enum Claim {
+    /// No token, or a call anyone may make.
+    Anonymous,
+    /// A token whose signature (or key) was checked.
+    Verified(Arc<Verified>),
+    /// A service key's secret not checked yet: that needs its row.
+    Key(Box<[u8]>),
 }
 
 /// Authentication's answer: at once, or once the caller as they are now is read.
@@ -160,12 +195,19 @@ impl Authenticator {
     /// (almost every call), else a future that reads it and borrows nothing from the request.
     pub fn authenticate<B>(self: &Arc<Self>, request: &http::Request<B>) -> Authentication {
         let verified = match self.claimed(request) {
-            Ok(Some(verified)) => verified,
-            Ok(None) => {
+            Ok(Claim::Verified(verified)) => verified,
+            Ok(Claim::Anonymous) => {
                 return Authentication::Now(Ok(Authenticated {
                     caller: Caller::Anonymous,
                     expiry: None,
                     basis: None,
+                }));
+            }
+            Ok(Claim::Key(token)) => {
+                let this = self.clone();
+                return Authentication::Later(Box::pin(async move {
+                    let verified = this.verify_key(&token).await?;
+                    this.standing(verified).await
                 }));
             }
             Err(rejected) => return Authentication::Now(Err(rejected)),
@@ -175,29 +217,44 @@ impl Authenticator {
         let basis = verified.basis;
         if let Some(now) = super::current_now(&claimed, basis, &self.store) {
             return Authentication::Now(
-                now.map(|caller| Authenticated {
-                    caller,
-                    expiry,
-                    basis,
-                })
-                .map_err(Rejected::Denied),
+                now.map(|caller| self.noted(caller, expiry, basis))
+                    .map_err(Rejected::Denied),
             );
         }
         let this = self.clone();
-        Authentication::Later(Box::pin(async move {
-            let caller = super::current(&claimed, basis, &this.store)
-                .await
-                .map_err(Rejected::Denied)?;
-            Ok(Authenticated {
-                caller,
-                expiry,
-                basis,
-            })
-        }))
+        Authentication::Later(Box::pin(async move { this.standing(verified).await }))
+    }
+
+    /// The caller a verified token stands for now, read from the database where the caches
+    /// do not know.
+    async fn standing(&self, verified: Arc<Verified>) -> Result<Authenticated, Rejected> {
+        let claimed = verified.claimed();
+        let (expiry, basis) = (Some(TokenExpiry(verified.exp)), verified.basis);
+        let caller = super::current(&claimed, basis, &self.store)
+            .await
+            .map_err(Rejected::Denied)?;
+        Ok(self.noted(caller, expiry, basis))
+    }
+
+    /// An authenticated caller; a service key's use is recorded on the way.
+    fn noted(
+        &self,
+        caller: Caller,
+        expiry: Option<TokenExpiry>,
+        basis: Option<TokenBasis>,
+    ) -> Authenticated {
+        if let Caller::Key { id, .. } = caller {
+            self.store.key_used(id);
+        }
+        Authenticated {
+            caller,
+            expiry,
+            basis,
+        }
     }
 
     /// What the request's token says, checked; `None` for a call that goes on anonymous.
-    fn claimed<B>(&self, request: &http::Request<B>) -> Result<Option<Arc<Verified>>, Rejected> {
+    fn claimed<B>(&self, request: &http::Request<B>) -> Result<Claim, Rejected> {
         let authorization = request.headers().get(http::header::AUTHORIZATION);
         let token = authorization.map(|value| bearer(value.as_bytes()));
         let known = match &token {
@@ -208,16 +265,50 @@ impl Authenticator {
             self.admit_unverified(request).map_err(Rejected::TooSoon)?;
         }
         if OPEN_METHODS.contains(&request.uri().path()) {
-            return Ok(None);
+            return Ok(Claim::Anonymous);
         }
         let Some(token) = token else {
-            return Ok(None);
+            return Ok(Claim::Anonymous);
         };
         let token = token.map_err(Rejected::Denied)?;
+        if known.is_none() && keys::is_key(token) {
+            return Ok(Claim::Key(token.into()));
+        }
         let verified = known
             .unwrap_or_else(|| self.verify(token))
             .map_err(|err| Rejected::Denied(ServiceError::Unauthenticated(err.to_string())))?;
-        Ok(Some(verified))
+        Ok(Claim::Verified(verified))
+    }
+
+    /// Checks a service key's secret against its stored digest, and keeps what it stands for
+    /// for its next calls.
+    async fn verify_key(&self, token: &[u8]) -> Result<Arc<Verified>, Rejected> {
+        let invalid = || {
+            Rejected::Denied(ServiceError::Unauthenticated(
+                "the service key is not valid: it was revoked, or never issued".into(),
+            ))
+        };
+        let (id, presented) = keys::parse(token).ok_or_else(invalid)?;
+        let (key, stored) = self
+            .store
+            .key(id)
+            .await
+            .map_err(|err| Rejected::Denied(err.into()))?
+            .ok_or_else(invalid)?;
+        if !keys::same(&stored, &presented) {
+            return Err(invalid());
+        }
+        if !key.works_at(now_ns()) {
+            return Err(Rejected::Denied(ServiceError::Unauthenticated(
+                "the service key has expired".into(),
+            )));
+        }
+        let verified = Arc::new(Verified::key(&key));
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(token.into(), verified.clone());
+        Ok(verified)
     }
 
     /// What a token already verified says: `None` when its signature has not been checked
@@ -225,7 +316,7 @@ impl Authenticator {
     fn cached(&self, token: &[u8]) -> Option<Result<Arc<Verified>, TokenError>> {
         let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         let verified = cache.get(token)?.clone();
-        if self.jwt.expired(verified.exp) {
+        if verified.expired(&self.jwt) {
             cache.pop(token);
             return Some(Err(TokenError::Expired));
         }

@@ -3,6 +3,7 @@
 
 pub mod authenticator;
 pub mod hasher;
+pub mod keys;
 
 pub mod policy;
 
@@ -18,6 +19,16 @@ pub fn session_ended() -> ServiceError {
     ServiceError::Unauthenticated("the token's session has ended: log in again".into())
 }
 
+/// Why a token whose basis no longer holds is refused.
+fn ended(basis: TokenBasis) -> ServiceError {
+    match basis {
+        TokenBasis::Key(_) => {
+            ServiceError::Unauthenticated("the service key was revoked or has expired".into())
+        }
+        TokenBasis::Session(_) | TokenBasis::IssuedAt { .. } => session_ended(),
+    }
+}
+
 /// Fails when the caller's token no longer works because its session ended. `current` checks
 /// it; a watch, which follows the caller's role and status through events, checks it alone.
 pub async fn session_holds(basis: Option<TokenBasis>, store: &Store) -> Result<(), ServiceError> {
@@ -26,7 +37,7 @@ pub async fn session_holds(basis: Option<TokenBasis>, store: &Store) -> Result<(
     };
     match store.session_holds(basis).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(session_ended()),
+        Ok(false) => Err(ended(basis)),
         Err(err) => Err(err.into()),
     }
 }
@@ -81,7 +92,7 @@ pub fn current_now(
     if let Some(token) = token {
         match store.session_holds_now(&token)? {
             true => {}
-            false => return Some(Err(session_ended())),
+            false => return Some(Err(ended(token))),
         }
     }
     let Caller::User { id, .. } = caller else {

@@ -3,7 +3,7 @@
 //! | caller    | may                                                                  |
 //! |-----------|----------------------------------------------------------------------|
 //! | admin     | everything, and alone: create users with imported password hashes    |
-//! |           | and clear an account's login failures                                |
+//! |           | clear an account's login failures and manage service keys            |
 //! | moderator | read, list, look up and watch everyone; suspend or reactivate users    |
 //! |           | whose role is USER; read, update (not role or status) and delete     |
 //! |           | themselves; change their own password, end their own sessions        |
@@ -81,6 +81,8 @@ pub enum Access<'a> {
     ImportPasswordHash,
     /// Forgiving the wrong passwords counted against an account: admins only.
     ClearLoginFailures,
+    /// Creating, listing and revoking service keys: admins only.
+    ManageKeys,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,6 +185,7 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
         (_, Access::EndSessions { .. }) => forbidden(role, "end other users' sessions"),
         (_, Access::SetPassword { .. }) => forbidden(role, "set other users' passwords"),
         (_, Access::ClearLoginFailures) => forbidden(role, "clear login failures"),
+        (_, Access::ManageKeys) => forbidden(role, "manage service keys"),
     }
 }
 
@@ -342,6 +345,9 @@ mod tests {
             (Role::Admin, Access::ClearLoginFailures, true),
             (Role::Moderator, Access::ClearLoginFailures, false),
             (Role::User, Access::ClearLoginFailures, false),
+            (Role::Admin, Access::ManageKeys, true),
+            (Role::Moderator, Access::ManageKeys, false),
+            (Role::User, Access::ManageKeys, false),
         ];
         for (role, access, allowed) in rows {
             let who = caller(role, me);

@@ -346,6 +346,85 @@ pub async fn logout(connection: &Connection, stored: bool, json: bool) -> Result
     Ok(())
 }
 
+#[derive(Debug, clap::Args)]
+pub struct KeyCreateArgs {
+    /// The key's name: letters, digits, '.', '-' or '_', unique.
+    name: String,
+    /// admin, moderator or user: the rights its calls get.
+    #[arg(long, value_parser = parse_role)]
+    role: Role,
+    /// Lifetime, such as 30d or 12h; without it the key does not expire.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expires_in: Option<Duration>,
+}
+
+pub async fn create_key(
+    connection: &Connection,
+    args: KeyCreateArgs,
+    json: bool,
+) -> Result<(), Failure> {
+    let expires_at = args
+        .expires_in
+        .map(|lifetime| prost_types::Timestamp::from(std::time::SystemTime::now() + lifetime));
+    let response = connection
+        .auth()
+        .create_service_key(connection.request(pb::CreateServiceKeyRequest {
+            name: args.name,
+            role: args.role as i32,
+            expires_at,
+        }))
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            to_json(&response, "userservice.CreateServiceKeyResponse")
+        );
+    } else {
+        let key = response.key.unwrap_or_default();
+        println!("created service key {} ({})", key.name, key.id);
+        println!("{}", response.secret);
+        eprintln!(
+            "userctl: the secret above is shown this once: send it as `authorization: Bearer <secret>` (or USERCTL_TOKEN)"
+        );
+    }
+    Ok(())
+}
+
+pub async fn list_keys(connection: &Connection, json: bool) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .list_service_keys(connection.request(pb::ListServiceKeysRequest {}))
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            to_json(&response, "userservice.ListServiceKeysResponse")
+        );
+    } else {
+        print!("{}", super::render::keys_table(&response.keys));
+    }
+    Ok(())
+}
+
+pub async fn revoke_key(connection: &Connection, id: String, json: bool) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .revoke_service_key(connection.request(pb::RevokeServiceKeyRequest { key_id: id }))
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            to_json(&response, "userservice.RevokeServiceKeyResponse")
+        );
+    } else {
+        println!("revoked; the key stops working on every replica");
+    }
+    Ok(())
+}
+
 pub async fn clear_login_failures(
     connection: &Connection,
     user: String,

@@ -92,6 +92,23 @@ enum SessionsAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Create a key; its secret is printed this once.
+    #[command(
+        after_help = "Example: userctl keys create ci-deploy --role moderator --expires-in 90d"
+    )]
+    Create(commands::KeyCreateArgs),
+    /// Every key, with its role, expiry and last use (never a secret).
+    List,
+    /// Revoke a key: it stops working at once, on every replica.
+    #[command(after_help = "Example: userctl keys revoke 0192a3b4-c5d6-7e8f-9012-3456789abcde")]
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     /// Records and tables for people.
@@ -171,6 +188,14 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
     Sessions {
         #[command(subcommand)]
         action: SessionsAction,
+    },
+    /// Manage service keys: credentials for machine callers (admins).
+    #[command(
+        after_help = "Examples: userctl keys create ci-deploy --role moderator --expires-in 90d\n          userctl keys list\n          userctl keys revoke 0192a3b4-c5d6-7e8f-9012-3456789abcde"
+    )]
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
     },
     /// Mint a bearer token with the server's HS256 secret.
     #[command(
@@ -290,6 +315,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sessions {
             action: SessionsAction::ClearFailures { user },
         } => commands::clear_login_failures(&connect()?, user, json).await,
+        Command::Keys { action } => match action {
+            KeysAction::Create(args) => commands::create_key(&connect()?, args, json).await,
+            KeysAction::List => commands::list_keys(&connect()?, json).await,
+            KeysAction::Revoke { id } => commands::revoke_key(&connect()?, id, json).await,
+        },
         Command::Health { service } => commands::health(&connect()?, service, json).await,
         Command::Token(args) => commands::token(args, json),
         Command::Bench(args) => {

@@ -51,6 +51,30 @@ pub fn list_json(response: &pb::ListUsersResponse) -> Value {
     to_json(response, "userservice.ListUsersResponse")
 }
 
+/// Service keys as a table for people: one line each, never a secret (none is listed).
+pub fn keys_table(keys: &[pb::ServiceKey]) -> String {
+    let mut table = format!(
+        "{:<36}  {:<24}  {:<20}  {:<20}  {:<20}  {}\n",
+        "ID", "NAME", "ROLE", "CREATED", "EXPIRES", "LAST USED"
+    );
+    for key in keys {
+        let or_never = |time: Option<&Timestamp>| match time {
+            Some(_) => short_time(time),
+            None => "never".to_owned(),
+        };
+        table.push_str(&format!(
+            "{:<36}  {:<24}  {:<20}  {:<20}  {:<20}  {}\n",
+            key.id,
+            key.name,
+            role_name(key.role),
+            short_time(key.created_at.as_ref()),
+            or_never(key.expires_at.as_ref()),
+            or_never(key.last_used_at.as_ref()),
+        ));
+    }
+    table
+}
+
 /// RFC 3339 to the second, for people.
 fn short_time(timestamp: Option<&Timestamp>) -> String {
     timestamp

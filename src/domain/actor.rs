@@ -15,10 +15,13 @@ pub enum Actor {
     User(UserId),
     /// A service, by the name its token gives.
     Service(String),
+    /// A service key, by its id.
+    Key(uuid::Uuid),
 }
 
 impl Actor {
-    /// The stored form: `user:ID`, `service:NAME`, `anonymous`, or empty when unknown.
+    /// The stored form: `user:ID`, `service:NAME`, `key:ID`, `anonymous`, or empty when
+    /// unknown.
     pub fn encode(&self) -> String {
         match self {
             Actor::Unknown => String::new(),
@@ -33,6 +36,9 @@ impl Actor {
                 .map(|id| Actor::User(UserId::from_uuid(id)))
                 .unwrap_or_default(),
             Some(("service", name)) => Actor::Service(name.to_owned()),
+            Some(("key", id)) => uuid::Uuid::try_parse(id)
+                .map(Actor::Key)
+                .unwrap_or_default(),
             _ if stored == "anonymous" => Actor::Anonymous,
             _ => Actor::Unknown,
         }
@@ -46,6 +52,7 @@ impl fmt::Display for Actor {
             Actor::Anonymous => f.write_str("anonymous"),
             Actor::User(id) => write!(f, "user:{id}"),
             Actor::Service(name) => write!(f, "service:{name}"),
+            Actor::Key(id) => write!(f, "key:{id}"),
         }
     }
 }
@@ -61,6 +68,7 @@ mod tests {
             Actor::Anonymous,
             Actor::User(UserId::new()),
             Actor::Service("billing:eu".into()),
+            Actor::Key(uuid::Uuid::now_v7()),
         ] {
             assert_eq!(Actor::decode(&actor.encode()), actor);
         }

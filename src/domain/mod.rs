@@ -9,6 +9,7 @@ mod metadata;
 mod password;
 mod password_hash;
 mod role;
+mod service_key;
 mod user;
 mod user_status;
 mod username;
@@ -25,6 +26,7 @@ pub use metadata::{Metadata, MetadataPatch};
 pub use password::{Password, PasswordStrength};
 pub use password_hash::{PasswordHash, Scheme};
 pub use role::Role;
+pub use service_key::{KEY_NAME_MAX_CHARS, KeyId, KeyName, ServiceKey};
 pub use user::{
     Credential, Etag, EventKind, NewUser, User, UserDraft, UserEvent, UserId, UserPatch,
 };

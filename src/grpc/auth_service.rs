@@ -362,6 +362,30 @@ impl AuthService for AuthServiceImpl {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn create_service_key(
+        &self,
+        request: Request<pb::CreateServiceKeyRequest>,
+    ) -> Result<Response<pb::CreateServiceKeyResponse>, Status> {
+        self.create_key(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn list_service_keys(
+        &self,
+        request: Request<pb::ListServiceKeysRequest>,
+    ) -> Result<Response<pb::ListServiceKeysResponse>, Status> {
+        self.list_keys(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn revoke_service_key(
+        &self,
+        request: Request<pb::RevokeServiceKeyRequest>,
+    ) -> Result<Response<pb::RevokeServiceKeyResponse>, Status> {
+        self.revoke_key(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn clear_login_failures(
         &self,
         request: Request<pb::ClearLoginFailuresRequest>,
@@ -418,6 +442,10 @@ fn target_user(caller: &Caller, raw: &str) -> Result<UserId, ServiceError> {
 }
 
 impl AuthServiceImpl {
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Charges a password check to the login limits: refused past them, with the wait.
     async fn charge(&self, attempt: &LoginAttempt) -> Result<(), ServiceError> {
         match self.store.charge_login(attempt).await? {

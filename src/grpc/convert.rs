@@ -42,6 +42,7 @@ pub fn actor_to_pb(actor: &Actor, seen_by: &Caller) -> pb::Actor {
         Actor::Anonymous => (pb::ActorKind::Anonymous, String::new()),
         Actor::User(id) => (pb::ActorKind::User, id.to_string()),
         Actor::Service(name) => (pb::ActorKind::Service, name.clone()),
+        Actor::Key(id) => (pb::ActorKind::ServiceKey, id.to_string()),
     };
     let whole = match seen_by.role() {
         Some(Role::Admin | Role::Moderator) => true,

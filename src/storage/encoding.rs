@@ -38,7 +38,7 @@ struct StoredUser {
     revision: i64,
 }
 
-fn corrupt(what: &str) -> StoreError {
+pub(super) fn corrupt(what: &str) -> StoreError {
     StoreError::Backend(format!("stored data is corrupt: {what}").into())
 }
 

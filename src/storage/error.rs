@@ -28,6 +28,9 @@ pub enum StoreError {
     /// Another server holds the SQLite file.
     #[error("{0}")]
     InUse(String),
+    /// A table holds as many rows as it may (service keys).
+    #[error("{0}")]
+    Full(String),
     /// The database cannot be reached now; the call may be retried.
     #[error("{0}")]
     Unavailable(String),

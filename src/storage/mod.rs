@@ -13,6 +13,7 @@ mod postgres;
 mod published;
 mod query;
 mod rules;
+pub mod service_keys;
 pub mod sessions;
 mod settings;
 mod sqlite;
@@ -25,7 +26,8 @@ use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
 use crate::domain::{
-    Actor, Etag, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch, Username,
+    Actor, Etag, KeyId, NewUser, PasswordHash, ServiceKey, User, UserEvent, UserId, UserPatch,
+    Username,
 };
 pub use postgres::PostgresStore;
 pub(crate) use rules::now_ns;
@@ -36,6 +38,7 @@ use backend::{Backend, on_backend};
 pub use error::{StoreError, StoreResult};
 use login_limits::{Charge, LoginAttempt};
 pub use query::{Cursor, ListQuery, Page, Search, SearchPage, UserKey};
+use service_keys::KeyDigest;
 use sessions::{Ended, NewSession, RefreshDigest, Rotation, SessionCache, SessionId, TokenBasis};
 pub use settings::{StorageSettings, redacted};
 pub use writes::{BatchItem, Updated};
@@ -48,7 +51,12 @@ pub struct Store {
     /// Single creates, committed in groups.
     /// Single writes, committed in groups (`group_commit`).
     writes: tokio::sync::mpsc::UnboundedSender<group_commit::Queued>,
+    /// When this server last recorded each service key's use.
+    key_uses: Arc<std::sync::Mutex<std::collections::HashMap<KeyId, i64>>>,
 }
+
+/// A service key's last use is written at most this often by each server.
+const KEY_USE_EVERY_NS: i64 = 60_000_000_000;
 
 impl Store {
     /// Opens the database named by the settings, creating and migrating it as needed.
@@ -66,6 +74,7 @@ impl Store {
         Ok(Self {
             writes: group_commit::start(backend.clone()),
             backend,
+            key_uses: Arc::default(),
         })
     }
 
@@ -309,6 +318,75 @@ impl Store {
     /// SQLite: flushes the journal into the database file. Closes every connection.
     pub async fn close(&self) -> StoreResult<()> {
         on_backend!(&self.backend, s => s.close(), s.close())
+    }
+}
+
+/// Service keys (`service_keys`).
+impl Store {
+    /// Stores a new key with its secret's digest; a taken name is `AlreadyExists`.
+    pub async fn create_key(&self, key: ServiceKey, digest: KeyDigest) -> StoreResult<()> {
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.create_key(&key, digest),
+                s.create_key(&key, digest)
+            )
+        }
+        .instrument(self.span("create_service_key"))
+        .await
+    }
+
+    /// Every key, oldest first.
+    pub async fn list_keys(&self) -> StoreResult<Vec<ServiceKey>> {
+        async { on_backend!(&self.backend, s => s.list_keys(), s.list_keys()) }
+            .instrument(self.span("list_service_keys"))
+            .await
+    }
+
+    /// A key and its secret's digest.
+    pub async fn key(&self, id: KeyId) -> StoreResult<Option<(ServiceKey, KeyDigest)>> {
+        async { on_backend!(&self.backend, s => s.key(id), s.key(id)) }
+            .instrument(self.span("get_service_key"))
+            .await
+    }
+
+    /// Deletes a key: whether it existed. Tokens resting on it stop working here now and on
+    /// other replicas when they hear of the commit.
+    pub async fn revoke_key(&self, id: KeyId) -> StoreResult<bool> {
+        let revoked = async { on_backend!(&self.backend, s => s.revoke_key(id), s.revoke_key(id)) }
+            .instrument(self.span("revoke_service_key"))
+            .await?;
+        self.sessions().forget(Ended::Key(id));
+        self.key_uses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        Ok(revoked)
+    }
+
+    /// Notes that a key was used now: written in the background, at most once a minute per
+    /// key from this server, so a call never waits for it.
+    pub fn key_used(&self, id: KeyId) {
+        let now = now_ns();
+        {
+            let mut uses = self.key_uses.lock().unwrap_or_else(|p| p.into_inner());
+            let last = uses.entry(id).or_insert(i64::MIN);
+            if now.saturating_sub(*last) < KEY_USE_EVERY_NS {
+                return;
+            }
+            *last = now;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let written = async {
+                on_backend!(&store.backend, s => s.key_used(id, now), s.key_used(id, now))
+            }
+            .instrument(store.span("record_service_key_use"))
+            .await;
+            if let Err(err) = written {
+                tracing::warn!(key_id = %id, error = %crate::text::chain(&err), "recording a service key's use failed");
+            }
+        });
     }
 }
 

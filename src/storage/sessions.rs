@@ -117,6 +117,8 @@ pub enum TokenBasis {
     /// A user's token without a session (minted elsewhere): it must be issued at or after
     /// the user's last password change or end of all sessions (`iat`, in seconds).
     IssuedAt { user: UserId, iat: u64 },
+    /// A service key: it must not be revoked or expired.
+    Key(crate::domain::KeyId),
 }
 
 impl TokenBasis {
@@ -124,7 +126,7 @@ impl TokenBasis {
     /// session's state, or the user's cut-off (nanoseconds since the epoch).
     pub fn holds(&self, known: Known) -> bool {
         match (self, known) {
-            (TokenBasis::Session(_), Known::Session { open }) => open,
+            (TokenBasis::Session(_) | TokenBasis::Key(_), Known::Session { open }) => open,
             (TokenBasis::IssuedAt { iat, .. }, Known::Cutoff(cutoff)) => cutoff.is_none_or(|ns| {
                 i64::try_from(*iat)
                     .ok()
@@ -169,6 +171,8 @@ pub enum Ended {
     Session(SessionId),
     /// Every session of the user, and their tokens without a session.
     User(UserId),
+    /// A service key was revoked.
+    Key(crate::domain::KeyId),
 }
 
 impl Ended {
@@ -176,6 +180,7 @@ impl Ended {
         match self {
             Ended::Session(id) => format!("s:{id}"),
             Ended::User(id) => format!("u:{id}"),
+            Ended::Key(id) => format!("k:{id}"),
         }
     }
 
@@ -185,6 +190,7 @@ impl Ended {
         match kind {
             "s" => Some(Ended::Session(id)),
             "u" => Some(Ended::User(UserId::from_uuid(id))),
+            "k" => Some(Ended::Key(id)),
             _ => None,
         }
     }
@@ -212,7 +218,8 @@ impl SessionCache {
     pub fn get(&self, basis: &TokenBasis) -> Option<Known> {
         let mut entries = self.entries();
         match basis {
-            TokenBasis::Session(id) => entries
+            // Keys' states are kept beside sessions': both ids are random v7 UUIDs.
+            TokenBasis::Session(id) | TokenBasis::Key(id) => entries
                 .sessions
                 .get(id)
                 .map(|&(_, open)| Known::Session { open }),
@@ -234,7 +241,7 @@ impl SessionCache {
             return;
         }
         match (basis, known) {
-            (TokenBasis::Session(id), Known::Session { open }) => {
+            (TokenBasis::Session(id) | TokenBasis::Key(id), Known::Session { open }) => {
                 // A session that does not exist has no user; it cannot be opened later, so
                 // it is remembered as closed under a nil user.
                 let user = user.unwrap_or_else(|| UserId::from_uuid(Uuid::nil()));
@@ -252,7 +259,7 @@ impl SessionCache {
         let mut entries = self.entries();
         entries.generation += 1;
         match ended {
-            Ended::Session(id) => {
+            Ended::Session(id) | Ended::Key(id) => {
                 entries.sessions.pop(&id);
             }
             Ended::User(user) => {
@@ -329,7 +336,11 @@ mod tests {
 
     #[test]
     fn payloads_round_trip() {
-        let ended = [Ended::Session(Uuid::now_v7()), Ended::User(UserId::new())];
+        let ended = [
+            Ended::Session(Uuid::now_v7()),
+            Ended::User(UserId::new()),
+            Ended::Key(Uuid::now_v7()),
+        ];
         for ended in ended {
             assert_eq!(Ended::parse(&ended.payload()), Some(ended));
         }

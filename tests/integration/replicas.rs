@@ -625,3 +625,47 @@ async fn the_login_limit_bites_at_the_same_count_on_two_replicas_as_on_one() {
         "ten attempts from this address, however many replicas share them (plus {refilled} refilled): {checked} were checked"
     );
 }
+
+#[tokio::test]
+async fn a_key_revoked_on_one_replica_is_refused_on_the_other_within_a_second() {
+    use user_service::pb::{CreateServiceKeyRequest, RevokeServiceKeyRequest};
+    let database = TestDatabase::postgres();
+    let (a, b) = (replica(&database), replica(&database));
+    let admin = a.token("test-admin", Role::Admin);
+    let mut admin_a = AuthServiceClient::with_interceptor(
+        a.channel().await.unwrap(),
+        Bearer::new(Some(&admin)).unwrap(),
+    );
+    let created = admin_a
+        .create_service_key(CreateServiceKeyRequest {
+            name: "everywhere".into(),
+            role: UserRole::Admin as i32,
+            expires_at: None,
+        })
+        .await
+        .expect("an admin creates a key on A")
+        .into_inner();
+    let mut on_b = client_as(&b, &created.secret).await;
+    on_b.list_users(ListUsersRequest::default())
+        .await
+        .expect("the key works on B, which verified it and keeps it");
+
+    admin_a
+        .revoke_service_key(RevokeServiceKeyRequest {
+            key_id: created.key.unwrap().id,
+        })
+        .await
+        .expect("revoked on A");
+    let revoked = Instant::now();
+    loop {
+        match on_b.list_users(ListUsersRequest::default()).await {
+            Err(status) if status.code() == Code::Unauthenticated => break,
+            answer => assert!(
+                revoked.elapsed() < Duration::from_secs(1),
+                "B still accepts the key a second after A revoked it: {answer:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("B refused the revoked key after {:?}", revoked.elapsed());
+}

@@ -11,7 +11,7 @@ use user_service::domain::{
     Actor, Email, EventKind, FullName, Metadata, Role, User, UserEvent, UserId, UserStatus,
     Username, limits,
 };
-use user_service::grpc::convert::{event_to_pb, user_to_pb};
+use user_service::grpc::convert::{event_to_pb, timestamp, user_to_pb};
 use user_service::grpc::page_token;
 use user_service::pb;
 use user_service::pb::auth_service_client::AuthServiceClient;
@@ -104,6 +104,17 @@ fn update_request() -> pb::UpdateUserRequest {
         metadata: [("team".to_string(), String::new())].into(),
         etag: Some("42".into()),
         status: None,
+    }
+}
+
+fn service_key() -> pb::ServiceKey {
+    pb::ServiceKey {
+        id: FIXED_ID.into(),
+        name: "ci-deploy".into(),
+        role: pb::UserRole::Moderator as i32,
+        created_at: Some(timestamp(FIXED_TIME_NS)),
+        expires_at: Some(timestamp(FIXED_TIME_NS + 86_400_000_000_000)),
+        last_used_at: None,
     }
 }
 
@@ -217,6 +228,26 @@ fn wire_messages_of_every_rpc() {
         ("end_sessions", [
             wire("EndSessionsRequest", &pb::EndSessionsRequest { user_id: FIXED_ID.into() }),
             wire("EndSessionsResponse", &pb::EndSessionsResponse { ended: 2 }),
+        ].concat()),
+        ("service_keys", [
+            wire("CreateServiceKeyRequest", &pb::CreateServiceKeyRequest {
+                name: "ci-deploy".into(),
+                role: pb::UserRole::Moderator as i32,
+                expires_at: Some(timestamp(FIXED_TIME_NS)),
+            }),
+            wire("CreateServiceKeyResponse", &pb::CreateServiceKeyResponse {
+                key: Some(service_key()),
+                secret: "usk_0192a3b4c5d67e8f90123456789abcde_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlYw".into(),
+            }),
+            wire("ListServiceKeysRequest", &pb::ListServiceKeysRequest {}),
+            wire("ListServiceKeysResponse", &pb::ListServiceKeysResponse {
+                keys: vec![pb::ServiceKey {
+                    last_used_at: Some(timestamp(FIXED_TIME_NS)),
+                    ..service_key()
+                }],
+            }),
+            wire("RevokeServiceKeyRequest", &pb::RevokeServiceKeyRequest { key_id: FIXED_ID.into() }),
+            wire("RevokeServiceKeyResponse", &pb::RevokeServiceKeyResponse {}),
         ].concat()),
         ("clear_login_failures", [
             wire("ClearLoginFailuresRequest", &pb::ClearLoginFailuresRequest { user_id: FIXED_ID.into() }),
@@ -829,6 +860,81 @@ async fn status_codes_of_auth_service() {
                     user_id: UNKNOWN_ID.into(),
                 })
                 .await,
+        ),
+    );
+    table.row(
+        "CreateServiceKey",
+        "moderator creates one",
+        describe(
+            AuthServiceClient::with_interceptor(
+                app.channel().await,
+                Bearer::new(Some(&app.token("helpdesk", Role::Moderator))).unwrap(),
+            )
+            .create_service_key(pb::CreateServiceKeyRequest {
+                name: "ci".into(),
+                role: pb::UserRole::User as i32,
+                expires_at: None,
+            })
+            .await,
+        ),
+    );
+    table.row(
+        "CreateServiceKey",
+        "name and role missing",
+        describe(
+            admin_auth
+                .create_service_key(pb::CreateServiceKeyRequest::default())
+                .await,
+        ),
+    );
+    table.row(
+        "CreateServiceKey",
+        "expires_at in the past",
+        describe(
+            admin_auth
+                .create_service_key(pb::CreateServiceKeyRequest {
+                    name: "ci".into(),
+                    role: pb::UserRole::User as i32,
+                    expires_at: Some(prost_types::Timestamp {
+                        seconds: 1,
+                        nanos: 0,
+                    }),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "RevokeServiceKey",
+        "key_id not a uuid",
+        describe(
+            admin_auth
+                .revoke_service_key(pb::RevokeServiceKeyRequest {
+                    key_id: "not-a-uuid".into(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "RevokeServiceKey",
+        "unknown key",
+        describe(
+            admin_auth
+                .revoke_service_key(pb::RevokeServiceKeyRequest {
+                    key_id: UNKNOWN_ID.into(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "ListUsers",
+        "a service key that was never issued",
+        describe(
+            app.client_with(Some(
+                "usk_0192a3b40000700080000000000000ff_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ))
+            .await
+            .list_users(pb::ListUsersRequest::default())
+            .await,
         ),
     );
     let clear = |user_id: &str| pb::ClearLoginFailuresRequest {

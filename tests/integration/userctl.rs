@@ -1023,3 +1023,58 @@ async fn sessions_clear_failures_forgives_an_accounts_wrong_passwords() {
         "cleared 0 login failure(s)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_created_used_listed_and_revoked() {
+    let app = TestApp::spawn().await;
+    let created = userctl(
+        &app,
+        Some(&admin(&app)),
+        &[
+            "keys",
+            "create",
+            "nightly-sync",
+            "--role",
+            "moderator",
+            "--expires-in",
+            "30d",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let out = String::from_utf8_lossy(&created.stdout);
+    let secret = out
+        .lines()
+        .find(|line| line.starts_with("usk_"))
+        .unwrap_or_else(|| panic!("the secret is printed on a line of its own: {out}"))
+        .to_owned();
+
+    let listed = userctl(&app, Some(&secret), &["list"]);
+    assert!(
+        listed.status.success(),
+        "the key works as userctl's token: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
+    let keys = json(&app, &["keys", "list"]);
+    let key = &keys["keys"][0];
+    assert_eq!(key["name"], "nightly-sync", "{keys}");
+    assert_eq!(key["role"], "USER_ROLE_MODERATOR", "{keys}");
+    assert!(key["expiresAt"].is_string(), "{keys}");
+    assert!(
+        !keys.to_string().contains(&secret[40..]),
+        "no secret listed"
+    );
+    let table = userctl(&app, Some(&admin(&app)), &["keys", "list"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("ID "), "{text}");
+    assert!(text.contains("nightly-sync"), "{text}");
+
+    let id = key["id"].as_str().unwrap();
+    json(&app, &["keys", "revoke", id]);
+    let refused = userctl(&app, Some(&secret), &["list"]);
+    assert_eq!(refused.status.code(), Some(4), "a revoked key is refused");
+}

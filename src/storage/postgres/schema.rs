@@ -116,6 +116,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX login_limits_by_refill ON login_limits (full_at);
     "#,
+    // 6: service keys (`service_keys`): the secret's digest, never the secret.
+    r#"
+    CREATE TABLE service_keys (
+        id           bytea  NOT NULL PRIMARY KEY,
+        name         text   NOT NULL,
+        name_key     text   NOT NULL UNIQUE,
+        role         bigint NOT NULL,
+        digest       bytea  NOT NULL,
+        created_at   bigint NOT NULL,
+        expires_at   bigint,
+        last_used_at bigint
+    );
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

@@ -5,6 +5,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use super::super::rules::password_expected;
+use super::super::service_keys::key_known;
 use super::super::sessions::{
     CHANNEL, Ended, Known, NewSession, PRUNED_PER_LOGIN, Presented, RefreshDigest, Rotation,
     RotationWrite, SessionId, TokenBasis, rotate, session_known,
@@ -22,7 +23,7 @@ async fn exec(tx: &Transaction<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -
     tx.execute(&statement, params).await.map_err(pg_error)
 }
 
-async fn notify(tx: &Transaction<'_>, ended: Ended) -> StoreResult<()> {
+pub(super) async fn notify(tx: &Transaction<'_>, ended: Ended) -> StoreResult<()> {
     exec(
         tx,
         "SELECT pg_notify($1, $2)",
@@ -253,6 +254,20 @@ impl PostgresStore {
                     .transpose()
                     .map_err(pg_error)?;
                 Ok((Known::Cutoff(cutoff), Some(*user)))
+            }
+            TokenBasis::Key(id) => {
+                let statement = client
+                    .prepare_cached("SELECT expires_at FROM service_keys WHERE id = $1")
+                    .await
+                    .map_err(pg_error)?;
+                let found = client
+                    .query_opt(&statement, &[&id.as_bytes().as_slice()])
+                    .await
+                    .map_err(pg_error)?
+                    .map(|row| row.try_get::<_, Option<i64>>(0))
+                    .transpose()
+                    .map_err(pg_error)?;
+                Ok((key_known(found, now_ns), None))
             }
         }
     }

@@ -112,6 +112,19 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX login_limits_by_refill ON login_limits (full_at);
     "#,
+    // 6: service keys (`service_keys`): the secret's digest, never the secret.
+    r#"
+    CREATE TABLE service_keys (
+        id           BLOB    NOT NULL PRIMARY KEY,
+        name         TEXT    NOT NULL,
+        name_key     TEXT    NOT NULL UNIQUE,
+        role         INTEGER NOT NULL,
+        digest       BLOB    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        last_used_at INTEGER
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the newest schema; each step commits on its own.

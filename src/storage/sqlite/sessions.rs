@@ -3,6 +3,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::super::rules::password_expected;
+use super::super::service_keys::key_known;
 use super::super::sessions::{
     Known, NewSession, PRUNED_PER_LOGIN, Presented, RefreshDigest, Rotation, RotationWrite,
     SessionId, TokenBasis, rotate, session_known,
@@ -176,6 +177,13 @@ impl SqliteStore {
                     .query_row([user.as_uuid().as_bytes()], |row| row.get::<_, i64>(0))
                     .optional()?;
                 Ok((Known::Cutoff(cutoff), Some(*user)))
+            }
+            TokenBasis::Key(id) => {
+                let found = conn
+                    .prepare_cached("SELECT expires_at FROM service_keys WHERE id = ?1")?
+                    .query_row([id.as_bytes()], |row| row.get::<_, Option<i64>>(0))
+                    .optional()?;
+                Ok((key_known(found, now_ns), None))
             }
         })
     }

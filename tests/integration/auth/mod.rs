@@ -3,6 +3,7 @@
 
 mod access_log;
 mod imported;
+mod keys;
 mod limits;
 mod login;
 mod policy;
