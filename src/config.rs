@@ -11,6 +11,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::hasher::{Argon2Settings, HashError, PasswordHasher};
+use crate::auth::second_factor::{SecondFactorKeys, ShortKey};
 use crate::connections::ConnectionLimits;
 use crate::domain::PasswordStrength;
 use crate::grpc::auth_service::LoginLimits;
@@ -246,6 +247,19 @@ pub struct Cli {
     /// The HS256 secret itself (prefer the file or the environment over a flag).
     #[arg(long, env = "USER_SERVICE_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// File holding the key (at least 32 bytes) that seals TOTP secrets and keys recovery
+    /// codes' digests; without it users cannot enroll a second factor.
+    #[arg(
+        long,
+        env = "USER_SERVICE_SECOND_FACTOR_KEY_FILE",
+        conflicts_with = "second_factor_key"
+    )]
+    pub second_factor_key_file: Option<PathBuf>,
+
+    /// The second-factor key itself (prefer the file or the environment over a flag).
+    #[arg(long, env = "USER_SERVICE_SECOND_FACTOR_KEY", hide_env_values = true)]
+    pub second_factor_key: Option<String>,
 
     /// PEM public key (RS256, ES256 or EdDSA) that verifies bearer tokens.
     #[arg(long, env = "USER_SERVICE_JWT_PUBLIC_KEY")]
@@ -518,6 +532,8 @@ pub struct AuthSettings {
     pub session_ttl: Duration,
     /// zxcvbn's score a new password must reach (0: no rule).
     pub password_min_strength: u8,
+    /// Key material for second factors (`None`: enrolling is refused).
+    pub second_factor_key: Option<Vec<u8>>,
 }
 
 impl AuthSettings {
@@ -542,6 +558,14 @@ impl AuthSettings {
     pub fn signup_limit(&self) -> Option<Arc<SignupLimit>> {
         self.allow_signup
             .then(|| Arc::new(SignupLimit::new(self.signups_per_hour)))
+    }
+
+    /// The second factors' keys, when key material is configured.
+    pub fn second_factor_keys(&self) -> Result<Option<SecondFactorKeys>, ShortKey> {
+        self.second_factor_key
+            .as_deref()
+            .map(SecondFactorKeys::new)
+            .transpose()
     }
 
     pub fn login_limits(&self) -> Arc<LoginLimits> {
@@ -765,6 +789,11 @@ impl Settings {
             (None, Some(secret)) => Some(secret.as_bytes().to_vec()),
             (None, None) => None,
         };
+        let second_factor_key = match (&cli.second_factor_key_file, &cli.second_factor_key) {
+            (Some(path), _) => Some(crate::files::read_secret_file(path)?),
+            (None, Some(key)) => Some(key.as_bytes().to_vec()),
+            (None, None) => None,
+        };
         let database_url = match &cli.database_url_file {
             Some(path) => {
                 String::from_utf8_lossy(&crate::files::read_secret_file(path)?).into_owned()
@@ -841,6 +870,7 @@ impl Settings {
                 login_attempts_per_minute: cli.login_attempts_per_minute,
                 session_ttl: Duration::from_secs(cli.session_ttl_secs),
                 password_min_strength: cli.password_min_strength,
+                second_factor_key,
             },
             limits: LimitSettings {
                 rate_limit_per_second: cli.rate_limit_per_second,

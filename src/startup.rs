@@ -58,6 +58,8 @@ pub enum StartupError {
          --jwt-public-key"
     )]
     NoKeyOffLoopback(SocketAddr),
+    #[error("invalid second-factor key")]
+    SecondFactorKey(#[from] crate::auth::second_factor::ShortKey),
     #[error("invalid TLS settings")]
     Tls(#[source] tonic::transport::Error),
     #[error("cannot build the reflection service")]
@@ -131,7 +133,8 @@ impl Application {
             decoy(&hasher).await?,
             settings.auth.session_ttl,
             settings.auth.password_strength(),
-        );
+        )
+        .with_second_factor(settings.auth.second_factor_keys()?);
         let users = UserServiceImpl::new(
             store.clone(),
             hasher,

@@ -83,6 +83,11 @@ pub enum Access<'a> {
     ClearLoginFailures,
     /// Creating, listing and revoking service keys: admins only.
     ManageKeys,
+    /// Turning off a user's second factor: their own (with a code, which the handler checks),
+    /// or anyone's for an admin.
+    DisableSecondFactor {
+        target: UserId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,7 +156,8 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
             Access::Read { target }
             | Access::Delete { target }
             | Access::EndSessions { target }
-            | Access::SetPassword { target },
+            | Access::SetPassword { target }
+            | Access::DisableSecondFactor { target },
         ) if is_me(target) => Ok(()),
         (
             Role::Moderator | Role::User,
@@ -186,6 +192,9 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
         (_, Access::SetPassword { .. }) => forbidden(role, "set other users' passwords"),
         (_, Access::ClearLoginFailures) => forbidden(role, "clear login failures"),
         (_, Access::ManageKeys) => forbidden(role, "manage service keys"),
+        (_, Access::DisableSecondFactor { .. }) => {
+            forbidden(role, "turn off other users' second factors")
+        }
     }
 }
 
@@ -348,6 +357,22 @@ mod tests {
             (Role::Admin, Access::ManageKeys, true),
             (Role::Moderator, Access::ManageKeys, false),
             (Role::User, Access::ManageKeys, false),
+            (Role::User, Access::DisableSecondFactor { target: me }, true),
+            (
+                Role::User,
+                Access::DisableSecondFactor { target: other },
+                false,
+            ),
+            (
+                Role::Moderator,
+                Access::DisableSecondFactor { target: other },
+                false,
+            ),
+            (
+                Role::Admin,
+                Access::DisableSecondFactor { target: other },
+                true,
+            ),
         ];
         for (role, access, allowed) in rows {
             let who = caller(role, me);

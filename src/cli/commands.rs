@@ -294,11 +294,13 @@ pub async fn login(
     connection: &Connection,
     username: String,
     password: Option<String>,
+    code: Option<String>,
     json: bool,
 ) -> Result<(), Failure> {
     let request = pb::LoginRequest {
         username,
         password: password_or_prompt(password)?,
+        second_factor_code: code.unwrap_or_default(),
     };
     let response = connection
         .auth()
@@ -342,6 +344,69 @@ pub async fn logout(connection: &Connection, stored: bool, json: bool) -> Result
         println!("logged out; the stored login is removed");
     } else {
         println!("logged out");
+    }
+    Ok(())
+}
+
+pub async fn enroll_totp(connection: &Connection, json: bool) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .enroll_totp(connection.request(pb::EnrollTotpRequest {}))
+        .await?
+        .into_inner();
+    if json {
+        println!("{}", to_json(&response, "userservice.EnrollTotpResponse"));
+    } else {
+        println!("secret: {}", response.secret);
+        println!("uri:    {}", response.otpauth_uri);
+        eprintln!(
+            "userctl: add the secret (or the URI, as a QR code) to an authenticator app, then run `userctl totp confirm CODE` with the code it shows"
+        );
+    }
+    Ok(())
+}
+
+pub async fn confirm_totp(
+    connection: &Connection,
+    code: String,
+    json: bool,
+) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .confirm_totp(connection.request(pb::ConfirmTotpRequest { code }))
+        .await?
+        .into_inner();
+    if json {
+        println!("{}", to_json(&response, "userservice.ConfirmTotpResponse"));
+    } else {
+        for code in &response.recovery_codes {
+            println!("{code}");
+        }
+        eprintln!(
+            "userctl: the second factor is on. Keep these recovery codes somewhere safe: each works once, in place of a code, and they are shown this once"
+        );
+    }
+    Ok(())
+}
+
+pub async fn disable_totp(
+    connection: &Connection,
+    user: Option<String>,
+    code: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .disable_totp(connection.request(pb::DisableTotpRequest {
+            user_id: user.unwrap_or_default(),
+            code: code.unwrap_or_default(),
+        }))
+        .await?
+        .into_inner();
+    if json {
+        println!("{}", to_json(&response, "userservice.DisableTotpResponse"));
+    } else {
+        println!("the second factor is off");
     }
     Ok(())
 }

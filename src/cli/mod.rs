@@ -93,6 +93,27 @@ enum SessionsAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum TotpAction {
+    /// Start enrolling: prints the secret and its otpauth:// URI, shown this once.
+    Enroll,
+    /// Confirm with the first code the authenticator app shows; prints the recovery codes,
+    /// shown this once.
+    Confirm {
+        /// Six digits.
+        code: String,
+    },
+    /// Turn the second factor off: your own with a code, anyone's as an admin.
+    Disable {
+        /// The user's id (admins); yourself when left out.
+        #[arg(long)]
+        user: Option<String>,
+        /// A code from the authenticator app or a recovery code (for your own).
+        #[arg(long, env = "USERCTL_CODE", hide_env_values = true)]
+        code: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum KeysAction {
     /// Create a key; its secret is printed this once.
     #[command(
@@ -172,6 +193,10 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
         /// Asked for without echo when not given.
         #[arg(long, env = "USERCTL_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// A code from the authenticator app (or a recovery code), for an account with a
+        /// second factor.
+        #[arg(long, env = "USERCTL_CODE", hide_env_values = true)]
+        code: Option<String>,
     },
     /// End this login's session on the server and forget the stored tokens.
     #[command(after_help = "Example: userctl logout")]
@@ -188,6 +213,14 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
     Sessions {
         #[command(subcommand)]
         action: SessionsAction,
+    },
+    /// Your TOTP second factor: enroll, confirm with a first code, or disable.
+    #[command(
+        after_help = "Examples: userctl totp enroll\n          userctl totp confirm 123456\n          userctl totp disable --code 123456\n          userctl totp disable --user 0192a3b4-c5d6-7e8f-9012-3456789abcde (admins)"
+    )]
+    Totp {
+        #[command(subcommand)]
+        action: TotpAction,
     },
     /// Manage service keys: credentials for machine callers (admins).
     #[command(
@@ -304,9 +337,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Watch(args) => watch::run(&connect()?, args, json).await,
         Command::Import(args) => import::run(&connect()?, args, json).await,
         Command::Sync { file } => sync::run(&connect()?, &file, json).await,
-        Command::Login { username, password } => {
-            commands::login(&connect()?, username, password, json).await
-        }
+        Command::Login {
+            username,
+            password,
+            code,
+        } => commands::login(&connect()?, username, password, code, json).await,
         Command::Logout => commands::logout(&connect()?, stored, json).await,
         Command::Passwd(args) => commands::passwd(&connect()?, args, stored, json).await,
         Command::Sessions {
@@ -315,6 +350,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sessions {
             action: SessionsAction::ClearFailures { user },
         } => commands::clear_login_failures(&connect()?, user, json).await,
+        Command::Totp { action } => match action {
+            TotpAction::Enroll => commands::enroll_totp(&connect()?, json).await,
+            TotpAction::Confirm { code } => commands::confirm_totp(&connect()?, code, json).await,
+            TotpAction::Disable { user, code } => {
+                commands::disable_totp(&connect()?, user, code, json).await
+            }
+        },
         Command::Keys { action } => match action {
             KeysAction::Create(args) => commands::create_key(&connect()?, args, json).await,
             KeysAction::List => commands::list_keys(&connect()?, json).await,

@@ -15,6 +15,7 @@ use super::caller_of;
 use super::convert::{timestamp, user_to_pb};
 use crate::auth::hasher::PasswordHasher;
 use crate::auth::policy::{Access, Denied, authorize};
+use crate::auth::second_factor::SecondFactorKeys;
 use crate::caller::{Authenticated, Caller};
 use crate::client_address::ClientAddress;
 use crate::domain::{
@@ -65,6 +66,8 @@ pub struct AuthServiceImpl {
     session_ttl: Duration,
     /// What a new password must pass.
     strength: PasswordStrength,
+    /// Second factors' keys; `None`: second factors are off.
+    second_factor: Option<SecondFactorKeys>,
 }
 
 impl AuthServiceImpl {
@@ -85,7 +88,18 @@ impl AuthServiceImpl {
             decoy,
             session_ttl,
             strength,
+            second_factor: None,
         }
+    }
+
+    /// Turns second factors on with these keys.
+    pub fn with_second_factor(mut self, keys: Option<SecondFactorKeys>) -> Self {
+        self.second_factor = keys;
+        self
+    }
+
+    pub(super) fn second_factor(&self) -> Option<&SecondFactorKeys> {
+        self.second_factor.as_ref()
     }
 }
 
@@ -167,14 +181,19 @@ impl AuthService for AuthServiceImpl {
             Some(user) if matched => user,
             _ => return Err(ServiceError::Unauthenticated(WRONG.into()).into()),
         };
-        self.refund(&attempt).await;
         if user.status != UserStatus::Active {
+            self.refund(&attempt).await;
             return Err(ServiceError::Unauthenticated(format!(
                 "the account is {}",
                 user.status.name()
             ))
             .into());
         }
+        // A wrong or missing code keeps the attempt counted: codes are guessed under the
+        // same limits as passwords.
+        self.second_factor_passes(&user, &request.second_factor_code, "second_factor_code")
+            .await?;
+        self.refund(&attempt).await;
         if self.hasher.is_weaker(&hash) {
             self.upgrade(&user, password, hash).await;
         }
@@ -386,6 +405,30 @@ impl AuthService for AuthServiceImpl {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn enroll_totp(
+        &self,
+        request: Request<pb::EnrollTotpRequest>,
+    ) -> Result<Response<pb::EnrollTotpResponse>, Status> {
+        self.enroll_totp(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn confirm_totp(
+        &self,
+        request: Request<pb::ConfirmTotpRequest>,
+    ) -> Result<Response<pb::ConfirmTotpResponse>, Status> {
+        self.confirm_totp(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn disable_totp(
+        &self,
+        request: Request<pb::DisableTotpRequest>,
+    ) -> Result<Response<pb::DisableTotpResponse>, Status> {
+        self.disable_totp(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn clear_login_failures(
         &self,
         request: Request<pb::ClearLoginFailuresRequest>,
@@ -427,7 +470,7 @@ impl AuthServiceImpl {
 
 /// The user a sessions or password call is about: the one named, or the caller themselves
 /// when none is.
-fn target_user(caller: &Caller, raw: &str) -> Result<UserId, ServiceError> {
+pub(super) fn target_user(caller: &Caller, raw: &str) -> Result<UserId, ServiceError> {
     if *caller == Caller::Anonymous {
         return Err(Denied::NeedsToken.into());
     }

@@ -13,6 +13,7 @@ mod postgres;
 mod published;
 mod query;
 mod rules;
+pub mod second_factors;
 pub mod service_keys;
 pub mod sessions;
 mod settings;
@@ -38,6 +39,7 @@ use backend::{Backend, on_backend};
 pub use error::{StoreError, StoreResult};
 use login_limits::{Charge, LoginAttempt};
 pub use query::{Cursor, ListQuery, Page, Search, SearchPage, UserKey};
+use second_factors::SecondFactor;
 use service_keys::KeyDigest;
 use sessions::{Ended, NewSession, RefreshDigest, Rotation, SessionCache, SessionId, TokenBasis};
 pub use settings::{StorageSettings, redacted};
@@ -318,6 +320,81 @@ impl Store {
     /// SQLite: flushes the journal into the database file. Closes every connection.
     pub async fn close(&self) -> StoreResult<()> {
         on_backend!(&self.backend, s => s.close(), s.close())
+    }
+}
+
+/// Second factors (`second_factors`).
+impl Store {
+    /// The user's second factor, pending or confirmed.
+    pub async fn second_factor(&self, user: UserId) -> StoreResult<Option<SecondFactor>> {
+        async { on_backend!(&self.backend, s => s.second_factor(user), s.second_factor(user)) }
+            .instrument(self.span("get_second_factor"))
+            .await
+    }
+
+    /// Stores a pending secret in place of a pending one; `false` when one is confirmed.
+    pub async fn begin_enrollment(&self, user: UserId, sealed: Vec<u8>) -> StoreResult<bool> {
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.begin_enrollment(user, &sealed),
+                s.begin_enrollment(user, &sealed)
+            )
+        }
+        .instrument(self.span("begin_second_factor"))
+        .await
+    }
+
+    /// Confirms the pending secret with the step of its first code, and stores the recovery
+    /// codes' digests in place of any earlier ones; `false` when nothing was pending.
+    pub async fn confirm_enrollment(
+        &self,
+        user: UserId,
+        step: i64,
+        recovery: Vec<[u8; 32]>,
+    ) -> StoreResult<bool> {
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.confirm_enrollment(user, step, &recovery),
+                s.confirm_enrollment(user, step, &recovery)
+            )
+        }
+        .instrument(self.span("confirm_second_factor"))
+        .await
+    }
+
+    /// Accepts a code's step once: `false` for a step at or before the last accepted one.
+    pub async fn use_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
+        async { on_backend!(&self.backend, s => s.use_step(user, step), s.use_step(user, step)) }
+            .instrument(self.span("use_second_factor_code"))
+            .await
+    }
+
+    /// Uses up a recovery code: `false` when the user has none with this digest.
+    pub async fn use_recovery_code(&self, user: UserId, digest: [u8; 32]) -> StoreResult<bool> {
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.use_recovery_code(user, &digest),
+                s.use_recovery_code(user, &digest)
+            )
+        }
+        .instrument(self.span("use_recovery_code"))
+        .await
+    }
+
+    /// Removes the user's second factor and recovery codes: whether there was one.
+    pub async fn remove_second_factor(&self, user: UserId) -> StoreResult<bool> {
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.remove_second_factor(user),
+                s.remove_second_factor(user)
+            )
+        }
+        .instrument(self.span("remove_second_factor"))
+        .await
     }
 }
 

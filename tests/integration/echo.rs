@@ -166,6 +166,7 @@ async fn every_rpc_echoes_a_huge_value_with_a_newline_short_and_escaped() {
             .login(LoginRequest {
                 username: huge(),
                 password: huge(),
+                ..Default::default()
             })
             .await,
     );

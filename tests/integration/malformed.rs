@@ -249,6 +249,7 @@ async fn mutated_bodies_of_every_method_are_the_callers_fault_never_the_servers(
             pb::LoginRequest {
                 username: "mutated".into(),
                 password: "not the password".into(),
+                ..Default::default()
             }
             .encode_to_vec(),
         ),

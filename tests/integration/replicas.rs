@@ -300,6 +300,7 @@ async fn a_session_ended_on_one_replica_stops_working_on_the_other() {
             .login(LoginRequest {
                 username: "dora".into(),
                 password: "correct horse battery".into(),
+                ..Default::default()
             })
             .await
             .expect("login on replica A")
@@ -536,6 +537,7 @@ async fn guesses_across(
         let mut request = tonic::Request::new(LoginRequest {
             username: username.into(),
             password: format!("guess number {i}"),
+            ..Default::default()
         });
         if spread {
             let address = format!("198.51.100.{}", i % 250 + 1);

@@ -214,6 +214,7 @@ fn wire_messages_of_every_rpc() {
             wire("LoginRequest", &pb::LoginRequest {
                 username: "ann_lee".into(),
                 password: "correct horse battery".into(),
+                ..Default::default()
             }),
             wire("LoginResponse", &login_response()),
         ].concat()),
@@ -228,6 +229,27 @@ fn wire_messages_of_every_rpc() {
         ("end_sessions", [
             wire("EndSessionsRequest", &pb::EndSessionsRequest { user_id: FIXED_ID.into() }),
             wire("EndSessionsResponse", &pb::EndSessionsResponse { ended: 2 }),
+        ].concat()),
+        ("second_factor", [
+            wire("EnrollTotpRequest", &pb::EnrollTotpRequest {}),
+            wire("EnrollTotpResponse", &pb::EnrollTotpResponse {
+                secret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into(),
+                otpauth_uri: "otpauth://totp/user%2Dservice:ann_lee?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=user%2Dservice&algorithm=SHA1&digits=6&period=30".into(),
+            }),
+            wire("ConfirmTotpRequest", &pb::ConfirmTotpRequest { code: "123456".into() }),
+            wire("ConfirmTotpResponse", &pb::ConfirmTotpResponse {
+                recovery_codes: vec!["abcd-efgh-jkmn".into(), "pqrs-tuvw-xyz2".into()],
+            }),
+            wire("DisableTotpRequest", &pb::DisableTotpRequest {
+                user_id: FIXED_ID.into(),
+                code: "123456".into(),
+            }),
+            wire("DisableTotpResponse", &pb::DisableTotpResponse {}),
+            wire("LoginRequest", &pb::LoginRequest {
+                username: "ann_lee".into(),
+                password: "correct horse battery".into(),
+                second_factor_code: "123456".into(),
+            }),
         ].concat()),
         ("service_keys", [
             wire("CreateServiceKeyRequest", &pb::CreateServiceKeyRequest {
@@ -758,6 +780,7 @@ async fn status_codes_of_auth_service() {
     let wrong = pb::LoginRequest {
         username: "ann".into(),
         password: "wrong password".into(),
+        ..Default::default()
     };
     table.row(
         "Login",
@@ -767,6 +790,7 @@ async fn status_codes_of_auth_service() {
     let unknown = pb::LoginRequest {
         username: "nobody".into(),
         password: "wrong password".into(),
+        ..Default::default()
     };
     table.row(
         "Login",
@@ -858,6 +882,66 @@ async fn status_codes_of_auth_service() {
             admin_auth
                 .end_sessions(pb::EndSessionsRequest {
                     user_id: UNKNOWN_ID.into(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "EnrollTotp",
+        "a service enrolls",
+        describe(admin_auth.enroll_totp(pb::EnrollTotpRequest {}).await),
+    );
+    table.row(
+        "ConfirmTotp",
+        "code not six digits",
+        describe(
+            plain_auth
+                .confirm_totp(pb::ConfirmTotpRequest {
+                    code: "12345".into(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "ConfirmTotp",
+        "nothing enrolled",
+        describe(
+            plain_auth
+                .confirm_totp(pb::ConfirmTotpRequest {
+                    code: "123456".into(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "DisableTotp",
+        "own without a code",
+        describe(
+            plain_auth
+                .disable_totp(pb::DisableTotpRequest::default())
+                .await,
+        ),
+    );
+    table.row(
+        "DisableTotp",
+        "user disables another's",
+        describe(
+            plain_auth
+                .disable_totp(pb::DisableTotpRequest {
+                    user_id: ann.id.clone(),
+                    code: String::new(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "DisableTotp",
+        "admin, none enrolled",
+        describe(
+            admin_auth
+                .disable_totp(pb::DisableTotpRequest {
+                    user_id: ann.id.clone(),
+                    code: String::new(),
                 })
                 .await,
         ),

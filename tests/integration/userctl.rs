@@ -27,6 +27,7 @@ fn userctl_in(
         .env_remove("USERCTL_ADDR")
         .env_remove("USERCTL_TOKEN")
         .env_remove("USERCTL_PASSWORD")
+        .env_remove("USERCTL_CODE")
         .env("USERCTL_CONFIG_DIR", config)
         .stdin(Stdio::null());
     if let Some(token) = token {
@@ -673,6 +674,7 @@ async fn login_reads_a_piped_password_and_says_what_to_do_without_one() {
             .args(["login", "--username", "piper"])
             .env_remove("USERCTL_TOKEN")
             .env_remove("USERCTL_PASSWORD")
+            .env_remove("USERCTL_CODE")
             .env("USERCTL_CONFIG_DIR", config.path())
             .stdin(stdin)
             .stdout(Stdio::piped())
@@ -985,6 +987,7 @@ async fn refusals_say_what_to_do_next() {
         .login(user_service::pb::LoginRequest {
             username: "ended".into(),
             password: "password123".into(),
+            ..Default::default()
         })
         .await
         .expect("the user logs in: one open session");
@@ -1002,6 +1005,7 @@ async fn sessions_clear_failures_forgives_an_accounts_wrong_passwords() {
         auth.login(user_service::pb::LoginRequest {
             username: "forgetful".into(),
             password: "not it at all".into(),
+            ..Default::default()
         })
         .await
         .expect_err("a wrong password");
@@ -1077,4 +1081,81 @@ async fn keys_are_created_used_listed_and_revoked() {
     json(&app, &["keys", "revoke", id]);
     let refused = userctl(&app, Some(&secret), &["list"]);
     assert_eq!(refused.status.code(), Some(4), "a revoked key is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totp_is_enrolled_confirmed_used_at_login_and_disabled() {
+    let app = TestApp::spawn().await;
+    let id = create(&app, "authenticated")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let own = app.token(&id, Role::User);
+    let ok = |output: &Output, what: &str| {
+        assert!(
+            output.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+
+    let enroll = userctl(&app, Some(&own), &["totp", "enroll", "-o", "json"]);
+    ok(&enroll, "totp enroll");
+    let enrollment: Value = serde_json::from_slice(&enroll.stdout).unwrap();
+    let secret = totp_rs::Secret::try_from_base32(enrollment["secret"].as_str().unwrap()).unwrap();
+    let totp = totp_rs::Builder::new()
+        .with_secret(secret.as_bytes().to_vec())
+        .build()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let confirm = userctl(
+        &app,
+        Some(&own),
+        &["totp", "confirm", &totp.generate(now).to_string()],
+    );
+    ok(&confirm, "totp confirm");
+    let recovery: Vec<String> = String::from_utf8_lossy(&confirm.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(recovery.len(), 10, "one recovery code a line: {recovery:?}");
+
+    let config = tempfile::tempdir().unwrap();
+    let login = |code: Option<&str>| {
+        let mut args = vec![
+            "login",
+            "--username",
+            "authenticated",
+            "--password",
+            "password123",
+        ];
+        if let Some(code) = code {
+            args.extend(["--code", code]);
+        }
+        userctl_in(&app, config.path(), None, &args)
+    };
+    let asked = login(None);
+    assert!(!asked.status.success());
+    assert!(
+        String::from_utf8_lossy(&asked.stderr).contains("second_factor_code"),
+        "{}",
+        String::from_utf8_lossy(&asked.stderr)
+    );
+    ok(&login(Some(&recovery[0])), "login with a recovery code");
+
+    let disable = userctl(
+        &app,
+        Some(&own),
+        &[
+            "totp",
+            "disable",
+            "--code",
+            &totp.generate(now + 30).to_string(),
+        ],
+    );
+    ok(&disable, "totp disable");
+    ok(&login(None), "login with the password alone");
 }

@@ -44,6 +44,9 @@ pub const TEST_SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 
 pub type Client = UserServiceClient<InterceptedService<Channel, Bearer>>;
 
+/// The tests' second-factor key: TOTP secrets are sealed with it.
+pub const SECOND_FACTOR_KEY: &str = "test-second-factor-key-of-32-bytes-or-more";
+
 pub fn test_settings(database: &TestDatabase) -> Settings {
     let mut settings = Settings::default();
     settings.listener.addr = "127.0.0.1:0".parse().unwrap();
@@ -54,6 +57,7 @@ pub fn test_settings(database: &TestDatabase) -> Settings {
     settings.health.check_interval = Duration::from_millis(100);
     settings.auth.jwt.secret = Some(TEST_SECRET.as_bytes().to_vec());
     settings.auth.jwt.token_ttl = Duration::from_secs(600);
+    settings.auth.second_factor_key = Some(SECOND_FACTOR_KEY.as_bytes().to_vec());
     settings.limits.rate_limit_per_second = 0;
     // Most tests use short, common passwords; the strength tests ask for the rule.
     settings.auth.password_min_strength = 0;
@@ -366,7 +370,8 @@ impl ServerProcess {
             .env("USER_SERVICE_ARGON2_ITERATIONS", "1")
             .env("USER_SERVICE_SHUTDOWN_DRAIN_SECS", "0")
             // Tests use short, common passwords.
-            .env("USER_SERVICE_PASSWORD_MIN_STRENGTH", "0");
+            .env("USER_SERVICE_PASSWORD_MIN_STRENGTH", "0")
+            .env("USER_SERVICE_SECOND_FACTOR_KEY", SECOND_FACTOR_KEY);
         if let Some(secret) = secret {
             command.env("USER_SERVICE_JWT_SECRET", secret);
         }

@@ -25,6 +25,7 @@ mod fence;
 mod login_limits;
 mod read;
 mod schema;
+mod second_factors;
 mod service_keys;
 mod sessions;
 mod tail;

@@ -129,6 +129,20 @@ const MIGRATIONS: &[&str] = &[
         last_used_at bigint
     );
     "#,
+    // 7: second factors (`second_factors`): sealed TOTP secrets and recovery code digests.
+    r#"
+    CREATE TABLE second_factors (
+        user_id   bytea   NOT NULL PRIMARY KEY,
+        sealed    bytea   NOT NULL,
+        confirmed boolean NOT NULL,
+        last_step bigint  NOT NULL
+    );
+    CREATE TABLE recovery_codes (
+        user_id bytea NOT NULL,
+        digest  bytea NOT NULL,
+        PRIMARY KEY (user_id, digest)
+    );
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

@@ -13,6 +13,7 @@
 mod login_limits;
 mod read;
 mod schema;
+mod second_factors;
 mod service_keys;
 mod sessions;
 mod write;

@@ -125,6 +125,20 @@ const MIGRATIONS: &[&str] = &[
         last_used_at INTEGER
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 7: second factors (`second_factors`): sealed TOTP secrets and recovery code digests.
+    r#"
+    CREATE TABLE second_factors (
+        user_id   BLOB    NOT NULL PRIMARY KEY,
+        sealed    BLOB    NOT NULL,
+        confirmed INTEGER NOT NULL,
+        last_step INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE recovery_codes (
+        user_id BLOB NOT NULL,
+        digest  BLOB NOT NULL,
+        PRIMARY KEY (user_id, digest)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the newest schema; each step commits on its own.

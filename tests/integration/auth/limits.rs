@@ -98,6 +98,7 @@ async fn past_the_concurrency_limit_calls_are_shed_at_once() {
         .login(LoginRequest {
             username: "holder".into(),
             password: "correct horse battery".into(),
+            ..Default::default()
         })
         .await
         .expect_err("a login past the limit is refused");

@@ -20,6 +20,7 @@ pub async fn login(
         .login(LoginRequest {
             username: username.into(),
             password: password.into(),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)
@@ -85,6 +86,7 @@ async fn login_from(
     let mut request = tonic::Request::new(LoginRequest {
         username: username.into(),
         password: password.into(),
+        ..Default::default()
     });
     request
         .metadata_mut()

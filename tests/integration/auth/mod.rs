@@ -10,6 +10,7 @@ mod policy;
 mod sessions;
 mod strength;
 mod tokens;
+mod totp;
 
 use tonic::Code;
 use user_service::pb::{
