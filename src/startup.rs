@@ -134,7 +134,8 @@ impl Application {
             settings.auth.session_ttl,
             settings.auth.password_strength(),
         )
-        .with_second_factor(settings.auth.second_factor_keys()?);
+        .with_second_factor(settings.auth.second_factor_keys()?)
+        .with_shutdown(shutdown.clone());
         let users = UserServiceImpl::new(
             store.clone(),
             hasher,

@@ -24,9 +24,12 @@ use crate::storage::{Store, now_ns};
 use crate::tokens::{Claims, Jwt, TokenError};
 
 /// Calls that anyone may make without a token.
-const OPEN_METHODS: [&str; 2] = [
+const OPEN_METHODS: [&str; 5] = [
     "/userservice.AuthService/Login",
     "/userservice.AuthService/Refresh",
+    "/userservice.AuthService/StartRecovery",
+    "/userservice.AuthService/CompleteRecovery",
+    "/userservice.AuthService/VerifyEmail",
 ];
 
 /// Tokens whose signature was already checked. Verifying a signature and parsing the claims

@@ -83,6 +83,10 @@ pub enum Access<'a> {
     ClearLoginFailures,
     /// Creating, listing and revoking service keys: admins only.
     ManageKeys,
+    /// Asking for a code that proves a user's email: their own, or anyone's for an admin.
+    VerifyEmail {
+        target: UserId,
+    },
     /// Turning off a user's second factor: their own (with a code, which the handler checks),
     /// or anyone's for an admin.
     DisableSecondFactor {
@@ -157,7 +161,8 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
             | Access::Delete { target }
             | Access::EndSessions { target }
             | Access::SetPassword { target }
-            | Access::DisableSecondFactor { target },
+            | Access::DisableSecondFactor { target }
+            | Access::VerifyEmail { target },
         ) if is_me(target) => Ok(()),
         (
             Role::Moderator | Role::User,
@@ -192,6 +197,7 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
         (_, Access::SetPassword { .. }) => forbidden(role, "set other users' passwords"),
         (_, Access::ClearLoginFailures) => forbidden(role, "clear login failures"),
         (_, Access::ManageKeys) => forbidden(role, "manage service keys"),
+        (_, Access::VerifyEmail { .. }) => forbidden(role, "verify other users' emails"),
         (_, Access::DisableSecondFactor { .. }) => {
             forbidden(role, "turn off other users' second factors")
         }
@@ -373,6 +379,14 @@ mod tests {
                 Access::DisableSecondFactor { target: other },
                 true,
             ),
+            (Role::User, Access::VerifyEmail { target: me }, true),
+            (Role::User, Access::VerifyEmail { target: other }, false),
+            (
+                Role::Moderator,
+                Access::VerifyEmail { target: other },
+                false,
+            ),
+            (Role::Admin, Access::VerifyEmail { target: other }, true),
         ];
         for (role, access, allowed) in rows {
             let who = caller(role, me);

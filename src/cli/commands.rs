@@ -348,6 +348,117 @@ pub async fn logout(connection: &Connection, stored: bool, json: bool) -> Result
     Ok(())
 }
 
+pub async fn start_recovery(
+    connection: &Connection,
+    login: String,
+    json: bool,
+) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .start_recovery(connection.request(pb::StartRecoveryRequest { login }))
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            to_json(&response, "userservice.StartRecoveryResponse")
+        );
+    } else {
+        println!("if the account exists and is active, a recovery code is on its way to its email");
+    }
+    Ok(())
+}
+
+pub async fn complete_recovery(
+    connection: &Connection,
+    login: String,
+    code: String,
+    new_password: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .complete_recovery(connection.request(pb::CompleteRecoveryRequest {
+            login,
+            code,
+            new_password: password_or_prompt(new_password)?,
+        }))
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            to_json(&response, "userservice.CompleteRecoveryResponse")
+        );
+    } else {
+        println!("the new password is set and every earlier session has ended: log in with it");
+    }
+    Ok(())
+}
+
+pub async fn start_verification(
+    connection: &Connection,
+    user: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .start_email_verification(connection.request(pb::StartEmailVerificationRequest {
+            user_id: user.unwrap_or_default(),
+        }))
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            to_json(&response, "userservice.StartEmailVerificationResponse")
+        );
+    } else {
+        let expires = response
+            .expires_at
+            .as_ref()
+            .map(rfc3339)
+            .unwrap_or_default();
+        println!("a verification code is on its way to the email; it works until {expires}");
+    }
+    Ok(())
+}
+
+pub async fn verify_email(
+    connection: &Connection,
+    login: String,
+    code: String,
+    json: bool,
+) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .verify_email(connection.request(pb::VerifyEmailRequest { login, code }))
+        .await?
+        .into_inner();
+    if json {
+        println!("{}", to_json(&response, "userservice.VerifyEmailResponse"));
+    } else {
+        let user = response.user.unwrap_or_default();
+        println!("{} is verified for {}", user.email, user.username);
+    }
+    Ok(())
+}
+
+/// Prints each delivery as a JSON line as it comes, until the stream ends.
+pub async fn deliveries(connection: &Connection, after: i64) -> Result<(), Failure> {
+    let mut stream = connection
+        .auth()
+        .watch_deliveries(connection.request(pb::WatchDeliveriesRequest {
+            after_revision: after,
+        }))
+        .await?
+        .into_inner();
+    while let Some(delivery) = stream.message().await? {
+        println!("{}", to_json(&delivery, "userservice.Delivery"));
+    }
+    Ok(())
+}
+
 pub async fn enroll_totp(connection: &Connection, json: bool) -> Result<(), Failure> {
     let response = connection
         .auth()

@@ -93,6 +93,40 @@ enum SessionsAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum RecoverAction {
+    /// Ask for a recovery code for a username or email (the answer is the same either way).
+    Start {
+        /// A username or an email.
+        login: String,
+    },
+    /// Set a new password with the code; every session ends.
+    Complete {
+        /// The username or email the code was asked for.
+        login: String,
+        #[arg(long)]
+        code: String,
+        /// Asked for without echo when not given.
+        #[arg(long, env = "USERCTL_NEW_PASSWORD", hide_env_values = true)]
+        new_password: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VerifyAction {
+    /// Ask for a code sent to a user's email (yourself without --user).
+    Start {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Give the code back: the email is verified.
+    Confirm {
+        /// The user's username or email.
+        login: String,
+        code: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TotpAction {
     /// Start enrolling: prints the secret and its otpauth:// URI, shown this once.
     Enroll,
@@ -214,6 +248,30 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
         #[command(subcommand)]
         action: SessionsAction,
     },
+    /// Recover an account with a code sent to its email.
+    #[command(
+        after_help = "Examples: userctl recover start ann@example.com\n          userctl recover complete ann@example.com --code 4kx7m-q2hzp (asks for the new password)"
+    )]
+    Recover {
+        #[command(subcommand)]
+        action: RecoverAction,
+    },
+    /// Prove a user's email with a code sent to it.
+    #[command(
+        after_help = "Examples: userctl verify-email start\n          userctl verify-email confirm ann_lee 4kx7m-q2hzp"
+    )]
+    VerifyEmail {
+        #[command(subcommand)]
+        action: VerifyAction,
+    },
+    /// For the mailer: print the codes to send as JSON Lines, from after a revision, and go
+    /// on printing new ones (a service token with admin rights).
+    #[command(after_help = "Example: userctl deliveries --after 41")]
+    Deliveries {
+        /// The last revision already handled.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
     /// Your TOTP second factor: enroll, confirm with a first code, or disable.
     #[command(
         after_help = "Examples: userctl totp enroll\n          userctl totp confirm 123456\n          userctl totp disable --code 123456\n          userctl totp disable --user 0192a3b4-c5d6-7e8f-9012-3456789abcde (admins)"
@@ -323,7 +381,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     };
     if stored {
         target.token = match cli.command {
-            Command::Login { .. } | Command::Token(_) => None,
+            Command::Login { .. }
+            | Command::Token(_)
+            | Command::Recover { .. }
+            | Command::VerifyEmail {
+                action: VerifyAction::Confirm { .. },
+            } => None,
             _ => client::stored_login(&target).await?,
         };
     }
@@ -350,6 +413,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sessions {
             action: SessionsAction::ClearFailures { user },
         } => commands::clear_login_failures(&connect()?, user, json).await,
+        Command::Recover { action } => match action {
+            RecoverAction::Start { login } => {
+                commands::start_recovery(&connect()?, login, json).await
+            }
+            RecoverAction::Complete {
+                login,
+                code,
+                new_password,
+            } => commands::complete_recovery(&connect()?, login, code, new_password, json).await,
+        },
+        Command::VerifyEmail { action } => match action {
+            VerifyAction::Start { user } => {
+                commands::start_verification(&connect()?, user, json).await
+            }
+            VerifyAction::Confirm { login, code } => {
+                commands::verify_email(&connect()?, login, code, json).await
+            }
+        },
+        Command::Deliveries { after } => commands::deliveries(&connect()?, after).await,
         Command::Totp { action } => match action {
             TotpAction::Enroll => commands::enroll_totp(&connect()?, json).await,
             TotpAction::Confirm { code } => commands::confirm_totp(&connect()?, code, json).await,

@@ -130,6 +130,8 @@ pub struct User {
     pub metadata: Metadata,
     /// The revision of the last change to this user.
     pub revision: i64,
+    /// A code sent to `email` came back (`VerifyEmail`); false again when the email changes.
+    pub email_verified: bool,
 }
 
 impl User {
@@ -163,6 +165,8 @@ pub struct UserPatch {
     pub etag: Option<Etag>,
     /// Who makes the change.
     pub actor: super::Actor,
+    /// Set by `VerifyEmail` only, never from a request's fields.
+    pub email_verified: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

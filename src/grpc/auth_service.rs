@@ -68,6 +68,8 @@ pub struct AuthServiceImpl {
     strength: PasswordStrength,
     /// Second factors' keys; `None`: second factors are off.
     second_factor: Option<SecondFactorKeys>,
+    /// Ends WatchDeliveries streams when the server stops.
+    shutdown: Option<crate::shutdown::Shutdown>,
 }
 
 impl AuthServiceImpl {
@@ -89,7 +91,18 @@ impl AuthServiceImpl {
             session_ttl,
             strength,
             second_factor: None,
+            shutdown: None,
         }
+    }
+
+    /// Streams end when `shutdown` begins.
+    pub fn with_shutdown(mut self, shutdown: crate::shutdown::Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    pub(super) fn shutdown(&self) -> Option<&crate::shutdown::Shutdown> {
+        self.shutdown.as_ref()
     }
 
     /// Turns second factors on with these keys.
@@ -405,6 +418,49 @@ impl AuthService for AuthServiceImpl {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn start_recovery(
+        &self,
+        request: Request<pb::StartRecoveryRequest>,
+    ) -> Result<Response<pb::StartRecoveryResponse>, Status> {
+        self.start_recovery(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn complete_recovery(
+        &self,
+        request: Request<pb::CompleteRecoveryRequest>,
+    ) -> Result<Response<pb::CompleteRecoveryResponse>, Status> {
+        self.complete_recovery(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn start_email_verification(
+        &self,
+        request: Request<pb::StartEmailVerificationRequest>,
+    ) -> Result<Response<pb::StartEmailVerificationResponse>, Status> {
+        self.start_email_verification(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        self.verify_email(request).await
+    }
+
+    type WatchDeliveriesStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::Delivery, Status>>;
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn watch_deliveries(
+        &self,
+        request: Request<pb::WatchDeliveriesRequest>,
+    ) -> Result<Response<Self::WatchDeliveriesStream>, Status> {
+        self.watch_deliveries(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn enroll_totp(
         &self,
         request: Request<pb::EnrollTotpRequest>,
@@ -487,6 +543,14 @@ pub(super) fn target_user(caller: &Caller, raw: &str) -> Result<UserId, ServiceE
 impl AuthServiceImpl {
     pub(super) fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(super) fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    pub(super) fn strength(&self) -> &PasswordStrength {
+        &self.strength
     }
 
     /// Charges a password check to the login limits: refused past them, with the wait.

@@ -31,6 +31,7 @@ pub fn user_to_pb(user: &User) -> pb::User {
         created_at: Some(timestamp(user.created_at_ns)),
         updated_at: Some(timestamp(user.updated_at_ns)),
         metadata: user.metadata.entries().clone(),
+        email_verified: user.email_verified,
     }
 }
 
@@ -152,6 +153,7 @@ pub fn parse_update(
                 metadata: metadata?,
                 etag: etag?,
                 actor: Default::default(),
+                email_verified: None,
             },
         ))
     })

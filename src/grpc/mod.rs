@@ -4,6 +4,7 @@ pub mod auth_service;
 mod batch;
 pub mod convert;
 pub mod page_token;
+mod recovery;
 mod second_factor;
 mod service_keys;
 pub mod signup;

@@ -116,6 +116,7 @@ mod tests {
             updated_at_ns: 1,
             metadata: Metadata::default(),
             revision,
+            email_verified: false,
         }
     }
 

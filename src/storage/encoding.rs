@@ -36,6 +36,8 @@ struct StoredUser {
     metadata: BTreeMap<String, String>,
     #[prost(int64, tag = "10")]
     revision: i64,
+    #[prost(bool, tag = "11")]
+    email_verified: bool,
 }
 
 pub(super) fn corrupt(what: &str) -> StoreError {
@@ -72,6 +74,7 @@ pub(super) struct RawUser {
     pub updated_at_ns: i64,
     pub metadata: BTreeMap<String, String>,
     pub revision: i64,
+    pub email_verified: bool,
 }
 
 impl RawUser {
@@ -93,6 +96,7 @@ impl RawUser {
             updated_at_ns: self.updated_at_ns,
             metadata: Metadata::from_trusted(self.metadata),
             revision: self.revision,
+            email_verified: self.email_verified,
         })
     }
 }
@@ -109,6 +113,7 @@ pub(super) fn encode_user(user: &User) -> Vec<u8> {
         updated_at_ns: user.updated_at_ns,
         metadata: user.metadata.entries().clone(),
         revision: user.revision,
+        email_verified: user.email_verified,
     }
     .encode_to_vec()
 }
@@ -126,6 +131,7 @@ pub(super) fn decode_user(bytes: &[u8]) -> StoreResult<User> {
         updated_at_ns: stored.updated_at_ns,
         metadata: stored.metadata,
         revision: stored.revision,
+        email_verified: stored.email_verified,
     }
     .into_user()
 }

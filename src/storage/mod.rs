@@ -9,6 +9,7 @@ mod error;
 pub mod fuzzing;
 mod group_commit;
 pub mod login_limits;
+pub mod one_time_codes;
 mod postgres;
 mod published;
 mod query;
@@ -38,6 +39,7 @@ pub use backend::PoolState;
 use backend::{Backend, on_backend};
 pub use error::{StoreError, StoreResult};
 use login_limits::{Charge, LoginAttempt};
+use one_time_codes::{CodeDigest, Delivery, IssuedCode, Purpose, Redeemed};
 pub use query::{Cursor, ListQuery, Page, Search, SearchPage, UserKey};
 use second_factors::SecondFactor;
 use service_keys::KeyDigest;
@@ -320,6 +322,53 @@ impl Store {
     /// SQLite: flushes the journal into the database file. Closes every connection.
     pub async fn close(&self) -> StoreResult<()> {
         on_backend!(&self.backend, s => s.close(), s.close())
+    }
+}
+
+/// One-time codes and the mailer's outbox (`one_time_codes`).
+impl Store {
+    /// Stores a code in place of the user's pending one for its purpose, and queues its
+    /// delivery: the delivery's revision.
+    pub async fn issue_code(&self, code: IssuedCode) -> StoreResult<i64> {
+        let now = now_ns();
+        async {
+            on_backend!(&self.backend, s => s.issue_code(&code, now), s.issue_code(&code, now))
+        }
+        .instrument(self.span("issue_code"))
+        .await
+    }
+
+    /// Presents a code: used up when right, one attempt fewer when wrong.
+    pub async fn redeem_code(
+        &self,
+        user: UserId,
+        purpose: Purpose,
+        presented: CodeDigest,
+    ) -> StoreResult<Redeemed> {
+        let now = now_ns();
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.redeem_code(user, purpose, &presented, now),
+                s.redeem_code(user, purpose, &presented, now)
+            )
+        }
+        .instrument(self.span("redeem_code"))
+        .await
+    }
+
+    /// Deliveries after `revision` that have not expired, oldest first, at most `limit`.
+    pub async fn deliveries_after(&self, revision: i64, limit: i64) -> StoreResult<Vec<Delivery>> {
+        let now = now_ns();
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.deliveries_after(revision, limit, now),
+                s.deliveries_after(revision, limit, now)
+            )
+        }
+        .instrument(self.span("read_deliveries"))
+        .await
     }
 }
 

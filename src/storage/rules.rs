@@ -22,12 +22,15 @@ pub(crate) fn now_ns() -> i64 {
 /// statements can be `concat!`ed at compile time rather than formatted on each call).
 macro_rules! user_columns {
     () => {
-        "id, username, email, full_name, role, status, metadata, created_at, updated_at, revision"
+        "id, username, email, full_name, role, status, metadata, created_at, updated_at, revision, email_verified"
     };
 }
 pub(super) use user_columns;
 
 pub(super) const USER_COLUMNS: &str = user_columns!();
+
+/// How many columns `user_columns!` names: what a statement selects after them starts here.
+pub(super) const USER_COLUMN_COUNT: usize = 11;
 
 /// Changes made inside an open write transaction, published only once it commits.
 ///
@@ -163,6 +166,7 @@ impl Pending {
             updated_at_ns: now,
             metadata: new.metadata.clone(),
             revision: self.next_revision(),
+            email_verified: false,
         }
     }
 
@@ -191,6 +195,13 @@ impl Pending {
                 .metadata
                 .merged(&patch.metadata)
                 .map_err(ValidationError::from)?;
+        }
+        if let Some(verified) = patch.email_verified {
+            user.email_verified = verified;
+        }
+        if user.email != stored.email {
+            // A new address has not been shown to reach its owner.
+            user.email_verified = false;
         }
         if user == *stored {
             return Ok(None);
@@ -443,6 +454,7 @@ mod tests {
             updated_at_ns: 1,
             metadata: Metadata::default(),
             revision: 1,
+            email_verified: false,
         }
     }
 

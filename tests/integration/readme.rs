@@ -93,23 +93,33 @@ fn the_servers_configuration_table_matches_its_help() {
     );
 }
 
-#[test]
-fn the_userctl_option_table_matches_the_help_of_every_command() {
-    let binary = env!("CARGO_BIN_EXE_userctl");
-    let top = help(binary, &[]);
-    let commands: Vec<String> = top
-        .lines()
+/// The commands a help text lists, but `help`.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
         .skip_while(|line| !line.starts_with("Commands:"))
         .skip(1)
         .take_while(|line| line.starts_with("  "))
         .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
         .filter(|command| command != "help")
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_userctl_option_table_matches_the_help_of_every_command() {
+    let binary = env!("CARGO_BIN_EXE_userctl");
+    let top = help(binary, &[]);
+    let commands = subcommands(&top);
     assert!(commands.len() >= 10, "{commands:?}");
     let mut all_help = top.clone();
     for command in &commands {
+        let text = help(binary, &[command]);
+        // And each command's own subcommands (`keys create`, `totp disable`...).
+        for sub in subcommands(&text) {
+            all_help.push('\n');
+            all_help.push_str(&help(binary, &[command, &sub]));
+        }
         all_help.push('\n');
-        all_help.push_str(&help(binary, &[command]));
+        all_help.push_str(&text);
     }
     let readme = table(USERCTL, "| Command | Option | Environment | Meaning |");
     assert_same(

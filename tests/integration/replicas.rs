@@ -671,3 +671,32 @@ async fn a_key_revoked_on_one_replica_is_refused_on_the_other_within_a_second() 
     }
     eprintln!("B refused the revoked key after {:?}", revoked.elapsed());
 }
+
+#[tokio::test]
+async fn a_code_asked_for_on_one_replica_is_delivered_by_the_other() {
+    use user_service::pb::{StartRecoveryRequest, WatchDeliveriesRequest};
+    let database = TestDatabase::postgres();
+    let (a, b) = (replica(&database), replica(&database));
+    let user = create(&mut a.client().await.unwrap(), "two_sided").await;
+    let mailer = b.token("mailer", Role::Admin);
+    let mut deliveries = AuthServiceClient::with_interceptor(
+        b.channel().await.unwrap(),
+        Bearer::new(Some(&mailer)).unwrap(),
+    )
+    .watch_deliveries(WatchDeliveriesRequest::default())
+    .await
+    .expect("the mailer reads deliveries on B")
+    .into_inner();
+    AuthServiceClient::new(a.channel().await.unwrap())
+        .start_recovery(StartRecoveryRequest {
+            login: "two_sided".into(),
+        })
+        .await
+        .expect("asked on A");
+    let delivery = tokio::time::timeout(Duration::from_secs(5), deliveries.message())
+        .await
+        .expect("B delivers within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.user_id, user.id);
+}

@@ -46,6 +46,7 @@ fn fixed_user() -> User {
         updated_at_ns: FIXED_TIME_NS + 1_000,
         metadata: Metadata::parse([("team".to_string(), "core".to_string())]).unwrap(),
         revision: 42,
+        email_verified: true,
     }
 }
 
@@ -229,6 +230,35 @@ fn wire_messages_of_every_rpc() {
         ("end_sessions", [
             wire("EndSessionsRequest", &pb::EndSessionsRequest { user_id: FIXED_ID.into() }),
             wire("EndSessionsResponse", &pb::EndSessionsResponse { ended: 2 }),
+        ].concat()),
+        ("recovery_and_verification", [
+            wire("StartRecoveryRequest", &pb::StartRecoveryRequest { login: "ann@example.com".into() }),
+            wire("StartRecoveryResponse", &pb::StartRecoveryResponse {}),
+            wire("CompleteRecoveryRequest", &pb::CompleteRecoveryRequest {
+                login: "ann_lee".into(),
+                code: "4kx7m-q2hzp".into(),
+                new_password: "a long new passphrase".into(),
+            }),
+            wire("CompleteRecoveryResponse", &pb::CompleteRecoveryResponse {}),
+            wire("StartEmailVerificationRequest", &pb::StartEmailVerificationRequest { user_id: FIXED_ID.into() }),
+            wire("StartEmailVerificationResponse", &pb::StartEmailVerificationResponse {
+                expires_at: Some(timestamp(FIXED_TIME_NS)),
+            }),
+            wire("VerifyEmailRequest", &pb::VerifyEmailRequest {
+                login: "ann_lee".into(),
+                code: "4kx7m-q2hzp".into(),
+            }),
+            wire("VerifyEmailResponse", &pb::VerifyEmailResponse { user: user() }),
+            wire("WatchDeliveriesRequest", &pb::WatchDeliveriesRequest { after_revision: 41 }),
+            wire("Delivery", &pb::Delivery {
+                revision: 42,
+                purpose: pb::DeliveryPurpose::Recovery as i32,
+                user_id: FIXED_ID.into(),
+                username: "ann_lee".into(),
+                email: "ann@example.com".into(),
+                code: "4kx7m-q2hzp".into(),
+                expires_at: Some(timestamp(FIXED_TIME_NS)),
+            }),
         ].concat()),
         ("second_factor", [
             wire("EnrollTotpRequest", &pb::EnrollTotpRequest {}),
@@ -884,6 +914,86 @@ async fn status_codes_of_auth_service() {
                     user_id: UNKNOWN_ID.into(),
                 })
                 .await,
+        ),
+    );
+    let mut anonymous_auth = AuthServiceClient::new(app.channel().await);
+    table.row(
+        "StartRecovery",
+        "login neither a username nor an email",
+        describe(
+            anonymous_auth
+                .start_recovery(pb::StartRecoveryRequest { login: "no".into() })
+                .await,
+        ),
+    );
+    table.row(
+        "StartRecovery",
+        "unknown user (answered as any other)",
+        describe(
+            anonymous_auth
+                .start_recovery(pb::StartRecoveryRequest {
+                    login: "nobody_here".into(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "CompleteRecovery",
+        "code not the shape sent",
+        describe(
+            anonymous_auth
+                .complete_recovery(pb::CompleteRecoveryRequest {
+                    login: "ann".into(),
+                    code: "123".into(),
+                    new_password: "a long new passphrase".into(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "CompleteRecovery",
+        "no code was asked for",
+        describe(
+            anonymous_auth
+                .complete_recovery(pb::CompleteRecoveryRequest {
+                    login: "ann".into(),
+                    code: "22222-22222".into(),
+                    new_password: "a long new passphrase".into(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "VerifyEmail",
+        "no code was asked for",
+        describe(
+            anonymous_auth
+                .verify_email(pb::VerifyEmailRequest {
+                    login: "ann".into(),
+                    code: "22222-22222".into(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "StartEmailVerification",
+        "user asks for another's",
+        describe(
+            plain_auth
+                .start_email_verification(pb::StartEmailVerificationRequest {
+                    user_id: ann.id.clone(),
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "WatchDeliveries",
+        "a user reads deliveries",
+        describe(
+            plain_auth
+                .watch_deliveries(pb::WatchDeliveriesRequest::default())
+                .await
+                .map(drop),
         ),
     );
     table.row(

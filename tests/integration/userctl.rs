@@ -1159,3 +1159,73 @@ async fn totp_is_enrolled_confirmed_used_at_login_and_disabled() {
     ok(&disable, "totp disable");
     ok(&login(None), "login with the password alone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_and_deliveries_carry_a_code_from_the_mailer_to_a_new_password() {
+    let app = TestApp::spawn().await;
+    create(&app, "recovering");
+    let started = userctl(&app, None, &["recover", "start", "recovering"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+
+    let mut mailer = Command::new(env!("CARGO_BIN_EXE_userctl"))
+        .args(["--addr", &format!("http://{}", app.addr), "deliveries"])
+        .env("USERCTL_TOKEN", admin(&app))
+        .env("USERCTL_CONFIG_DIR", "/nonexistent/userctl-tests")
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("userctl deliveries runs");
+    let mut line = String::new();
+    BufReader::new(mailer.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    mailer.kill().unwrap();
+    let _ = mailer.wait();
+    let delivery: Value = serde_json::from_str(&line).expect("one JSON line per delivery");
+    assert_eq!(
+        delivery["purpose"], "DELIVERY_PURPOSE_RECOVERY",
+        "{delivery}"
+    );
+    let code = delivery["code"].as_str().unwrap();
+
+    let completed = userctl(
+        &app,
+        None,
+        &[
+            "recover",
+            "complete",
+            "recovering",
+            "--code",
+            code,
+            "--new-password",
+            "a brand new passphrase",
+        ],
+    );
+    assert!(
+        completed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&completed.stderr)
+    );
+    let config = tempfile::tempdir().unwrap();
+    let login = userctl_in(
+        &app,
+        config.path(),
+        None,
+        &[
+            "login",
+            "--username",
+            "recovering",
+            "--password",
+            "a brand new passphrase",
+        ],
+    );
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+}

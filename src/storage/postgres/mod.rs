@@ -23,6 +23,7 @@
 mod connect;
 mod fence;
 mod login_limits;
+mod one_time_codes;
 mod read;
 mod schema;
 mod second_factors;
@@ -181,6 +182,7 @@ fn read_user_at(row: &tokio_postgres::Row, offset: usize) -> StoreResult<RawUser
         created_at_ns: row.try_get(offset + 7).map_err(pg_error)?,
         updated_at_ns: row.try_get(offset + 8).map_err(pg_error)?,
         revision: row.try_get(offset + 9).map_err(pg_error)?,
+        email_verified: row.try_get(offset + 10).map_err(pg_error)?,
     })
 }
 

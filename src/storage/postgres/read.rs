@@ -9,7 +9,8 @@ use tokio_postgres::types::ToSql;
 
 use super::super::encoding::{RawUser, decode_event};
 use super::super::rules::{
-    SearchArm, SearchRead, into_page, list_sql, merge_search, search_sql, user_columns,
+    SearchArm, SearchRead, USER_COLUMN_COUNT, into_page, list_sql, merge_search, search_sql,
+    user_columns,
 };
 use super::{PostgresStore, pg_error, read_user, read_user_at};
 use crate::domain::{PasswordHash, User, UserEvent, UserId};
@@ -110,7 +111,7 @@ impl PostgresStore {
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound(id))?;
         let user = read_user(&row)?.into_user()?;
-        self.published.cache.fill(&user, row.get(10));
+        self.published.cache.fill(&user, row.get(USER_COLUMN_COUNT));
         Ok(user)
     }
 
@@ -147,7 +148,7 @@ impl PostgresStore {
         else {
             return Ok(None);
         };
-        let hash: String = row.try_get(10).map_err(pg_error)?;
+        let hash: String = row.try_get(USER_COLUMN_COUNT).map_err(pg_error)?;
         Ok(Some((
             read_user(&row)?.into_user()?,
             PasswordHash::from_phc(hash),

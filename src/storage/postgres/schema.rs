@@ -143,6 +143,30 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, digest)
     );
     "#,
+    // 8: verified emails, and the codes that prove them or recover an account
+    // (`one_time_codes`), with the outbox the team's mailer reads (`deliveries`).
+    r#"
+    ALTER TABLE users ADD COLUMN email_verified boolean NOT NULL DEFAULT false;
+    CREATE TABLE one_time_codes (
+        user_id       bytea   NOT NULL,
+        purpose       integer NOT NULL,
+        digest        bytea   NOT NULL,
+        email         text    NOT NULL,
+        expires_at    bigint  NOT NULL,
+        attempts_left integer NOT NULL,
+        PRIMARY KEY (user_id, purpose)
+    );
+    CREATE TABLE deliveries (
+        revision   bigserial NOT NULL PRIMARY KEY,
+        purpose    integer   NOT NULL,
+        user_id    bytea     NOT NULL,
+        username   text      NOT NULL,
+        email      text      NOT NULL,
+        code       text      NOT NULL,
+        expires_at bigint    NOT NULL
+    );
+    CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

@@ -33,7 +33,7 @@ const INSERT_USER: &str = "INSERT INTO users (id, username, username_key, email,
 
 const UPDATE_USER: &str = "UPDATE users SET username = $2, username_key = $3, email = $4,
         email_key = $5, full_name = $6, role = $7, status = $8, metadata = $9,
-        updated_at = $10, revision = $11
+        updated_at = $10, revision = $11, email_verified = $12
     WHERE id = $1";
 
 /// Writes the transaction's events, applies its changes to the per-(status, role) counts
@@ -160,7 +160,7 @@ impl<'a> UpdateRow<'a> {
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
         [
             &self.id,
             &self.username,
@@ -173,6 +173,7 @@ impl<'a> UpdateRow<'a> {
             &self.metadata,
             &self.user.updated_at_ns,
             &self.user.revision,
+            &self.user.email_verified,
         ]
     }
 }

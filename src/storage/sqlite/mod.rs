@@ -11,6 +11,7 @@
 //! kernel releases it when the process dies, however it dies), keeps a second server out.
 
 mod login_limits;
+mod one_time_codes;
 mod read;
 mod schema;
 mod second_factors;
@@ -67,6 +68,7 @@ fn read_user(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawUser> {
         created_at_ns: row.get(7)?,
         updated_at_ns: row.get(8)?,
         revision: row.get(9)?,
+        email_verified: row.get(10)?,
     })
 }
 

@@ -4,7 +4,8 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::super::encoding::{RawUser, decode_event};
 use super::super::rules::{
-    SearchArm, SearchRead, USER_COLUMNS, into_page, list_sql, merge_search, search_sql,
+    SearchArm, SearchRead, USER_COLUMN_COUNT, USER_COLUMNS, into_page, list_sql, merge_search,
+    search_sql,
 };
 use super::{SqliteStore, read_user};
 use crate::domain::{PasswordHash, User, UserEvent, UserId};
@@ -54,7 +55,7 @@ impl SqliteStore {
                     "SELECT {USER_COLUMNS}, password_hash FROM users WHERE {column} = ?1"
                 ))?
                 .query_row([key], |row| {
-                    Ok((read_user(row)?, row.get::<_, String>(10)?))
+                    Ok((read_user(row)?, row.get::<_, String>(USER_COLUMN_COUNT)?))
                 })
                 .optional()?;
             found

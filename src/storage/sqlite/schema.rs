@@ -139,6 +139,30 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, digest)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 8: verified emails, and the codes that prove them or recover an account
+    // (`one_time_codes`), with the outbox the team's mailer reads (`deliveries`).
+    r#"
+    ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE one_time_codes (
+        user_id       BLOB    NOT NULL,
+        purpose       INTEGER NOT NULL,
+        digest        BLOB    NOT NULL,
+        email         TEXT    NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        attempts_left INTEGER NOT NULL,
+        PRIMARY KEY (user_id, purpose)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE deliveries (
+        revision   INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+        purpose    INTEGER NOT NULL,
+        user_id    BLOB    NOT NULL,
+        username   TEXT    NOT NULL,
+        email      TEXT    NOT NULL,
+        code       TEXT    NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);
+    "#,
 ];
 
 /// Brings the database to the newest schema; each step commits on its own.

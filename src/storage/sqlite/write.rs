@@ -47,6 +47,7 @@ fn write_row(conn: &Connection, user: &User, new_hash: Option<&PasswordHash>) ->
         (":metadata", &metadata),
         (":updated_at", &user.updated_at_ns),
         (":revision", &user.revision),
+        (":email_verified", &user.email_verified),
     ];
     let hash;
     let sql = match new_hash {
@@ -56,16 +57,17 @@ fn write_row(conn: &Connection, user: &User, new_hash: Option<&PasswordHash>) ->
             args.push((":created_at", &user.created_at_ns));
             "INSERT INTO users (id, username, username_key, email, email_key, full_name,
                                 password_hash, role, status, metadata, created_at, updated_at,
-                                revision)
+                                revision, email_verified)
              VALUES (:id, :username, :username_key, :email, :email_key, :full_name,
                      :password_hash, :role, :status, :metadata, :created_at, :updated_at,
-                     :revision)"
+                     :revision, :email_verified)"
         }
         None => {
             "UPDATE users SET username = :username, username_key = :username_key,
                     email = :email, email_key = :email_key, full_name = :full_name,
                     role = :role, status = :status, metadata = :metadata,
-                    updated_at = :updated_at, revision = :revision
+                    updated_at = :updated_at, revision = :revision,
+                    email_verified = :email_verified
              WHERE id = :id"
         }
     };

@@ -7,6 +7,7 @@ mod keys;
 mod limits;
 mod login;
 mod policy;
+mod recovery;
 mod sessions;
 mod strength;
 mod tokens;
