@@ -26,6 +26,7 @@ mod binary;
 mod creates;
 mod get_user;
 mod listing;
+mod logins;
 mod postgres;
 mod watch;
 
@@ -33,6 +34,7 @@ use binary::the_binary_on_a_million_users;
 use creates::create_users;
 use get_user::{get_user_latency, get_user_with_h2load, serve_ceiling_forever};
 use listing::list_users_at_a_million;
+use logins::logins;
 use postgres::postgres;
 use watch::watch_fan_out;
 
@@ -320,6 +322,9 @@ async fn suite(only: &str) {
     }
     if wanted("create") {
         create_users(&mut suite).await;
+    }
+    if wanted("login") {
+        logins(&mut suite).await;
     }
     if wanted("watch") {
         watch_fan_out(&mut suite).await;
