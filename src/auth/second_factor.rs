@@ -75,10 +75,18 @@ impl SecondFactorKeys {
             issuer = utf8_percent_encode(ISSUER, NON_ALPHANUMERIC),
             account = utf8_percent_encode(account, NON_ALPHANUMERIC),
         );
+        let qr_code_svg = qrcode::QrCode::new(uri.as_bytes())
+            .map(|code| {
+                code.render::<qrcode::render::svg::Color>()
+                    .min_dimensions(200, 200)
+                    .build()
+            })
+            .unwrap_or_default();
         Ok(Enrollment {
             sealed: self.seal(user, &secret)?,
             base32,
             uri,
+            qr_code_svg,
         })
     }
 
@@ -147,6 +155,8 @@ pub struct Enrollment {
     pub sealed: Vec<u8>,
     pub base32: String,
     pub uri: String,
+    /// The URI as a QR code (SVG); empty in the unreachable case of a URI too long for one.
+    pub qr_code_svg: String,
 }
 
 /// A recovery code's characters that count: lower case, no dashes or spaces.
@@ -235,6 +245,7 @@ mod tests {
             enrollment.uri
         );
         assert!(enrollment.uri.contains(&enrollment.base32));
+        assert!(enrollment.qr_code_svg.contains("<svg"), "a QR code as SVG");
     }
 
     #[test]

@@ -125,6 +125,7 @@ impl AuthServiceImpl {
         Ok(Response::new(pb::EnrollTotpResponse {
             secret: enrollment.base32,
             otpauth_uri: enrollment.uri,
+            qr_code_svg: enrollment.qr_code_svg,
         }))
     }
 

@@ -265,6 +265,7 @@ fn wire_messages_of_every_rpc() {
             wire("EnrollTotpResponse", &pb::EnrollTotpResponse {
                 secret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into(),
                 otpauth_uri: "otpauth://totp/user%2Dservice:ann_lee?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=user%2Dservice&algorithm=SHA1&digits=6&period=30".into(),
+                qr_code_svg: "<svg xmlns=\"http://www.w3.org/2000/svg\"/>".into(),
             }),
             wire("ConfirmTotpRequest", &pb::ConfirmTotpRequest { code: "123456".into() }),
             wire("ConfirmTotpResponse", &pb::ConfirmTotpResponse {

@@ -564,6 +564,7 @@ function rightsOver(user) {
     endSessions: admin || self,
     // Your own password needs the current one, which this page does not ask for.
     setPassword: admin && !self,
+    secondFactor: self,
   };
 }
 
@@ -571,9 +572,13 @@ async function openUser(id) {
   const seq = ++pageSeq;
   opened = null;
   $("user-title").textContent = "Loading user…";
-  for (const part of ["changed-notice", "delete-confirm", "edit-form", "password-form"]) {
+  for (const part of ["changed-notice", "delete-confirm", "edit-form", "password-form", "second-factor"]) {
     $(part).hidden = true;
   }
+  // A new page starts the second factor section afresh: nothing half-enrolled shows.
+  $("enroll-totp").hidden = false;
+  $("enrollment").hidden = true;
+  $("recovery-box").hidden = true;
   for (const button of $("actions").querySelectorAll("button")) button.hidden = true;
   renderDetails({});
   show("user-page");
@@ -640,6 +645,7 @@ function renderUser() {
   $("edit-form").hidden = !rights.edit;
   $("edit-role-field").hidden = !rights.editRole;
   $("password-form").hidden = !rights.setPassword;
+  $("second-factor").hidden = !rights.secondFactor;
 }
 
 function fillForm() {
@@ -807,17 +813,60 @@ function onCreate(event) {
   });
 }
 
+// --- Second factor ---
+
+function onEnrollTotp() {
+  act($("enroll-totp"), async () => {
+    const reply = await call(`${AUTH}EnrollTotp`);
+    $("totp-qr").src = `data:image/svg+xml;base64,${btoa(reply.qrCodeSvg)}`;
+    $("totp-secret").textContent = reply.secret;
+    $("recovery-box").hidden = true;
+    $("enrollment").hidden = false;
+    $("totp-code").focus();
+  });
+}
+
+function onConfirmTotp(event) {
+  event.preventDefault();
+  act($("confirm-totp"), async () => {
+    const reply = await call(`${AUTH}ConfirmTotp`, { code: $("totp-code").value.trim() });
+    $("totp-code").value = "";
+    $("enrollment").hidden = true;
+    const items = (reply.recoveryCodes ?? []).map((code) => {
+      const item = document.createElement("li");
+      item.textContent = code;
+      return item;
+    });
+    $("recovery-codes").replaceChildren(...items);
+    $("recovery-box").hidden = false;
+    $("enroll-totp").hidden = true;
+    showStatus("The second factor is on.");
+  });
+}
+
 // --- Sign in and out ---
 
 function onLogin(event) {
   event.preventDefault();
   act($("sign-in"), async () => {
-    const reply = await call(
-      `${AUTH}Login`,
-      { username: $("username").value.trim(), password: $("password").value },
-      { auth: false },
-    );
+    const body = { username: $("username").value.trim(), password: $("password").value };
+    if (!$("second-factor-field").hidden) body.secondFactorCode = $("second-factor-code").value.trim();
+    let reply;
+    try {
+      reply = await call(`${AUTH}Login`, body, { auth: false });
+    } catch (error) {
+      // The password was right and the account has a second factor: ask for its code.
+      if (error.code === "failed_precondition" && $("second-factor-field").hidden) {
+        $("second-factor-field").hidden = false;
+        $("second-factor-code").focus();
+        showStatus("Enter the code from your authenticator app, or a recovery code.");
+        return;
+      }
+      throw error;
+    }
     $("password").value = "";
+    $("second-factor-code").value = "";
+    $("second-factor-field").hidden = true;
     startSession(reply);
     startWatch();
     go(location.hash.startsWith("#/") && location.hash !== "#/" ? location.hash : "#/users");
@@ -887,6 +936,8 @@ function wire() {
   $("end-sessions").addEventListener("click", endSessions);
   $("password-form").addEventListener("submit", onSetPassword);
   $("create-form").addEventListener("submit", onCreate);
+  $("enroll-totp").addEventListener("click", onEnrollTotp);
+  $("confirm-totp-form").addEventListener("submit", onConfirmTotp);
   window.addEventListener("hashchange", route);
 }
 

@@ -63,3 +63,81 @@ async fn every_line_of_the_calls_before_sigterm_is_written_before_the_server_exi
     let logged = server.logged("\"method\":\"/userservice.UserService/GetUser\"");
     assert_eq!(logged.len(), calls, "access lines were lost at the stop");
 }
+
+#[tokio::test]
+async fn no_key_secret_code_or_recovery_code_reaches_the_log() {
+    use user_service::domain::Role;
+    use user_service::pb::auth_service_client::AuthServiceClient;
+    use user_service::pb::{
+        CompleteRecoveryRequest, CreateServiceKeyRequest, ListUsersRequest, StartRecoveryRequest,
+        UserRole, WatchDeliveriesRequest,
+    };
+
+    let database = crate::helpers::TestDatabase::new();
+    let server =
+        crate::helpers::ServerProcess::start_with(&database, &[("RUST_LOG", "debug")], &[]);
+    let mut client = server.client().await.unwrap();
+    crate::helpers::create(&mut client, "logged_owner").await;
+    let admin = server.token("test-admin", Role::Admin);
+    let mut auth = AuthServiceClient::with_interceptor(
+        server.channel().await.unwrap(),
+        crate::helpers::Bearer::new(Some(&admin)).unwrap(),
+    );
+    let key = auth
+        .create_service_key(CreateServiceKeyRequest {
+            name: "logged-key".into(),
+            role: UserRole::Admin as i32,
+            expires_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut with_key = AuthServiceClient::with_interceptor(
+        server.channel().await.unwrap(),
+        crate::helpers::Bearer::new(Some(&key.secret)).unwrap(),
+    );
+    let mut deliveries = with_key
+        .watch_deliveries(WatchDeliveriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut anonymous = AuthServiceClient::new(server.channel().await.unwrap());
+    anonymous
+        .start_recovery(StartRecoveryRequest {
+            login: "logged_owner".into(),
+        })
+        .await
+        .unwrap();
+    let code = deliveries.message().await.unwrap().unwrap().code;
+    anonymous
+        .complete_recovery(CompleteRecoveryRequest {
+            login: "logged_owner".into(),
+            code: code.clone(),
+            new_password: "a logged new passphrase".into(),
+        })
+        .await
+        .unwrap();
+    let mut keyed = user_service::pb::user_service_client::UserServiceClient::with_interceptor(
+        server.channel().await.unwrap(),
+        crate::helpers::Bearer::new(Some(&key.secret)).unwrap(),
+    );
+    keyed.list_users(ListUsersRequest::default()).await.unwrap();
+
+    server.wait_for_log("\"method\":\"/userservice.UserService/ListUsers\"");
+    let all = server.log.lock().unwrap().join("\n");
+    let random_part = key.secret.rsplit('_').next().unwrap();
+    assert!(
+        !all.contains(random_part),
+        "a service key's secret reached the log"
+    );
+    assert!(!all.contains(&code), "a recovery code reached the log");
+    assert!(
+        !all.contains("a logged new passphrase"),
+        "a new password reached the log"
+    );
+    let key_id = key.key.unwrap().id;
+    assert!(
+        all.contains(&format!("\"principal\":\"key:{key_id}\"")),
+        "the key's calls are logged under its id"
+    );
+}
