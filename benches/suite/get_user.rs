@@ -40,6 +40,12 @@ impl UserService for Ceiling {
     ) -> Result<Response<pb::GetUserResponse>, Status> {
         Err(Status::unimplemented("ceiling"))
     }
+    async fn batch_get_users(
+        &self,
+        _: Request<pb::BatchGetUsersRequest>,
+    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        Err(Status::unimplemented("ceiling"))
+    }
     async fn update_user(
         &self,
         _: Request<pb::UpdateUserRequest>,

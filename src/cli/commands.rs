@@ -105,9 +105,9 @@ pub async fn create(connection: &Connection, args: CreateArgs, json: bool) -> Re
 
 #[derive(Args)]
 pub struct GetArgs {
-    /// The user's id.
+    /// The user's id; several ids are read in one BatchGetUsers call (at most 1,000).
     #[arg(required_unless_present_any = ["username", "email"])]
-    id: Option<String>,
+    id: Vec<String>,
     /// Look the user up by username (any letter case) instead.
     #[arg(long, conflicts_with_all = ["id", "email"])]
     username: Option<String>,
@@ -119,6 +119,9 @@ pub struct GetArgs {
 pub async fn get(connection: &Connection, args: GetArgs, json: bool) -> Result<(), Failure> {
     use pb::lookup_user_request::Key;
     let client = connection.users();
+    if args.id.len() > 1 {
+        return get_many(connection, args.id, json).await;
+    }
     let key = match (args.username, args.email) {
         (Some(username), _) => Some(Key::Username(username)),
         (None, Some(email)) => Some(Key::Email(email)),
@@ -128,7 +131,8 @@ pub async fn get(connection: &Connection, args: GetArgs, json: bool) -> Result<(
         let mut client = client.clone();
         let by_id = args
             .id
-            .clone()
+            .first()
+            .cloned()
             .map(|user_id| pb::GetUserRequest { user_id });
         let lookup = key
             .clone()
@@ -143,6 +147,33 @@ pub async fn get(connection: &Connection, args: GetArgs, json: bool) -> Result<(
     })
     .await?;
     print_user(response.into_inner().user, json)
+}
+
+/// Several users by id: each found one as `get` prints it, then the ids not found on standard
+/// error; exit 3 (not found) when any was missing.
+async fn get_many(connection: &Connection, ids: Vec<String>, json: bool) -> Result<(), Failure> {
+    let response = connection
+        .users()
+        .batch_get_users(connection.request(pb::BatchGetUsersRequest { user_ids: ids }))
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            to_json(&response, "userservice.BatchGetUsersResponse")
+        );
+    } else {
+        for user in response.users {
+            print_user(Some(user), false)?;
+        }
+    }
+    if response.missing_ids.is_empty() {
+        return Ok(());
+    }
+    Err(Failure {
+        code: super::client::exit::NOT_FOUND,
+        message: format!("not found: {}", response.missing_ids.join(", ")),
+    })
 }
 
 #[derive(Args)]

@@ -2,6 +2,7 @@
 
 pub mod auth_service;
 mod batch;
+pub mod batch_get;
 pub mod convert;
 pub mod page_token;
 mod recovery;
@@ -267,6 +268,16 @@ impl UserService for UserServiceImpl {
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user_to_pb(&user)),
         }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn batch_get_users(
+        &self,
+        request: Request<pb::BatchGetUsersRequest>,
+    ) -> Result<Response<pb::BatchGetUsersResponse>, Status> {
+        let caller = caller_of(&request);
+        let response = batch_get::run(self, &caller, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -2,6 +2,7 @@
 
 mod actors;
 mod auth;
+mod batch_get;
 mod compat;
 mod compression;
 mod connections;

@@ -231,6 +231,15 @@ fn wire_messages_of_every_rpc() {
             wire("EndSessionsRequest", &pb::EndSessionsRequest { user_id: FIXED_ID.into() }),
             wire("EndSessionsResponse", &pb::EndSessionsResponse { ended: 2 }),
         ].concat()),
+        ("batch_get_users", [
+            wire("BatchGetUsersRequest", &pb::BatchGetUsersRequest {
+                user_ids: vec![FIXED_ID.into(), UNKNOWN_ID.into()],
+            }),
+            wire("BatchGetUsersResponse", &pb::BatchGetUsersResponse {
+                users: vec![user_to_pb(&fixed_user())],
+                missing_ids: vec![UNKNOWN_ID.into()],
+            }),
+        ].concat()),
         ("recovery_and_verification", [
             wire("StartRecoveryRequest", &pb::StartRecoveryRequest { login: "ann@example.com".into() }),
             wire("StartRecoveryResponse", &pb::StartRecoveryResponse {}),
@@ -543,6 +552,28 @@ async fn status_codes_of_get_user() {
             describe(client.get_user(pb::GetUserRequest { user_id }).await),
         );
     }
+    table.row(
+        "BatchGetUsers",
+        "more than 1,000 user_ids",
+        describe(
+            client
+                .batch_get_users(pb::BatchGetUsersRequest {
+                    user_ids: vec![UNKNOWN_ID.into(); 1_001],
+                })
+                .await,
+        ),
+    );
+    table.row(
+        "BatchGetUsers",
+        "unknown and malformed user_ids",
+        describe(
+            client
+                .batch_get_users(pb::BatchGetUsersRequest {
+                    user_ids: vec![UNKNOWN_ID.into(), "42".into()],
+                })
+                .await,
+        ),
+    );
 
     table.lock();
 }

@@ -1229,3 +1229,28 @@ async fn recover_and_deliveries_carry_a_code_from_the_mailer_to_a_new_password()
         String::from_utf8_lossy(&login.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_with_several_ids_reads_them_in_one_call_and_names_the_missing() {
+    let app = TestApp::spawn().await;
+    let first = create(&app, "several_a")["id"].as_str().unwrap().to_owned();
+    let second = create(&app, "several_b")["id"].as_str().unwrap().to_owned();
+    let unknown = "0192a3b4-0000-7000-8000-000000000000";
+    let answer = json(&app, &["get", &second, &first]);
+    let names: Vec<&str> = answer["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| user["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["several_b", "several_a"], "{answer}");
+
+    let partly = userctl(&app, Some(&admin(&app)), &["get", &first, unknown]);
+    assert_eq!(partly.status.code(), Some(3), "a missing id exits 3");
+    assert!(String::from_utf8_lossy(&partly.stdout).contains("several_a"));
+    assert!(
+        String::from_utf8_lossy(&partly.stderr).contains(unknown),
+        "{}",
+        String::from_utf8_lossy(&partly.stderr)
+    );
+}
