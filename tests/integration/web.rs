@@ -341,11 +341,11 @@ async fn the_official_connect_clients_pass_over_connect_json_binary_and_grpc_web
         ),
     ];
 
-    // 14 tests for each of the three transports.
+    // 17 tests for each of the three transports.
     run_node_tests(
         "connect.test.mjs",
         env.map(|(k, v)| (k.to_owned(), v)).into(),
-        42,
+        51,
     )
     .await;
 }

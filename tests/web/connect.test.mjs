@@ -336,6 +336,33 @@ for (const variant of variants) {
       assert.ok(ended >= 0n, `ended is not negative (${ended})`);
     });
 
+    test("BatchGetUsers answers the users in the order asked and the missing apart", async () => {
+      const { users, missingIds } = await admin.users.batchGetUsers({ userIds: [bob.id, UNKNOWN_ID, alice.id] });
+      assert.deepEqual(users.map((user) => user.id), [bob.id, alice.id], "the users, in the order asked");
+      assert.deepEqual(missingIds, [UNKNOWN_ID], "the unknown id, apart");
+    });
+
+    test("a service key acts with its role until it is revoked, and is listed without its secret", async () => {
+      const { key, secret } = await admin.auth.createServiceKey({ name: `${prefix}-key`, role: ROLE_MODERATOR });
+      assert.match(secret, /^usk_/, "the secret is shown once, in the answer");
+      const asKey = clientsFor(secret);
+      const { user } = await asKey.users.getUser({ userId: alice.id });
+      assert.equal(user?.id, alice.id, "a moderator key reads users");
+      const { keys } = await admin.auth.listServiceKeys({});
+      const listed = keys.find((each) => each.id === key.id);
+      assert.ok(listed, "the key is listed");
+      assert.ok(!JSON.stringify(keys, (_, v) => (typeof v === "bigint" ? String(v) : v)).includes(secret.slice(37)), "no secret is listed");
+      await admin.auth.revokeServiceKey({ keyId: key.id });
+      await expectError(asKey.users.getUser({ userId: alice.id }), Code.Unauthenticated, "a revoked key");
+    });
+
+    test("StartRecovery answers the same for a real and an unknown login", async () => {
+      await anonymous.auth.startRecovery({ login: alice.username });
+      await anonymous.auth.startRecovery({ login: `${prefix}_nobody` });
+      const clear = await admin.auth.clearLoginFailures({ userId: alice.id });
+      assert.equal(typeof clear.failures, "bigint", "ClearLoginFailuresResponse.failures is an int64");
+    });
+
     test("WatchUsers streams a CREATED event live, and replays it from its revision", async () => {
       const live = watch(admin.users, { includeAll: true });
       try {
