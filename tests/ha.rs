@@ -420,6 +420,7 @@ async fn watcher(
                 include_all: true,
                 start_revision: next,
                 progress_notify: false,
+                prev_user: false,
             })
             .await
         else {

@@ -201,6 +201,7 @@ async fn cross_replica_delivery(writer: &str, watcher: &str, count: usize) -> Ve
             include_all: true,
             start_revision: 0,
             progress_notify: false,
+            prev_user: false,
         })
         .await
         .unwrap()

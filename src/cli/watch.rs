@@ -27,6 +27,9 @@ pub struct WatchArgs {
     /// current to (`N PROGRESS`; in JSON, an event with only the revision).
     #[arg(long)]
     progress: bool,
+    /// Ask for the user as they were before each update or deletion (`prevUser` in JSON).
+    #[arg(long)]
+    prev: bool,
 }
 
 /// Whether the stream broke for a reason a new connection can fix.
@@ -55,6 +58,7 @@ pub async fn run(connection: &Connection, args: WatchArgs, json: bool) -> Result
             include_all: args.all,
             start_revision: next.unwrap_or(0),
             progress_notify: args.progress,
+            prev_user: args.prev,
         };
         let lost = match client.watch_users(request).await {
             Ok(response) => {

@@ -195,6 +195,9 @@ pub struct UserEvent {
     pub user: User,
     /// Who made the change.
     pub actor: super::Actor,
+    /// The user before an update or a deletion (`None` for a creation, and for events logged
+    /// before this was kept).
+    pub previous: Option<Box<User>>,
 }
 
 /// A validated CreateUser before its password is hashed.

@@ -71,6 +71,7 @@ pub fn event_to_pb(event: UserEvent, seen_by: &Caller) -> pb::UserEvent {
         revision: event.revision,
         failure: None,
         actor: Some(actor),
+        prev_user: None,
     }
 }
 

@@ -17,7 +17,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::convert::{event_to_pb, parse_user_id};
+use super::convert::{event_to_pb, parse_user_id, user_to_pb};
 use super::{EventStream, UserServiceImpl, invalid};
 use crate::auth::policy::{Access, authorize};
 use crate::caller::Caller;
@@ -119,6 +119,8 @@ struct Watcher {
     reachable: watch::Receiver<bool>,
     /// How long the stream may be quiet before a progress notice, when the client asked.
     progress: Option<Duration>,
+    /// Whether updates and deletions carry the user as they were before.
+    prev_user: bool,
 }
 
 pub async fn start(
@@ -186,6 +188,7 @@ pub async fn start(
         progress: request
             .progress_notify
             .then_some(service.streams.watch_progress),
+        prev_user: request.prev_user,
     };
     shutdown.spawn(watcher.run(live));
     let stream = ReceiverStream::new(receiver)
@@ -329,7 +332,11 @@ impl Watcher {
             return Ok(None);
         }
         crate::auth::session_holds(self.basis, &self.store).await?;
-        let message = Ok(Box::new(event_to_pb(event.clone(), &self.caller)));
+        let mut message = event_to_pb(event.clone(), &self.caller);
+        if self.prev_user {
+            message.prev_user = event.previous.as_deref().map(user_to_pb);
+        }
+        let message = Ok(Box::new(message));
         tokio::select! {
             sent = self.client.send(message) => Ok(sent.err().map(|_| ClientGone)),
             () = self.shutdown.triggered() => Err(self.shutting_down()),

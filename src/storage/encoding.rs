@@ -144,6 +144,7 @@ pub(super) fn decode_event(
     at_ns: i64,
     user: &[u8],
     actor: &str,
+    previous: Option<&[u8]>,
 ) -> StoreResult<crate::domain::UserEvent> {
     Ok(crate::domain::UserEvent {
         revision,
@@ -153,5 +154,6 @@ pub(super) fn decode_event(
         at_ns,
         user: decode_user(user)?,
         actor: crate::domain::Actor::decode(actor),
+        previous: previous.map(decode_user).transpose()?.map(Box::new),
     })
 }

@@ -105,7 +105,7 @@ impl Pending {
     /// to the log.
     pub fn log_created(&mut self, user: &User, actor: &Actor) -> &UserEvent {
         self.count(user, 1);
-        self.record(EventKind::Created, user, actor)
+        self.record(EventKind::Created, user, None, actor)
     }
 
     /// Records the change of `stored` into `user` by `actor`, moving the user between counts
@@ -115,16 +115,23 @@ impl Pending {
             self.count(stored, -1);
             self.count(user, 1);
         }
-        self.record(EventKind::Updated, user, actor)
+        self.record(EventKind::Updated, user, Some(stored), actor)
     }
 
-    /// Records the deletion of `user` (as `deleted` left them) by `actor`, and counts them out.
-    pub fn log_deleted(&mut self, user: &User, actor: &Actor) -> &UserEvent {
+    /// Records the deletion of `stored` (as `deleted` left them: `user`) by `actor`, and
+    /// counts them out.
+    pub fn log_deleted(&mut self, stored: &User, user: &User, actor: &Actor) -> &UserEvent {
         self.count(user, -1);
-        self.record(EventKind::Deleted, user, actor)
+        self.record(EventKind::Deleted, user, Some(stored), actor)
     }
 
-    fn record(&mut self, kind: EventKind, user: &User, actor: &Actor) -> &UserEvent {
+    fn record(
+        &mut self,
+        kind: EventKind,
+        user: &User,
+        previous: Option<&User>,
+        actor: &Actor,
+    ) -> &UserEvent {
         self.events.push(UserEvent {
             revision: user.revision,
             event_id: Uuid::now_v7(),
@@ -132,6 +139,7 @@ impl Pending {
             at_ns: now_ns(),
             user: user.clone(),
             actor: actor.clone(),
+            previous: previous.map(|stored| Box::new(stored.clone())),
         });
         self.events.last().expect("just pushed")
     }
@@ -716,7 +724,7 @@ mod tests {
                     pending.log_updated(&stored, &user, &actor);
                 }
                 Logged::Deleted(role) => {
-                    pending.log_deleted(&with_role(role), &actor);
+                    pending.log_deleted(&with_role(role), &with_role(role), &actor);
                 }
                 Logged::Undone => {
                     pending.undo_to(marks.pop().expect("a change to undo"));

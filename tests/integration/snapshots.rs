@@ -58,6 +58,7 @@ fn fixed_event(kind: EventKind) -> UserEvent {
         at_ns: FIXED_TIME_NS + 1_000,
         user: fixed_user(),
         actor: Actor::Service("billing".into()),
+        previous: None,
     }
 }
 
@@ -176,8 +177,17 @@ fn wire_messages_of_every_rpc() {
                 include_all: false,
                 start_revision: 40,
                 progress_notify: true,
+                prev_user: true,
             }),
             wire("UserEvent", &event_to_pb(fixed_event(EventKind::Created), &admin())),
+            wire("UserEvent (an update, with prev_user)", &pb::UserEvent {
+                prev_user: Some(user_to_pb(&User {
+                    full_name: FullName::parse("Ann Before".into()).unwrap(),
+                    revision: 41,
+                    ..fixed_user()
+                })),
+                ..event_to_pb(fixed_event(EventKind::Updated), &admin())
+            }),
         ].concat()),
         ("batch_create_users", [
             wire("CreateUserRequest (one of the stream)", &new_user("ann_lee")),

@@ -24,6 +24,7 @@ pub fn everyone(start_revision: i64) -> WatchUsersRequest {
         include_all: true,
         start_revision,
         progress_notify: false,
+        prev_user: false,
     }
 }
 
@@ -75,6 +76,7 @@ async fn a_watch_on_user_ids_sees_only_those_users() {
         include_all: false,
         start_revision: 0,
         progress_notify: false,
+        prev_user: false,
     };
     let mut events = client.watch_users(request).await.unwrap().into_inner();
 
@@ -107,12 +109,14 @@ async fn a_watch_that_selects_nothing_or_names_bad_ids_is_invalid() {
             include_all: false,
             start_revision: 0,
             progress_notify: false,
+            prev_user: false,
         },
         WatchUsersRequest {
             user_ids: vec!["not-an-id".into()],
             include_all: false,
             start_revision: 0,
             progress_notify: false,
+            prev_user: false,
         },
         everyone(-1),
     ];
@@ -252,4 +256,72 @@ async fn a_quiet_watch_that_asked_gets_progress_notices_of_how_far_it_is_current
         nothing_more.is_err(),
         "a watch that did not ask gets no notices: {nothing_more:?}"
     );
+}
+
+#[tokio::test]
+async fn a_watch_that_asked_gets_the_user_before_each_update_and_deletion_live_and_replayed() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    let with_prev = |start| WatchUsersRequest {
+        prev_user: true,
+        ..everyone(start)
+    };
+    let mut live = client.watch_users(with_prev(0)).await.unwrap().into_inner();
+    let mut plain = client.watch_users(everyone(0)).await.unwrap().into_inner();
+
+    let user = create(&mut client, "before_after").await;
+    let renamed = client
+        .update_user(UpdateUserRequest {
+            user_id: user.id.clone(),
+            full_name: Some("After Change".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    client
+        .delete_user(user_service::pb::DeleteUserRequest {
+            user_id: user.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let created = next_event(&mut live).await;
+    let updated = next_event(&mut live).await;
+    let deleted = next_event(&mut live).await;
+    assert_eq!(created.prev_user, None, "a creation has no before");
+    assert_eq!(
+        updated.prev_user.as_ref(),
+        Some(&user),
+        "the user before the update"
+    );
+    assert_eq!(updated.user.as_ref(), Some(&renamed));
+    assert_eq!(
+        deleted.prev_user.as_ref(),
+        Some(&renamed),
+        "the user before the deletion"
+    );
+    for _ in 0..3 {
+        let event = next_event(&mut plain).await;
+        assert_eq!(event.prev_user, None, "a watch that did not ask gets none");
+    }
+
+    // Replayed from the log, the events carry the same.
+    let mut replayed = client
+        .watch_users(with_prev(created.revision))
+        .await
+        .unwrap()
+        .into_inner();
+    let again: Vec<_> = [
+        next_event(&mut replayed).await,
+        next_event(&mut replayed).await,
+        next_event(&mut replayed).await,
+    ]
+    .into_iter()
+    .map(|event| event.prev_user)
+    .collect();
+    assert_eq!(again, [None, Some(user), Some(renamed)]);
 }

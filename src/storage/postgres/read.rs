@@ -302,7 +302,7 @@ impl PostgresStore {
 
 /// Up to `$2` events with `revision > $1`, oldest first.
 pub(super) const EVENTS_AFTER: &str =
-    "SELECT revision, event_id, kind, at, \"user\", actor FROM events
+    "SELECT revision, event_id, kind, at, \"user\", actor, previous FROM events
     WHERE revision > $1 ORDER BY revision LIMIT $2";
 
 /// Runs `EVENTS_AFTER`, prepared by the caller once per connection: up to `limit` events
@@ -327,6 +327,7 @@ pub(super) async fn events_after(
                 row.get(3),
                 row.get(4),
                 row.get(5),
+                row.get(6),
             )
         })
         .collect()

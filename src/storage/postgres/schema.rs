@@ -167,6 +167,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);
     "#,
+    // 9: each update's and deletion's event keeps the user as they were before.
+    r#"
+    ALTER TABLE events ADD COLUMN previous bytea;
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

@@ -40,9 +40,9 @@ const UPDATE_USER: &str = "UPDATE users SET username = $2, username_key = $3, em
 /// (once per transaction: one new row version of each count touched, not one per user), and
 /// moves the head, in one statement.
 const FINISH: &str = "WITH logged AS (
-        INSERT INTO events (revision, event_id, kind, user_id, at, \"user\", actor)
+        INSERT INTO events (revision, event_id, kind, user_id, at, \"user\", actor, previous)
         SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::integer[], $4::bytea[],
-                             $5::bigint[], $6::bytea[], $12::text[])
+                             $5::bigint[], $6::bytea[], $12::text[], $13::bytea[])
     ), counted AS (
         INSERT INTO user_counts (status, role, n)
         SELECT status, role, sum(delta)
@@ -288,7 +288,7 @@ fn decide_delete(
         return Err(StoreError::NotFound(id));
     };
     let user = pending.deleted(stored.clone(), etag)?;
-    let event = pending.log_deleted(&user, &actor).clone();
+    let event = pending.log_deleted(stored, &user, &actor).clone();
     writes.push(RowWrite::Deleted(id));
     current.insert(id, None);
     Ok(Written::Deleted(event))
@@ -336,8 +336,10 @@ impl PostgresStore {
             Vec::with_capacity(pending.events.len()),
             Vec::with_capacity(pending.events.len()),
             Vec::with_capacity(pending.events.len()),
+            Vec::with_capacity(pending.events.len()),
         );
         for event in &pending.events {
+            columns.7.push(event.previous.as_deref().map(encode_user));
             columns.6.push(event.actor.encode());
             columns.0.push(event.revision);
             columns.1.push(event.event_id.as_bytes().to_vec());
@@ -368,6 +370,7 @@ impl PostgresStore {
                 &counts.1,
                 &counts.2,
                 &columns.6,
+                &columns.7,
             ],
         )
         .await

@@ -135,7 +135,7 @@ impl SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.readers.with(|conn| {
             let mut statement = conn.prepare_cached(
-                "SELECT revision, event_id, kind, at, user, actor FROM events
+                "SELECT revision, event_id, kind, at, user, actor, previous FROM events
                  WHERE revision >= ?1 ORDER BY revision LIMIT ?2",
             )?;
             let rows = statement.query_map(params![from, limit], |row| {
@@ -146,11 +146,20 @@ impl SqliteStore {
                     row.get::<_, i64>(3)?,
                     row.get::<_, Vec<u8>>(4)?,
                     row.get::<_, String>(5)?,
+                    row.get::<_, Option<Vec<u8>>>(6)?,
                 ))
             })?;
             rows.map(|row| {
-                let (revision, event_id, kind, at_ns, user, actor) = row?;
-                decode_event(revision, &event_id, kind, at_ns, &user, &actor)
+                let (revision, event_id, kind, at_ns, user, actor, previous) = row?;
+                decode_event(
+                    revision,
+                    &event_id,
+                    kind,
+                    at_ns,
+                    &user,
+                    &actor,
+                    previous.as_deref(),
+                )
             })
             .collect()
         })

@@ -163,6 +163,10 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);
     "#,
+    // 9: each update's and deletion's event keeps the user as they were before.
+    r#"
+    ALTER TABLE events ADD COLUMN previous BLOB;
+    "#,
 ];
 
 /// Brings the database to the newest schema; each step commits on its own.

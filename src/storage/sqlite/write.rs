@@ -80,8 +80,8 @@ fn write_row(conn: &Connection, user: &User, new_hash: Option<&PasswordHash>) ->
 /// Writes a recorded event to the log table.
 fn log(tx: &Connection, event: &UserEvent) -> StoreResult<()> {
     tx.prepare_cached(
-        "INSERT INTO events (revision, event_id, kind, user_id, at, user, actor)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO events (revision, event_id, kind, user_id, at, user, actor, previous)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         event.revision,
@@ -91,6 +91,7 @@ fn log(tx: &Connection, event: &UserEvent) -> StoreResult<()> {
         event.at_ns,
         encode_user(&event.user),
         event.actor.encode(),
+        event.previous.as_deref().map(encode_user),
     ])?;
     Ok(())
 }
@@ -117,10 +118,10 @@ fn apply(tx: &Connection, pending: &mut Pending, change: Change) -> StoreResult<
         }
         Change::Delete(id, etag, actor) => {
             let stored = select_user(tx, id)?.ok_or(StoreError::NotFound(id))?;
-            let user = pending.deleted(stored, etag)?;
+            let user = pending.deleted(stored.clone(), etag)?;
             tx.prepare_cached("DELETE FROM users WHERE id = ?1")?
                 .execute([id.as_uuid().as_bytes()])?;
-            let event = pending.log_deleted(&user, &actor);
+            let event = pending.log_deleted(&stored, &user, &actor);
             log(tx, event)?;
             Ok(Written::Deleted(event.clone()))
         }
