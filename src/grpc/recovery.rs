@@ -86,6 +86,22 @@ fn expires_at(ttl: Duration) -> i64 {
     now_ns().saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX))
 }
 
+/// Resolves once the server begins to stop; never without a shutdown signal.
+async fn stopping(shutdown: &mut Option<crate::shutdown::Shutdown>) {
+    match shutdown {
+        Some(shutdown) => shutdown.triggered().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A delivery stream's last word when the server stops.
+fn stopped() -> Status {
+    ServiceError::ShuttingDown(
+        "the server is stopping: resume after the last revision handled".into(),
+    )
+    .into()
+}
+
 pub fn delivery_to_pb(delivery: Delivery) -> pb::Delivery {
     let purpose = match delivery.purpose {
         Purpose::Recovery => pb::DeliveryPurpose::Recovery,
@@ -303,32 +319,32 @@ impl AuthServiceImpl {
                 let batch = match store.deliveries_after(after, DELIVERY_BATCH).await {
                     Ok(batch) => batch,
                     Err(err) => {
-                        let _ = sender.send(Err(ServiceError::from(err).into())).await;
+                        let _ = sender.try_send(Err(ServiceError::from(err).into()));
                         return;
                     }
                 };
                 let caught_up = batch.len() < DELIVERY_BATCH as usize;
                 for delivery in batch {
                     after = delivery.revision;
-                    if sender.send(Ok(delivery_to_pb(delivery))).await.is_err() {
-                        return;
+                    // A reader that stops reading holds this send; shutdown does not wait on it.
+                    tokio::select! {
+                        sent = sender.send(Ok(delivery_to_pb(delivery))) => {
+                            if sent.is_err() {
+                                return;
+                            }
+                        }
+                        () = stopping(&mut shutdown) => {
+                            let _ = sender.try_send(Err(stopped()));
+                            return;
+                        }
                     }
                 }
                 if caught_up {
-                    let stopping = async {
-                        match shutdown.as_mut() {
-                            Some(shutdown) => shutdown.triggered().await,
-                            None => std::future::pending().await,
-                        }
-                    };
                     tokio::select! {
                         () = tokio::time::sleep(DELIVERY_POLL) => {}
                         () = sender.closed() => return,
-                        () = stopping => {
-                            let stopped = ServiceError::ShuttingDown(
-                                "the server is stopping: resume after the last revision handled".into(),
-                            );
-                            let _ = sender.send(Err(stopped.into())).await;
+                        () = stopping(&mut shutdown) => {
+                            let _ = sender.try_send(Err(stopped()));
                             return;
                         }
                     }
