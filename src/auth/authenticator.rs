@@ -94,6 +94,7 @@ impl Verified {
         }
     }
 
+    #[inline]
     fn expired(&self, jwt: &Jwt) -> bool {
         jwt.expired(self.exp) || self.until_ns.is_some_and(|until| until <= now_ns())
     }
@@ -240,6 +241,7 @@ impl Authenticator {
     }
 
     /// An authenticated caller; a service key's use is recorded on the way.
+    #[inline]
     fn noted(
         &self,
         caller: Caller,
