@@ -130,17 +130,7 @@ impl SecondFactorKeys {
     ) -> Result<(Vec<String>, Vec<[u8; 32]>), getrandom::Error> {
         let mut codes = Vec::with_capacity(RECOVERY_CODES);
         for _ in 0..RECOVERY_CODES {
-            let mut random = [0u8; RECOVERY_CHARS];
-            getrandom::fill(&mut random)?;
-            let chars: Vec<char> = random
-                .iter()
-                .map(|byte| char::from(RECOVERY_ALPHABET[usize::from(byte % 32)]))
-                .collect();
-            let groups: Vec<String> = chars
-                .chunks(4)
-                .map(|group| group.iter().collect())
-                .collect();
-            codes.push(groups.join("-"));
+            codes.push(random_code(RECOVERY_CHARS, 4)?);
         }
         let digests = codes
             .iter()
@@ -159,8 +149,25 @@ pub struct Enrollment {
     pub qr_code_svg: String,
 }
 
-/// A recovery code's characters that count: lower case, no dashes or spaces.
-fn normalized(code: &str) -> impl Iterator<Item = u8> + '_ {
+/// A code of `chars` random characters of `RECOVERY_ALPHABET` (5 bits each), in dash-joined
+/// groups of `group`: recovery codes here, and recovery and verification codes
+/// (`grpc/recovery.rs`).
+pub fn random_code(chars: usize, group: usize) -> Result<String, getrandom::Error> {
+    let mut random = vec![0u8; chars];
+    getrandom::fill(&mut random)?;
+    let letters: Vec<char> = random
+        .iter()
+        .map(|byte| char::from(RECOVERY_ALPHABET[usize::from(byte % 32)]))
+        .collect();
+    let groups: Vec<String> = letters
+        .chunks(group)
+        .map(|run| run.iter().collect())
+        .collect();
+    Ok(groups.join("-"))
+}
+
+/// A typed code's characters that count: lower case, no dashes or spaces.
+pub fn normalized(code: &str) -> impl Iterator<Item = u8> + '_ {
     code.bytes()
         .filter(|byte| !matches!(byte, b'-' | b' '))
         .map(|byte| byte.to_ascii_lowercase())

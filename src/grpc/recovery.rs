@@ -11,6 +11,7 @@ use super::auth_service::{AuthServiceImpl, target_user};
 use super::caller_of;
 use super::convert::{timestamp, user_to_pb};
 use crate::auth::policy::{Access, authorize};
+use crate::auth::second_factor::{normalized, random_code};
 use crate::caller::Caller;
 use crate::domain::{
     Actor, Email, FieldViolation, Password, Role, User, UserId, UserPatch, UserStatus, Username,
@@ -27,7 +28,6 @@ pub const RECOVERY_TTL: Duration = Duration::from_secs(15 * 60);
 pub const VERIFICATION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Characters of a code, without its dash: 10 of 32 letters and digits (50 bits).
 const CODE_CHARS: usize = 10;
-const ALPHABET: &[u8; 32] = b"23456789abcdefghijkmnpqrstuvwxyz";
 /// Deliveries read from storage at once by a watch.
 const DELIVERY_BATCH: i64 = 100;
 /// How often a caught-up WatchDeliveries looks for new deliveries.
@@ -35,22 +35,12 @@ const DELIVERY_POLL: Duration = Duration::from_millis(200);
 
 const WRONG_CODE: &str = "the code is wrong, used or expired: ask for a new one";
 
-fn new_code() -> Result<String, getrandom::Error> {
-    let mut random = [0u8; CODE_CHARS];
-    getrandom::fill(&mut random)?;
-    let chars: String = random
-        .iter()
-        .map(|byte| char::from(ALPHABET[usize::from(byte % 32)]))
-        .collect();
-    Ok(format!("{}-{}", &chars[..5], &chars[5..]))
-}
-
 /// A code's digest for `user`: the code as typed, any case, dashes and spaces ignored.
 fn digest(user: UserId, code: &str) -> CodeDigest {
     let mut hasher = Sha256::new();
     hasher.update(user.as_uuid().as_bytes());
-    for byte in code.bytes().filter(|byte| !matches!(byte, b'-' | b' ')) {
-        hasher.update([byte.to_ascii_lowercase()]);
+    for byte in normalized(code) {
+        hasher.update([byte]);
     }
     CodeDigest(hasher.finalize().into())
 }
@@ -71,10 +61,7 @@ fn parse_login(raw: String) -> Result<UserKey, FieldViolation> {
 }
 
 fn code_field(raw: &str) -> Result<(), ServiceError> {
-    let chars = raw
-        .bytes()
-        .filter(|byte| !matches!(byte, b'-' | b' '))
-        .count();
+    let chars = normalized(raw).count();
     if chars == CODE_CHARS && raw.is_ascii() {
         Ok(())
     } else {
@@ -125,7 +112,8 @@ async fn issue(
     purpose: Purpose,
     ttl: Duration,
 ) -> Result<i64, ServiceError> {
-    let code = new_code().map_err(|err| ServiceError::Internal(Box::new(err)))?;
+    let code = random_code(CODE_CHARS, CODE_CHARS / 2)
+        .map_err(|err| ServiceError::Internal(Box::new(err)))?;
     let issued = IssuedCode {
         user: user.id,
         purpose,
