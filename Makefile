@@ -74,7 +74,7 @@ build:
 ## Fuzz each target for FUZZ_SECONDS from the committed seeds in fuzz/seeds. Needs a nightly
 ## toolchain (rustup toolchain install nightly); cargo-fuzz is installed on first use.
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS = requests page_token bearer stored import
+FUZZ_TARGETS = requests page_token bearer stored import filter
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for target in $(FUZZ_TARGETS); do \

@@ -21,6 +21,7 @@ pub mod database_wait;
 pub mod domain;
 pub mod error;
 pub mod files;
+pub mod filter;
 pub mod grpc;
 pub mod health;
 pub mod json;

@@ -50,14 +50,16 @@ pub enum StreamKind {
     Sync,
     Batch,
     HealthWatch,
+    Export,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 4] = [
+    pub const ALL: [StreamKind; 5] = [
         StreamKind::Watch,
         StreamKind::Sync,
         StreamKind::Batch,
         StreamKind::HealthWatch,
+        StreamKind::Export,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +68,7 @@ impl StreamKind {
             StreamKind::Sync => "sync",
             StreamKind::Batch => "batch",
             StreamKind::HealthWatch => "health_watch",
+            StreamKind::Export => "export",
         }
     }
 }
@@ -77,7 +80,7 @@ pub struct StreamLimits {
     server_wide: Arc<Semaphore>,
     server_wide_limit: usize,
     /// Streams open now, by `StreamKind`.
-    by_kind: [AtomicUsize; 4],
+    by_kind: [AtomicUsize; StreamKind::ALL.len()],
 }
 
 /// A stream's place; given back when dropped.

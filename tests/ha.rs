@@ -421,6 +421,7 @@ async fn watcher(
                 start_revision: next,
                 progress_notify: false,
                 prev_user: false,
+                filter: String::new(),
             })
             .await
         else {

@@ -23,6 +23,8 @@ const LAYERS: &[&str] = &[
     "domain",
     "contract",
     "tokens",
+    // Filters over users (AIP-160), which storage and the handlers both use.
+    "filter",
     // Durable state.
     "storage",
     // The one service error, over domain and storage errors.

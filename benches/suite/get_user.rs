@@ -58,6 +58,13 @@ impl UserService for Ceiling {
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         Err(Status::unimplemented("ceiling"))
     }
+    type ExportUsersStream = user_service::grpc::export::ExportStream;
+    async fn export_users(
+        &self,
+        _: Request<pb::ExportUsersRequest>,
+    ) -> Result<Response<Self::ExportUsersStream>, Status> {
+        Err(Status::unimplemented("ceiling"))
+    }
     type WatchUsersStream = EventStream;
     async fn watch_users(
         &self,

@@ -28,6 +28,7 @@ async fn seed_with(url: &str, hash: &user_service::domain::PasswordHash) -> Vec<
                 full_name: FullName::parse(format!("Login User {i}")).unwrap(),
                 password_hash: hash.clone(),
                 role: Role::User,
+                status: user_service::domain::UserStatus::Active,
                 metadata: Metadata::default(),
                 actor: Actor::Service("bench".into()),
             },

@@ -166,6 +166,7 @@ async fn seed_url(url: &str, count: usize) -> String {
                     full_name: FullName::parse(format!("Seeded User {i}")).unwrap(),
                     password_hash: hash.clone(),
                     role: Role::User,
+                    status: user_service::domain::UserStatus::Active,
                     metadata: Metadata::parse([("team".to_string(), "seed".to_string())]).unwrap(),
                     actor: Actor::Service("bench".into()),
                 },
@@ -445,6 +446,7 @@ async fn batch_create(addr: &str, count: usize) -> (f64, f64) {
         role: 0,
         metadata: Default::default(),
         password_hash: String::new(),
+        status: 0,
     });
     let response = client
         .batch_create_users(tokio_stream::iter(requests))

@@ -202,6 +202,7 @@ async fn cross_replica_delivery(writer: &str, watcher: &str, count: usize) -> Ve
             start_revision: 0,
             progress_notify: false,
             prev_user: false,
+            filter: String::new(),
         })
         .await
         .unwrap()

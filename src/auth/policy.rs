@@ -83,6 +83,11 @@ pub enum Access<'a> {
     ClearLoginFailures,
     /// Creating, listing and revoking service keys: admins only.
     ManageKeys,
+    /// Creating a user with a status other than ACTIVE (an import keeping an export's
+    /// statuses): admins only.
+    CreateWithStatus,
+    /// Exporting every user, password hashes included when asked: admins only.
+    Export,
     /// Asking for a code that proves a user's email: their own, or anyone's for an admin.
     VerifyEmail {
         target: UserId,
@@ -197,6 +202,10 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
         (_, Access::SetPassword { .. }) => forbidden(role, "set other users' passwords"),
         (_, Access::ClearLoginFailures) => forbidden(role, "clear login failures"),
         (_, Access::ManageKeys) => forbidden(role, "manage service keys"),
+        (_, Access::CreateWithStatus) => {
+            forbidden(role, "create users with a status other than ACTIVE")
+        }
+        (_, Access::Export) => forbidden(role, "export users"),
         (_, Access::VerifyEmail { .. }) => forbidden(role, "verify other users' emails"),
         (_, Access::DisableSecondFactor { .. }) => {
             forbidden(role, "turn off other users' second factors")
@@ -211,6 +220,9 @@ pub fn authorize(caller: &Caller, access: &Access<'_>, signup: bool) -> Result<(
 pub fn admit_new_user(caller: &Caller, draft: &mut UserDraft) -> Result<(), Denied> {
     if matches!(draft.credential, Credential::Imported(_)) {
         authorize(caller, &Access::ImportPasswordHash, false)?;
+    }
+    if draft.status != UserStatus::Active {
+        authorize(caller, &Access::CreateWithStatus, false)?;
     }
     if *caller == Caller::Anonymous {
         draft.role = Role::User;
@@ -360,6 +372,12 @@ mod tests {
             (Role::Admin, Access::ClearLoginFailures, true),
             (Role::Moderator, Access::ClearLoginFailures, false),
             (Role::User, Access::ClearLoginFailures, false),
+            (Role::Admin, Access::Export, true),
+            (Role::Moderator, Access::Export, false),
+            (Role::User, Access::Export, false),
+            (Role::Admin, Access::CreateWithStatus, true),
+            (Role::Moderator, Access::CreateWithStatus, false),
+            (Role::User, Access::CreateWithStatus, false),
             (Role::Admin, Access::ManageKeys, true),
             (Role::Moderator, Access::ManageKeys, false),
             (Role::User, Access::ManageKeys, false),
@@ -450,6 +468,7 @@ mod tests {
             full_name: FullName::parse("New Comer".into()).unwrap(),
             credential,
             role,
+            status: UserStatus::Active,
             metadata: Metadata::default(),
         }
     }
@@ -484,6 +503,19 @@ mod tests {
                 admitted, expected,
                 "{who:?} asking for {asked:?}, imported {imported}"
             );
+        }
+    }
+
+    #[test]
+    fn only_an_admin_creates_a_user_who_is_not_active() {
+        let admin = caller(Role::Admin, UserId::new());
+        for (who, expected) in [
+            (&admin, Ok(())),
+            (&Caller::Anonymous, Err(Denied::NeedsToken)),
+        ] {
+            let mut new = draft(Role::User, false);
+            new.status = UserStatus::Suspended;
+            assert_eq!(admit_new_user(who, &mut new), expected, "{who:?}");
         }
     }
 }

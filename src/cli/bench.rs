@@ -285,6 +285,7 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                                 role: 0,
                                 metadata: Default::default(),
                                 password_hash: String::new(),
+                                status: 0,
                             };
                             client.create_user(request).await.map(drop)
                         }

@@ -94,6 +94,7 @@ pub async fn create(connection: &Connection, args: CreateArgs, json: bool) -> Re
         role: args.role.unwrap_or_default(),
         metadata: args.metadata.into_iter().collect(),
         password_hash: String::new(),
+        status: 0,
     };
     // Not retried: a create that reached the server must not be made twice.
     let response = connection
@@ -260,6 +261,12 @@ pub struct ListArgs {
     /// come in the order of the name that matched.
     #[arg(long, short = 'q', default_value = "")]
     query: String,
+    /// An AIP-160 filter, e.g. 'status = ACTIVE AND metadata.team = "core"' (see the README).
+    #[arg(long, default_value = "")]
+    filter: String,
+    /// created_at, updated_at or username, optionally followed by asc or desc.
+    #[arg(long, default_value = "")]
+    order_by: String,
     /// Users per page: the server gives at most 100, and 10 for 0.
     #[arg(long, default_value_t = 20)]
     page_size: i32,
@@ -283,6 +290,8 @@ pub async fn list(connection: &Connection, args: ListArgs, json: bool) -> Result
             status_filter: args.status.unwrap_or_default(),
             role_filter: args.role.unwrap_or_default(),
             query: args.query.clone(),
+            filter: args.filter.clone(),
+            order_by: args.order_by.clone(),
         };
         let page = retrying(connection.timeout, || {
             let mut client = client.clone();

@@ -77,8 +77,12 @@ type EnumParser = fn(&str) -> Result<i32, String>;
 /// status may also be given short (`admin`, `suspended`), as on the command line. A key the
 /// schema does not know is an error, not silently dropped.
 fn from_json<M: prost::Message + Default>(line: &str, name: &str) -> Result<M, String> {
-    let mut value: Value =
+    let value: Value =
         serde_json::from_str(line).map_err(|err| format!("not valid JSON: {err}"))?;
+    from_value(value, name)
+}
+
+fn from_value<M: prost::Message + Default>(mut value: Value, name: &str) -> Result<M, String> {
     let Value::Object(object) = &mut value else {
         return Err(format!("expected a JSON object, got {value}"));
     };
@@ -94,9 +98,32 @@ fn from_json<M: prost::Message + Default>(line: &str, name: &str) -> Result<M, S
         .map_err(|err| err.to_string())
 }
 
-/// One JSON Lines row as a CreateUserRequest.
+/// One JSON Lines row as a CreateUserRequest: either that message, or an ExportedUser as
+/// `userctl export` writes it (whose user is recreated with a new id and times).
 pub fn create_from_json(line: &str) -> Result<pb::CreateUserRequest, String> {
-    from_json(line, "userservice.CreateUserRequest")
+    let value: Value =
+        serde_json::from_str(line).map_err(|err| format!("not valid JSON: {err}"))?;
+    if value.get("user").is_none() {
+        return from_value(value, "userservice.CreateUserRequest");
+    }
+    let exported: pb::ExportedUser = from_value(value, "userservice.ExportedUser")?;
+    let user = exported.user.unwrap_or_default();
+    Ok(pb::CreateUserRequest {
+        role: user.role,
+        status: user.status,
+        username: user.username,
+        email: user.email,
+        full_name: user.full_name,
+        metadata: user.metadata,
+        password_hash: exported.password_hash,
+        password: String::new(),
+    })
+}
+
+/// The `metadata` column of a CSV row: a JSON object of strings.
+fn metadata_object(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    serde_json::from_str(text)
+        .map_err(|err| format!("metadata must be a JSON object of strings: {err}"))
 }
 
 /// One JSON Lines row as an UpdateUserRequest; only the keys present are set.
@@ -148,7 +175,7 @@ pub fn json_lines<T>(
 }
 
 /// The CSV columns besides `meta.KEY`.
-const KNOWN_COLUMNS: [&str; 7] = [
+const KNOWN_COLUMNS: [&str; 9] = [
     "username",
     "email",
     "full_name",
@@ -156,7 +183,13 @@ const KNOWN_COLUMNS: [&str; 7] = [
     "password",
     "password_hash",
     "role",
+    "status",
+    "metadata",
 ];
+
+/// Columns an export writes that a new user cannot take over: they get an id and times of
+/// their own, and prove their email again.
+const SKIPPED_COLUMNS: [&str; 4] = ["id", "created_at", "updated_at", "email_verified"];
 
 /// Rows of a CSV file with a header: username, email, full_name, password (or
 /// password_hash, an existing hash to import), role, and any
@@ -186,7 +219,9 @@ pub fn csv_from<R: std::io::Read + 'static>(
         .clone();
     // A column nobody reads is a mistake in the whole file, not in each row.
     if let Some(unknown) = headers.iter().find(|name| {
-        !(KNOWN_COLUMNS.contains(name) || name.strip_prefix("meta.").is_some_and(|k| !k.is_empty()))
+        !(KNOWN_COLUMNS.contains(name)
+            || SKIPPED_COLUMNS.contains(name)
+            || name.strip_prefix("meta.").is_some_and(|k| !k.is_empty()))
     }) {
         return Err(Failure::usage(format!(
             "{}: unknown CSV column {unknown:?}: the columns are {} and meta.KEY",
@@ -218,6 +253,11 @@ pub fn csv_from<R: std::io::Read + 'static>(
                         "password_hash" => request.password_hash = value.to_owned(),
                         "role" if value.is_empty() => {}
                         "role" => request.role = role(value)?,
+                        "status" if value.is_empty() => {}
+                        "status" => request.status = status(value)?,
+                        "metadata" if value.is_empty() => {}
+                        "metadata" => request.metadata.extend(metadata_object(value)?),
+                        skipped if SKIPPED_COLUMNS.contains(&skipped) => {}
                         // Checked against KNOWN_COLUMNS above: any other is meta.KEY.
                         other => {
                             if let Some(key) = other.strip_prefix("meta.")

@@ -4,6 +4,7 @@
 pub mod bench;
 mod client;
 mod commands;
+mod export;
 mod import;
 mod input;
 mod render;
@@ -204,11 +205,19 @@ enum Command {
     /// Stream changes; reconnects by itself and resumes where it stopped.
     #[command(after_help = "Example: userctl watch --all --from-revision 120")]
     Watch(watch::WatchArgs),
+    /// Write every user as of one revision to a JSON Lines or CSV file (admins only).
+    #[command(
+        after_help = "Examples: userctl export users.jsonl --password-hashes\n          userctl export users.csv\n\n\
+The file is what `userctl import` reads: into another server, it recreates the users with new ids and \
+times, keeping names, emails, roles, statuses, metadata and, with --password-hashes, passwords."
+    )]
+    Export(export::ExportArgs),
     /// Create users from a JSON Lines or CSV file.
     #[command(
         after_help = "Example: userctl import users.csv --rejects rejected.txt\n\n\
 JSON Lines rows look like {\"username\":\"ann\",\"email\":\"ann@example.com\",\"full_name\":\"Ann\",\"password\":\"...\",\"role\":\"user\",\"metadata\":{\"team\":\"core\"}}.\n\
-CSV files have a header naming username, email, full_name, password, role, and meta.KEY columns."
+CSV files have a header naming username, email, full_name, password, role, status, and meta.KEY columns.\n\
+Files written by `userctl export` are read as they are (new ids and times are given)."
     )]
     Import(import::ImportArgs),
     /// Apply updates from a JSON Lines file through SyncUsers, one result per line.
@@ -399,6 +408,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::List(args) => commands::list(&connect()?, args, json).await,
         Command::Watch(args) => watch::run(&connect()?, args, json).await,
         Command::Import(args) => import::run(&connect()?, args, json).await,
+        Command::Export(args) => export::run(&connect()?, args, json).await,
         Command::Sync { file } => sync::run(&connect()?, &file, json).await,
         Command::Login {
             username,

@@ -30,10 +30,13 @@ pub struct WatchArgs {
     /// Ask for the user as they were before each update or deletion (`prevUser` in JSON).
     #[arg(long)]
     prev: bool,
+    /// Only events of users this AIP-160 filter matches after the change, or matched before.
+    #[arg(long, default_value = "")]
+    filter: String,
 }
 
 /// Whether the stream broke for a reason a new connection can fix.
-fn connection_lost(status: &Status) -> bool {
+pub(super) fn connection_lost(status: &Status) -> bool {
     matches!(
         status.code(),
         Code::Unavailable | Code::Unknown | Code::Cancelled
@@ -59,6 +62,7 @@ pub async fn run(connection: &Connection, args: WatchArgs, json: bool) -> Result
             start_revision: next.unwrap_or(0),
             progress_notify: args.progress,
             prev_user: args.prev,
+            filter: args.filter.clone(),
         };
         let lost = match client.watch_users(request).await {
             Ok(response) => {

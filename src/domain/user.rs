@@ -148,6 +148,8 @@ pub struct NewUser {
     pub full_name: FullName,
     pub password_hash: PasswordHash,
     pub role: Role,
+    /// ACTIVE unless an admin said otherwise (an import keeping an export's statuses).
+    pub status: UserStatus,
     pub metadata: Metadata,
     /// Who creates the user.
     pub actor: super::Actor,
@@ -208,6 +210,7 @@ pub struct UserDraft {
     pub full_name: FullName,
     pub credential: Credential,
     pub role: Role,
+    pub status: UserStatus,
     pub metadata: Metadata,
 }
 
@@ -229,6 +232,7 @@ impl UserDraft {
             full_name: self.full_name,
             password_hash,
             role: self.role,
+            status: self.status,
             metadata: self.metadata,
         }
     }

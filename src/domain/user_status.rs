@@ -43,6 +43,15 @@ impl UserStatus {
         }
     }
 
+    /// At creation UNSPECIFIED means ACTIVE; DELETED is refused.
+    pub fn parse_for_create(raw: i32) -> Result<Self, FieldViolation> {
+        if raw == 0 {
+            Ok(UserStatus::Active)
+        } else {
+            Self::parse_settable(raw)
+        }
+    }
+
     pub fn parse(field: &str, raw: i32) -> Result<Self, FieldViolation> {
         Self::ALL
             .into_iter()

@@ -116,6 +116,7 @@ pub fn parse_create(
         violations.check(strength.check(password, username.as_str(), email.as_str()));
     }
     let role = violations.check(Role::parse_for_create(request.role));
+    let status = violations.check(UserStatus::parse_for_create(request.status));
     let metadata = violations.check(Metadata::parse(request.metadata));
     violations.finish(|| {
         Some(UserDraft {
@@ -124,6 +125,7 @@ pub fn parse_create(
             full_name: full_name?,
             credential: credential?,
             role: role?,
+            status: status?,
             metadata: metadata?,
         })
     })

@@ -4,6 +4,8 @@ pub mod auth_service;
 mod batch;
 pub mod batch_get;
 pub mod convert;
+pub mod export;
+pub mod filtered;
 pub mod page_token;
 mod recovery;
 mod second_factor;
@@ -280,6 +282,19 @@ impl UserService for UserServiceImpl {
         Ok(Response::new(response))
     }
 
+    type ExportUsersStream = export::ExportStream;
+
+    #[tracing::instrument(level = "debug", skip_all, fields(resumed = !request.get_ref().resume_token.is_empty()))]
+    async fn export_users(
+        &self,
+        request: Request<pb::ExportUsersRequest>,
+    ) -> Result<Response<Self::ExportUsersStream>, Status> {
+        let caller = caller_of(&request);
+        let (place, _) = self.streams.enter(&caller, &request, StreamKind::Export)?;
+        let stream = export::start(self, &caller, place, request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn lookup_user(
         &self,
@@ -359,6 +374,20 @@ impl UserService for UserServiceImpl {
                 .map_err(invalid)?,
             role: parse_filter("role_filter", request.role_filter, Role::parse).map_err(invalid)?,
         };
+        let filter = filtered::parse_filter(&request.filter).map_err(invalid)?;
+        let order = filtered::parse_order_by(&request.order_by).map_err(invalid)?;
+        if filter.is_some() || order.is_some() {
+            if query.is_some() {
+                return Err(invalid(FieldViolation::new(
+                    "query",
+                    "cannot be combined with filter or order_by: write username = \"ann*\" OR email = \"ann*\" in filter instead",
+                ))
+                .into());
+            }
+            return Ok(self
+                .list_filtered(&request, filters, limit, (filter, order))
+                .await?);
+        }
         if let Some(query) = query {
             return self.search(request, query, filters, limit).await;
         }

@@ -23,6 +23,7 @@ use crate::auth::policy::{Access, authorize};
 use crate::caller::Caller;
 use crate::domain::{EventKind, FieldViolation, UserEvent, UserId, ValidationError};
 use crate::error::ServiceError;
+use crate::filter::Filter;
 use crate::pb;
 use crate::shutdown::Shutdown;
 use crate::storage::Store;
@@ -51,6 +52,27 @@ pub(super) fn expired() -> ServiceError {
 enum Selection {
     All,
     Users(HashSet<UserId>),
+}
+
+/// Which events a watch sends: those of the selected users the filter (if any) admits.
+struct Chosen {
+    selection: Selection,
+    filter: Option<Filter>,
+}
+
+impl Chosen {
+    /// An event passes when the user matches the filter after the change, or matched it
+    /// before (an update or a deletion), so a cache of the matches learns of a user leaving.
+    fn matches(&self, event: &UserEvent) -> bool {
+        self.selection.matches(event)
+            && self.filter.as_ref().is_none_or(|filter| {
+                filter.matches(&event.user)
+                    || event
+                        .previous
+                        .as_ref()
+                        .is_some_and(|before| filter.matches(before))
+            })
+    }
 }
 
 impl Selection {
@@ -98,7 +120,7 @@ struct ClientGone;
 
 struct Watcher {
     store: Store,
-    selection: Selection,
+    selection: Chosen,
     /// The users the request named (`None`: everyone), for judging the caller again.
     only: Option<Vec<UserId>>,
     /// The caller as of `caller_revision`; later events about them update it.
@@ -131,6 +153,7 @@ pub async fn start(
     request: pb::WatchUsersRequest,
 ) -> Result<(EventStream, i64), ServiceError> {
     let selection = Selection::parse(&request)?;
+    let filter = super::filtered::parse_filter(&request.filter).map_err(invalid)?;
     let only = match &selection {
         Selection::All => None,
         Selection::Users(ids) => Some(ids.iter().copied().collect::<Vec<_>>()),
@@ -174,7 +197,7 @@ pub async fn start(
     let (client, receiver) = mpsc::channel(CLIENT_BUFFER);
     let watcher = Watcher {
         store,
-        selection,
+        selection: Chosen { selection, filter },
         only,
         caller,
         caller_revision,

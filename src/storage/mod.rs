@@ -5,6 +5,8 @@ mod backend;
 mod cache;
 mod encoding;
 mod error;
+pub mod export;
+pub mod filtered;
 #[doc(hidden)]
 pub mod fuzzing;
 mod group_commit;
@@ -261,11 +263,51 @@ impl Store {
             .await
     }
 
+    /// A page of a filtered or ordered listing (`filtered`).
+    pub async fn list_filtered(
+        &self,
+        query: filtered::FilteredQuery,
+    ) -> StoreResult<filtered::FilteredPage> {
+        async { on_backend!(&self.backend, s => s.list_filtered(&query), s.list_filtered(&query)) }
+            .instrument(self.span("list_users"))
+            .await
+    }
+
     /// Users whose username or email starts with a prefix, in the order of the matching key.
     pub async fn search(&self, search: Search) -> StoreResult<SearchPage> {
         async { on_backend!(&self.backend, s => s.search(&search), s.search(&search)) }
             .instrument(self.span("search_users"))
             .await
+    }
+
+    /// Every user as of one snapshot, after `after` in id order: the snapshot's revision and
+    /// user count at once, the users in parts as the consumer reads them.
+    pub async fn export(&self, after: Option<UserId>) -> StoreResult<export::Export> {
+        let (started, header) = tokio::sync::oneshot::channel();
+        let (parts, receiver) = tokio::sync::mpsc::channel(export::READ_AHEAD);
+        let span = self.span("export_users");
+        match &self.backend {
+            Backend::Sqlite(store) => {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| store.export_into(after, started, parts));
+                });
+            }
+            Backend::Postgres(store) => {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.export_into(after, started, parts).await }.instrument(span),
+                );
+            }
+        }
+        let (revision, total) = header
+            .await
+            .map_err(|_| StoreError::Backend("the export ended before it began".into()))??;
+        Ok(export::Export {
+            revision,
+            total,
+            parts: receiver,
+        })
     }
 
     /// Up to `limit` events with `revision >= from`, oldest first.

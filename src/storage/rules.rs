@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::error::{StoreError, StoreResult};
 use super::query::ListQuery;
 use crate::domain::{
-    Actor, Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch, UserStatus,
+    Actor, Etag, EventKind, NewUser, PasswordHash, User, UserEvent, UserId, UserPatch,
     ValidationError,
 };
 
@@ -169,7 +169,7 @@ impl Pending {
             email: new.email.clone(),
             full_name: new.full_name.clone(),
             role: new.role,
-            status: UserStatus::Active,
+            status: new.status,
             created_at_ns: now,
             updated_at_ns: now,
             metadata: new.metadata.clone(),
@@ -448,7 +448,7 @@ pub(super) fn into_page(mut users: Vec<User>, limit: usize, total: i64) -> super
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Email, FullName, Metadata, Role, Username};
+    use crate::domain::{Email, FullName, Metadata, Role, UserStatus, Username};
 
     fn user(username: &str, email: &str) -> User {
         User {

@@ -9,6 +9,8 @@ mod connections;
 mod deadlines;
 mod durability;
 mod echo;
+mod export;
+mod filter;
 mod grey;
 // The harness shared with the benchmarks: each uses part of it.
 #[allow(dead_code)]

@@ -139,6 +139,7 @@ async fn shutdown_turns_health_not_serving_and_ends_open_watches_promptly() {
             start_revision: 0,
             progress_notify: false,
             prev_user: false,
+            filter: String::new(),
         })
         .await
         .unwrap()

@@ -137,6 +137,12 @@ fn wire_messages_of_every_rpc() {
             role: None,
         },
     );
+    // Where an export of the fixed user goes on after it.
+    let export_token =
+        user_service::grpc::export::encode_token(user_service::grpc::export::Resume {
+            revision: 7,
+            after: UserId::parse("id", FIXED_ID).unwrap(),
+        });
     let cases = [
         ("create_user", [
             wire("CreateUserRequest", &create_request),
@@ -164,6 +170,14 @@ fn wire_messages_of_every_rpc() {
                 status_filter: pb::UserStatus::Active as i32,
                 role_filter: 0,
                 query: "ann".into(),
+                filter: String::new(),
+                order_by: String::new(),
+            }),
+            wire("ListUsersRequest (a filter and an order)", &pb::ListUsersRequest {
+                page_size: 50,
+                filter: "status = ACTIVE AND metadata.team = \"core\"".into(),
+                order_by: "username desc".into(),
+                ..Default::default()
             }),
             wire("ListUsersResponse", &pb::ListUsersResponse {
                 users: vec![user_to_pb(&fixed_user())],
@@ -178,6 +192,7 @@ fn wire_messages_of_every_rpc() {
                 start_revision: 40,
                 progress_notify: true,
                 prev_user: true,
+                filter: "role = ADMIN".into(),
             }),
             wire("UserEvent", &event_to_pb(fixed_event(EventKind::Created), &admin())),
             wire("UserEvent (an update, with prev_user)", &pb::UserEvent {
@@ -248,6 +263,29 @@ fn wire_messages_of_every_rpc() {
             wire("BatchGetUsersResponse", &pb::BatchGetUsersResponse {
                 users: vec![user_to_pb(&fixed_user())],
                 missing_ids: vec![UNKNOWN_ID.into()],
+            }),
+        ].concat()),
+        ("export_users", [
+            wire("ExportUsersRequest", &pb::ExportUsersRequest {
+                include_password_hashes: true,
+                resume_token: export_token.clone(),
+            }),
+            wire("ExportUsersResponse", &pb::ExportUsersResponse {
+                users: vec![pb::ExportedUser {
+                    user: user(),
+                    password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA".into(),
+                }],
+                revision: 7,
+                resume_token: export_token.clone(),
+                total_users: 1,
+                done: false,
+            }),
+            wire("ExportUsersResponse (last)", &pb::ExportUsersResponse {
+                revision: 7,
+                resume_token: export_token.clone(),
+                total_users: 1,
+                done: true,
+                users: Vec::new(),
             }),
         ].concat()),
         ("recovery_and_verification", [
@@ -470,6 +508,20 @@ async fn status_codes_of_create_user() {
                 metadata: (0..33)
                     .map(|i| (format!("k{i:02}"), "v".to_string()))
                     .collect(),
+                ..new_user("bob")
+            },
+        ),
+        (
+            "status DELETED",
+            pb::CreateUserRequest {
+                status: pb::UserStatus::Deleted as i32,
+                ..new_user("bob")
+            },
+        ),
+        (
+            "status out of range",
+            pb::CreateUserRequest {
+                status: 9,
                 ..new_user("bob")
             },
         ),
@@ -722,6 +774,56 @@ async fn status_codes_of_list_users() {
                 ..Default::default()
             },
         ),
+        (
+            "filter with an unknown field",
+            pb::ListUsersRequest {
+                filter: "status = ACTIVE AND nickname = \"x\"".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "filter with a missing value",
+            pb::ListUsersRequest {
+                filter: "(role = ADMIN OR status =)".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "filter with a wildcard inside",
+            pb::ListUsersRequest {
+                filter: "email = \"a*b\"".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "filter with a bad timestamp",
+            pb::ListUsersRequest {
+                filter: "created_at > \"2024-13-01\"".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "filter over its length",
+            pb::ListUsersRequest {
+                filter: "username = a OR ".repeat(200),
+                ..Default::default()
+            },
+        ),
+        (
+            "order_by of an unknown field",
+            pb::ListUsersRequest {
+                order_by: "email desc".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "query with a filter",
+            pb::ListUsersRequest {
+                query: "ann".into(),
+                filter: "status = ACTIVE".into(),
+                ..Default::default()
+            },
+        ),
     ];
     for (case, request) in list_cases {
         table.row(
@@ -784,6 +886,21 @@ async fn status_codes_of_watch_users() {
             describe(client.watch_users(request).await),
         );
     }
+    let export_cases = [
+        ("malformed resume_token", "djE6MTow"),
+        ("resume_token of another kind", "not base64!"),
+    ];
+    for (case, token) in export_cases {
+        let request = pb::ExportUsersRequest {
+            resume_token: token.into(),
+            ..Default::default()
+        };
+        table.row(
+            "ExportUsers",
+            case,
+            describe(client.export_users(request).await),
+        );
+    }
 
     table.lock();
 }
@@ -839,6 +956,16 @@ async fn status_codes_of_callers_refused() {
         "user batch-creates",
         describe(as_plain.batch_create_users(batch).await),
     );
+    table.row(
+        "ExportUsers",
+        "user exports",
+        describe(
+            as_plain
+                .export_users(pb::ExportUsersRequest::default())
+                .await,
+        ),
+    );
+
     table.lock();
 }
 

@@ -25,6 +25,7 @@ pub fn everyone(start_revision: i64) -> WatchUsersRequest {
         start_revision,
         progress_notify: false,
         prev_user: false,
+        filter: String::new(),
     }
 }
 
@@ -77,6 +78,7 @@ async fn a_watch_on_user_ids_sees_only_those_users() {
         start_revision: 0,
         progress_notify: false,
         prev_user: false,
+        filter: String::new(),
     };
     let mut events = client.watch_users(request).await.unwrap().into_inner();
 
@@ -110,6 +112,7 @@ async fn a_watch_that_selects_nothing_or_names_bad_ids_is_invalid() {
             start_revision: 0,
             progress_notify: false,
             prev_user: false,
+            filter: String::new(),
         },
         WatchUsersRequest {
             user_ids: vec!["not-an-id".into()],
@@ -117,6 +120,7 @@ async fn a_watch_that_selects_nothing_or_names_bad_ids_is_invalid() {
             start_revision: 0,
             progress_notify: false,
             prev_user: false,
+            filter: String::new(),
         },
         everyone(-1),
     ];

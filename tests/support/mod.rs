@@ -205,6 +205,7 @@ pub fn new_user(username: &str) -> CreateUserRequest {
         role: 0,
         metadata: Default::default(),
         password_hash: String::new(),
+        status: 0,
     }
 }
 

@@ -21,6 +21,7 @@
 //!   cache (used for the caller as they are now, on each call), its watchers and its head revision.
 
 mod connect;
+mod export;
 mod fence;
 mod login_limits;
 mod one_time_codes;

@@ -8,6 +8,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::super::encoding::{RawUser, decode_event};
+use super::super::filtered::{self, FilteredPage, FilteredQuery, Param, Scan, placeholders};
 use super::super::rules::{
     SearchArm, SearchRead, USER_COLUMN_COUNT, into_page, list_sql, merge_search, search_sql,
     user_columns,
@@ -60,6 +61,39 @@ pub(super) async fn select_user(
         .map_err(pg_error)?
         .map(|row| read_user(&row).and_then(RawUser::into_user))
         .transpose()
+}
+
+/// Text compared byte-wise, as the username prefix index orders it.
+const COLLATE: &str = " COLLATE \"C\"";
+
+/// The users a filtered listing's statement reads.
+async fn filtered_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[Param],
+) -> StoreResult<Vec<User>> {
+    let values: Vec<Box<dyn ToSql + Sync + Send>> = params
+        .iter()
+        .map(|param| -> Box<dyn ToSql + Sync + Send> {
+            match param {
+                Param::Int4(value) => Box::new(*value),
+                Param::Int8(value) => Box::new(*value),
+                Param::Text(value) => Box::new(value.clone()),
+                Param::Bytes(value) => Box::new(value.clone()),
+            }
+        })
+        .collect();
+    let args: Vec<&(dyn ToSql + Sync)> = values
+        .iter()
+        .map(|value| value.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let statement = tx.prepare_cached(sql).await.map_err(pg_error)?;
+    tx.query(&statement, &args)
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| read_user(row)?.into_user())
+        .collect()
 }
 
 /// The count of users matching the listing's filters, from the per-(status, role) counts.
@@ -230,6 +264,27 @@ impl PostgresStore {
             users.push(read_user_at(row, 1)?.into_user()?);
         }
         Ok(into_page(users, query.limit, total))
+    }
+
+    /// A filtered listing's page and its capped count, in one snapshot (a repeatable-read,
+    /// read-only transaction).
+    pub(crate) async fn list_filtered(&self, query: &FilteredQuery) -> StoreResult<FilteredPage> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let mut scan = Scan::new(query);
+        while let Some((sql, params, asked)) = scan.next_read(COLLATE, placeholders("$")) {
+            scan.take(filtered_rows(&tx, &sql, &params).await?, asked);
+        }
+        let (sql, params) = filtered::count_sql(query, COLLATE, placeholders("$"));
+        let total = filtered::count(query, &filtered_rows(&tx, &sql, &params).await?);
+        tx.commit().await.map_err(pg_error)?;
+        Ok(scan.finish(total))
     }
 
     /// Every statement runs in one snapshot (a repeatable-read, read-only transaction).

@@ -171,6 +171,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE events ADD COLUMN previous bytea;
     "#,
+    // 10: listings ordered by update time (`filtered`).
+    r#"
+    CREATE INDEX users_updated ON users (updated_at DESC, id DESC);
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

@@ -10,6 +10,7 @@
 //! also hands out. An exclusive lock on `PATH.lock`, held for the life of the process (the
 //! kernel releases it when the process dies, however it dies), keeps a second server out.
 
+mod export;
 mod login_limits;
 mod one_time_codes;
 mod read;

@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::super::encoding::{RawUser, decode_event};
+use super::super::filtered::{self, FilteredPage, FilteredQuery, Param, Scan, placeholders};
 use super::super::rules::{
     SearchArm, SearchRead, USER_COLUMN_COUNT, USER_COLUMNS, into_page, list_sql, merge_search,
     search_sql,
@@ -131,6 +132,26 @@ impl SqliteStore {
         })
     }
 
+    /// A filtered listing's page and its capped count, in one snapshot.
+    pub(crate) fn list_filtered(&self, query: &FilteredQuery) -> StoreResult<FilteredPage> {
+        let rows = |tx: &rusqlite::Transaction<'_>, sql: &str, params: &[Param]| {
+            tx.prepare_cached(sql)?
+                .query_map(rusqlite::params_from_iter(params), read_user)?
+                .map(|raw| raw.map_err(StoreError::from).and_then(RawUser::into_user))
+                .collect::<StoreResult<Vec<_>>>()
+        };
+        self.readers.with(|conn| {
+            let tx = conn.transaction()?;
+            let mut scan = Scan::new(query);
+            while let Some((sql, params, asked)) = scan.next_read("", placeholders("?")) {
+                scan.take(rows(&tx, &sql, &params)?, asked);
+            }
+            let (sql, params) = filtered::count_sql(query, "", placeholders("?"));
+            let total = filtered::count(query, &rows(&tx, &sql, &params)?);
+            Ok(scan.finish(total))
+        })
+    }
+
     pub(crate) fn events_from(&self, from: i64, limit: usize) -> StoreResult<Vec<UserEvent>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.readers.with(|conn| {
@@ -214,6 +235,17 @@ impl SqliteStore {
     }
 }
 
+impl rusqlite::ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Param::Int4(value) => value.to_sql(),
+            Param::Int8(value) => value.to_sql(),
+            Param::Text(value) => value.to_sql(),
+            Param::Bytes(value) => value.to_sql(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +290,74 @@ mod tests {
                     assert!(plan.contains("USING INDEX"), "{query:?}: {plan}");
                     assert!(!plan.contains("TEMP B-TREE"), "{query:?} sorts: {plan}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn every_index_backed_filter_reads_an_index_range_in_order_and_never_sorts() {
+        use crate::filter::Filter;
+        use crate::storage::filtered::{Order, OrderField, OrderKey, scan_sql_for_tests};
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(&dir.path().join("plan.db"), &StorageSettings::default()).unwrap();
+        let order = |field, descending| Order { field, descending };
+        let t = "\"2024-01-01T00:00:00Z\"";
+        let cases = [
+            ("", order(OrderField::CreatedAt, true)),
+            ("", order(OrderField::CreatedAt, false)),
+            ("status = ACTIVE", order(OrderField::CreatedAt, true)),
+            (
+                "role = ADMIN AND status = SUSPENDED",
+                order(OrderField::CreatedAt, false),
+            ),
+            (
+                &format!("role = ADMIN AND created_at >= {t}") as &str,
+                order(OrderField::CreatedAt, true),
+            ),
+            ("", order(OrderField::UpdatedAt, true)),
+            (
+                &format!("updated_at < {t}"),
+                order(OrderField::UpdatedAt, false),
+            ),
+            ("", order(OrderField::Username, false)),
+            ("username = \"ann*\"", order(OrderField::Username, true)),
+        ];
+        for (filter, order) in cases {
+            for after in [false, true] {
+                let filter = Filter::parse(filter).unwrap().map(std::sync::Arc::new);
+                let query = crate::storage::filtered::FilteredQuery {
+                    order,
+                    filter,
+                    status: None,
+                    role: None,
+                    after: None,
+                    limit: 10,
+                };
+                let key = match order.field {
+                    OrderField::Username => OrderKey::Name("m".into()),
+                    _ => OrderKey::Time {
+                        ns: 5,
+                        id: UserId::new(),
+                    },
+                };
+                let (sql, backed) = scan_sql_for_tests(&query, after.then_some(&key));
+                assert!(backed, "{sql}");
+                let plan: Vec<String> = store
+                    .readers
+                    .with(|conn| {
+                        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                        let mut rows = statement.raw_query();
+                        let mut details = Vec::new();
+                        while let Some(row) = rows.next()? {
+                            details.push(row.get::<_, String>(3)?);
+                        }
+                        Ok(details)
+                    })
+                    .unwrap();
+                let plan = plan.join("; ");
+                assert!(plan.contains("USING INDEX"), "{sql}: {plan}");
+                assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts: {plan}");
             }
         }
     }

@@ -5,7 +5,7 @@ mod access_log;
 mod imported;
 mod keys;
 mod limits;
-mod login;
+pub mod login;
 mod policy;
 mod recovery;
 mod sessions;
