@@ -29,7 +29,7 @@ pub(super) async fn the_binary_on_a_million_users(suite: &mut Suite, large: &Pat
 }
 
 /// Reads `count` distinct users once each (ids gathered by paging), 32 callers at a time.
-async fn touch_users(addr: &str, count: usize) -> usize {
+pub(super) async fn touch_users(addr: &str, count: usize) -> usize {
     let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
         .unwrap()
         .connect()

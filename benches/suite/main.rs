@@ -28,6 +28,7 @@ mod get_user;
 mod listing;
 mod logins;
 mod postgres;
+mod ten_million;
 mod watch;
 
 use binary::the_binary_on_a_million_users;
@@ -36,6 +37,7 @@ use get_user::{get_user_latency, get_user_with_h2load, serve_ceiling_forever};
 use listing::list_users_at_a_million;
 use logins::logins;
 use postgres::postgres;
+use ten_million::ten_million;
 use watch::watch_fan_out;
 
 // The harness the integration tests use: each uses part of it.
@@ -102,6 +104,8 @@ fn load(rpc: Rpc, concurrency: usize, duration: Duration) -> BenchArgs {
         page_token: String::new(),
         query: String::new(),
         page_size: 10,
+        filter: String::new(),
+        ids: 100,
         updates: 0,
         max_error_ratio: 0.01,
     }
@@ -206,8 +210,13 @@ const UNREACHED_LIMITS: [&str; 6] = [
 /// The real binary, as the tests start it, with limits that keep out of a benchmark's way,
 /// and these flags besides.
 fn server_process(database: &Path, flags: &[&str]) -> ServerProcess {
+    server_process_on(&TestDatabase::sqlite_file(database), flags)
+}
+
+/// `server_process` on any database.
+fn server_process_on(database: &TestDatabase, flags: &[&str]) -> ServerProcess {
     ServerProcess::start_with(
-        &TestDatabase::sqlite_file(database),
+        database,
         &[("RUST_LOG", "warn,user_service::startup=info")],
         &[&["--argon2-memory-kib", "8"], &UNREACHED_LIMITS[..], flags].concat(),
     )
@@ -228,8 +237,13 @@ async fn in_process(settings: Settings) -> (TestApp, String) {
 
 /// Time from spawning the server to its first SERVING health answer.
 async fn time_to_serving(database: &Path) -> (ServerProcess, Duration) {
+    time_to_serving_on(&TestDatabase::sqlite_file(database)).await
+}
+
+/// `time_to_serving` on any database.
+async fn time_to_serving_on(database: &TestDatabase) -> (ServerProcess, Duration) {
     let started = Instant::now();
-    let server = server_process(database, &[]);
+    let server = server_process_on(database, &[]);
     let endpoint = tonic::transport::Endpoint::from_shared(server.url().to_owned()).unwrap();
     loop {
         if let Ok(channel) = endpoint.connect().await {
@@ -332,6 +346,9 @@ async fn suite(only: &str) {
     }
     if wanted("postgres") {
         postgres(&mut suite).await;
+    }
+    if wanted("ten") {
+        ten_million(&mut suite).await;
     }
     print_table(suite.rows);
 }

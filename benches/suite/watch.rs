@@ -19,6 +19,8 @@ pub(super) async fn watch_fan_out(suite: &mut Suite) {
         page_token: String::new(),
         query: String::new(),
         page_size: 10,
+        filter: String::new(),
+        ids: 100,
         updates: 1_000,
         max_error_ratio: 0.01,
     };

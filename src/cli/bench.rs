@@ -22,6 +22,8 @@ pub enum Rpc {
     Update,
     /// `--concurrency` watchers of everyone while `--updates` updates are made.
     Watch,
+    /// BatchGetUsers of `--ids` of the users listed at the start (up to 1,000 of them).
+    BatchGet,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -48,6 +50,12 @@ pub struct BenchArgs {
     /// list: users per page.
     #[arg(long, default_value_t = 10)]
     pub page_size: i32,
+    /// list: an AIP-160 filter.
+    #[arg(long, default_value = "")]
+    pub filter: String,
+    /// batch-get: ids per call.
+    #[arg(long, default_value_t = 100)]
+    pub ids: usize,
     /// watch: updates to make while the watchers listen.
     #[arg(long, default_value_t = 1000)]
     pub updates: usize,
@@ -73,6 +81,7 @@ enum Call {
     List,
     Create,
     Update,
+    BatchGet,
 }
 
 /// What a watch run saw.
@@ -217,25 +226,18 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
         Rpc::List => Call::List,
         Rpc::Create => Call::Create,
         Rpc::Update => Call::Update,
+        Rpc::BatchGet => Call::BatchGet,
         Rpc::Watch => return watch(&connections, &args).await,
     };
-    let ids = if matches!(call, Call::Get | Call::Update) {
-        let page = retrying(connections[0].timeout, || {
-            let mut client = connections[0].users();
-            let request = connections[0].request(pb::ListUsersRequest {
-                page_size: 100,
-                ..Default::default()
-            });
-            async move { client.list_users(request).await }
-        })
-        .await?
-        .into_inner();
-        if page.users.is_empty() {
+    let ids = if matches!(call, Call::Get | Call::Update | Call::BatchGet) {
+        let wanted = if call == Call::BatchGet { 1_000 } else { 100 };
+        let ids = listed_ids(&connections[0], wanted).await?;
+        if ids.is_empty() {
             return Err(Failure::usage(
                 "there are no users to call on: create some first",
             ));
         }
-        page.users.into_iter().map(|user| user.id).collect()
+        ids
     } else {
         Vec::new()
     };
@@ -269,6 +271,7 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                                 page_size: args.page_size,
                                 page_token: args.page_token.clone(),
                                 query: args.query.clone(),
+                                filter: args.filter.clone(),
                                 ..Default::default()
                             });
                             request.set_timeout(timeout);
@@ -299,6 +302,16 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                             });
                             request.set_timeout(timeout);
                             client.update_user(request).await.map(drop)
+                        }
+                        Call::BatchGet => {
+                            n = n.wrapping_mul(31).wrapping_add(17) % ids.len();
+                            let user_ids = (0..args.ids)
+                                .map(|i| ids[(n + i * 97) % ids.len()].clone())
+                                .collect();
+                            let mut request =
+                                tonic::Request::new(pb::BatchGetUsersRequest { user_ids });
+                            request.set_timeout(timeout);
+                            client.batch_get_users(request).await.map(drop)
                         }
                     };
                     tally.record(began, outcome);
@@ -341,6 +354,32 @@ fn now_micros() -> i64 {
 }
 
 /// Opens the watchers, makes the updates, and measures commit-to-delivery delay.
+/// The ids of up to `wanted` users, newest first, from ListUsers pages of 100.
+async fn listed_ids(connection: &Connection, wanted: usize) -> Result<Vec<String>, Failure> {
+    let mut ids = Vec::with_capacity(wanted);
+    let mut page_token = String::new();
+    while ids.len() < wanted {
+        let page = retrying(connection.timeout, || {
+            let mut client = connection.users();
+            let request = connection.request(pb::ListUsersRequest {
+                page_size: 100,
+                page_token: page_token.clone(),
+                ..Default::default()
+            });
+            async move { client.list_users(request).await }
+        })
+        .await?
+        .into_inner();
+        ids.extend(page.users.into_iter().map(|user| user.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    ids.truncate(wanted);
+    Ok(ids)
+}
+
 async fn watch(connections: &[Connection], args: &BenchArgs) -> Result<Report, Failure> {
     let updater = &connections[0];
     let page = updater

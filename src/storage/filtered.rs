@@ -258,6 +258,7 @@ pub(super) fn scan_sql(
     after: Option<&OrderKey>,
     rows: usize,
     collate: &str,
+    columns: &str,
     mut param: impl FnMut() -> String,
 ) -> (String, Vec<Param>) {
     let mut params = Vec::new();
@@ -269,7 +270,7 @@ pub(super) fn scan_sql(
         OrderField::Username => format!("{}{collate}", query.order.column()),
         _ => query.order.column().to_owned(),
     };
-    let mut sql = format!("SELECT {USER_COLUMNS} FROM users WHERE true");
+    let mut sql = format!("SELECT {columns} FROM users WHERE true");
     if let Some(status) = plan.status {
         sql.push_str(&format!(
             " AND status = {}",
@@ -321,7 +322,7 @@ pub(super) fn scan_sql_for_tests(
     after: Option<&OrderKey>,
 ) -> (String, bool) {
     let plan = Plan::of(query);
-    let (sql, _) = scan_sql(query, &plan, after, 11, "", placeholders("?"));
+    let (sql, _) = scan_sql(query, &plan, after, 11, "", USER_COLUMNS, placeholders("?"));
     (sql, plan.index_backed)
 }
 
@@ -375,6 +376,7 @@ impl<'q> Scan<'q> {
             self.last_read.as_ref(),
             self.chunk,
             collate,
+            USER_COLUMNS,
             param,
         );
         Some((sql, params, self.chunk))
@@ -419,14 +421,29 @@ impl<'q> Scan<'q> {
     }
 }
 
-/// The statement that counts, and how: (sql, params, rows read). Matches among the first
-/// `COUNT_SCAN` rows of the range, counted by `count`.
-pub(super) fn count_sql(
+/// How a filtered listing's `total` is counted.
+pub(super) enum Counting {
+    /// Every row of the range matches (index-backed): the statement answers the count, up to
+    /// `COUNT_LIMIT`, from the index alone.
+    InDatabase(String, Vec<Param>),
+    /// The statement reads the first `COUNT_SCAN` rows of the range; `count` keeps the matches.
+    Rows(String, Vec<Param>),
+}
+
+pub(super) fn counting(
     query: &FilteredQuery,
     collate: &str,
     param: impl FnMut() -> String,
-) -> (String, Vec<Param>) {
-    scan_sql(query, &Plan::of(query), None, COUNT_SCAN, collate, param)
+) -> Counting {
+    let plan = Plan::of(query);
+    if plan.index_backed {
+        let limit = COUNT_LIMIT as usize;
+        let (sql, params) = scan_sql(query, &plan, None, limit, collate, "1", param);
+        Counting::InDatabase(format!("SELECT count(*) FROM ({sql}) AS counted"), params)
+    } else {
+        let (sql, params) = scan_sql(query, &plan, None, COUNT_SCAN, collate, USER_COLUMNS, param);
+        Counting::Rows(sql, params)
+    }
 }
 
 /// Matches among the rows a count statement read, at most `COUNT_LIMIT`.
@@ -525,6 +542,7 @@ mod tests {
             q.after.as_ref(),
             11,
             "",
+            USER_COLUMNS,
             placeholders("?"),
         );
         assert!(

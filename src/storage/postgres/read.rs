@@ -8,7 +8,9 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::super::encoding::{RawUser, decode_event};
-use super::super::filtered::{self, FilteredPage, FilteredQuery, Param, Scan, placeholders};
+use super::super::filtered::{
+    self, Counting, FilteredPage, FilteredQuery, Param, Scan, placeholders,
+};
 use super::super::rules::{
     SearchArm, SearchRead, USER_COLUMN_COUNT, into_page, list_sql, merge_search, search_sql,
     user_columns,
@@ -66,13 +68,9 @@ pub(super) async fn select_user(
 /// Text compared byte-wise, as the username prefix index orders it.
 const COLLATE: &str = " COLLATE \"C\"";
 
-/// The users a filtered listing's statement reads.
-async fn filtered_rows(
-    tx: &deadpool_postgres::Transaction<'_>,
-    sql: &str,
-    params: &[Param],
-) -> StoreResult<Vec<User>> {
-    let values: Vec<Box<dyn ToSql + Sync + Send>> = params
+/// A filtered listing's parameters as the driver takes them.
+fn param_values(params: &[Param]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    params
         .iter()
         .map(|param| -> Box<dyn ToSql + Sync + Send> {
             match param {
@@ -82,13 +80,25 @@ async fn filtered_rows(
                 Param::Bytes(value) => Box::new(value.clone()),
             }
         })
-        .collect();
-    let args: Vec<&(dyn ToSql + Sync)> = values
+        .collect()
+}
+
+fn arguments(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    values
         .iter()
         .map(|value| value.as_ref() as &(dyn ToSql + Sync))
-        .collect();
+        .collect()
+}
+
+/// The users a filtered listing's statement reads.
+async fn filtered_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[Param],
+) -> StoreResult<Vec<User>> {
+    let values = param_values(params);
     let statement = tx.prepare_cached(sql).await.map_err(pg_error)?;
-    tx.query(&statement, &args)
+    tx.query(&statement, &arguments(&values))
         .await
         .map_err(pg_error)?
         .iter()
@@ -281,8 +291,21 @@ impl PostgresStore {
         while let Some((sql, params, asked)) = scan.next_read(COLLATE, placeholders("$")) {
             scan.take(filtered_rows(&tx, &sql, &params).await?, asked);
         }
-        let (sql, params) = filtered::count_sql(query, COLLATE, placeholders("$"));
-        let total = filtered::count(query, &filtered_rows(&tx, &sql, &params).await?);
+        let total = match filtered::counting(query, COLLATE, placeholders("$")) {
+            Counting::InDatabase(sql, params) => {
+                let statement = tx.prepare_cached(&sql).await.map_err(pg_error)?;
+                let values = param_values(&params);
+                let count: i64 = tx
+                    .query_one(&statement, &arguments(&values))
+                    .await
+                    .map_err(pg_error)?
+                    .get(0);
+                count.unsigned_abs()
+            }
+            Counting::Rows(sql, params) => {
+                filtered::count(query, &filtered_rows(&tx, &sql, &params).await?)
+            }
+        };
         tx.commit().await.map_err(pg_error)?;
         Ok(scan.finish(total))
     }

@@ -3,7 +3,9 @@
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::super::encoding::{RawUser, decode_event};
-use super::super::filtered::{self, FilteredPage, FilteredQuery, Param, Scan, placeholders};
+use super::super::filtered::{
+    self, Counting, FilteredPage, FilteredQuery, Param, Scan, placeholders,
+};
 use super::super::rules::{
     SearchArm, SearchRead, USER_COLUMN_COUNT, USER_COLUMNS, into_page, list_sql, merge_search,
     search_sql,
@@ -146,8 +148,15 @@ impl SqliteStore {
             while let Some((sql, params, asked)) = scan.next_read("", placeholders("?")) {
                 scan.take(rows(&tx, &sql, &params)?, asked);
             }
-            let (sql, params) = filtered::count_sql(query, "", placeholders("?"));
-            let total = filtered::count(query, &rows(&tx, &sql, &params)?);
+            let total = match filtered::counting(query, "", placeholders("?")) {
+                Counting::InDatabase(sql, params) => tx
+                    .prepare_cached(&sql)?
+                    .query_row(rusqlite::params_from_iter(&params), |row| {
+                        row.get::<_, i64>(0)
+                    })?
+                    .unsigned_abs(),
+                Counting::Rows(sql, params) => filtered::count(query, &rows(&tx, &sql, &params)?),
+            };
             Ok(scan.finish(total))
         })
     }
