@@ -62,7 +62,10 @@ snapshots:
 	@command -v cargo-insta >/dev/null 2>&1 || $(CARGO) install cargo-insta --locked
 	$(CARGO) insta test --review
 
-## Benchmarks: print figures, assert nothing.
+## Benchmarks: print figures, assert nothing. Figure 8 seeds 10,000,000 users through storage
+## on SQLite and again on PostgreSQL (TEST_DATABASE_URL), which takes most of the run;
+## BENCH_USERS=200000 makes it smaller (every row says the count), and
+## `cargo bench --bench suite -- ten` runs it alone.
 bench:
 	@command -v h2load >/dev/null 2>&1 && command -v valgrind >/dev/null 2>&1 || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client valgrind >/dev/null; }

@@ -105,6 +105,7 @@ fn load(rpc: Rpc, concurrency: usize, duration: Duration) -> BenchArgs {
         query: String::new(),
         page_size: 10,
         filter: String::new(),
+        order_by: String::new(),
         ids: 100,
         updates: 0,
         max_error_ratio: 0.01,

@@ -20,6 +20,7 @@ pub(super) async fn watch_fan_out(suite: &mut Suite) {
         query: String::new(),
         page_size: 10,
         filter: String::new(),
+        order_by: String::new(),
         ids: 100,
         updates: 1_000,
         max_error_ratio: 0.01,

@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// list: an AIP-160 filter.
     #[arg(long, default_value = "")]
     pub filter: String,
+    /// list: created_at, updated_at or username, optionally followed by asc or desc.
+    #[arg(long, default_value = "")]
+    pub order_by: String,
     /// batch-get: ids per call.
     #[arg(long, default_value_t = 100)]
     pub ids: usize,
@@ -272,6 +275,7 @@ pub async fn run(target: &Target, args: BenchArgs) -> Result<Report, Failure> {
                                 page_token: args.page_token.clone(),
                                 query: args.query.clone(),
                                 filter: args.filter.clone(),
+                                order_by: args.order_by.clone(),
                                 ..Default::default()
                             });
                             request.set_timeout(timeout);
