@@ -11,8 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use uuid::Uuid;
 
-use super::UserServiceImpl;
 use super::convert::user_to_pb;
+use super::{UserServiceImpl, page_token};
 use crate::auth::policy::Access;
 use crate::caller::Caller;
 use crate::domain::{FieldViolation, UserId, ValidationError};
@@ -51,11 +51,7 @@ pub fn decode_token(token: &str) -> Result<Resume, FieldViolation> {
             "must be a resume_token returned by ExportUsers, unchanged",
         )
     };
-    let text = URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(malformed)?;
+    let text = page_token::text_of(token).ok_or_else(malformed)?;
     let parts: Vec<&str> = text.split(':').collect();
     let [TOKEN_VERSION, revision, id] = parts.as_slice() else {
         return Err(malformed());

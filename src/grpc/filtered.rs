@@ -82,11 +82,7 @@ fn decode(token: &str, query: &FilteredQuery) -> Result<OrderKey, FieldViolation
             "must be a next_page_token returned by ListUsers with the same filter and order_by, unchanged",
         )
     };
-    let text = URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(malformed)?;
+    let text = page_token::text_of(token).ok_or_else(malformed)?;
     let parts: Vec<&str> = text.splitn(3, ':').collect();
     let [VERSION, bound, key] = parts.as_slice() else {
         return Err(malformed());
@@ -104,11 +100,7 @@ fn decode(token: &str, query: &FilteredQuery) -> Result<OrderKey, FieldViolation
             id: UserId::from_uuid(Uuid::try_parse(id).map_err(|_| malformed())?),
         }
     } else if let Some(name) = key.strip_prefix('n') {
-        let name = URL_SAFE_NO_PAD
-            .decode(name)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(malformed)?;
+        let name = page_token::text_of(name).ok_or_else(malformed)?;
         OrderKey::Name(name)
     } else {
         return Err(malformed());

@@ -32,6 +32,15 @@ impl From<Role> for i32 {
     }
 }
 
+/// The text inside a base64url token (every token of this service is one), or `None` when
+/// it is not base64url of UTF-8.
+pub fn text_of(token: &str) -> Option<String> {
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
 pub fn encode(cursor: Cursor, filters: Filters) -> String {
     let text = format!(
         "{VERSION}:{}:{}:{}:{}",
@@ -50,8 +59,7 @@ pub fn decode(token: &str, filters: Filters) -> Result<Cursor, FieldViolation> {
             "must be a next_page_token returned by ListUsers, unchanged",
         )
     };
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
-    let text = String::from_utf8(bytes).map_err(|_| malformed())?;
+    let text = text_of(token).ok_or_else(malformed)?;
     let parts: Vec<&str> = text.split(':').collect();
     let [version, created_at, id, status, role] = parts.as_slice() else {
         return Err(malformed());
@@ -103,25 +111,15 @@ pub fn decode_search(
             "must be a next_page_token returned by ListUsers with the same query, unchanged",
         )
     };
-    let text = URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(malformed)?;
+    let text = text_of(token).ok_or_else(malformed)?;
     let parts: Vec<&str> = text.split(':').collect();
     let [version, status, role, query, key] = parts.as_slice() else {
         return Err(malformed());
     };
-    let text = |part: &str| {
-        URL_SAFE_NO_PAD
-            .decode(part)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-    };
     if *version != SEARCH_VERSION {
         return Err(malformed());
     }
-    let (Some(query), Some(key)) = (text(query), text(key)) else {
+    let (Some(query), Some(key)) = (text_of(query), text_of(key)) else {
         return Err(malformed());
     };
     let same = status.parse::<i32>().ok() == Some(number(filters.status))

@@ -144,8 +144,10 @@ async fn each_filter_lists_exactly_its_users_in_order_across_pages() {
 async fn order_by_sorts_by_creation_update_or_username_either_way() {
     let app = TestApp::spawn().await;
     let mut client = app.client().await;
-    seed(&mut client, (0..30).map(seeded)).await;
-    let created: Vec<String> = (0..30).map(|i| seeded(i).username).collect();
+    // Created in an order of their own (7 and 30 are coprime), so that no two orders agree.
+    let creation_order: Vec<usize> = (0..30).map(|i| i * 7 % 30).collect();
+    seed(&mut client, creation_order.iter().map(|&i| seeded(i))).await;
+    let created: Vec<String> = creation_order.iter().map(|&i| seeded(i).username).collect();
     let (oldest_first, _) = list_all(&mut client, "", "created_at asc", 4)
         .await
         .unwrap();
@@ -160,6 +162,7 @@ async fn order_by_sorts_by_creation_update_or_username_either_way() {
 
     let mut by_name = created.clone();
     by_name.sort_by_key(|name| name.to_lowercase());
+    assert_ne!(by_name, created, "name order and creation order differ");
     let (listed, _) = list_all(&mut client, "", "username", 4).await.unwrap();
     assert_eq!(listed, by_name, "without letter case");
     let (listed, _) = list_all(&mut client, "status = ACTIVE", "username desc", 4)

@@ -65,6 +65,17 @@ pub(super) async fn select_user(
         .transpose()
 }
 
+/// A read-only transaction whose statements all read one snapshot (repeatable read).
+async fn snapshot(client: &mut super::Lease) -> StoreResult<deadpool_postgres::Transaction<'_>> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)
+}
+
 /// Text compared byte-wise, as the username prefix index orders it.
 const COLLATE: &str = " COLLATE \"C\"";
 
@@ -280,13 +291,7 @@ impl PostgresStore {
     /// read-only transaction).
     pub(crate) async fn list_filtered(&self, query: &FilteredQuery) -> StoreResult<FilteredPage> {
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg_error)?;
+        let tx = snapshot(&mut client).await?;
         let mut scan = Scan::new(query);
         while let Some((sql, params, asked)) = scan.next_read(COLLATE, placeholders("$")) {
             scan.take(filtered_rows(&tx, &sql, &params).await?, asked);
@@ -317,13 +322,7 @@ impl PostgresStore {
         let (lo, _) = search.lower_bound();
         let hi = search.upper_bound();
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg_error)?;
+        let tx = snapshot(&mut client).await?;
         let mut pages = [Vec::new(), Vec::new()];
         let mut counted = [Vec::new(), Vec::new()];
         for (index, arm) in [SearchArm::Username, SearchArm::Email]

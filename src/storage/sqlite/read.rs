@@ -261,6 +261,24 @@ mod tests {
     use crate::domain::{Role, UserStatus};
     use crate::storage::{Cursor, StorageSettings};
 
+    /// SQLite's plan for `sql`, its steps joined by "; ". Unbound parameters are NULL, which is
+    /// enough for a plan.
+    fn query_plan(store: &SqliteStore, sql: &str) -> String {
+        store
+            .readers
+            .with(|conn| {
+                let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let mut rows = statement.raw_query();
+                let mut details = Vec::new();
+                while let Some(row) = rows.next()? {
+                    details.push(row.get::<_, String>(3)?);
+                }
+                Ok(details)
+            })
+            .unwrap()
+            .join("; ")
+    }
+
     #[test]
     fn every_listing_reads_an_index_in_order_and_never_sorts() {
         let dir = tempfile::tempdir().unwrap();
@@ -279,23 +297,7 @@ mod tests {
                         after,
                         limit: 10,
                     };
-                    let plan: Vec<String> = store
-                        .readers
-                        .with(|conn| {
-                            let mut statement = conn.prepare(&format!(
-                                "EXPLAIN QUERY PLAN {}",
-                                sqlite_list_sql(&query)
-                            ))?;
-                            // Unbound parameters are NULL, which is enough for a plan.
-                            let mut rows = statement.raw_query();
-                            let mut details = Vec::new();
-                            while let Some(row) = rows.next()? {
-                                details.push(row.get::<_, String>(3)?);
-                            }
-                            Ok(details)
-                        })
-                        .unwrap();
-                    let plan = plan.join("; ");
+                    let plan = query_plan(&store, &sqlite_list_sql(&query));
                     assert!(plan.contains("USING INDEX"), "{query:?}: {plan}");
                     assert!(!plan.contains("TEMP B-TREE"), "{query:?} sorts: {plan}");
                 }
@@ -352,19 +354,7 @@ mod tests {
                 };
                 let (sql, backed) = scan_sql_for_tests(&query, after.then_some(&key));
                 assert!(backed, "{sql}");
-                let plan: Vec<String> = store
-                    .readers
-                    .with(|conn| {
-                        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-                        let mut rows = statement.raw_query();
-                        let mut details = Vec::new();
-                        while let Some(row) = rows.next()? {
-                            details.push(row.get::<_, String>(3)?);
-                        }
-                        Ok(details)
-                    })
-                    .unwrap();
-                let plan = plan.join("; ");
+                let plan = query_plan(&store, &sql);
                 assert!(plan.contains("USING INDEX"), "{sql}: {plan}");
                 assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts: {plan}");
             }
