@@ -13,14 +13,19 @@ use crate::storage::sessions::TokenBasis;
 pub struct TokenExpiry(pub u64);
 
 impl TokenExpiry {
-    /// The moment the token stops working, with the leeway verification allows.
-    pub fn instant(self) -> tokio::time::Instant {
-        let expires =
-            UNIX_EPOCH + Duration::from_secs(self.0.saturating_add(crate::tokens::LEEWAY_SECS));
+    /// A credential that does not expire (a service key made without an expiry).
+    pub const NEVER: TokenExpiry = TokenExpiry(u64::MAX);
+
+    /// The moment the token stops working, with the leeway verification allows; `None` when
+    /// that is beyond what a clock can hold (a credential without an expiry).
+    pub fn instant(self) -> Option<tokio::time::Instant> {
+        let expires = UNIX_EPOCH.checked_add(Duration::from_secs(
+            self.0.checked_add(crate::tokens::LEEWAY_SECS)?,
+        ))?;
         let left = expires
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        tokio::time::Instant::now() + left
+        tokio::time::Instant::now().checked_add(left)
     }
 }
 
@@ -110,5 +115,18 @@ impl std::fmt::Display for Principal<'_> {
                 f.write_str(id.hyphenated().encode_lower(&mut [0; 36]))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenExpiry;
+
+    #[test]
+    fn a_credential_without_an_expiry_has_no_instant_and_does_not_panic() {
+        assert_eq!(TokenExpiry::NEVER.instant(), None);
+        assert_eq!(TokenExpiry(u64::MAX - 1).instant(), None);
+        let soon = TokenExpiry(1).instant().expect("the past is a moment");
+        assert!(soon <= tokio::time::Instant::now(), "long expired: now");
     }
 }

@@ -160,15 +160,17 @@ impl Application {
                 enabled: settings.listener.connections.idle.is_some(),
             })
             .layer(ProtocolLayer {
-                connect: crate::connect::Methods::of_schema(settings.limits.max_message_bytes),
+                connect: crate::connect::Methods::of_schema(settings.limits.body()),
                 console: settings
                     .web
                     .console
                     .then_some(crate::console::Console { development_key }),
-                max_message_bytes: settings.limits.max_message_bytes,
+                body: settings.limits.body(),
                 cors: settings.web.cors(),
             })
-            .layer(RequestWatchLayer)
+            .layer(RequestWatchLayer {
+                body_timeout: settings.limits.request_body_timeout,
+            })
             .layer(TraceSpanLayer {
                 trace_ids: settings.telemetry.access_log,
             })

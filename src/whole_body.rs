@@ -2,16 +2,45 @@
 //! refused without reading its body (authentication refuses so) leaves the connection unable
 //! to carry the next request: gRPC-Web and Connect bodies there are read first. What went
 //! wrong reading is kept, and given when the service reads the body, so the refusal comes
-//! after authentication and the rate limit, as the service's own decoding error would.
+//! after authentication and the rate limit, as the service's own decoding error would. A
+//! body has `--request-body-timeout` to arrive whole: one that stops halfway holds its
+//! connection no longer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
 use http_body_util::BodyExt as _;
 use tonic::Status;
 use tonic::body::Body;
+
+/// How much of a request body is read, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub timeout: Duration,
+}
+
+impl BodyLimits {
+    /// The same time, `extra` bytes more (a frame or envelope header).
+    pub fn plus(self, extra: usize) -> Self {
+        Self {
+            max_bytes: self.max_bytes + extra,
+            ..self
+        }
+    }
+}
+
+/// The refusal of a body that did not arrive in time.
+pub fn too_slow(timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the request body did not arrive within {} of its start (--request-body-timeout): send \
+         the whole message at once",
+        humantime::format_duration(timeout)
+    ))
+}
 
 /// A body already read: its bytes, or why there are none.
 pub struct ReadBody(Option<Result<Bytes, Status>>);
@@ -21,9 +50,9 @@ impl ReadBody {
         Self(Some(read))
     }
 
-    /// `body`, read whole, up to `max_bytes`.
-    pub async fn read(body: Body, max_bytes: usize) -> Self {
-        Self::new(read(body, max_bytes).await.map(BytesMut::freeze))
+    /// `body`, read whole, within `limits`.
+    pub async fn read(body: Body, limits: BodyLimits) -> Self {
+        Self::new(read(body, limits).await.map(BytesMut::freeze))
     }
 }
 
@@ -39,8 +68,14 @@ impl http_body::Body for ReadBody {
     }
 }
 
-/// The whole of `body`, up to `max_bytes`.
-pub async fn read(mut body: Body, max_bytes: usize) -> Result<BytesMut, Status> {
+/// The whole of `body`, within `limits`.
+pub async fn read(body: Body, limits: BodyLimits) -> Result<BytesMut, Status> {
+    tokio::time::timeout(limits.timeout, read_all(body, limits.max_bytes))
+        .await
+        .unwrap_or_else(|_| Err(too_slow(limits.timeout)))
+}
+
+async fn read_all(mut body: Body, max_bytes: usize) -> Result<BytesMut, Status> {
     let mut read = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {

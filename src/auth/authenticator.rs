@@ -85,8 +85,12 @@ impl Verified {
 
     /// What a service key stands for: its role, until it expires or is revoked.
     fn key(key: &ServiceKey) -> Self {
+        // Streams end when the key expires: at its expiry's second, rounded up.
+        let exp = key.expires_at_ns.map_or(TokenExpiry::NEVER.0, |ns| {
+            u64::try_from(ns.div_euclid(1_000_000_000) + 1).unwrap_or(0)
+        });
         Self {
-            exp: u64::MAX,
+            exp,
             until_ns: key.expires_at_ns,
             role: key.role,
             subject: Subject::Key(key.id),

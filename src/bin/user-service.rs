@@ -30,7 +30,10 @@ fn main() -> ExitCode {
     // Inside the runtime: the trace exporter's connection lives on it.
     let logs = {
         let _entered = runtime.enter();
-        telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref())
+        telemetry::init(
+            cli.telemetry.log_format,
+            cli.telemetry.otlp_endpoint.as_deref(),
+        )
     };
     let logs = match logs {
         Ok(logs) => logs,

@@ -15,7 +15,7 @@ use tonic::Status;
 use tonic::body::Body;
 
 use super::{Codec, Kind};
-use crate::whole_body;
+use crate::whole_body::{self, BodyLimits};
 
 /// The envelope's header: one byte of flags, four of length (big-endian), as in gRPC.
 pub const HEADER_BYTES: usize = 5;
@@ -28,10 +28,10 @@ pub const END_STREAM: u8 = 0x02;
 pub struct RequestBody(Option<BoxFuture<'static, Result<Bytes, Status>>>);
 
 impl RequestBody {
-    pub fn new(body: Body, kind: Kind, input: MessageDescriptor, max_bytes: usize) -> Self {
+    pub fn new(body: Body, kind: Kind, input: MessageDescriptor, limits: BodyLimits) -> Self {
         Self(Some(Box::pin(async move {
             // A stream's message comes in an envelope, whose header the limit allows for.
-            let read = whole_body::read(body, max_bytes + HEADER_BYTES).await?;
+            let read = whole_body::read(body, limits.plus(HEADER_BYTES)).await?;
             message(&read, kind, &input).map(|message| grpc_frame(&message))
         })))
     }

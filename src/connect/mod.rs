@@ -30,7 +30,7 @@ use tonic::{Code, Status};
 use tower::Service;
 
 use crate::call::Protocol;
-use crate::whole_body::ReadBody;
+use crate::whole_body::{BodyLimits, ReadBody};
 
 /// The message codec a Connect call uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,12 +88,12 @@ impl Kind {
 #[derive(Clone)]
 pub struct Methods {
     by_path: Arc<HashMap<String, MethodDescriptor>>,
-    max_body_bytes: usize,
+    body: BodyLimits,
 }
 
 impl Methods {
     /// Every method of the schema's services.
-    pub fn of_schema(max_body_bytes: usize) -> Self {
+    pub fn of_schema(body: BodyLimits) -> Self {
         let by_path = crate::json::SCHEMA
             .services()
             .flat_map(|service| service.methods().collect::<Vec<_>>())
@@ -104,7 +104,7 @@ impl Methods {
             .collect();
         Self {
             by_path: Arc::new(by_path),
-            max_body_bytes,
+            body,
         }
     }
 }
@@ -158,16 +158,15 @@ where
         Ok(method) => method,
         Err(status) => return Box::pin(std::future::ready(Ok(refusal(&status, kind)))),
     };
-    let max_body_bytes = methods.max_body_bytes;
+    let limits = methods.body;
     Box::pin(async move {
         let (mut parts, mut body) = request.into_parts();
         if parts.version < http::Version::HTTP_2 {
-            let max_bytes = max_body_bytes + envelope::HEADER_BYTES;
-            body = Body::new(ReadBody::read(body, max_bytes).await);
+            body = Body::new(ReadBody::read(body, limits.plus(envelope::HEADER_BYTES)).await);
         }
         let timeout = to_grpc_headers(&mut parts.headers);
         let message = match &method {
-            Some(method) => envelope::RequestBody::new(body, kind, method.input(), max_body_bytes),
+            Some(method) => envelope::RequestBody::new(body, kind, method.input(), limits),
             // Not a method of ours: the router answers UNIMPLEMENTED without reading.
             None => envelope::RequestBody::refused(Status::unimplemented("no such method")),
         };

@@ -91,7 +91,7 @@ fn token_basis<T>(request: &Request<T>) -> Option<crate::storage::sessions::Toke
 
 /// When the caller's token stops working, for streams that outlive the call's start.
 fn token_expiry<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
-    Some(Authenticated::of(request.extensions())?.expiry?.instant())
+    Authenticated::of(request.extensions())?.expiry?.instant()
 }
 
 impl UserServiceImpl {

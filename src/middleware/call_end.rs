@@ -7,6 +7,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 use tonic::Code;
@@ -29,21 +30,45 @@ fn kept_code(
 }
 
 /// Outside the reporting layers: marks the client gone in the call's state when its request
-/// stream breaks (a reset, or the connection closing) before the call ends.
-#[derive(Clone, Copy, Default)]
-pub struct RequestWatchLayer;
+/// stream breaks (a reset, or the connection closing) before the call ends, and bounds how
+/// long a one-message request may stall (`--request-body-timeout`): past it the body fails
+/// with DEADLINE_EXCEEDED, so a client that stops sending holds no call slot.
+#[derive(Clone, Copy)]
+pub struct RequestWatchLayer {
+    pub body_timeout: Duration,
+}
 
 impl<S> Layer<S> for RequestWatchLayer {
     type Service = RequestWatch<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestWatch { inner }
+        RequestWatch {
+            inner,
+            body_timeout: self.body_timeout,
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct RequestWatch<S> {
     inner: S,
+    body_timeout: Duration,
+}
+
+/// The methods whose requests are streams of messages, which may rightly pause between
+/// them; every other request is one message, bounded by `--request-body-timeout`.
+const CLIENT_STREAMS: [&str; 4] = [
+    "/userservice.UserService/BatchCreateUsers",
+    "/userservice.UserService/SyncUsers",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// A one-message request's time to arrive, armed only when its body first has to wait (a
+/// whole body is usually there at once, so most calls never make a timer).
+struct BodyBound {
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> Service<http::Request<tonic::body::Body>> for RequestWatch<S>
@@ -62,11 +87,16 @@ where
         let Some(state) = CallState::of(request.extensions()).cloned() else {
             return self.inner.call(request);
         };
+        let bound = (!CLIENT_STREAMS.contains(&request.uri().path())).then_some(BodyBound {
+            timeout: self.body_timeout,
+            sleep: None,
+        });
         let (parts, body) = request.into_parts();
         let body = tonic::body::Body::new(WatchedRequest {
             inner: body,
             state,
             counter: MessageCounter::default(),
+            bound,
         });
         self.inner.call(http::Request::from_parts(parts, body))
     }
@@ -78,6 +108,8 @@ struct WatchedRequest {
     inner: tonic::body::Body,
     state: Arc<CallState>,
     counter: MessageCounter,
+    /// `None` for a stream of messages, and once the body has ended.
+    bound: Option<BodyBound>,
 }
 
 impl Body for WatchedRequest {
@@ -90,6 +122,19 @@ impl Body for WatchedRequest {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
+            Poll::Pending => {
+                if let Some(bound) = &mut self.bound {
+                    let timeout = bound.timeout;
+                    let sleep = bound
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        self.bound = None;
+                        return Poll::Ready(Some(Err(crate::whole_body::too_slow(timeout))));
+                    }
+                }
+            }
+            Poll::Ready(None) => self.bound = None,
             Poll::Ready(Some(Err(_))) => self.state.mark_client_gone(),
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -98,7 +143,6 @@ impl Body for WatchedRequest {
                     this.state.received(|| counter.feed(data));
                 }
             }
-            _ => {}
         }
         polled
     }
@@ -300,5 +344,24 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_streams_of_messages_are_the_schemas_client_streaming_methods() {
+        let ours: Vec<String> = crate::json::SCHEMA
+            .services()
+            .flat_map(|service| service.methods().collect::<Vec<_>>())
+            .filter(|method| method.is_client_streaming())
+            .map(|method| format!("/{}/{}", method.parent_service().full_name(), method.name()))
+            .collect();
+        let listed: Vec<&str> = super::CLIENT_STREAMS
+            .iter()
+            .copied()
+            .filter(|path| path.starts_with("/userservice."))
+            .collect();
+        assert_eq!(ours, listed);
     }
 }

@@ -21,7 +21,7 @@ use tower_http::cors::CorsLayer;
 use crate::call::{CallState, Protocol};
 use crate::connect::{self, Kind, Methods};
 use crate::console::{self, Console};
-use crate::whole_body::ReadBody;
+use crate::whole_body::{BodyLimits, ReadBody};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -30,8 +30,9 @@ pub struct ProtocolLayer {
     pub connect: Methods,
     /// `None`: the console is off.
     pub console: Option<Console>,
-    /// The largest request message (`--max-message-bytes`).
-    pub max_message_bytes: usize,
+    /// The largest request message (`--max-message-bytes`), and how long it may take to
+    /// arrive (`--request-body-timeout`).
+    pub body: BodyLimits,
     /// CORS for browser protocols, when origins are named.
     pub cors: Option<CorsLayer>,
 }
@@ -170,7 +171,7 @@ where
                 // and its frame header.
                 let web = tonic_web::GrpcWebLayer::new().layer(ReadWhole {
                     inner,
-                    max_bytes: self.web.max_message_bytes + 5,
+                    limits: self.web.body.plus(5),
                 });
                 self.browser(web, request)
             }
@@ -213,7 +214,7 @@ where
 #[derive(Clone)]
 struct ReadWhole<S> {
     inner: S,
-    max_bytes: usize,
+    limits: BodyLimits,
 }
 
 impl<S> Service<http::Request<Body>> for ReadWhole<S>
@@ -230,12 +231,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let max_bytes = self.max_bytes;
+        let limits = self.limits;
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let body = Body::new(ReadBody::read(body, max_bytes).await);
+            let body = Body::new(ReadBody::read(body, limits).await);
             inner.call(http::Request::from_parts(parts, body)).await
         })
     }

@@ -24,6 +24,7 @@ mod readme;
 mod replicas;
 mod rules;
 mod server;
+mod slow_bodies;
 mod snapshots;
 mod sqlite;
 mod stream_rights;

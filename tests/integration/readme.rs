@@ -166,9 +166,16 @@ fn every_option_of_every_command_has_a_description() {
             if !is_option {
                 continue;
             }
+            // The description follows on the same line (after two spaces) or on the next.
+            let same_line = option.split_once("  ").map_or("", |(_, rest)| rest.trim());
             let next = lines.get(i + 1).map_or("", |next| next.trim());
+            let described = |text: &str| {
+                !text.is_empty()
+                    && !text.starts_with(['[', '-'])
+                    && !text.starts_with("Possible")
+            };
             assert!(
-                !next.is_empty() && !next.starts_with('[') && !next.starts_with("Possible"),
+                described(same_line) || described(next),
                 "{who}: {line:?} has no description"
             );
         }

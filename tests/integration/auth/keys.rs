@@ -268,3 +268,67 @@ async fn only_admins_manage_keys_and_bad_requests_name_the_field() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn a_key_streams_watches_and_syncs_and_a_watch_ends_when_the_key_expires() {
+    let app = TestApp::spawn().await;
+    let lasting = create_key(&app, "stream-forever", UserRole::Admin, None).await;
+    let brief = create_key(
+        &app,
+        "stream-briefly",
+        UserRole::Admin,
+        Some(Duration::from_secs(2)),
+    )
+    .await;
+    let mut as_lasting = app.client_with(Some(&lasting.secret)).await;
+    let mut watch = as_lasting
+        .watch_users(crate::watch::everyone(0))
+        .await
+        .expect("a key without an expiry opens a watch")
+        .into_inner();
+    let mut as_brief = app.client_with(Some(&brief.secret)).await;
+    let mut brief_watch = as_brief
+        .watch_users(crate::watch::everyone(0))
+        .await
+        .expect("a key with an expiry opens a watch")
+        .into_inner();
+    let someone = create(&mut app.client().await, "streamed").await;
+    assert_eq!(
+        crate::watch::next_event(&mut watch).await.user.unwrap().id,
+        someone.id
+    );
+    let mut replies = as_lasting
+        .sync_users(tokio_stream::iter([user_service::pb::UpdateUserRequest {
+            user_id: someone.id.clone(),
+            full_name: Some("Synced By Key".into()),
+            ..Default::default()
+        }]))
+        .await
+        .expect("a key opens a sync")
+        .into_inner();
+    let reply = replies.message().await.expect("the sync answers").unwrap();
+    assert_eq!(reply.user.unwrap().full_name, "Synced By Key");
+    assert_eq!(
+        crate::watch::next_event(&mut watch)
+            .await
+            .user
+            .unwrap()
+            .full_name,
+        "Synced By Key",
+        "the watch goes on"
+    );
+    // The brief key's watch saw both events, then ends when the key expires (with the leeway).
+    let mut ended = None;
+    for _ in 0..3 {
+        match tokio::time::timeout(Duration::from_secs(10), brief_watch.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Err(status)) => {
+                ended = Some(status);
+                break;
+            }
+            other => panic!("the brief key's watch neither went on nor ended: {other:?}"),
+        }
+    }
+    let ended = ended.expect("the watch ended");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+}
