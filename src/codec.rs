@@ -58,15 +58,17 @@ const CORRUPT: &str = "Error decompressing: ";
 const WEB_UNDECODABLE: &str = "tonic-web: ";
 /// tonic's words for a request over `max_decoding_message_size`.
 const TOO_LARGE: &str = "Error, decoded message length too large: ";
+/// tonic's words for a frame whose flag is neither 0 nor 1 (a gRPC-Web trailers frame, 0x80,
+/// sent by a client is one).
+const UNKNOWN_FLAG: &str = "protocol error: received message with invalid compression flag: ";
 
 /// The caller's fault, as the caller should hear it, when `status` is tonic's answer to a
 /// request it could not read: an undecodable body, one cut short, one that does not decompress,
-/// or a gRPC-Web text body that is not base64 (tonic says INTERNAL; the bytes were the
-/// caller's, so INVALID_ARGUMENT, naming the field where the decoder does), or one over the
-/// size limit (tonic says OUT_OF_RANGE; gRPC's code for a message over the limit is
-/// RESOURCE_EXHAUSTED). `None` for every other
-/// status, tonic's two framing errors among them: a compressed flag without an encoding, or
-/// an unknown flag, stay INTERNAL, as gRPC's compression spec requires.
+/// a frame whose flag is no flag, or a gRPC-Web text body that is not base64 (tonic says
+/// INTERNAL; the bytes were the caller's, so INVALID_ARGUMENT, naming the field where the
+/// decoder does), or one over the size limit (tonic says OUT_OF_RANGE; gRPC's code for a
+/// message over the limit is RESOURCE_EXHAUSTED). `None` for every other status: a
+/// compressed flag without an encoding stays INTERNAL, as gRPC's compression spec requires.
 pub fn as_caller_fault(code: tonic::Code, message: &str) -> Option<tonic::Status> {
     match code {
         tonic::Code::Internal => {
@@ -74,7 +76,12 @@ pub fn as_caller_fault(code: tonic::Code, message: &str) -> Option<tonic::Status
                 .strip_prefix(UNDECODABLE)
                 .or_else(|| (message == CUT_SHORT).then_some("the body ended inside a message"))
                 .or_else(|| message.strip_prefix(CORRUPT))
-                .or_else(|| message.strip_prefix(WEB_UNDECODABLE))?;
+                .or_else(|| message.strip_prefix(WEB_UNDECODABLE))
+                .or_else(|| {
+                    message
+                        .strip_prefix(UNKNOWN_FLAG)
+                        .map(|_| "a frame's flag is neither 0 (a message) nor 1 (compressed)")
+                })?;
             Some(tonic::Status::invalid_argument(format!(
                 "the request could not be decoded: {}",
                 crate::text::echo(why)
@@ -119,6 +126,21 @@ mod tests {
         .expect("an over-size body is the caller's fault");
         assert_eq!(large.code(), Code::ResourceExhausted);
         assert!(large.message().contains("found 5000000 bytes"), "{large:?}");
+
+        let trailers_frame = as_caller_fault(
+            Code::Internal,
+            "protocol error: received message with invalid compression flag: 128 (valid flags are 0 and 1), while sending request",
+        )
+        .expect("a frame flag that is no flag is the caller's fault");
+        assert_eq!(trailers_frame.code(), Code::InvalidArgument);
+        assert!(
+            as_caller_fault(
+                Code::Internal,
+                "protocol error: received message with compressed-flag but no grpc-encoding was specified"
+            )
+            .is_none(),
+            "compressed without an encoding stays INTERNAL"
+        );
 
         assert!(as_caller_fault(Code::Internal, "internal error").is_none());
         assert!(

@@ -6,6 +6,7 @@
 //! body has `--request-body-timeout` to arrive whole: one that stops halfway holds its
 //! connection no longer.
 
+use std::error::Error as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,6 +41,48 @@ pub fn too_slow(timeout: Duration) -> Status {
          the whole message at once",
         humantime::format_duration(timeout)
     ))
+}
+
+/// tonic's words for an error of an HTTP/2 stream (a reset, the connection closing).
+const H2_ERROR: &str = "h2 protocol error: ";
+
+/// A request body's read error as the caller should hear it: bytes that break HTTP/1.1's
+/// framing (a chunk size that is no number, or overflows) are the caller's fault,
+/// INVALID_ARGUMENT; every other error is kept.
+pub fn as_heard(error: Status) -> Status {
+    match malformed_framing(&error) {
+        Some(framing) => Status::invalid_argument(format!(
+            "the request body could not be read: {}",
+            crate::text::echo(&framing.to_string())
+        )),
+        None => error,
+    }
+}
+
+/// Whether a request body's read error is its connection ending, so no one hears the answer:
+/// HTTP/2's stream errors, and HTTP/1.1's connection closing or ending inside the body. A
+/// refusal made here (too large, too slow, not decodable) has no transport error under it,
+/// and bytes that break the framing are the caller's, heard as `as_heard` says.
+pub fn connection_ended(error: &Status) -> bool {
+    error.message().starts_with(H2_ERROR)
+        || (error.source().is_some() && malformed_framing(error).is_none())
+}
+
+/// The I/O error under `error` that says the bytes were not HTTP/1.1's framing (hyper's body
+/// decoder says so with these kinds; an ended connection is `UnexpectedEof` and the like).
+fn malformed_framing(error: &Status) -> Option<&std::io::Error> {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            )
+            .then_some(io);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// A body already read: its bytes, or why there are none.
@@ -78,7 +121,7 @@ pub async fn read(body: Body, limits: BodyLimits) -> Result<BytesMut, Status> {
 async fn read_all(mut body: Body, max_bytes: usize) -> Result<BytesMut, Status> {
     let mut read = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
+        let Ok(data) = frame.map_err(as_heard)?.into_data() else {
             continue;
         };
         if read.len() + data.len() > max_bytes {

@@ -55,7 +55,9 @@ async fn enroll(app: &TestApp, channel: &tonic::transport::Channel, user: UserId
     let mut own =
         AuthServiceClient::with_interceptor(channel.clone(), Bearer::new(Some(&token)).unwrap());
     let secret = own
-        .enroll_totp(pb::EnrollTotpRequest {})
+        .enroll_totp(pb::EnrollTotpRequest {
+            current_password: "benchmark password".into(),
+        })
         .await
         .unwrap()
         .into_inner()

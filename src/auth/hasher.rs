@@ -196,7 +196,7 @@ impl PasswordHasher {
                 .map(|hash| PasswordHash::from_phc(hash.to_string()))
                 .map_err(HashError::Hash)
         })
-        .instrument(span("hash_password"))
+        .instrument(span("hash_password", None))
         .await?
     }
 
@@ -234,6 +234,7 @@ impl PasswordHasher {
     /// Whether `password` matches `hash`, for a login: on Login's own share of the cores. A
     /// malformed stored hash never matches.
     pub async fn verify(&self, password: Password, hash: PasswordHash) -> Result<bool, HashError> {
+        let at_server_cost = !self.is_weaker(&hash);
         self.run(&self.login_pool, move |argon2| {
             let password = password.expose().as_bytes();
             let phc = || argon2::password_hash::phc::PasswordHash::new(hash.as_phc());
@@ -255,15 +256,20 @@ impl PasswordHasher {
                 None => false,
             }
         })
-        .instrument(span("verify_password"))
+        .instrument(span("verify_password", Some(at_server_cost)))
         .await
     }
 }
 
 /// A trace span for one hash or verification, its wait for a core included (disabled unless
-/// traces are exported).
-fn span(operation: &'static str) -> tracing::Span {
-    tracing::debug_span!(target: crate::telemetry::SPAN_TARGET, "password", otel.name = operation)
+/// traces are exported); a verification says whether its hash costs what the server's own do.
+fn span(operation: &'static str, at_server_cost: Option<bool>) -> tracing::Span {
+    tracing::debug_span!(
+        target: crate::telemetry::SPAN_TARGET,
+        "password",
+        otel.name = operation,
+        at_server_cost
+    )
 }
 
 impl From<HashError> for ServiceError {

@@ -499,10 +499,15 @@ pub async fn deliveries(connection: &Connection, after: i64) -> Result<(), Failu
     Ok(())
 }
 
-pub async fn enroll_totp(connection: &Connection, json: bool) -> Result<(), Failure> {
+pub async fn enroll_totp(
+    connection: &Connection,
+    password: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let current_password = password_or_prompt(password)?;
     let response = connection
         .auth()
-        .enroll_totp(connection.request(pb::EnrollTotpRequest {}))
+        .enroll_totp(connection.request(pb::EnrollTotpRequest { current_password }))
         .await?
         .into_inner();
     if json {

@@ -130,7 +130,11 @@ enum VerifyAction {
 #[derive(Debug, Subcommand)]
 enum TotpAction {
     /// Start enrolling: prints the secret and its otpauth:// URI, shown this once.
-    Enroll,
+    Enroll {
+        /// Your password, checked again; asked for without echo when not given.
+        #[arg(long, env = "USERCTL_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
     /// Confirm with the first code the authenticator app shows; prints the recovery codes,
     /// shown this once.
     Confirm {
@@ -443,7 +447,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Deliveries { after } => commands::deliveries(&connect()?, after).await,
         Command::Totp { action } => match action {
-            TotpAction::Enroll => commands::enroll_totp(&connect()?, json).await,
+            TotpAction::Enroll { password } => {
+                commands::enroll_totp(&connect()?, password, json).await
+            }
             TotpAction::Confirm { code } => commands::confirm_totp(&connect()?, code, json).await,
             TotpAction::Disable { user, code } => {
                 commands::disable_totp(&connect()?, user, code, json).await

@@ -277,6 +277,16 @@ pub struct StorageArgs {
     #[arg(long, env = "USER_SERVICE_CACHE_CAPACITY", default_value_t = StorageSettings::DEFAULT_CACHE_CAPACITY)]
     pub cache_capacity: usize,
 
+    /// Filtered listings that no index serves (each reads up to 10,000 rows, 256 at a time)
+    /// run at once; more wait for a place up to --database-operation-timeout, then get
+    /// UNAVAILABLE.
+    #[arg(
+        long,
+        env = "USER_SERVICE_MAX_CONCURRENT_SCANS",
+        default_value_t = std::num::NonZeroUsize::new(StorageSettings::DEFAULT_MAX_CONCURRENT_SCANS).unwrap()
+    )]
+    pub max_concurrent_scans: std::num::NonZeroUsize,
+
     /// How many of the newest change events are kept for resuming watches.
     #[arg(
         long,
@@ -305,6 +315,7 @@ impl StorageArgs {
             idle_in_transaction_timeout: self.database_idle_in_transaction_timeout,
             cache_capacity: self.cache_capacity,
             event_retention: self.event_retention,
+            max_concurrent_scans: self.max_concurrent_scans.get(),
             ..StorageSettings::default()
         })
     }
@@ -426,6 +437,11 @@ pub struct AuthArgs {
     /// Login attempts per minute per username and per client address.
     #[arg(long, env = "USER_SERVICE_LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = NonZeroU32::new(10).unwrap())]
     pub login_attempts_per_minute: NonZeroU32,
+
+    /// Recovery codes sent to one account an hour; an address may ask for ten times it
+    /// across accounts. StartRecovery's answer does not change past it: no code is sent.
+    #[arg(long, env = "USER_SERVICE_RECOVERIES_PER_HOUR", default_value_t = NonZeroU32::new(5).unwrap())]
+    pub recoveries_per_hour: NonZeroU32,
 }
 
 impl AuthArgs {
@@ -448,6 +464,7 @@ impl AuthArgs {
             allow_signup: self.allow_signup,
             signups_per_hour: self.signups_per_hour,
             login_attempts_per_minute: self.login_attempts_per_minute,
+            recoveries_per_hour: self.recoveries_per_hour,
             session_ttl: self.session_ttl,
             password_min_strength: self.password_min_strength,
             second_factor_key: secret(

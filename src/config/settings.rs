@@ -95,6 +95,8 @@ pub struct AuthSettings {
     pub allow_signup: bool,
     pub signups_per_hour: NonZeroU32,
     pub login_attempts_per_minute: NonZeroU32,
+    /// Recovery codes sent to one account an hour (ten times it asked for from one address).
+    pub recoveries_per_hour: NonZeroU32,
     pub session_ttl: Duration,
     /// zxcvbn's score a new password must reach (0: no rule).
     pub password_min_strength: u8,
@@ -135,7 +137,10 @@ impl AuthSettings {
     }
 
     pub fn login_limits(&self) -> Arc<LoginLimits> {
-        Arc::new(LoginLimits::new(self.login_attempts_per_minute))
+        Arc::new(LoginLimits::new(
+            self.login_attempts_per_minute,
+            self.recoveries_per_hour,
+        ))
     }
 }
 

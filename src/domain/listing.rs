@@ -43,6 +43,12 @@ impl SearchQuery {
                 format!("must be at most {QUERY_MAX_CHARS} characters, got {chars}"),
             ));
         }
+        if super::validation::has_control(raw) {
+            return Err(FieldViolation::new(
+                "query",
+                "must not contain control characters (such as NUL): no username or email holds one",
+            ));
+        }
         Ok(Some(Self(raw.to_lowercase())))
     }
 

@@ -92,6 +92,7 @@ impl Filter {
     /// Parses a filter. Empty or all-whitespace text is no filter at all: `Ok(None)`.
     pub fn parse(text: &str) -> Result<Option<Filter>, FilterError> {
         check_length(text)?;
+        check_characters(text)?;
         let Some(tree) = syntax::parse(text).map_err(|problem| FilterError::at(text, problem))?
         else {
             return Ok(None);
@@ -164,4 +165,19 @@ fn check_length(text: &str) -> Result<(), FilterError> {
             text.len()
         ),
     })
+}
+
+/// No stored text holds a control character, and databases refuse a NUL in a query: a
+/// filter with one is refused where it stands, on every backend alike.
+fn check_characters(text: &str) -> Result<(), FilterError> {
+    match text
+        .chars()
+        .position(|c| c.is_control() && !c.is_whitespace())
+    {
+        Some(at) => Err(FilterError {
+            position: at + 1,
+            message: "a control character (such as NUL) is not allowed in a filter: no stored value holds one".into(),
+        }),
+        None => Ok(()),
+    }
 }

@@ -24,7 +24,7 @@ use crate::domain::{
 use crate::domain::{PasswordHash, PasswordStrength};
 use crate::error::ServiceError;
 use crate::pb::{self, auth_service_server::AuthService};
-use crate::storage::login_limits::{Charge, LoginAllowance, LoginAttempt};
+use crate::storage::login_limits::{AttemptKind, Charge, LoginAllowance, LoginAttempt};
 use crate::storage::sessions::{NewSession, RefreshDigest, Rotation, SessionId, TokenBasis};
 use crate::storage::{Store, StoreError, now_ns};
 use crate::tokens::Jwt;
@@ -35,22 +35,37 @@ use crate::tokens::Jwt;
 /// address against all accounts together, ten times that. So one address that guesses wrong
 /// locks out only itself, never the account's owner elsewhere, while many addresses against
 /// one account are still slowed to ten addresses' worth, however many replicas they spread over.
+/// Recovery codes are limited apart: `recoveries_per_hour` mails to one account, ten times it
+/// asked for from one address.
 pub struct LoginLimits {
     allowance: LoginAllowance,
+    recovery: LoginAllowance,
 }
 
 impl LoginLimits {
-    pub fn new(per_minute: NonZeroU32) -> Self {
+    pub fn new(per_minute: NonZeroU32, recoveries_per_hour: NonZeroU32) -> Self {
         Self {
             allowance: LoginAllowance::per_minute(per_minute),
+            recovery: LoginAllowance::per_hour(recoveries_per_hour),
         }
     }
 
-    fn attempt(&self, username: &Username, address: Option<IpAddr>) -> LoginAttempt {
+    pub(super) fn attempt(&self, username: &Username, address: Option<IpAddr>) -> LoginAttempt {
         LoginAttempt {
+            kind: AttemptKind::Login,
             account: username.key(),
             address,
             allowance: self.allowance,
+        }
+    }
+
+    /// A recovery code sent to `username`'s owner, asked for from `address`.
+    pub(super) fn recovery(&self, username: &Username, address: Option<IpAddr>) -> LoginAttempt {
+        LoginAttempt {
+            kind: AttemptKind::Recovery,
+            account: username.key(),
+            address,
+            allowance: self.recovery,
         }
     }
 }
@@ -190,6 +205,15 @@ impl AuthService for AuthServiceImpl {
             .verify(password.clone(), hash.clone())
             .await
             .map_err(ServiceError::from)?;
+        if !matched && self.hasher.is_weaker(&hash) {
+            // A refusal costs what the server's own hash costs, whatever is stored: a cheaper
+            // imported hash would answer in a tenth of the time and name the accounts that
+            // hold one.
+            self.hasher
+                .verify(password.clone(), self.decoy.clone())
+                .await
+                .map_err(ServiceError::from)?;
+        }
         let user = match user {
             Some(user) if matched => user,
             _ => return Err(ServiceError::Unauthenticated(WRONG.into()).into()),
@@ -238,6 +262,17 @@ impl AuthService for AuthServiceImpl {
                     "the refresh token was already used, so its session has ended: log in again"
                         .into(),
                 )
+                .into());
+            }
+            Rotation::Inactive { user, status } => {
+                tracing::info!(user_id = %user, "refused a refresh: the user may not act");
+                return Err(match status {
+                    Some(status) => ServiceError::Unauthenticated(format!(
+                        "the account is {}: the refresh token is kept, and works again if the account is made active",
+                        status.name()
+                    )),
+                    None => crate::auth::gone(),
+                }
                 .into());
             }
             Rotation::Invalid => {
@@ -354,20 +389,8 @@ impl AuthService for AuthServiceImpl {
         let expected = match current {
             Some(current) => {
                 // Guessing the current password is limited like guessing it at Login.
-                let attempt = self.limits.attempt(&user.username, address);
-                self.charge(&attempt).await?;
-                let matched = self
-                    .hasher
-                    .verify(current, stored.clone())
-                    .await
-                    .map_err(ServiceError::from)?;
-                if !matched {
-                    return Err(ServiceError::Unauthenticated(
-                        "the current password is wrong".into(),
-                    )
-                    .into());
-                }
-                self.refund(&attempt).await;
+                self.reauthenticate(&user, stored.clone(), current, address)
+                    .await?;
                 Some(stored)
             }
             None => None,
@@ -553,8 +576,37 @@ impl AuthServiceImpl {
         &self.strength
     }
 
+    pub(super) fn limits(&self) -> &LoginLimits {
+        &self.limits
+    }
+
+    /// The login limits, for work that outlives the call.
+    pub(super) fn limits_handle(&self) -> Arc<LoginLimits> {
+        self.limits.clone()
+    }
+
+    /// Checks a signed-in user's password again, for what a stolen access token alone must
+    /// not do: charged to the login limits as a Login is, and given back when right.
+    pub(super) async fn reauthenticate(
+        &self,
+        user: &User,
+        stored: PasswordHash,
+        password: Password,
+        address: Option<IpAddr>,
+    ) -> Result<(), ServiceError> {
+        let attempt = self.limits.attempt(&user.username, address);
+        self.charge(&attempt).await?;
+        if !self.hasher.verify(password, stored).await? {
+            return Err(ServiceError::Unauthenticated(
+                "the current password is wrong".into(),
+            ));
+        }
+        self.refund(&attempt).await;
+        Ok(())
+    }
+
     /// Charges a password check to the login limits: refused past them, with the wait.
-    async fn charge(&self, attempt: &LoginAttempt) -> Result<(), ServiceError> {
+    pub(super) async fn charge(&self, attempt: &LoginAttempt) -> Result<(), ServiceError> {
         match self.store.charge_login(attempt).await? {
             Charge::Admitted => Ok(()),
             Charge::Refused { retry_after } => Err(ServiceError::TooMany {
@@ -566,13 +618,13 @@ impl AuthServiceImpl {
 
     /// Gives a right password's charge back. A failure leaves the attempt counted (the
     /// safe side) and does not fail the call.
-    async fn refund(&self, attempt: &LoginAttempt) {
+    pub(super) async fn refund(&self, attempt: &LoginAttempt) {
         if let Err(err) = self.store.refund_login(attempt).await {
             tracing::warn!(error = %crate::text::chain(&err), "giving back a login attempt failed");
         }
     }
 
-    fn address_of<T>(&self, request: &Request<T>) -> Option<IpAddr> {
+    pub(super) fn address_of<T>(&self, request: &Request<T>) -> Option<IpAddr> {
         ClientAddress::key_of(request.extensions())
     }
 

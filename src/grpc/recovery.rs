@@ -19,6 +19,7 @@ use crate::domain::{
 };
 use crate::error::ServiceError;
 use crate::pb;
+use crate::storage::login_limits::Charge;
 use crate::storage::one_time_codes::{CodeDigest, Delivery, IssuedCode, Purpose, Redeemed};
 use crate::storage::{Store, UserKey, now_ns};
 
@@ -93,6 +94,9 @@ pub fn delivery_to_pb(delivery: Delivery) -> pb::Delivery {
     let purpose = match delivery.purpose {
         Purpose::Recovery => pb::DeliveryPurpose::Recovery,
         Purpose::Verification => pb::DeliveryPurpose::Verification,
+        Purpose::SecondFactorEnabled => pb::DeliveryPurpose::SecondFactorEnabled,
+        Purpose::SecondFactorDisabled => pb::DeliveryPurpose::SecondFactorDisabled,
+        Purpose::PasswordRecovered => pb::DeliveryPurpose::PasswordRecovered,
     };
     pb::Delivery {
         revision: delivery.revision,
@@ -103,6 +107,23 @@ pub fn delivery_to_pb(delivery: Delivery) -> pb::Delivery {
         code: delivery.code,
         expires_at: Some(timestamp(delivery.expires_at_ns)),
     }
+}
+
+/// How long a notice waits in the outbox for the mailer.
+const NOTICE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Queues a notice (no code) to `user`'s email: the delivery's revision.
+async fn queue_notice(store: &Store, user: &User, purpose: Purpose) -> Result<i64, ServiceError> {
+    let notice = IssuedCode {
+        user: user.id,
+        purpose,
+        digest: CodeDigest([0; 32]),
+        email: user.email.as_str().to_owned(),
+        username: user.username.as_str().to_owned(),
+        code: String::new(),
+        expires_at_ns: expires_at(NOTICE_TTL),
+    };
+    Ok(store.issue_code(notice).await?)
 }
 
 /// Issues a code for `user` and queues its delivery: the delivery's revision.
@@ -127,24 +148,41 @@ async fn issue(
 }
 
 impl AuthServiceImpl {
+    /// Tells `user`'s owner, through the mailer's outbox, of a change to their account's
+    /// sign-in. A failure is logged and does not undo the change.
+    pub(super) async fn notify(&self, user: UserId, purpose: Purpose) {
+        let queued = match self.store().get(user).await {
+            Ok(found) => queue_notice(self.store(), &found, purpose).await,
+            Err(err) => Err(err.into()),
+        };
+        match queued {
+            Ok(revision) => tracing::info!(user_id = %user, revision, ?purpose, "queued a notice"),
+            Err(err) => {
+                tracing::error!(user_id = %user, ?purpose, error = %err, "queueing a notice to the owner failed")
+            }
+        }
+    }
+
     /// The user `login` names and whether `code` is their pending one for `purpose`; a login
-    /// that names no one gets the same refusal as a wrong code.
+    /// that names no one gets the same refusal as a wrong code, after the same work (a code
+    /// is presented for a user id no one has), so the time taken does not tell either.
     async fn redeemed(
         &self,
         login: UserKey,
         purpose: Purpose,
         code: &str,
     ) -> Result<(User, String), ServiceError> {
-        let Some(user) = self.store().find(login).await? else {
-            return Err(ServiceError::Unauthenticated(WRONG_CODE.into()));
-        };
-        match self
+        let user = self.store().find(login).await?;
+        let id = user
+            .as_ref()
+            .map_or_else(|| UserId::from_uuid(uuid::Uuid::nil()), |user| user.id);
+        let redeemed = self
             .store()
-            .redeem_code(user.id, purpose, digest(user.id, code))
-            .await?
-        {
-            Redeemed::Accepted { email } => Ok((user, email)),
-            Redeemed::Refused => Err(ServiceError::Unauthenticated(WRONG_CODE.into())),
+            .redeem_code(id, purpose, digest(id, code))
+            .await?;
+        match (user, redeemed) {
+            (Some(user), Redeemed::Accepted { email }) => Ok((user, email)),
+            _ => Err(ServiceError::Unauthenticated(WRONG_CODE.into())),
         }
     }
 
@@ -152,11 +190,13 @@ impl AuthServiceImpl {
         &self,
         request: Request<pb::StartRecoveryRequest>,
     ) -> Result<Response<pb::StartRecoveryResponse>, Status> {
+        let address = self.address_of(&request);
         let login = parse_login(request.into_inner().login)
             .map_err(|violation| ServiceError::from(ValidationError::from(violation)))?;
-        // The answer never waits on whether the user exists: the lookup and the code are made
-        // after it, so an unknown name is answered in the same time.
+        // The answer never waits on whether the user exists, nor on the limits: the lookup,
+        // the limits and the code come after it, so every request is answered alike.
         let store = self.store().clone();
+        let limits = self.limits_handle();
         tokio::spawn(async move {
             let user = match store.find(login).await {
                 Ok(Some(user)) if user.status == UserStatus::Active => user,
@@ -166,6 +206,20 @@ impl AuthServiceImpl {
                     return;
                 }
             };
+            match store
+                .charge_login(&limits.recovery(&user.username, address))
+                .await
+            {
+                Ok(Charge::Admitted) => {}
+                Ok(Charge::Refused { retry_after }) => {
+                    tracing::info!(user_id = %user.id, ?retry_after, "sent no recovery code: past the limit for this account or address");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(user_id = %user.id, error = %crate::text::chain(&err), "charging a recovery to its limits failed: sent no code");
+                    return;
+                }
+            }
             match issue(&store, &user, Purpose::Recovery, RECOVERY_TTL).await {
                 Ok(revision) => {
                     tracing::info!(user_id = %user.id, revision, "queued a recovery code")
@@ -211,7 +265,18 @@ impl AuthServiceImpl {
             .await
             .map_err(ServiceError::from)?;
         tracing::info!(user_id = %user.id, "recovered an account: a new password, every session ended");
-        Ok(Response::new(pb::CompleteRecoveryResponse {}))
+        self.notify(user.id, Purpose::PasswordRecovered).await;
+        // Recovery leaves a second factor in place (email alone must not remove it); the
+        // owner is told, so one they did not set up is taken to an administrator.
+        let second_factor_enabled = self
+            .store()
+            .second_factor(user.id)
+            .await
+            .map_err(ServiceError::from)?
+            .is_some_and(|factor| factor.confirmed);
+        Ok(Response::new(pb::CompleteRecoveryResponse {
+            second_factor_enabled,
+        }))
     }
 
     pub(super) async fn start_email_verification(

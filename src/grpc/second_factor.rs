@@ -8,10 +8,11 @@ use super::caller_of;
 use crate::auth::policy::{Access, Denied, authorize};
 use crate::auth::second_factor::{CodeKind, SecondFactorKeys, kind_of, step_of};
 use crate::caller::Caller;
-use crate::domain::{User, UserId, ValidationError};
+use crate::domain::{Password, User, UserId, ValidationError};
 use crate::error::ServiceError;
 use crate::pb;
 use crate::storage::now_ns;
+use crate::storage::one_time_codes::Purpose;
 
 const WRONG_CODE: &str = "the second-factor code is wrong";
 
@@ -105,8 +106,26 @@ impl AuthServiceImpl {
         request: Request<pb::EnrollTotpRequest>,
     ) -> Result<Response<pb::EnrollTotpResponse>, Status> {
         let id = enrolling_user(&caller_of(&request))?;
+        let address = self.address_of(&request);
         let keys = self.second_factor_keys()?;
-        let user = self.store().get(id).await.map_err(ServiceError::from)?;
+        let password =
+            Password::parse(request.into_inner().current_password).map_err(|mut violation| {
+                violation.field = "current_password".into();
+                violation.description = format!(
+                    "must be your password, to turn on a second factor: {}",
+                    violation.description
+                );
+                ServiceError::from(ValidationError::from(violation))
+            })?;
+        let (user, stored) = self
+            .store()
+            .credentials_of(id)
+            .await
+            .map_err(ServiceError::from)?
+            .ok_or_else(crate::auth::gone)?;
+        // A stolen access token alone cannot put a factor on the account and lock its owner out.
+        self.reauthenticate(&user, stored, password, address)
+            .await?;
         let enrollment = keys
             .enroll(id, user.username.as_str())
             .map_err(|err| ServiceError::Internal(Box::new(err)))?;
@@ -174,6 +193,7 @@ impl AuthServiceImpl {
             return Err(nothing_pending().into());
         }
         tracing::info!(user_id = %id, "confirmed a second factor");
+        self.notify(id, Purpose::SecondFactorEnabled).await;
         Ok(Response::new(pb::ConfirmTotpResponse {
             recovery_codes: codes,
         }))
@@ -184,6 +204,7 @@ impl AuthServiceImpl {
         request: Request<pb::DisableTotpRequest>,
     ) -> Result<Response<pb::DisableTotpResponse>, Status> {
         let caller = caller_of(&request);
+        let address = self.address_of(&request);
         let request = request.into_inner();
         let target = target_user(&caller, &request.user_id)?;
         authorize(&caller, &Access::DisableSecondFactor { target }, false)
@@ -198,8 +219,12 @@ impl AuthServiceImpl {
                 ))
                 .into());
             }
+            // Guessed under the same limits as at Login; a right code gives its charge back.
+            let attempt = self.limits().attempt(&user.username, address);
+            self.charge(&attempt).await?;
             self.second_factor_passes(&user, &request.code, "code")
                 .await?;
+            self.refund(&attempt).await;
         }
         if !self
             .store()
@@ -213,6 +238,7 @@ impl AuthServiceImpl {
             .into());
         }
         tracing::info!(user_id = %target, "disabled a second factor");
+        self.notify(target, Purpose::SecondFactorDisabled).await;
         Ok(Response::new(pb::DisableTotpResponse {}))
     }
 }

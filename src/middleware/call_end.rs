@@ -30,7 +30,8 @@ fn kept_code(
 }
 
 /// Outside the reporting layers: marks the client gone in the call's state when its request
-/// stream breaks (a reset, or the connection closing) before the call ends, and bounds how
+/// stream breaks (a reset, or the connection closing) before the call ends (bytes that break
+/// the framing are the caller's fault, not its going: `whole_body::as_heard`), and bounds how
 /// long a one-message request may stall (`--request-body-timeout`): past it the body fails
 /// with DEADLINE_EXCEEDED, so a client that stops sending holds no call slot.
 #[derive(Clone, Copy)]
@@ -114,13 +115,18 @@ struct WatchedRequest {
 
 impl Body for WatchedRequest {
     type Data = <tonic::body::Body as Body>::Data;
-    type Error = <tonic::body::Body as Body>::Error;
+    type Error = tonic::Status;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(error))) => {
+                Poll::Ready(Some(Err(crate::whole_body::as_heard(error))))
+            }
+            polled => polled,
+        };
         match &polled {
             Poll::Pending => {
                 if let Some(bound) = &mut self.bound {
@@ -135,7 +141,11 @@ impl Body for WatchedRequest {
                 }
             }
             Poll::Ready(None) => self.bound = None,
-            Poll::Ready(Some(Err(_))) => self.state.mark_client_gone(),
+            Poll::Ready(Some(Err(error))) => {
+                if crate::whole_body::connection_ended(error) {
+                    self.state.mark_client_gone();
+                }
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let this = &mut *self;

@@ -157,3 +157,9 @@ pub(super) fn decode_event(
         previous: previous.map(decode_user).transpose()?.map(Box::new),
     })
 }
+
+/// A user's status as a column holds it, `None` where a join found no user.
+pub(super) fn stored_status(raw: Option<i32>) -> Result<Option<UserStatus>, StoreError> {
+    raw.map(|raw| UserStatus::parse("status", raw).map_err(|_| corrupt("status")))
+        .transpose()
+}

@@ -2,7 +2,9 @@
 //! the same index range scan here, read rows in its order in chunks, and keep the users the
 //! filter matches (`Scan`), so a page costs a bounded number of rows read whatever the
 //! filter: every row when the plan serves the whole filter (index-backed), at most
-//! `SCAN_BUDGET` rows otherwise.
+//! `SCAN_BUDGET` rows otherwise. A chunk is at most `CHUNK_ROWS` rows, so a scan holds a
+//! bounded number of users at once whatever their size; how many scans that no index serves
+//! run at once is bounded by the facade (`--max-concurrent-scans`).
 
 use std::sync::Arc;
 
@@ -14,6 +16,10 @@ use super::rules::USER_COLUMNS;
 /// Rows one page may read when the filter is not index-backed; the page ends there (short,
 /// with a token that goes on after the last row read).
 pub const SCAN_BUDGET: usize = 10_000;
+
+/// Rows one statement of a scan reads at most: with users at their largest (32 metadata
+/// entries of 512 characters, about 18 KiB each) a chunk holds under 5 MiB.
+pub const CHUNK_ROWS: usize = 256;
 
 /// Matches counted at most for `total_count`, among the first `COUNT_SCAN` rows of the range.
 pub const COUNT_LIMIT: u64 = 100;
@@ -133,6 +139,12 @@ pub(super) struct Plan {
     high: Option<End>,
     /// Every row the range holds is a match: the plan serves the whole filter.
     pub index_backed: bool,
+}
+
+/// Whether the indexes serve the whole of `query` (a page reads only its matches), or it
+/// scans up to `SCAN_BUDGET` rows.
+pub fn served_by_an_index(query: &FilteredQuery) -> bool {
+    Plan::of(query).index_backed
 }
 
 /// The end of a prefix's range on a text key, exclusive (as `Search::upper_bound`).
@@ -356,7 +368,7 @@ impl<'q> Scan<'q> {
             users: Vec::with_capacity(query.limit),
             read: 0,
             last_read: query.after.clone(),
-            chunk: chunk.next_power_of_two().min(SCAN_BUDGET),
+            chunk: chunk.next_power_of_two().min(CHUNK_ROWS),
             decided: None,
         }
     }
@@ -409,7 +421,10 @@ impl<'q> Scan<'q> {
             self.decided = Some(None);
             return;
         }
-        self.chunk = (self.chunk * 4).min(SCAN_BUDGET - self.read).max(1);
+        self.chunk = (self.chunk * 4)
+            .min(CHUNK_ROWS)
+            .min(SCAN_BUDGET - self.read)
+            .max(1);
     }
 
     pub(super) fn finish(self, total: u64) -> FilteredPage {
@@ -603,6 +618,7 @@ mod tests {
         let mut scan = Scan::new(&q);
         let mut read = 0;
         while let Some((_, _, asked)) = scan.next_read("", placeholders("?")) {
+            assert!(asked <= CHUNK_ROWS, "a chunk of {asked} rows");
             let rows: Vec<User> = (read..read + asked as i64).map(user).collect();
             read += asked as i64;
             let last = q.order.key_of(rows.last().unwrap());

@@ -17,34 +17,58 @@ pub(super) const PRUNED_PER_ATTEMPT: i64 = 16;
 /// together, and an address gets against all accounts together.
 pub const WIDER_ALLOWANCE: u32 = 10;
 
-/// Attempts a minute, sustained, in bursts of at most that many.
+/// Attempts a period (a minute, an hour), sustained, in bursts of at most that many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginAllowance {
-    per_minute: NonZeroU32,
+    count: NonZeroU32,
+    period_ns: i64,
 }
 
 impl LoginAllowance {
-    pub fn per_minute(per_minute: NonZeroU32) -> Self {
-        Self { per_minute }
+    pub fn per_minute(count: NonZeroU32) -> Self {
+        Self {
+            count,
+            period_ns: 60_000_000_000,
+        }
+    }
+
+    pub fn per_hour(count: NonZeroU32) -> Self {
+        Self {
+            count,
+            period_ns: 3_600_000_000_000,
+        }
     }
 
     fn wider(self) -> Self {
         Self {
-            per_minute: self
-                .per_minute
+            count: self
+                .count
                 .saturating_mul(NonZeroU32::new(WIDER_ALLOWANCE).expect("non-zero")),
+            ..self
         }
     }
 
     /// The time one attempt takes to refill.
     fn interval_ns(self) -> i64 {
-        60_000_000_000 / i64::from(self.per_minute.get())
+        self.period_ns / i64::from(self.count.get())
     }
 
     /// How far ahead of now a bucket's instant may be and still admit one more attempt.
     fn tolerance_ns(self) -> i64 {
-        self.interval_ns() * (i64::from(self.per_minute.get()) - 1)
+        self.interval_ns() * (i64::from(self.count.get()) - 1)
     }
+}
+
+/// What an attempt is: a password (or second-factor code) checked, or a recovery code sent.
+/// Their buckets are kept apart, so mails asked for never use up anyone's sign-in attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// Three buckets: the account from this address at the allowance, the account from
+    /// every address and the address against every account at ten times it.
+    Login,
+    /// Two: the account at the allowance (what its owner's inbox receives), and the address
+    /// against every account at ten times it.
+    Recovery,
 }
 
 /// One bucket's key: an account's username key, an address, or both. Stored as two texts,
@@ -63,9 +87,10 @@ pub(super) struct Bucket {
     pub failures: i64,
 }
 
-/// One login attempt: the account it names and where it comes from.
+/// One attempt: the account it names and where it comes from.
 #[derive(Debug, Clone)]
 pub struct LoginAttempt {
+    pub kind: AttemptKind,
     pub account: String,
     pub address: Option<IpAddr>,
     pub allowance: LoginAllowance,
@@ -75,20 +100,28 @@ impl LoginAttempt {
     /// Its buckets in the order their rows are locked (sorted, so two attempts never wait on
     /// each other in a cycle), each with its allowance.
     pub(super) fn buckets(&self) -> Vec<(BucketKey, LoginAllowance)> {
-        let account = |address: String| BucketKey {
-            account: self.account.clone(),
-            address,
+        // A recovery's keys have a prefix no username or address has.
+        let prefix = match self.kind {
+            AttemptKind::Login => "",
+            AttemptKind::Recovery => "recovery:",
         };
-        let mut buckets = vec![(account(String::new()), self.allowance.wider())];
+        let key = |account: &str, address: Option<IpAddr>| BucketKey {
+            account: if account.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}{account}")
+            },
+            address: address.map_or_else(String::new, |address| format!("{prefix}{address}")),
+        };
+        let mut buckets = match self.kind {
+            AttemptKind::Login => vec![(key(&self.account, None), self.allowance.wider())],
+            AttemptKind::Recovery => vec![(key(&self.account, None), self.allowance)],
+        };
         if let Some(address) = self.address {
-            buckets.push((account(address.to_string()), self.allowance));
-            buckets.push((
-                BucketKey {
-                    account: String::new(),
-                    address: address.to_string(),
-                },
-                self.allowance.wider(),
-            ));
+            if self.kind == AttemptKind::Login {
+                buckets.push((key(&self.account, Some(address)), self.allowance));
+            }
+            buckets.push((key("", Some(address)), self.allowance.wider()));
         }
         buckets.sort_by(|a, b| a.0.cmp(&b.0));
         buckets
@@ -243,6 +276,7 @@ mod tests {
     #[test]
     fn an_attempt_from_an_address_has_three_buckets_locked_in_one_order() {
         let attempt = LoginAttempt {
+            kind: AttemptKind::Login,
             account: "owner".into(),
             address: Some("203.0.113.7".parse().unwrap()),
             allowance: allowance(10),
@@ -275,6 +309,44 @@ mod tests {
             unknown.buckets().len(),
             1,
             "no address: the account's bucket alone"
+        );
+    }
+
+    #[test]
+    fn a_recovery_counts_per_account_and_per_address_apart_from_logins() {
+        let attempt = LoginAttempt {
+            kind: AttemptKind::Recovery,
+            account: "owner".into(),
+            address: Some("203.0.113.7".parse().unwrap()),
+            allowance: LoginAllowance::per_hour(NonZeroU32::new(5).unwrap()),
+        };
+        let buckets = attempt.buckets();
+        let keys: Vec<(&str, &str)> = buckets
+            .iter()
+            .map(|(key, _)| (key.account.as_str(), key.address.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [("", "recovery:203.0.113.7"), ("recovery:owner", "")],
+            "no key a login's bucket has"
+        );
+        assert_eq!(
+            buckets[1].1,
+            LoginAllowance::per_hour(NonZeroU32::new(5).unwrap())
+        );
+        // Five an hour: the sixth waits twelve minutes.
+        let allowance = LoginAllowance::per_hour(NonZeroU32::new(5).unwrap());
+        let mut bucket = None;
+        for _ in 0..5 {
+            let (decision, written) = charge(&[(bucket, allowance)], NOW);
+            assert_eq!(decision, Charge::Admitted);
+            bucket = Some(written.unwrap()[0]);
+        }
+        assert_eq!(
+            charge(&[(bucket, allowance)], NOW).0,
+            Charge::Refused {
+                retry_after: Duration::from_secs(12 * 60)
+            }
         );
     }
 }

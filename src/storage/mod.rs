@@ -59,6 +59,9 @@ pub struct Store {
     writes: tokio::sync::mpsc::UnboundedSender<group_commit::Queued>,
     /// When this server last recorded each service key's use.
     key_uses: Arc<std::sync::Mutex<std::collections::HashMap<KeyId, i64>>>,
+    /// Places for filtered listings that no index serves, and how long one waits for a place.
+    scans: Arc<tokio::sync::Semaphore>,
+    scan_wait: Duration,
 }
 
 /// A service key's last use is written at most this often by each server.
@@ -81,6 +84,10 @@ impl Store {
             writes: group_commit::start(backend.clone()),
             backend,
             key_uses: Arc::default(),
+            scans: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_scans.max(1),
+            )),
+            scan_wait: settings.operation_timeout,
         })
     }
 
@@ -268,9 +275,35 @@ impl Store {
         &self,
         query: filtered::FilteredQuery,
     ) -> StoreResult<filtered::FilteredPage> {
-        async { on_backend!(&self.backend, s => s.list_filtered(&query), s.list_filtered(&query)) }
-            .instrument(self.span("list_users"))
-            .await
+        async {
+            let _place = if filtered::served_by_an_index(&query) {
+                None
+            } else {
+                Some(self.scan_place().await?)
+            };
+            on_backend!(&self.backend, s => s.list_filtered(&query), s.list_filtered(&query))
+        }
+        .instrument(self.span("list_users"))
+        .await
+    }
+
+    /// A place among the scans that no index serves, waiting up to the call's deadline or
+    /// the operation bound, whichever comes first.
+    async fn scan_place(&self) -> StoreResult<tokio::sync::OwnedSemaphorePermit> {
+        let mut wait = self.scan_wait;
+        if let Some(deadline) = crate::call_deadline::current() {
+            wait = wait.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        }
+        match tokio::time::timeout(wait, self.scans.clone().acquire_owned()).await {
+            Ok(Ok(place)) => Ok(place),
+            Ok(Err(_)) => Err(StoreError::Unavailable("storage is closed".into())),
+            Err(_) => Err(StoreError::Unavailable(
+                "too many filtered listings that no index serves are running \
+                 (--max-concurrent-scans): retry, or narrow the filter with a condition an index \
+                 serves (status, role, or a range on the order_by field)"
+                    .into(),
+            )),
+        }
     }
 
     /// Users whose username or email starts with a prefix, in the order of the matching key.

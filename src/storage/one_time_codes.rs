@@ -8,11 +8,14 @@ use crate::domain::UserId;
 /// Wrong guesses a code survives; the last one voids it.
 pub const ATTEMPTS: i64 = 5;
 
-/// What a code is for.
+/// What a delivery is for: a code, or a notice to the owner (which has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Recovery = 1,
     Verification = 2,
+    SecondFactorEnabled = 3,
+    SecondFactorDisabled = 4,
+    PasswordRecovered = 5,
 }
 
 impl Purpose {
@@ -20,7 +23,21 @@ impl Purpose {
         match raw {
             1 => Some(Purpose::Recovery),
             2 => Some(Purpose::Verification),
+            3 => Some(Purpose::SecondFactorEnabled),
+            4 => Some(Purpose::SecondFactorDisabled),
+            5 => Some(Purpose::PasswordRecovered),
             _ => None,
+        }
+    }
+
+    /// Whether a delivery of this purpose carries a code that is kept pending (a notice is
+    /// only delivered).
+    pub(super) fn has_code(self) -> bool {
+        match self {
+            Purpose::Recovery | Purpose::Verification => true,
+            Purpose::SecondFactorEnabled
+            | Purpose::SecondFactorDisabled
+            | Purpose::PasswordRecovered => false,
         }
     }
 }
@@ -29,7 +46,7 @@ impl Purpose {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodeDigest(pub [u8; 32]);
 
-/// A code to issue: its pending row and its delivery.
+/// A code to issue: its pending row and its delivery; a notice has its delivery only.
 #[derive(Debug, Clone)]
 pub struct IssuedCode {
     pub user: UserId,

@@ -536,8 +536,9 @@ mod tests {
         Prune(i64, i64, i64, Option<i64>),
         /// `password_expected(expected, stored)`.
         Password(Option<&'static str>, &'static str, bool),
-        /// `sessions::rotate`: the token as read (used, seconds left), and the outcome.
-        Rotate(Option<(bool, i64)>, RotationIs),
+        /// `sessions::rotate`: the token as read (used, seconds left, its user's status, `None`
+        /// when deleted), and the outcome.
+        Rotate(Option<(bool, i64, Option<UserStatus>)>, RotationIs),
         /// `sessions::session_known`: the session's seconds left (`None`: no row), open?
         Session(Option<i64>, bool),
         /// Counts after `Pending` logged these changes (with `undo` of the last one), as
@@ -551,6 +552,7 @@ mod tests {
         ExpiredAndEnded,
         ReusedAndEnded,
         Rotated,
+        RefusedAndKept,
     }
 
     #[derive(Debug, Clone, Copy)]
@@ -630,19 +632,49 @@ mod tests {
         ),
         (
             "a current token rotates",
-            Case::Rotate(Some((false, 60)), RotationIs::Rotated),
+            Case::Rotate(
+                Some((false, 60, Some(UserStatus::Active))),
+                RotationIs::Rotated,
+            ),
         ),
         (
             "a token used before ends its session",
-            Case::Rotate(Some((true, 60)), RotationIs::ReusedAndEnded),
+            Case::Rotate(
+                Some((true, 60, Some(UserStatus::Active))),
+                RotationIs::ReusedAndEnded,
+            ),
         ),
         (
             "an expired session's token ends it",
-            Case::Rotate(Some((false, 0)), RotationIs::ExpiredAndEnded),
+            Case::Rotate(
+                Some((false, 0, Some(UserStatus::Active))),
+                RotationIs::ExpiredAndEnded,
+            ),
         ),
         (
             "expiry wins over reuse",
-            Case::Rotate(Some((true, -5)), RotationIs::ExpiredAndEnded),
+            Case::Rotate(
+                Some((true, -5, Some(UserStatus::Active))),
+                RotationIs::ExpiredAndEnded,
+            ),
+        ),
+        (
+            "a suspended user's current token is refused and not used up",
+            Case::Rotate(
+                Some((false, 60, Some(UserStatus::Suspended))),
+                RotationIs::RefusedAndKept,
+            ),
+        ),
+        (
+            "a deleted user's current token is refused",
+            Case::Rotate(Some((false, 60, None)), RotationIs::RefusedAndKept),
+        ),
+        (
+            "a reused token ends its session whatever the user's status",
+            Case::Rotate(
+                Some((true, 60, Some(UserStatus::Suspended))),
+                RotationIs::ReusedAndEnded,
+            ),
         ),
         (
             "a session before its expiry is open",
@@ -774,11 +806,12 @@ mod tests {
                 }
                 Case::Rotate(found, expected) => {
                     let (session, user) = (uuid::Uuid::now_v7(), UserId::new());
-                    let found = found.map(|(used, left)| Presented {
+                    let found = found.map(|(used, left, user_status)| Presented {
                         session,
                         used,
                         user,
                         expires_at_ns: NOW + left * SECOND,
+                        user_status,
                     });
                     let outcome = match rotate(found, NOW) {
                         (Rotation::Invalid, RotationWrite::Nothing) => RotationIs::Unknown,
@@ -799,6 +832,11 @@ mod tests {
                             RotationWrite::Rotate(rotated),
                         ) if id == session && who == user && rotated == session => {
                             RotationIs::Rotated
+                        }
+                        (Rotation::Inactive { user: who, .. }, RotationWrite::Nothing)
+                            if who == user =>
+                        {
+                            RotationIs::RefusedAndKept
                         }
                         other => panic!("{case}: {other:?}"),
                     };

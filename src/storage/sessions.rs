@@ -45,6 +45,12 @@ pub enum Rotation {
     Reused { session: SessionId },
     /// No such token, or its session already ended or expired.
     Invalid,
+    /// The token is current but its user may not act (suspended, inactive, or deleted:
+    /// `None`); it is not used up, so it works again once the user may.
+    Inactive {
+        user: UserId,
+        status: Option<crate::domain::UserStatus>,
+    },
 }
 
 /// Expired sessions removed by each login, at most: more than expire between two logins.
@@ -57,6 +63,8 @@ pub(super) struct Presented {
     pub used: bool,
     pub user: UserId,
     pub expires_at_ns: i64,
+    /// The user's status as stored (`None`: no such user any more).
+    pub user_status: Option<crate::domain::UserStatus>,
 }
 
 /// What a backend writes for a presented refresh token.
@@ -72,7 +80,8 @@ pub(super) enum RotationWrite {
 
 /// What presenting a refresh token does, given the token as read (`None`: no such token) at
 /// `now_ns`: a token of an expired session ends it and is refused; a token used before ends
-/// its session (someone holds a copy); a current one is swapped for the next.
+/// its session (someone holds a copy); a current one of a user who may not act is refused
+/// and kept; any other current one is swapped for the next.
 pub(super) fn rotate(found: Option<Presented>, now_ns: i64) -> (Rotation, RotationWrite) {
     let Some(token) = found else {
         return (Rotation::Invalid, RotationWrite::Nothing);
@@ -85,6 +94,12 @@ pub(super) fn rotate(found: Option<Presented>, now_ns: i64) -> (Rotation, Rotati
             Rotation::Reused { session },
             RotationWrite::EndSession(session),
         )
+    } else if token.user_status != Some(crate::domain::UserStatus::Active) {
+        let refused = Rotation::Inactive {
+            user: token.user,
+            status: token.user_status,
+        };
+        (refused, RotationWrite::Nothing)
     } else {
         let rotated = Rotation::Rotated {
             session,

@@ -30,6 +30,9 @@ pub struct StorageSettings {
     pub event_retention: u64,
     /// Live events buffered per watcher before it falls back to reading the log.
     pub event_buffer: usize,
+    /// Filtered listings that no index serves (each reads up to `filtered::SCAN_BUDGET`
+    /// rows) run at once; more wait for a place, up to the operation bound.
+    pub max_concurrent_scans: usize,
 }
 
 impl StorageSettings {
@@ -39,6 +42,7 @@ impl StorageSettings {
     pub const DEFAULT_EVENT_RETENTION: u64 = 1_000_000;
     pub const DEFAULT_EVENT_BUFFER: usize = 1024;
     pub const DEFAULT_POOL_SIZE: usize = 16;
+    pub const DEFAULT_MAX_CONCURRENT_SCANS: usize = 4;
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -162,6 +166,7 @@ impl Default for StorageSettings {
             statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
             operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             idle_in_transaction_timeout: Self::DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
+            max_concurrent_scans: Self::DEFAULT_MAX_CONCURRENT_SCANS,
         }
     }
 }

@@ -423,3 +423,100 @@ async fn a_filtered_watch_sends_events_of_matching_users_and_of_one_leaving() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn scans_that_no_index_serves_hold_bounded_memory_however_many_run() {
+    use crate::helpers::{ServerProcess, TestDatabase};
+    const USERS: usize = 5_000;
+    let database = TestDatabase::new();
+    // Time enough for every scan to wait its turn in a debug build.
+    let server = ServerProcess::start_with(&database, &[], &["--database-operation-timeout", "2m"]);
+    let mut client = server.client().await.unwrap();
+    // Users at their largest: 32 metadata entries of 500 characters, about 16 KiB each.
+    let fat = |i: usize| CreateUserRequest {
+        metadata: (0..32)
+            .map(|entry| (format!("k{entry:02}"), "x".repeat(500)))
+            .collect(),
+        ..seeded(i)
+    };
+    for start in (0..USERS).step_by(200) {
+        let batch: Vec<_> = (start..start + 200).map(fat).collect();
+        let created = client
+            .batch_create_users(tokio_stream::iter(batch))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(created.errors.is_empty(), "{:?}", created.errors);
+    }
+    let before = server.rss_kib();
+    let scans = (0..16).map(|_| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .list_users(ListUsersRequest {
+                    filter: r#"metadata.k00 = "no such value""#.into(),
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await
+        })
+    });
+    for scan in futures_util::future::join_all(scans).await {
+        let page = scan
+            .unwrap()
+            .expect("each scan is served, in turn")
+            .into_inner();
+        assert!(page.users.is_empty());
+    }
+    let grown_mib = server.rss_kib().saturating_sub(before) / 1024;
+    // Unbounded, each scan held up to 4,096 of these users at once (64 MiB; 16 at once, 1 GiB).
+    assert!(
+        grown_mib < 200,
+        "16 scans of {USERS} fat users grew the server by {grown_mib} MiB"
+    );
+}
+
+#[tokio::test]
+async fn a_nul_in_a_filter_value_or_a_query_is_refused_as_invalid_on_every_backend() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    crate::helpers::create(&mut client, "nul_bystander").await;
+    for (filter, query, field, position) in [
+        ("username = \"a\u{0}b\"", "", "filter", Some(14)),
+        ("metadata.team = \"x\u{0}\"", "", "filter", Some(19)),
+        ("username:\u{0}*", "", "filter", Some(10)),
+        ("", "nul\u{0}", "query", None),
+    ] {
+        let refused = client
+            .list_users(ListUsersRequest {
+                filter: filter.into(),
+                query: query.into(),
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{filter:?} {query:?}: {refused:?}"
+        );
+        assert!(refused.message().contains(field), "{refused:?}");
+        assert!(refused.message().contains("NUL"), "{refused:?}");
+        if let Some(position) = position {
+            assert!(
+                refused.message().contains(&format!("position {position}")),
+                "{refused:?}"
+            );
+        }
+    }
+    // A tab or a new line between terms is only space.
+    client
+        .list_users(ListUsersRequest {
+            filter: "status = ACTIVE\n\tAND role = USER".into(),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("white space of any kind separates terms");
+}

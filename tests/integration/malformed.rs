@@ -337,3 +337,99 @@ async fn an_undecodable_body_is_logged_as_the_callers_fault_not_a_server_failure
         "a client error, not a WARN: {line}"
     );
 }
+
+/// Sends `head` and `body` over HTTP/1.1 and reads what comes back until the server closes.
+async fn http1(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    // A server may close on bytes it cannot frame before its answer is read: the log says
+    // what it made of them.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The one access line of `method`: the caller's fault, logged at INFO, and no WARN or ERROR
+/// logged once the server was serving.
+fn logged_as_the_callers_fault(server: &crate::helpers::ServerProcess, method: &str) {
+    let line = server.wait_for_log(&format!("\"method\":\"{method}\""));
+    assert!(line.contains("\"code\":\"InvalidArgument\""), "{line}");
+    assert!(line.contains("\"level\":\"INFO\""), "{line}");
+    let log = server.log.lock().unwrap().clone();
+    let serving = log
+        .iter()
+        .position(|line| line.contains("\"message\":\"serving\""))
+        .expect("the server logged that it serves");
+    let faults: Vec<&String> = log[serving..]
+        .iter()
+        .filter(|line| line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\""))
+        .collect();
+    assert!(
+        faults.is_empty(),
+        "a client's bytes were logged as a server fault: {faults:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_size_that_overflows_is_the_callers_fault() {
+    for content_type in ["application/json", "application/grpc-web+proto"] {
+        let database = crate::helpers::TestDatabase::new();
+        let server = crate::helpers::ServerProcess::start(&database);
+        let head = format!(
+            "POST /userservice.UserService/GetUser HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n",
+            server.addr(),
+            server.token("fuzzer", Role::Admin)
+        );
+        let answer = http1(server.addr(), &head, b"FFFFFFFFFFFFFFFFFFFF\r\n").await;
+        if !answer.is_empty() {
+            assert!(
+                answer.contains("invalid_argument") || answer.contains("grpc-status: 3"),
+                "{content_type}: {answer}"
+            );
+        }
+        logged_as_the_callers_fault(&server, "/userservice.UserService/GetUser");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_web_frame_flag_that_is_neither_message_nor_compressed_is_invalid_argument() {
+    let database = crate::helpers::TestDatabase::new();
+    let server = crate::helpers::ServerProcess::start(&database);
+    let head = format!(
+        "POST /userservice.UserService/GetUser HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/grpc-web+proto\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+        server.addr(),
+        server.token("fuzzer", Role::Admin)
+    );
+    let answer = http1(server.addr(), &head, &[0x80, 0, 0, 0, 0]).await;
+    assert!(answer.contains("grpc-status: 3"), "{answer}");
+    assert!(
+        answer.contains("flag"),
+        "the message names the rule: {answer}"
+    );
+    logged_as_the_callers_fault(&server, "/userservice.UserService/GetUser");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_text_that_is_not_base64_is_invalid_argument() {
+    let database = crate::helpers::TestDatabase::new();
+    let server = crate::helpers::ServerProcess::start(&database);
+    let body = b"!!!! not base64 !!!!";
+    let head = format!(
+        "POST /userservice.UserService/GetUser HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/grpc-web-text\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.addr(),
+        server.token("fuzzer", Role::Admin),
+        body.len()
+    );
+    let answer = http1(server.addr(), &head, body).await;
+    assert!(!answer.is_empty(), "the caller hears why");
+    logged_as_the_callers_fault(&server, "/userservice.UserService/GetUser");
+}

@@ -170,9 +170,7 @@ fn every_option_of_every_command_has_a_description() {
             let same_line = option.split_once("  ").map_or("", |(_, rest)| rest.trim());
             let next = lines.get(i + 1).map_or("", |next| next.trim());
             let described = |text: &str| {
-                !text.is_empty()
-                    && !text.starts_with(['[', '-'])
-                    && !text.starts_with("Possible")
+                !text.is_empty() && !text.starts_with(['[', '-']) && !text.starts_with("Possible")
             };
             assert!(
                 described(same_line) || described(next),

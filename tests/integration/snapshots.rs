@@ -296,7 +296,9 @@ fn wire_messages_of_every_rpc() {
                 code: "4kx7m-q2hzp".into(),
                 new_password: "a long new passphrase".into(),
             }),
-            wire("CompleteRecoveryResponse", &pb::CompleteRecoveryResponse {}),
+            wire("CompleteRecoveryResponse", &pb::CompleteRecoveryResponse {
+                second_factor_enabled: true,
+            }),
             wire("StartEmailVerificationRequest", &pb::StartEmailVerificationRequest { user_id: FIXED_ID.into() }),
             wire("StartEmailVerificationResponse", &pb::StartEmailVerificationResponse {
                 expires_at: Some(timestamp(FIXED_TIME_NS)),
@@ -316,9 +318,20 @@ fn wire_messages_of_every_rpc() {
                 code: "4kx7m-q2hzp".into(),
                 expires_at: Some(timestamp(FIXED_TIME_NS)),
             }),
+            wire("Delivery (a notice)", &pb::Delivery {
+                revision: 43,
+                purpose: pb::DeliveryPurpose::SecondFactorEnabled as i32,
+                user_id: FIXED_ID.into(),
+                username: "ann_lee".into(),
+                email: "ann@example.com".into(),
+                code: String::new(),
+                expires_at: Some(timestamp(FIXED_TIME_NS)),
+            }),
         ].concat()),
         ("second_factor", [
-            wire("EnrollTotpRequest", &pb::EnrollTotpRequest {}),
+            wire("EnrollTotpRequest", &pb::EnrollTotpRequest {
+                current_password: "correct horse battery".into(),
+            }),
             wire("EnrollTotpResponse", &pb::EnrollTotpResponse {
                 secret: "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into(),
                 otpauth_uri: "otpauth://totp/user%2Dservice:ann_lee?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=user%2Dservice&algorithm=SHA1&digits=6&period=30".into(),
@@ -1168,7 +1181,11 @@ async fn status_codes_of_auth_service() {
     table.row(
         "EnrollTotp",
         "a service enrolls",
-        describe(admin_auth.enroll_totp(pb::EnrollTotpRequest {}).await),
+        describe(
+            admin_auth
+                .enroll_totp(pb::EnrollTotpRequest::default())
+                .await,
+        ),
     );
     table.row(
         "ConfirmTotp",

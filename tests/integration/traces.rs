@@ -354,3 +354,132 @@ async fn a_collector_that_cannot_be_reached_is_logged_once_not_silently() {
         "once, not once per batch"
     );
 }
+
+/// The names of the spans under the call of trace `trace_id` named `call`, sorted.
+async fn work_of(collector: &Collector, trace_id: &str, call: &str) -> Vec<String> {
+    let mut names: Vec<String> = collector
+        .trace(&unhex(trace_id), call)
+        .await
+        .into_iter()
+        .filter(|span| span.name != call)
+        .map(|span| span.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_code_for_an_unknown_name_costs_the_same_work_as_a_wrong_code_for_a_known_one() {
+    use user_service::pb::auth_service_client::AuthServiceClient;
+    use user_service::pb::{CompleteRecoveryRequest, VerifyEmailRequest};
+    let (collector, endpoint) = Collector::start().await;
+    let database = TestDatabase::new();
+    let server = traced_server(&database, &endpoint, 50);
+    let mut client = server.client().await.unwrap();
+    client.create_user(new_user("known_name")).await.unwrap();
+    let mut auth = AuthServiceClient::new(server.channel().await.unwrap());
+    let mut seen = Vec::new();
+    for (n, login) in ["known_name", "unknown_name"].into_iter().enumerate() {
+        let recovery = format!("0af7651916cd43dd8448eb211c8031a{n}");
+        let refused = auth
+            .complete_recovery(traced(
+                CompleteRecoveryRequest {
+                    login: login.into(),
+                    code: "aaaaa-aaaaa".into(),
+                    new_password: "a long new passphrase".into(),
+                },
+                &format!("00-{recovery}-b7ad6b7169203331-01"),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        let verify = format!("0af7651916cd43dd8448eb211c8031b{n}");
+        let refused = auth
+            .verify_email(traced(
+                VerifyEmailRequest {
+                    login: login.into(),
+                    code: "aaaaa-aaaaa".into(),
+                },
+                &format!("00-{verify}-b7ad6b7169203331-01"),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        seen.push((
+            work_of(
+                &collector,
+                &recovery,
+                "userservice.AuthService/CompleteRecovery",
+            )
+            .await,
+            work_of(&collector, &verify, "userservice.AuthService/VerifyEmail").await,
+        ));
+    }
+    assert!(
+        seen[0].0.iter().any(|name| name == "redeem_code"),
+        "{:?}",
+        seen[0]
+    );
+    assert_eq!(
+        seen[0], seen[1],
+        "known, then unknown: the same storage work"
+    );
+}
+
+/// Whether each `verify_password` span of the call named `call` in trace `trace_id` ran at
+/// the server's own cost.
+async fn verifications_of(collector: &Collector, trace_id: &str, call: &str) -> Vec<bool> {
+    collector
+        .trace(&unhex(trace_id), call)
+        .await
+        .iter()
+        .filter(|span| span.name == "verify_password")
+        .map(|span| match attribute(span, "at_server_cost") {
+            Some(Value::BoolValue(at_cost)) => *at_cost,
+            other => panic!("a verification says what it cost: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_wrong_password_for_a_cheaper_imported_hash_costs_a_verification_at_the_servers_cost() {
+    use user_service::pb::LoginRequest;
+    use user_service::pb::auth_service_client::AuthServiceClient;
+    let (collector, endpoint) = Collector::start().await;
+    let database = TestDatabase::new();
+    let server = traced_server(&database, &endpoint, 50);
+    let mut client = server.client().await.unwrap();
+    client.create_user(new_user("native")).await.unwrap();
+    client
+        .create_user(user_service::pb::CreateUserRequest {
+            password: String::new(),
+            password_hash: bcrypt::hash("the imported password", 4).unwrap(),
+            ..new_user("imported")
+        })
+        .await
+        .unwrap();
+    let mut auth = AuthServiceClient::new(server.channel().await.unwrap());
+    let mut seen = Vec::new();
+    for (n, username) in ["native", "imported"].into_iter().enumerate() {
+        let trace_id = format!("0af7651916cd43dd8448eb211c8031c{n}");
+        let refused = auth
+            .login(traced(
+                LoginRequest {
+                    username: username.into(),
+                    password: "a wrong password".into(),
+                    ..Default::default()
+                },
+                &format!("00-{trace_id}-b7ad6b7169203331-01"),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        seen.push(verifications_of(&collector, &trace_id, "userservice.AuthService/Login").await);
+    }
+    assert_eq!(seen[0], [true], "a native hash is verified once, at cost");
+    assert!(
+        seen[1].contains(&false) && seen[1].contains(&true),
+        "the cheap import is verified, then the server's cost is paid: {:?}",
+        seen[1]
+    );
+}

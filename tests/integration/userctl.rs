@@ -1099,7 +1099,27 @@ async fn totp_is_enrolled_confirmed_used_at_login_and_disabled() {
         );
     };
 
-    let enroll = userctl(&app, Some(&own), &["totp", "enroll", "-o", "json"]);
+    let guessed = userctl(
+        &app,
+        Some(&own),
+        &[
+            "totp",
+            "enroll",
+            "--password",
+            "not-the-password",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        !guessed.status.success(),
+        "a token alone, without the owner's password, enrolls nothing"
+    );
+    let enroll = userctl(
+        &app,
+        Some(&own),
+        &["totp", "enroll", "--password", "password123", "-o", "json"],
+    );
     ok(&enroll, "totp enroll");
     let enrollment: Value = serde_json::from_slice(&enroll.stdout).unwrap();
     let secret = totp_rs::Secret::try_from_base32(enrollment["secret"].as_str().unwrap()).unwrap();

@@ -479,6 +479,7 @@ step("a refusal is shown as the server worded it", async () => {
 step("a moderator turns on a second factor with the QR code, then signs in with a code", async () => {
   await page.click("#whoami");
   await expectVisible("#second-factor");
+  await page.fill("#enroll-password", MODERATOR.password);
   await page.click("#enroll-totp");
   await expectVisible("#enrollment");
   const decoded = await page.locator("#totp-qr").evaluate((image) => image.complete && image.naturalWidth > 0);

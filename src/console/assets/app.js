@@ -576,7 +576,7 @@ async function openUser(id) {
     $(part).hidden = true;
   }
   // A new page starts the second factor section afresh: nothing half-enrolled shows.
-  $("enroll-totp").hidden = false;
+  $("enroll-totp-form").hidden = false;
   $("enrollment").hidden = true;
   $("recovery-box").hidden = true;
   for (const button of $("actions").querySelectorAll("button")) button.hidden = true;
@@ -815,9 +815,11 @@ function onCreate(event) {
 
 // --- Second factor ---
 
-function onEnrollTotp() {
+function onEnrollTotp(event) {
+  event.preventDefault();
   act($("enroll-totp"), async () => {
-    const reply = await call(`${AUTH}EnrollTotp`);
+    const reply = await call(`${AUTH}EnrollTotp`, { currentPassword: $("enroll-password").value });
+    $("enroll-password").value = "";
     $("totp-qr").src = `data:image/svg+xml;base64,${btoa(reply.qrCodeSvg)}`;
     $("totp-secret").textContent = reply.secret;
     $("recovery-box").hidden = true;
@@ -839,7 +841,7 @@ function onConfirmTotp(event) {
     });
     $("recovery-codes").replaceChildren(...items);
     $("recovery-box").hidden = false;
-    $("enroll-totp").hidden = true;
+    $("enroll-totp-form").hidden = true;
     showStatus("The second factor is on.");
   });
 }
@@ -936,7 +938,7 @@ function wire() {
   $("end-sessions").addEventListener("click", endSessions);
   $("password-form").addEventListener("submit", onSetPassword);
   $("create-form").addEventListener("submit", onCreate);
-  $("enroll-totp").addEventListener("click", onEnrollTotp);
+  $("enroll-totp-form").addEventListener("submit", onEnrollTotp);
   $("confirm-totp-form").addEventListener("submit", onConfirmTotp);
   window.addEventListener("hashchange", route);
 }

@@ -40,7 +40,8 @@ impl PostgresStore {
         let user = code.user.as_uuid().as_bytes().as_slice();
         let purpose = code.purpose as i32;
         let attempts = i32::try_from(ATTEMPTS).unwrap_or(i32::MAX);
-        tx.execute(
+        if code.purpose.has_code() {
+            tx.execute(
             "INSERT INTO one_time_codes (user_id, purpose, digest, email, expires_at, attempts_left)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (user_id, purpose) DO UPDATE SET digest = EXCLUDED.digest,
@@ -57,6 +58,7 @@ impl PostgresStore {
         )
         .await
         .map_err(pg_error)?;
+        }
         let revision: i64 = tx
             .query_one(
                 "INSERT INTO deliveries (purpose, user_id, username, email, code, expires_at)

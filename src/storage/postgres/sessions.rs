@@ -4,6 +4,7 @@
 use deadpool_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
+use super::super::encoding::stored_status;
 use super::super::rules::password_expected;
 use super::super::service_keys::key_known;
 use super::super::sessions::{
@@ -119,8 +120,9 @@ impl PostgresStore {
         // reads it used.
         let statement = tx
             .prepare_cached(
-                "SELECT t.session_id, t.used, s.user_id, s.expires_at
+                "SELECT t.session_id, t.used, s.user_id, s.expires_at, u.status
                  FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                 LEFT JOIN users u ON u.id = s.user_id
                  WHERE t.digest = $1 FOR UPDATE OF t",
             )
             .await
@@ -135,6 +137,7 @@ impl PostgresStore {
                 used: row.try_get(1).map_err(pg_error)?,
                 user: UserId::from_uuid(uuid_of(row.try_get(2).map_err(pg_error)?)?),
                 expires_at_ns: row.try_get(3).map_err(pg_error)?,
+                user_status: stored_status(row.try_get(4).map_err(pg_error)?)?,
             }),
             None => None,
         };

@@ -27,7 +27,8 @@ impl SqliteStore {
             )?
             .execute(params![now_ns, PRUNED])?;
             let user = code.user.as_uuid().as_bytes();
-            tx.prepare_cached(
+            if code.purpose.has_code() {
+                tx.prepare_cached(
                 "INSERT INTO one_time_codes (user_id, purpose, digest, email, expires_at, attempts_left)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (user_id, purpose) DO UPDATE SET digest = excluded.digest,
@@ -42,6 +43,7 @@ impl SqliteStore {
                 code.expires_at_ns,
                 ATTEMPTS
             ])?;
+            }
             tx.prepare_cached(
                 "INSERT INTO deliveries (purpose, user_id, username, email, code, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -2,6 +2,7 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::super::encoding::stored_status;
 use super::super::rules::password_expected;
 use super::super::service_keys::key_known;
 use super::super::sessions::{
@@ -83,8 +84,9 @@ impl SqliteStore {
         self.write(|tx, _| {
             let found = tx
                 .prepare_cached(
-                    "SELECT t.session_id, t.used, s.user_id, s.expires_at
+                    "SELECT t.session_id, t.used, s.user_id, s.expires_at, u.status
                      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                     LEFT JOIN users u ON u.id = s.user_id
                      WHERE t.digest = ?1",
                 )?
                 .query_row([presented.0], |row| {
@@ -93,15 +95,21 @@ impl SqliteStore {
                         row.get::<_, bool>(1)?,
                         row.get::<_, [u8; 16]>(2)?,
                         row.get::<_, i64>(3)?,
+                        row.get::<_, Option<i32>>(4)?,
                     ))
                 })
                 .optional()?;
-            let found = found.map(|(session, used, user, expires_at_ns)| Presented {
-                session: SessionId::from_bytes(session),
-                used,
-                user: UserId::from_uuid(uuid::Uuid::from_bytes(user)),
-                expires_at_ns,
-            });
+            let found = found
+                .map(|(session, used, user, expires_at_ns, status)| {
+                    Ok::<_, StoreError>(Presented {
+                        session: SessionId::from_bytes(session),
+                        used,
+                        user: UserId::from_uuid(uuid::Uuid::from_bytes(user)),
+                        expires_at_ns,
+                        user_status: stored_status(status)?,
+                    })
+                })
+                .transpose()?;
             let (rotation, write) = rotate(found, now_ns);
             match write {
                 RotationWrite::Nothing => {}

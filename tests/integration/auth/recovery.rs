@@ -289,3 +289,76 @@ async fn only_an_admin_service_reads_deliveries_and_a_reader_resumes_after_a_rev
         "a reader resumes after what it handled"
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_recoveries_for_one_account_sends_five_codes_and_answers_alike() {
+    let app = TestApp::spawn().await;
+    let user = create(&mut app.client().await, "flooded").await;
+    let mut deliveries = mailer(&app, 0).await;
+    for _ in 0..12 {
+        start_recovery(&app, "flooded").await;
+    }
+    // By email too: the same account.
+    start_recovery(&app, &user.email).await;
+    for _ in 0..5 {
+        assert_eq!(next(&mut deliveries).await.user_id, user.id);
+    }
+    let more = tokio::time::timeout(Duration::from_secs(1), deliveries.message()).await;
+    assert!(
+        more.is_err(),
+        "five codes an hour reach one account: {more:?}"
+    );
+    // Another account is not held up by this one's limit.
+    let other = create(&mut app.client().await, "bystander").await;
+    start_recovery(&app, "bystander").await;
+    assert_eq!(next(&mut deliveries).await.user_id, other.id);
+}
+
+#[tokio::test]
+async fn the_owner_is_told_when_a_second_factor_goes_on_or_off_and_when_recovery_leaves_one() {
+    let app = TestApp::spawn().await;
+    let mut deliveries = mailer(&app, 0).await;
+    let (_, _, id) = super::totp::enrolled(&app, "targeted").await;
+    let notice = next(&mut deliveries).await;
+    assert_eq!(
+        (
+            notice.purpose,
+            notice.user_id.as_str(),
+            notice.code.as_str()
+        ),
+        (DeliveryPurpose::SecondFactorEnabled as i32, id.as_str(), ""),
+        "a notice, with no code: {notice:?}"
+    );
+    start_recovery(&app, "targeted").await;
+    let code = next(&mut deliveries).await;
+    assert_eq!(code.purpose, DeliveryPurpose::Recovery as i32);
+    let recovered = auth_as(&app, None)
+        .await
+        .complete_recovery(CompleteRecoveryRequest {
+            login: "targeted".into(),
+            code: code.code,
+            new_password: "a new passphrase".into(),
+        })
+        .await
+        .expect("the code recovers the account")
+        .into_inner();
+    assert!(
+        recovered.second_factor_enabled,
+        "the answer says a second factor stays"
+    );
+    let notice = next(&mut deliveries).await;
+    assert_eq!(notice.purpose, DeliveryPurpose::PasswordRecovered as i32);
+    auth_as(&app, Some(&app.token("test-admin", Role::Admin)))
+        .await
+        .disable_totp(user_service::pb::DisableTotpRequest {
+            user_id: id.clone(),
+            code: String::new(),
+        })
+        .await
+        .expect("an admin turns it off");
+    let notice = next(&mut deliveries).await;
+    assert_eq!(
+        (notice.purpose, notice.user_id.as_str()),
+        (DeliveryPurpose::SecondFactorDisabled as i32, id.as_str())
+    );
+}

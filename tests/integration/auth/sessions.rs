@@ -391,3 +391,30 @@ async fn a_watch_opened_by_a_session_ends_at_its_next_event_once_the_session_end
     assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     assert!(ended.message().contains("session has ended"), "{ended:?}");
 }
+
+#[tokio::test]
+async fn a_suspended_users_refresh_is_refused_without_using_the_token_up() {
+    let app = TestApp::spawn().await;
+    let user = create(&mut app.client().await, "paused_user").await;
+    let first = login(&app, "paused_user", PASSWORD).await.unwrap();
+    let set = |status: user_service::pb::UserStatus| user_service::pb::UpdateUserRequest {
+        user_id: user.id.clone(),
+        status: Some(status as i32),
+        ..Default::default()
+    };
+    let mut admin = app.client().await;
+    admin
+        .update_user(set(user_service::pb::UserStatus::Suspended))
+        .await
+        .unwrap();
+    let refused = refresh(&app, &first.refresh_token).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("suspended"), "{refused:?}");
+    admin
+        .update_user(set(user_service::pb::UserStatus::Active))
+        .await
+        .unwrap();
+    refresh(&app, &first.refresh_token)
+        .await
+        .expect("the same refresh token works again once the account is active");
+}

@@ -20,6 +20,13 @@ const PASSWORD: &str = "correct horse battery";
 
 type Auth = AuthServiceClient<InterceptedService<Channel, Bearer>>;
 
+/// EnrollTotp as the user asks for it: with their password.
+fn with_password() -> EnrollTotpRequest {
+    EnrollTotpRequest {
+        current_password: PASSWORD.into(),
+    }
+}
+
 async fn auth_as(app: &TestApp, token: Option<&str>) -> Auth {
     AuthServiceClient::with_interceptor(app.channel().await, Bearer::new(token).unwrap())
 }
@@ -50,11 +57,11 @@ async fn login(app: &TestApp, username: &str, code: &str) -> Result<LoginRespons
 
 /// Creates `username`, enrolls and confirms a second factor for them: the authenticator, the
 /// recovery codes and the user's id.
-async fn enrolled(app: &TestApp, username: &str) -> (Totp, Vec<String>, String) {
+pub(super) async fn enrolled(app: &TestApp, username: &str) -> (Totp, Vec<String>, String) {
     let user = create(&mut app.client().await, username).await;
     let mut own = auth_as(app, Some(&app.token(&user.id, Role::User))).await;
     let enrollment = own
-        .enroll_totp(EnrollTotpRequest {})
+        .enroll_totp(with_password())
         .await
         .expect("a user enrolls")
         .into_inner();
@@ -158,7 +165,7 @@ async fn a_user_turns_it_off_with_a_code_and_an_admin_without_one() {
         .await
         .unwrap_err();
     assert_eq!(without.code(), Code::InvalidArgument, "{without:?}");
-    let again = own.enroll_totp(EnrollTotpRequest {}).await.unwrap_err();
+    let again = own.enroll_totp(with_password()).await.unwrap_err();
     assert_eq!(
         again.code(),
         Code::FailedPrecondition,
@@ -203,7 +210,7 @@ async fn a_pending_enrollment_asks_for_nothing_and_a_wrong_first_code_confirms_n
     let app = TestApp::spawn().await;
     let user = create(&mut app.client().await, "hesitant").await;
     let mut own = auth_as(&app, Some(&app.token(&user.id, Role::User))).await;
-    own.enroll_totp(EnrollTotpRequest {}).await.unwrap();
+    own.enroll_totp(with_password()).await.unwrap();
     login(&app, "hesitant", "")
         .await
         .expect("an enrollment not confirmed asks for no code");
@@ -217,7 +224,7 @@ async fn a_pending_enrollment_asks_for_nothing_and_a_wrong_first_code_confirms_n
     let service = auth_as(&app, Some(&app.token("test-admin", Role::Admin))).await;
     let refused = service
         .clone()
-        .enroll_totp(EnrollTotpRequest {})
+        .enroll_totp(with_password())
         .await
         .unwrap_err();
     assert_eq!(
@@ -233,7 +240,7 @@ async fn without_a_second_factor_key_enrolling_is_refused_naming_the_flag() {
     let user = create(&mut app.client().await, "keyless").await;
     let refused = auth_as(&app, Some(&app.token(&user.id, Role::User)))
         .await
-        .enroll_totp(EnrollTotpRequest {})
+        .enroll_totp(with_password())
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
@@ -241,5 +248,94 @@ async fn without_a_second_factor_key_enrolling_is_refused_naming_the_flag() {
         refused.message().contains("--second-factor-key-file"),
         "{}",
         refused.message()
+    );
+}
+
+#[tokio::test]
+async fn enrolling_takes_the_password_again_under_the_login_limits() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.auth.login_attempts_per_minute = std::num::NonZeroU32::new(3).unwrap()
+    })
+    .await;
+    let user = create(&mut app.client().await, "stolen_token").await;
+    // A stolen access token alone enrolls nothing.
+    let mut thief = auth_as(&app, Some(&app.token(&user.id, Role::User))).await;
+    let missing = thief
+        .enroll_totp(EnrollTotpRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument, "{missing:?}");
+    assert!(
+        missing.message().contains("current_password"),
+        "{}",
+        missing.message()
+    );
+    let mut codes = Vec::new();
+    for guess in 0..5 {
+        let refused = thief
+            .enroll_totp(EnrollTotpRequest {
+                current_password: format!("guess number {guess}"),
+            })
+            .await
+            .unwrap_err();
+        codes.push(refused.code());
+    }
+    assert_eq!(
+        codes,
+        [
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+            Code::ResourceExhausted,
+            Code::ResourceExhausted
+        ],
+        "guesses are limited as at Login"
+    );
+    let other = create(&mut app.client().await, "owner_here").await;
+    auth_as(&app, Some(&app.token(&other.id, Role::User)))
+        .await
+        .enroll_totp(with_password())
+        .await
+        .expect("the owner, with the password, enrolls");
+}
+
+#[tokio::test]
+async fn guessing_codes_to_turn_off_ones_own_factor_is_limited_as_at_login() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.auth.login_attempts_per_minute = std::num::NonZeroU32::new(3).unwrap()
+    })
+    .await;
+    let (totp, _, id) = enrolled(&app, "guessed").await;
+    let mut thief = auth_as(&app, Some(&app.token(&id, Role::User))).await;
+    let valid = [
+        totp.generate(now() - 30).to_string(),
+        code_at(&totp, 0),
+        code_at(&totp, 30),
+    ];
+    let wrong: Vec<String> = (0..1_000_000)
+        .map(|n| format!("{n:06}"))
+        .filter(|code| !valid.contains(code))
+        .take(5)
+        .collect();
+    let mut codes = Vec::new();
+    for code in wrong {
+        let refused = thief
+            .disable_totp(DisableTotpRequest {
+                user_id: String::new(),
+                code,
+            })
+            .await
+            .unwrap_err();
+        codes.push(refused.code());
+    }
+    assert_eq!(
+        codes,
+        [
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+            Code::Unauthenticated,
+            Code::ResourceExhausted,
+            Code::ResourceExhausted
+        ]
     );
 }
