@@ -60,6 +60,8 @@ pub enum StartupError {
     NoKeyOffLoopback(SocketAddr),
     #[error("invalid second-factor key")]
     SecondFactorKey(#[from] crate::auth::second_factor::ShortKey),
+    #[error("cannot draw a random key")]
+    Random(#[from] getrandom::Error),
     #[error("invalid TLS settings")]
     Tls(#[source] tonic::transport::Error),
     #[error("cannot build the reflection service")]
@@ -140,10 +142,13 @@ impl Application {
             store.clone(),
             hasher,
             shutdown.clone(),
-            settings.limits.max_batch_items,
-            settings.limits.max_message_bytes,
+            crate::grpc::MessageLimits {
+                max_batch_items: settings.limits.max_batch_items,
+                max_message_bytes: settings.limits.max_message_bytes,
+            },
             signup.clone(),
             streams,
+            page_tokens(&store).await?,
         )
         .with_password_strength(settings.auth.password_strength());
         let (reflection_v1, reflection_v1alpha) = reflection()?;
@@ -399,6 +404,15 @@ async fn metrics(
         shutdown,
     ));
     Ok((Some(metrics), Some((local, served as Task))))
+}
+
+/// The seal of page and resume tokens, under the key every replica reads from the database.
+async fn page_tokens(store: &Store) -> Result<crate::grpc::page_token::TokenSeal, StartupError> {
+    use crate::storage::server_secrets::{PAGE_TOKENS, SECRET_BYTES};
+    let mut drawn = [0; SECRET_BYTES];
+    getrandom::fill(&mut drawn)?;
+    let key = store.server_secret(PAGE_TOKENS, drawn).await?;
+    Ok(crate::grpc::page_token::TokenSeal::new(&key))
 }
 
 /// A hash of a random password, verified against when a login names no user, so that an

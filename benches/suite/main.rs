@@ -181,7 +181,13 @@ async fn seed_url(url: &str, count: usize) -> String {
         if made == 0 {
             // After the 11th-oldest user come the 10 oldest: the last page.
             let user = &outcomes[10.min(chunk - 1)].1.as_ref().unwrap().user;
+            // The server seals its tokens under the key kept in the database: this one.
+            let key = store
+                .server_secret(user_service::storage::server_secrets::PAGE_TOKENS, [0; 32])
+                .await
+                .unwrap();
             last_page = user_service::grpc::page_token::encode(
+                &user_service::grpc::page_token::TokenSeal::new(&key),
                 user_service::storage::Cursor {
                     created_at_ns: user.created_at_ns,
                     id: user.id,

@@ -63,7 +63,8 @@ fuzz_target!(|data: &[u8]| {
                     status: None,
                     role: None,
                 };
-                let _ = user_service::grpc::page_token::decode(&request.page_token, filters);
+                let seal = user_service::grpc::page_token::TokenSeal::new(&[7; 32]);
+                let _ = user_service::grpc::page_token::decode(&seal, &request.page_token, filters);
             }
         }
         _ => {

@@ -3,16 +3,15 @@
 
 use std::pin::Pin;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use uuid::Uuid;
 
+use super::UserServiceImpl;
 use super::convert::user_to_pb;
-use super::{UserServiceImpl, page_token};
+use super::page_token::TokenSeal;
 use crate::auth::policy::Access;
 use crate::caller::Caller;
 use crate::domain::{FieldViolation, UserId, ValidationError};
@@ -36,22 +35,22 @@ pub struct Resume {
 
 const TOKEN_VERSION: &str = "e1";
 
-pub fn encode_token(resume: Resume) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
+pub fn encode_token(seal: &TokenSeal, resume: Resume) -> String {
+    seal.seal(&format!(
         "{TOKEN_VERSION}:{}:{}",
         resume.revision,
         resume.after.as_uuid().simple()
     ))
 }
 
-pub fn decode_token(token: &str) -> Result<Resume, FieldViolation> {
+pub fn decode_token(seal: &TokenSeal, token: &str) -> Result<Resume, FieldViolation> {
     let malformed = || {
         FieldViolation::new(
             "resume_token",
             "must be a resume_token returned by ExportUsers, unchanged",
         )
     };
-    let text = page_token::text_of(token).ok_or_else(malformed)?;
+    let text = seal.open(token).ok_or_else(malformed)?;
     let parts: Vec<&str> = text.split(':').collect();
     let [TOKEN_VERSION, revision, id] = parts.as_slice() else {
         return Err(malformed());
@@ -76,7 +75,7 @@ pub(super) async fn start(
     service.authorize(caller, &Access::Export)?;
     let resume = match request.resume_token.as_str() {
         "" => None,
-        token => Some(decode_token(token).map_err(ValidationError::from)?),
+        token => Some(decode_token(&service.page_tokens, token).map_err(ValidationError::from)?),
     };
     if let Some(resume) = resume {
         // WatchUsers goes on from revision + 1: the log must still hold it.
@@ -98,6 +97,7 @@ pub(super) async fn start(
         total: export.total,
         hashes: request.include_password_hashes,
         budget: service.max_message_bytes.saturating_sub(HEADROOM),
+        seal: service.page_tokens.clone(),
         client,
         _place: place,
     };
@@ -114,6 +114,7 @@ struct Sender {
     hashes: bool,
     /// Bytes of users one part may hold.
     budget: usize,
+    seal: TokenSeal,
     client: mpsc::Sender<Result<pb::ExportUsersResponse, Status>>,
     /// The stream's place under the caps, held until it ends.
     _place: StreamPlace,
@@ -160,10 +161,13 @@ impl Sender {
     }
 
     fn token(&self, after: UserId) -> String {
-        encode_token(Resume {
-            revision: self.revision,
-            after,
-        })
+        encode_token(
+            &self.seal,
+            Resume {
+                revision: self.revision,
+                after,
+            },
+        )
     }
 
     /// A chunk's users in parts of at most `CHUNK` users and `budget` bytes.
@@ -219,19 +223,31 @@ struct Part {
 mod tests {
     use super::*;
 
+    fn seal() -> TokenSeal {
+        TokenSeal::new(&[7; 32])
+    }
+
     #[test]
     fn a_token_decodes_to_where_it_was_made() {
         let resume = Resume {
             revision: 42,
             after: UserId::new(),
         };
-        assert_eq!(decode_token(&encode_token(resume)), Ok(resume));
+        assert_eq!(
+            decode_token(&seal(), &encode_token(&seal(), resume)),
+            Ok(resume)
+        );
+        let other = TokenSeal::new(&[8; 32]);
+        assert!(
+            decode_token(&other, &encode_token(&seal(), resume)).is_err(),
+            "another deployment's token"
+        );
     }
 
     proptest::proptest! {
         #[test]
         fn arbitrary_text_is_refused_as_a_token(token in "\\PC{0,120}") {
-            proptest::prop_assert!(decode_token(&token).is_err());
+            proptest::prop_assert!(decode_token(&seal(), &token).is_err());
         }
     }
 
@@ -243,8 +259,8 @@ mod tests {
             format!("e2:1:{id}"),
             format!("e1:1:{id}:x"),
         ] {
-            let token = URL_SAFE_NO_PAD.encode(text);
-            assert!(decode_token(&token).is_err(), "{token}");
+            let token = seal().seal(&text);
+            assert!(decode_token(&seal(), &token).is_err(), "{token}");
         }
     }
 }

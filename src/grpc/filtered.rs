@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use tonic::Response;
 use uuid::Uuid;
 
+use super::page_token::TokenSeal;
 use super::{LIST_HEADROOM, UserServiceImpl, fit_page, invalid, page_token};
 use crate::domain::{FieldViolation, UserId};
 use crate::error::ServiceError;
@@ -67,22 +68,26 @@ fn binding(query: &FilteredQuery) -> String {
     URL_SAFE_NO_PAD.encode(&Sha256::digest(text.as_bytes())[..12])
 }
 
-fn encode(key: &OrderKey, query: &FilteredQuery) -> String {
+fn encode(seal: &TokenSeal, key: &OrderKey, query: &FilteredQuery) -> String {
     let key = match key {
         OrderKey::Time { ns, id } => format!("t{ns}.{}", id.as_uuid().simple()),
         OrderKey::Name(name) => format!("n{}", URL_SAFE_NO_PAD.encode(name)),
     };
-    URL_SAFE_NO_PAD.encode(format!("{VERSION}:{}:{key}", binding(query)))
+    seal.seal(&format!("{VERSION}:{}:{key}", binding(query)))
 }
 
-fn decode(token: &str, query: &FilteredQuery) -> Result<OrderKey, FieldViolation> {
+fn decode(
+    seal: &TokenSeal,
+    token: &str,
+    query: &FilteredQuery,
+) -> Result<OrderKey, FieldViolation> {
     let malformed = || {
         FieldViolation::new(
             "page_token",
             "must be a next_page_token returned by ListUsers with the same filter and order_by, unchanged",
         )
     };
-    let text = page_token::text_of(token).ok_or_else(malformed)?;
+    let text = seal.open(token).ok_or_else(malformed)?;
     let parts: Vec<&str> = text.splitn(3, ':').collect();
     let [VERSION, bound, key] = parts.as_slice() else {
         return Err(malformed());
@@ -138,7 +143,8 @@ impl UserServiceImpl {
             limit,
         };
         if !request.page_token.is_empty() {
-            query.after = Some(decode(&request.page_token, &query).map_err(invalid)?);
+            query.after =
+                Some(decode(&self.page_tokens, &request.page_token, &query).map_err(invalid)?);
         }
         let order = query.order;
         let page = self.store.list_filtered(query.clone()).await?;
@@ -152,7 +158,7 @@ impl UserServiceImpl {
             users,
             next_page_token: cut
                 .or(page.next)
-                .map(|key| encode(&key, &query))
+                .map(|key| encode(&self.page_tokens, &key, &query))
                 .unwrap_or_default(),
             total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
         }))
@@ -202,19 +208,23 @@ mod tests {
         }
     }
 
+    fn seal() -> TokenSeal {
+        TokenSeal::new(&[7; 32])
+    }
+
     #[test]
     fn a_token_is_bound_to_its_filter_and_order_but_not_to_spelling() {
         let key = OrderKey::Name("ann".into());
-        let token = encode(&key, &query("username = \"A*\"", "username"));
+        let token = encode(&seal(), &key, &query("username = \"A*\"", "username"));
         assert_eq!(
-            decode(&token, &query("username=\"a*\"", "username asc")),
+            decode(&seal(), &token, &query("username=\"a*\"", "username asc")),
             Ok(key)
         );
         for (filter, order) in [
             ("username = \"b*\"", "username"),
             ("username = \"a*\"", "username desc"),
         ] {
-            let err = decode(&token, &query(filter, order)).unwrap_err();
+            let err = decode(&seal(), &token, &query(filter, order)).unwrap_err();
             assert!(
                 err.description.contains("different"),
                 "{filter} {order}: {err}"
@@ -224,14 +234,14 @@ mod tests {
             ns: -5,
             id: UserId::new(),
         };
-        let token = encode(&time, &query("", "created_at"));
-        assert_eq!(decode(&token, &query("", "created_at")), Ok(time));
+        let token = encode(&seal(), &time, &query("", "created_at"));
+        assert_eq!(decode(&seal(), &token, &query("", "created_at")), Ok(time));
     }
 
     proptest::proptest! {
         #[test]
         fn arbitrary_text_is_refused_as_a_token(token in "\\PC{0,120}") {
-            proptest::prop_assert!(decode(&token, &query("", "username")).is_err());
+            proptest::prop_assert!(decode(&seal(), &token, &query("", "username")).is_err());
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct UserServiceImpl {
     streams: StreamControls,
     /// What a new password must pass.
     strength: PasswordStrength,
+    /// Signs page and resume tokens.
+    page_tokens: page_token::TokenSeal,
 }
 
 /// The caller the auth middleware attached; anonymous when there is none.
@@ -94,25 +96,35 @@ fn token_expiry<T>(request: &Request<T>) -> Option<tokio::time::Instant> {
     Authenticated::of(request.extensions())?.expiry?.instant()
 }
 
+/// How much one call may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageLimits {
+    /// Items in one BatchCreateUsers or BatchGetUsers call.
+    pub max_batch_items: usize,
+    /// Bytes of one message either way.
+    pub max_message_bytes: usize,
+}
+
 impl UserServiceImpl {
     pub fn new(
         store: Store,
         hasher: PasswordHasher,
         shutdown: Shutdown,
-        max_batch_items: usize,
-        max_message_bytes: usize,
+        limits: MessageLimits,
         signup: Option<Arc<SignupLimit>>,
         streams: StreamControls,
+        page_tokens: page_token::TokenSeal,
     ) -> Self {
         Self {
             store,
             hasher,
             shutdown,
-            max_batch_items,
-            max_message_bytes,
+            max_batch_items: limits.max_batch_items,
+            max_message_bytes: limits.max_message_bytes,
             signup,
             streams,
             strength: PasswordStrength::new(PasswordStrength::DEFAULT_SCORE),
+            page_tokens,
         }
     }
 
@@ -186,7 +198,10 @@ impl UserServiceImpl {
         let prefix = query.prefix().to_owned();
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(page_token::decode_search(token, filters, &prefix).map_err(invalid)?),
+            token => Some(
+                page_token::decode_search(&self.page_tokens, token, filters, &prefix)
+                    .map_err(invalid)?,
+            ),
         };
         let page = self
             .store
@@ -207,7 +222,7 @@ impl UserServiceImpl {
             None => None,
         };
         let next_page_token = resume_after
-            .map(|key| page_token::encode_search(&key, filters, &prefix))
+            .map(|key| page_token::encode_search(&self.page_tokens, &key, filters, &prefix))
             .unwrap_or_default();
         Ok(Response::new(pb::ListUsersResponse {
             users,
@@ -393,7 +408,7 @@ impl UserService for UserServiceImpl {
         }
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(page_token::decode(token, filters).map_err(invalid)?),
+            token => Some(page_token::decode(&self.page_tokens, token, filters).map_err(invalid)?),
         };
         let page = self
             .store
@@ -418,7 +433,7 @@ impl UserService for UserServiceImpl {
             users,
             next_page_token: cut
                 .or(page.next)
-                .map(|cursor| page_token::encode(cursor, filters))
+                .map(|cursor| page_token::encode(&self.page_tokens, cursor, filters))
                 .unwrap_or_default(),
             total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
         }))

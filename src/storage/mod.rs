@@ -17,6 +17,7 @@ mod published;
 mod query;
 mod rules;
 pub mod second_factors;
+pub mod server_secrets;
 pub mod service_keys;
 pub mod sessions;
 mod settings;
@@ -588,6 +589,28 @@ impl Store {
                 tracing::warn!(key_id = %id, error = %crate::text::chain(&err), "recording a service key's use failed");
             }
         });
+    }
+}
+
+/// Secrets the server makes for itself (`server_secrets`).
+impl Store {
+    /// The secret named `name`, the same on every replica: `drawn` when this is the first
+    /// time any replica asks, else the one written then.
+    pub async fn server_secret(
+        &self,
+        name: &'static str,
+        drawn: [u8; server_secrets::SECRET_BYTES],
+    ) -> StoreResult<Vec<u8>> {
+        let now = now_ns();
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.server_secret(name, &drawn, now),
+                s.server_secret(name, &drawn, now)
+            )
+        }
+        .instrument(self.span("server_secret"))
+        .await
     }
 }
 

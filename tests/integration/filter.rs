@@ -520,3 +520,45 @@ async fn a_nul_in_a_filter_value_or_a_query_is_refused_as_invalid_on_every_backe
         .await
         .expect("white space of any kind separates terms");
 }
+
+#[tokio::test]
+async fn a_page_token_written_outside_the_server_is_refused_even_with_the_right_binding() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let app = TestApp::spawn().await;
+    let mut client = app.client().await;
+    seed(&mut client, (0..5).map(seeded)).await;
+    let filtered = |page_token: String| ListUsersRequest {
+        filter: "username = \"f*\"".into(),
+        order_by: "username".into(),
+        page_size: 1,
+        page_token,
+        ..Default::default()
+    };
+    let token = client
+        .list_users(filtered(String::new()))
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    // What the token binds (the digest of the filter and order) is in plain sight: a token
+    // naming another place under the same binding is what a caller could write by hand.
+    let body = token.split('.').next().unwrap();
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap();
+    let parts: Vec<&str> = text.splitn(3, ':').collect();
+    let written = URL_SAFE_NO_PAD.encode(format!(
+        "{}:{}:n{}",
+        parts[0],
+        parts[1],
+        URL_SAFE_NO_PAD.encode("f002")
+    ));
+    let refused = client.list_users(filtered(written)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("page_token"), "{refused:?}");
+    let next = client
+        .list_users(filtered(token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.users.len(), 1, "the server's own token still pages");
+}

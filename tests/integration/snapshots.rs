@@ -127,7 +127,10 @@ fn wire_messages_of_every_rpc() {
         metadata: [("team".to_string(), "core".to_string())].into(),
         ..new_user("ann_lee")
     };
+    // Tokens are sealed under each deployment's own key; this one's is fixed.
+    let seal = page_token::TokenSeal::new(&[0; 32]);
     let token = page_token::encode(
+        &seal,
         Cursor {
             created_at_ns: FIXED_TIME_NS,
             id: UserId::parse("id", FIXED_ID).unwrap(),
@@ -138,11 +141,13 @@ fn wire_messages_of_every_rpc() {
         },
     );
     // Where an export of the fixed user goes on after it.
-    let export_token =
-        user_service::grpc::export::encode_token(user_service::grpc::export::Resume {
+    let export_token = user_service::grpc::export::encode_token(
+        &seal,
+        user_service::grpc::export::Resume {
             revision: 7,
             after: UserId::parse("id", FIXED_ID).unwrap(),
-        });
+        },
+    );
     let cases = [
         ("create_user", [
             wire("CreateUserRequest", &create_request),
@@ -845,15 +850,29 @@ async fn status_codes_of_list_users() {
             describe(client.list_users(request).await),
         );
     }
-    let token = page_token::encode(
-        Cursor {
-            created_at_ns: 1,
-            id: UserId::parse("id", UNKNOWN_ID).unwrap(),
-        },
-        page_token::Filters {
-            status: None,
-            role: None,
-        },
+    create(&mut client, "second_user").await;
+    let token = client
+        .list_users(pb::ListUsersRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    let mut forged = token.clone();
+    forged.insert(0, 'A');
+    table.row(
+        "ListUsers",
+        "page_token not sealed by this deployment",
+        describe(
+            client
+                .list_users(pb::ListUsersRequest {
+                    page_token: forged,
+                    ..Default::default()
+                })
+                .await,
+        ),
     );
     let other_filters = pb::ListUsersRequest {
         page_token: token,

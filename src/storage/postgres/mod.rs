@@ -28,6 +28,7 @@ mod one_time_codes;
 mod read;
 mod schema;
 mod second_factors;
+mod server_secrets;
 mod service_keys;
 mod sessions;
 mod tail;

@@ -175,6 +175,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX users_updated ON users (updated_at DESC, id DESC);
     "#,
+    // 11: secrets the server makes for itself, one per name, the same for every replica
+    // (`server_secrets`).
+    r#"
+    CREATE TABLE server_secrets (
+        name       text   NOT NULL PRIMARY KEY,
+        secret     bytea  NOT NULL,
+        created_at bigint NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

@@ -171,6 +171,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX users_updated ON users (updated_at DESC, id DESC);
     "#,
+    // 11: secrets the server makes for itself, one per name, the same for every replica
+    // (`server_secrets`).
+    r#"
+    CREATE TABLE server_secrets (
+        name       TEXT    NOT NULL PRIMARY KEY,
+        secret     BLOB    NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the newest schema; each step commits on its own.
