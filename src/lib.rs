@@ -27,6 +27,7 @@ pub mod health;
 pub mod json;
 pub mod metrics;
 pub mod middleware;
+pub mod oidc;
 pub mod pb;
 pub mod rate;
 pub mod shutdown;

@@ -29,11 +29,14 @@ use crate::middleware::{
     DecodeFaultLayer, GrpcMetricsLayer, ProtocolLayer, RateLimitLayer, RequestWatchLayer,
     ShedLayer, TraceSpanLayer,
 };
+use crate::oidc::keys::KeyRing;
 use crate::pb::{
     self, auth_service_server::AuthServiceServer, user_service_server::UserServiceServer,
 };
 use crate::rate::RateLimiter;
 use crate::shutdown::{self, ShutdownTrigger};
+use crate::storage::server_secrets::{DEVELOPMENT_KEK, SECRET_BYTES};
+use crate::storage::signing_keys::RotationPolicy;
 use crate::storage::{Store, StoreError};
 use crate::streams::StreamControls;
 use crate::tokens::{Jwt, KeyError};
@@ -53,11 +56,28 @@ pub enum StartupError {
     #[error("invalid token key settings")]
     Keys(#[from] KeyError),
     #[error(
-        "no token key is configured and {0} is not a loopback address: a generated development \
-         key is only for 127.0.0.1 or ::1; give --jwt-secret-file, USER_SERVICE_JWT_SECRET or \
-         --jwt-public-key"
+        "no key-encryption key is configured and {0} is not a loopback address: a generated \
+         development key is only for 127.0.0.1 or ::1; give --key-encryption-key-file or \
+         USER_SERVICE_KEY_ENCRYPTION_KEY (at least 32 bytes, the same on every replica)"
     )]
     NoKeyOffLoopback(SocketAddr),
+    #[error(
+        "{0} is not a loopback address, so tokens need the public URL they are issued from: \
+         give --issuer (USER_SERVICE_JWT_ISSUER), e.g. https://id.example.com"
+    )]
+    NoIssuerOffLoopback(SocketAddr),
+    #[error("the key-encryption key must be at least 32 bytes, got {0}")]
+    ShortKeyEncryptionKey(usize),
+    #[error(
+        "--signing-key-rotation ({rotation}) must be longer than --signing-key-publish-ahead \
+         ({publish_ahead}): a key is published that long before it signs"
+    )]
+    RotationTooShort {
+        rotation: String,
+        publish_ahead: String,
+    },
+    #[error("cannot make or read the signing keys")]
+    SigningKeys(#[from] crate::oidc::keys::RingError),
     #[error("invalid second-factor key")]
     SecondFactorKey(#[from] crate::auth::second_factor::ShortKey),
     #[error("cannot draw a random key")]
@@ -99,8 +119,7 @@ impl Application {
     /// listener, storage, limits, metrics, health, the services, the layers every call
     /// passes, the layers of the user and auth services, and the server over the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let (jwt, development_key) = token_keys(&settings)?;
-        let jwt = Arc::new(jwt);
+        let legacy = Jwt::new(&settings.auth.jwt)?;
         let hasher = settings.auth.hasher()?;
         let (listener, local_addr) = bind(settings.listener.addr).await?;
         let store = crate::database_wait::open(
@@ -111,6 +130,8 @@ impl Application {
         )
         .await?;
         let (trigger, shutdown) = shutdown::channel();
+        let signing = signing(&settings, &store, local_addr, legacy).await?;
+        let (jwt, development_key) = (signing.jwt.clone(), signing.development);
         let rate_limit = settings.limits.rate_limiter();
         let streams = StreamControls {
             limits: settings.streams.limits(),
@@ -136,7 +157,8 @@ impl Application {
             settings.auth.session_ttl,
             settings.auth.password_strength(),
         )
-        .with_second_factor(settings.auth.second_factor_keys()?)
+        .with_second_factor(settings.second_factor_keys()?)
+        .with_signing_keys(signing.ring.clone())
         .with_shutdown(shutdown.clone());
         let users = UserServiceImpl::new(
             store.clone(),
@@ -159,6 +181,19 @@ impl Application {
             settings.health.check_interval,
             (rate_limit.clone(), signup),
         );
+        signing.keep(&store, &shutdown);
+        let authenticator = Arc::new(Authenticator::new(
+            jwt.clone(),
+            store.clone(),
+            rate_limit.clone(),
+        ));
+        let oidc = Arc::new(crate::oidc::endpoints::Endpoints::new(
+            signing.ring,
+            signing.issuer,
+            jwt.clone(),
+            authenticator.clone(),
+            store.clone(),
+        ));
         let every_call = tower::ServiceBuilder::new()
             .layer(ClientAddressLayer::new(&settings.limits.trusted_proxies))
             .layer(ActivityLayer {
@@ -172,6 +207,7 @@ impl Application {
                     .then_some(crate::console::Console { development_key }),
                 body: settings.limits.body(),
                 cors: settings.web.cors(),
+                oidc,
             })
             .layer(RequestWatchLayer {
                 body_timeout: settings.limits.request_body_timeout,
@@ -190,11 +226,7 @@ impl Application {
         // before authentication, so calls with bad tokens are shed like any other.
         let guarded = tower::ServiceBuilder::new()
             .layer(ShedLayer::new(settings.limits.max_concurrent_calls))
-            .layer(AuthLayer::new(Arc::new(Authenticator::new(
-                jwt.clone(),
-                store.clone(),
-                rate_limit.clone(),
-            ))))
+            .layer(AuthLayer::new(authenticator))
             .option_layer(rate_limit.config().cloned().map(RateLimitLayer::new));
         let refused = Arc::new(connections::Refused::default());
         let mut server_stop = shutdown.clone();
@@ -345,28 +377,112 @@ async fn forget_idle_keys(
     }
 }
 
-/// The token keys: the configured ones, or a generated development key, which only a
-/// loopback listener may use (it logs an admin token); and whether the key is generated.
-fn token_keys(settings: &Settings) -> Result<(Jwt, bool), StartupError> {
-    let (jwt, generated) = Jwt::new(&settings.auth.jwt)?;
-    if generated.is_none() {
-        return Ok((jwt, false));
+/// The service's signing keys and the token verifier and minter over them.
+struct Signing {
+    ring: KeyRing,
+    jwt: Arc<Jwt>,
+    /// The public URL tokens are issued from.
+    issuer: String,
+    /// The key-encryption key was generated for development.
+    development: bool,
+}
+
+impl Signing {
+    /// Runs a rotation pass every `pass_every` until shutdown, on every replica: the one that
+    /// finds a key due adds it, the others read it.
+    fn keep(&self, store: &Store, shutdown: &shutdown::Shutdown) {
+        let (ring, store, mut shutdown) = (self.ring.clone(), store.clone(), shutdown.clone());
+        shutdown.clone().spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(ring.pass_every()) => {}
+                    () = shutdown.triggered() => return,
+                }
+                if let Err(err) = ring.pass(&store, false).await {
+                    tracing::warn!(error = %crate::text::chain(&err), "a signing key rotation pass failed; the next one tries again");
+                }
+            }
+        });
     }
-    if !settings.listener.addr.ip().is_loopback() {
-        return Err(StartupError::NoKeyOffLoopback(settings.listener.addr));
+}
+
+/// The key-encryption key, the ring of signing keys read (and made, the first time) from
+/// storage, and the issuer. Without a key-encryption key a loopback server generates one kept
+/// in its database, logs so, and logs an admin token signed with its keys.
+async fn signing(
+    settings: &Settings,
+    store: &Store,
+    local_addr: SocketAddr,
+    legacy: Jwt,
+) -> Result<Signing, StartupError> {
+    let keys = &settings.keys;
+    if keys.rotation <= keys.publish_ahead {
+        return Err(StartupError::RotationTooShort {
+            rotation: crate::config::duration::shown(keys.rotation),
+            publish_ahead: crate::config::duration::shown(keys.publish_ahead),
+        });
     }
-    let (token, _) = jwt
-        .mint(
-            "dev-admin",
-            Role::Admin,
-            Some(Duration::from_secs(24 * 3600)),
-        )
-        .expect("a generated secret can sign");
-    tracing::warn!(
-        "no JWT key configured: generated a random secret for this run only. \
-         DEVELOPMENT ONLY, an admin token valid for 24 hours: {token}"
-    );
-    Ok((jwt, true))
+    let loopback = settings.listener.addr.ip().is_loopback();
+    let configured = keys
+        .key_encryption_key
+        .as_ref()
+        .or(settings.auth.second_factor_key.as_ref());
+    let (kek, development) = match configured {
+        Some(kek) => (kek.clone(), false),
+        None if loopback => {
+            let mut drawn = [0; SECRET_BYTES];
+            getrandom::fill(&mut drawn)?;
+            (store.server_secret(DEVELOPMENT_KEK, drawn).await?, true)
+        }
+        None => return Err(StartupError::NoKeyOffLoopback(settings.listener.addr)),
+    };
+    if kek.len() < SECRET_BYTES {
+        return Err(StartupError::ShortKeyEncryptionKey(kek.len()));
+    }
+    let issuer = match &settings.auth.jwt.issuer {
+        Some(issuer) => issuer.trim_end_matches('/').to_owned(),
+        None if loopback => {
+            let scheme = if settings.listener.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{local_addr}")
+        }
+        None => return Err(StartupError::NoIssuerOffLoopback(settings.listener.addr)),
+    };
+    let policy = RotationPolicy {
+        publish_ahead: keys.publish_ahead,
+        rotation: keys.rotation,
+        retain: settings.auth.jwt.token_ttl + Duration::from_secs(crate::tokens::LEEWAY_SECS),
+    };
+    if settings.auth.jwt.private_key_pem.is_some() {
+        tracing::warn!(
+            "--jwt-private-key no longer signs: Login and Refresh sign with the service's own keys, published at /.well-known/jwks.json; --jwt-public-key still verifies the tokens it signed"
+        );
+    }
+    let ring = KeyRing::new(crate::oidc::keys::sealer(&kek), policy, keys.algorithm);
+    ring.pass(store, false).await?;
+    let jwt = Arc::new(legacy.with_keys(Arc::new(ring.clone()), issuer.clone()));
+    if development {
+        let (token, _) = jwt
+            .mint(
+                "dev-admin",
+                Role::Admin,
+                Some(Duration::from_secs(24 * 3600)),
+            )
+            .map_err(|_| StartupError::NoKeyOffLoopback(settings.listener.addr))?;
+        tracing::warn!(
+            "no key-encryption key configured: generated one, kept in the database, that seals \
+             the signing keys. DEVELOPMENT ONLY, an admin token valid for 24 hours: {token}"
+        );
+    }
+    Ok(Signing {
+        ring,
+        jwt,
+        issuer,
+        development,
+    })
 }
 
 /// Binds first, so the real address is known (port 0 in tests) before anything serves.
@@ -408,7 +524,7 @@ async fn metrics(
 
 /// The seal of page and resume tokens, under the key every replica reads from the database.
 async fn page_tokens(store: &Store) -> Result<crate::grpc::page_token::TokenSeal, StartupError> {
-    use crate::storage::server_secrets::{PAGE_TOKENS, SECRET_BYTES};
+    use crate::storage::server_secrets::PAGE_TOKENS;
     let mut drawn = [0; SECRET_BYTES];
     getrandom::fill(&mut drawn)?;
     let key = store.server_secret(PAGE_TOKENS, drawn).await?;

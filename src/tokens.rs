@@ -1,5 +1,8 @@
-//! Bearer tokens: verification with the algorithm pinned to the configured key, and minting.
+//! Bearer tokens: verification with the algorithm pinned to the key, and minting. The
+//! service's own keys (`oidc::keys`, behind `KeySource`) sign and are found by `kid`; a
+//! configured HS256 secret or public key (legacy) verifies tokens without a `kid`.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -59,8 +62,6 @@ pub enum KeyError {
     UnreadablePublicKey,
     #[error("the JWT private key is not an Ed25519 private key in PEM form")]
     UnreadablePrivateKey,
-    #[error("no random source for the JWT secret")]
-    Random(#[from] getrandom::Error),
 }
 
 /// Why a token was refused; the text is for the caller.
@@ -86,29 +87,51 @@ pub enum TokenError {
     NotYetValid,
     #[error("the token's role claim must be admin, moderator or user")]
     UnknownRole,
+    #[error("the token's key (kid) is not one this server publishes")]
+    UnknownKey,
     #[error("the token is malformed")]
     Malformed,
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("this server cannot sign tokens: it holds only a public key")]
+#[error("this server cannot sign tokens: it holds no signing key it can open")]
 pub struct CannotSign;
+
+/// One of the service's own keys, as `oidc::keys` holds it.
+pub struct RingKey {
+    pub kid: String,
+    pub algorithm: Algorithm,
+    /// When it starts signing, in nanoseconds since the Unix epoch.
+    pub activates_at_ns: i64,
+    /// `None`: its private part does not open here; it only verifies.
+    pub encoding: Option<EncodingKey>,
+    pub decoding: DecodingKey,
+}
+
+/// Where the service's own keys are found.
+pub trait KeySource: Send + Sync {
+    /// The key that signs at `now_ns`.
+    fn signer(&self, now_ns: i64) -> Option<Arc<RingKey>>;
+    /// The published key named `kid`.
+    fn verifier(&self, kid: &str) -> Option<Arc<RingKey>>;
+}
 
 /// Seconds a token is still accepted after its `exp` (and before its `nbf`), for clock skew.
 pub const LEEWAY_SECS: u64 = 5;
 
 /// Verifies tokens, and mints them when it holds a signing key.
 pub struct Jwt {
-    decoding: DecodingKey,
+    /// The configured legacy key, for tokens without a `kid`; `None` when none is.
+    legacy: Option<DecodingKey>,
+    /// The claims every token must pass; its algorithm is set per key.
     validation: Validation,
     signing: Option<(EncodingKey, Algorithm)>,
+    /// The service's own keys, once start-up has them.
+    keys: Option<Arc<dyn KeySource>>,
     issuer: Option<String>,
     audience: Option<String>,
     ttl: Duration,
 }
-
-/// A secret made at start because none was configured: good only for development.
-pub struct GeneratedSecret;
 
 fn now() -> u64 {
     SystemTime::now()
@@ -130,11 +153,10 @@ fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {
 }
 
 impl Jwt {
-    /// Builds the verifier. Returns `Some(GeneratedSecret)` when no key was configured and a
-    /// random secret was made.
-    pub fn new(settings: &JwtSettings) -> Result<(Self, Option<GeneratedSecret>), KeyError> {
-        let mut generated = None;
-        let (decoding, signing, algorithm) = match (
+    /// Builds the verifier of the configured keys (none is allowed: the service's own keys
+    /// come with `with_keys`).
+    pub fn new(settings: &JwtSettings) -> Result<Self, KeyError> {
+        let (legacy, signing, algorithm) = match (
             &settings.secret,
             &settings.public_key_pem,
             &settings.private_key_pem,
@@ -147,7 +169,7 @@ impl Jwt {
                 }
                 let signing = (EncodingKey::from_secret(secret), Algorithm::HS256);
                 (
-                    DecodingKey::from_secret(secret),
+                    Some(DecodingKey::from_secret(secret)),
                     Some(signing),
                     Algorithm::HS256,
                 )
@@ -163,19 +185,9 @@ impl Jwt {
                     Some(_) => return Err(KeyError::UnreadablePrivateKey),
                     None => None,
                 };
-                (decoding, signing, algorithm)
+                (Some(decoding), signing, algorithm)
             }
-            (None, None, None) => {
-                let mut secret = [0u8; 32];
-                getrandom::fill(&mut secret)?;
-                generated = Some(GeneratedSecret);
-                let signing = (EncodingKey::from_secret(&secret), Algorithm::HS256);
-                (
-                    DecodingKey::from_secret(&secret),
-                    Some(signing),
-                    Algorithm::HS256,
-                )
-            }
+            (None, None, None) => (None, None, Algorithm::ES256),
         };
         // One algorithm, the key's: never `none`, never HS256 with a public key as secret.
         let mut validation = Validation::new(algorithm);
@@ -197,15 +209,28 @@ impl Jwt {
         if let Some(issuer) = &settings.issuer {
             validation.set_issuer(&[issuer]);
         }
-        let jwt = Self {
-            decoding,
+        Ok(Self {
+            legacy,
             validation,
             signing,
+            keys: None,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             ttl: settings.token_ttl,
-        };
-        Ok((jwt, generated))
+        })
+    }
+
+    /// Signs with the service's own keys from now on, as `issuer` (written into every token;
+    /// required of tokens only when configured), and verifies tokens that name them.
+    pub fn with_keys(mut self, keys: Arc<dyn KeySource>, issuer: String) -> Self {
+        self.keys = Some(keys);
+        self.issuer = Some(issuer);
+        self
+    }
+
+    /// The issuer tokens carry, when one is configured.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     /// Whether a verified token's `exp` has passed since, with the leeway verification allows.
@@ -213,29 +238,49 @@ impl Jwt {
         exp.saturating_add(self.validation.leeway) < now()
     }
 
-    /// Checks signature, algorithm, expiry, issuer and audience, and reads the role.
+    /// Checks signature, algorithm, expiry, issuer and audience, and reads the role. A token
+    /// naming a `kid` is checked against that key of the service's, with that key's algorithm
+    /// alone; one without, against the configured legacy key and its algorithm.
     pub fn verify(&self, token: &str) -> Result<(Claims, Role), TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|err| match err.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    TokenError::WrongAlgorithm
-                }
-                ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => {
-                    TokenError::MissingExpiry
-                }
-                ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
-                    TokenError::MissingAudience
-                }
-                ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
-                    TokenError::MissingIssuer
-                }
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                _ => TokenError::Malformed,
-            })?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let mut validation = self.validation.clone();
+        let key = match (&header.kid, &self.keys) {
+            (Some(kid), Some(keys)) => {
+                let key = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
+                validation.algorithms = vec![key.algorithm];
+                Some(key)
+            }
+            (Some(_), None) => return Err(TokenError::UnknownKey),
+            (None, _) => None,
+        };
+        let decoding = match (&key, &self.legacy) {
+            (Some(key), _) => &key.decoding,
+            (None, Some(legacy)) => legacy,
+            (None, None) => return Err(TokenError::UnknownKey),
+        };
+        let data =
+            jsonwebtoken::decode::<Claims>(token, decoding, &validation).map_err(
+                |err| match err.kind() {
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::InvalidSignature => TokenError::BadSignature,
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        TokenError::WrongAlgorithm
+                    }
+                    ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                    ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => {
+                        TokenError::MissingExpiry
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                        TokenError::MissingAudience
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
+                        TokenError::MissingIssuer
+                    }
+                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                    _ => TokenError::Malformed,
+                },
+            )?;
         let role = Role::from_name(&data.claims.role).ok_or(TokenError::UnknownRole)?;
         Ok((data.claims, role))
     }
@@ -280,7 +325,27 @@ impl Jwt {
         exp: u64,
         sid: Option<String>,
     ) -> Result<(String, u64), CannotSign> {
-        let (key, algorithm) = self.signing.as_ref().ok_or(CannotSign)?;
+        let own = self.keys.as_ref().and_then(|keys| {
+            let now_ns = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| {
+                    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+                });
+            keys.signer(now_ns)
+        });
+        let (key, header) = match (&own, &self.signing) {
+            (Some(own), _) => {
+                let key = own.encoding.as_ref().ok_or(CannotSign)?;
+                let header = Header {
+                    kid: Some(own.kid.clone()),
+                    ..Header::new(own.algorithm)
+                };
+                (key, header)
+            }
+            // Without keys of its own (a tool minting with the shared secret): the legacy key.
+            (None, Some((key, algorithm))) if self.keys.is_none() => (key, Header::new(*algorithm)),
+            _ => return Err(CannotSign),
+        };
         let claims = Claims {
             sub: subject.to_owned(),
             role: role.name().to_owned(),
@@ -290,14 +355,17 @@ impl Jwt {
             aud: self.audience.clone(),
             sid,
         };
-        let token = jsonwebtoken::encode(&Header::new(*algorithm), &claims, key)
+        let token = jsonwebtoken::encode(&header, &claims, key)
             .expect("signing with a key that was parsed at start-up does not fail");
         Ok((token, claims.exp))
     }
 
-    /// Whether this server can mint tokens (it holds a signing key).
+    /// Whether this server can mint tokens now (it holds a signing key it can open).
     pub fn can_sign(&self) -> bool {
-        self.signing.is_some()
+        match &self.keys {
+            Some(keys) => keys.signer(i64::MAX).is_some(),
+            None => self.signing.is_some(),
+        }
     }
 }
 
@@ -311,7 +379,7 @@ mod tests {
             token_ttl: Duration::from_secs(60),
             ..Default::default()
         };
-        Jwt::new(&settings).unwrap().0
+        Jwt::new(&settings).unwrap()
     }
 
     #[test]
@@ -344,12 +412,10 @@ mod tests {
     }
 
     #[test]
-    fn without_keys_a_random_secret_is_generated() {
-        let (jwt, generated) = Jwt::new(&JwtSettings::default()).unwrap();
-        assert!(generated.is_some());
-        let (token, _) = jwt.mint("dev", Role::Admin, None).unwrap();
-        assert!(jwt.verify(&token).is_ok());
-        let (other, _) = Jwt::new(&JwtSettings::default()).unwrap();
-        assert_eq!(other.verify(&token).unwrap_err(), TokenError::BadSignature);
+    fn without_keys_nothing_verifies_or_signs() {
+        let jwt = Jwt::new(&JwtSettings::default()).unwrap();
+        assert!(!jwt.can_sign());
+        let (token, _) = hs256().mint("dev", Role::Admin, None).unwrap();
+        assert_eq!(jwt.verify(&token).unwrap_err(), TokenError::UnknownKey);
     }
 }

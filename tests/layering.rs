@@ -37,6 +37,8 @@ const LAYERS: &[&str] = &[
     "rate",
     "auth",
     "streams",
+    // The directory as an issuer: its signing keys, and the endpoints others read.
+    "oidc",
     // Handlers and what serves them.
     "codec",
     "grpc",

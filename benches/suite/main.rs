@@ -78,7 +78,6 @@ fn token() -> String {
     };
     Jwt::new(&settings)
         .unwrap()
-        .0
         .mint("bench", Role::Admin, None)
         .unwrap()
         .0

@@ -16,7 +16,7 @@ static JWT: LazyLock<Jwt> = LazyLock::new(|| {
         token_ttl: Duration::from_secs(60),
         ..JwtSettings::default()
     };
-    Jwt::new(&settings).expect("a valid secret").0
+    Jwt::new(&settings).expect("a valid secret")
 });
 
 fuzz_target!(|value: &[u8]| {

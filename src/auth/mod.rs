@@ -6,6 +6,7 @@ pub mod hasher;
 pub mod keys;
 
 pub mod policy;
+pub mod sealed;
 pub mod second_factor;
 
 use crate::caller::Caller;

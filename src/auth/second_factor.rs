@@ -5,13 +5,12 @@
 //! another key derived from the same one, so a copy of the database alone cannot test
 //! guesses offline either.
 
-use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, KeyInit, Mac};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::Sha256;
 use totp_rs::{Builder, Secret, Totp};
 
+use super::sealed::{Sealer, derive};
 use crate::domain::UserId;
 
 /// Bytes of key material the server needs at least.
@@ -37,7 +36,7 @@ pub struct ShortKey(pub usize);
 /// The server's keys for second factors, derived from its configured key material.
 #[derive(Clone)]
 pub struct SecondFactorKeys {
-    seal: [u8; 32],
+    seal: Sealer,
     recovery: [u8; 32],
 }
 
@@ -47,19 +46,13 @@ impl std::fmt::Debug for SecondFactorKeys {
     }
 }
 
-fn derive(material: &[u8], purpose: &[u8]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(material).expect("HMAC takes any key length");
-    mac.update(purpose);
-    mac.finalize().into_bytes().into()
-}
-
 impl SecondFactorKeys {
     pub fn new(material: &[u8]) -> Result<Self, ShortKey> {
         if material.len() < MIN_KEY_BYTES {
             return Err(ShortKey(material.len()));
         }
         Ok(Self {
-            seal: derive(material, b"user-service totp secret sealing"),
+            seal: Sealer::new(material, b"user-service totp secret sealing"),
             recovery: derive(material, b"user-service recovery code digests"),
         })
     }
@@ -91,24 +84,13 @@ impl SecondFactorKeys {
     }
 
     fn seal(&self, user: UserId, secret: &[u8]) -> Result<Vec<u8>, getrandom::Error> {
-        let mut nonce = [0u8; 24];
-        getrandom::fill(&mut nonce)?;
-        let cipher = XChaCha20Poly1305::new(&self.seal.into());
-        let aad = user.as_uuid().as_bytes();
-        let sealed = cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: secret, aad })
-            .expect("sealing a 20-byte secret cannot fail");
-        Ok([nonce.as_slice(), &sealed].concat())
+        self.seal.seal(user.as_uuid().as_bytes(), secret)
     }
 
     /// The TOTP of `user` from its sealed secret; `None` when it does not open (another
     /// server key, another user's row, or tampered bytes).
     pub fn open(&self, user: UserId, sealed: &[u8]) -> Option<Totp> {
-        let (nonce, sealed) = sealed.split_at_checked(24)?;
-        let nonce = XNonce::from(<[u8; 24]>::try_from(nonce).ok()?);
-        let cipher = XChaCha20Poly1305::new(&self.seal.into());
-        let aad = user.as_uuid().as_bytes();
-        let secret = cipher.decrypt(&nonce, Payload { msg: sealed, aad }).ok()?;
+        let secret = self.seal.open(user.as_uuid().as_bytes(), sealed)?;
         Builder::new().with_secret(secret).build().ok()
     }
 

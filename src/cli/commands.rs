@@ -836,7 +836,7 @@ pub fn token(args: TokenArgs, json: bool) -> Result<(), Failure> {
         token_ttl: args.ttl,
         ..JwtSettings::default()
     };
-    let (jwt, _) = Jwt::new(&settings).map_err(|err| Failure::usage(err.to_string()))?;
+    let jwt = Jwt::new(&settings).map_err(|err| Failure::usage(err.to_string()))?;
     let (token, expires) = jwt
         .mint(&args.subject, args.role, None)
         .map_err(|err| Failure::other(err.to_string()))?;

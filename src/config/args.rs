@@ -12,12 +12,13 @@ use clap::builder::BoolishValueParser;
 
 use super::duration;
 use super::settings::{
-    AuthSettings, HealthSettings, LimitSettings, ListenerSettings, MetricsSettings,
+    AuthSettings, HealthSettings, KeySettings, LimitSettings, ListenerSettings, MetricsSettings,
     ShutdownSettings, StreamSettings, TelemetrySettings, TlsSettings, WebSettings,
 };
 use crate::auth::hasher::Argon2Settings;
 use crate::connections::ConnectionLimits;
 use crate::domain::PasswordStrength;
+use crate::oidc::keys::SigningAlgorithm;
 use crate::storage::StorageSettings;
 use crate::telemetry::LogFormat;
 use crate::tokens::JwtSettings;
@@ -363,8 +364,10 @@ pub struct AuthArgs {
     #[arg(long, env = "USER_SERVICE_JWT_PRIVATE_KEY")]
     pub jwt_private_key: Option<PathBuf>,
 
-    /// Required `iss` claim, also written into minted tokens.
-    #[arg(long, env = "USER_SERVICE_JWT_ISSUER")]
+    /// The public URL of this server as an issuer (`https://id.example.com`): the `iss` of
+    /// the tokens it signs, required of every token it verifies, and the base of its
+    /// discovery document. Required when not listening on loopback.
+    #[arg(long = "issuer", alias = "jwt-issuer", env = "USER_SERVICE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
 
     /// Required `aud` claim, also written into minted tokens.
@@ -471,6 +474,67 @@ impl AuthArgs {
                 self.second_factor_key_file.as_ref(),
                 self.second_factor_key.as_ref(),
             )?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyArgs {
+    /// File holding the key-encryption key (at least 32 bytes) that seals the signing keys'
+    /// private parts in the database, and second-factor secrets when
+    /// --second-factor-key-file is not given; every replica needs the same one. Without it
+    /// a loopback server generates one kept in its database (development only).
+    #[arg(
+        long,
+        env = "USER_SERVICE_KEY_ENCRYPTION_KEY_FILE",
+        conflicts_with = "key_encryption_key"
+    )]
+    pub key_encryption_key_file: Option<PathBuf>,
+
+    /// The key-encryption key itself (prefer the file or the environment over a flag).
+    #[arg(long, env = "USER_SERVICE_KEY_ENCRYPTION_KEY", hide_env_values = true)]
+    pub key_encryption_key: Option<String>,
+
+    /// The algorithm of new signing keys: ES256 (what every gateway and JWT library
+    /// verifies) or EdDSA (Ed25519).
+    #[arg(
+        long,
+        env = "USER_SERVICE_SIGNING_KEY_ALGORITHM",
+        default_value = "ES256"
+    )]
+    pub signing_key_algorithm: SigningAlgorithm,
+
+    /// How long a new signing key is published in the JWKS before it signs anything: longer
+    /// than any verifier caches the JWKS.
+    #[arg(
+        long,
+        env = "USER_SERVICE_SIGNING_KEY_PUBLISH_AHEAD",
+        default_value = "24h",
+        value_parser = duration::seconds
+    )]
+    pub signing_key_publish_ahead: Duration,
+
+    /// How long a signing key signs before the next takes over (the next is published
+    /// --signing-key-publish-ahead before that).
+    #[arg(
+        long,
+        env = "USER_SERVICE_SIGNING_KEY_ROTATION",
+        default_value = "30days",
+        value_parser = duration::seconds
+    )]
+    pub signing_key_rotation: Duration,
+}
+
+impl KeyArgs {
+    pub fn settings(&self) -> Result<KeySettings, ConfigError> {
+        Ok(KeySettings {
+            key_encryption_key: secret(
+                self.key_encryption_key_file.as_ref(),
+                self.key_encryption_key.as_ref(),
+            )?,
+            algorithm: self.signing_key_algorithm,
+            publish_ahead: self.signing_key_publish_ahead,
+            rotation: self.signing_key_rotation,
         })
     }
 }

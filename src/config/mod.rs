@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 pub use args::{
-    AuthArgs, ConfigError, LimitArgs, ListenerArgs, ShutdownArgs, StorageArgs, StreamArgs,
+    AuthArgs, ConfigError, KeyArgs, LimitArgs, ListenerArgs, ShutdownArgs, StorageArgs, StreamArgs,
     TelemetryArgs, TlsArgs, WebArgs,
 };
 pub use settings::*;
@@ -31,6 +31,8 @@ pub struct Cli {
     pub storage: StorageArgs,
     #[command(flatten, next_help_heading = "Tokens, passwords and sign-in")]
     pub auth: AuthArgs,
+    #[command(flatten, next_help_heading = "Signing keys")]
+    pub keys: KeyArgs,
     #[command(flatten, next_help_heading = "Limits")]
     pub limits: LimitArgs,
     #[command(flatten, next_help_heading = "Streams")]
@@ -150,6 +152,7 @@ impl Settings {
             storage: cli.storage.settings()?,
             health: cli.storage.health(),
             auth: cli.auth.settings()?,
+            keys: cli.keys.settings()?,
             limits: cli.limits.settings(),
             streams: cli.streams.settings(),
             telemetry: cli.telemetry.settings(),

@@ -28,12 +28,27 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub health: HealthSettings,
     pub auth: AuthSettings,
+    pub keys: KeySettings,
     pub limits: LimitSettings,
     pub streams: StreamSettings,
     pub telemetry: TelemetrySettings,
     pub metrics: MetricsSettings,
     pub web: WebSettings,
     pub shutdown: ShutdownSettings,
+}
+
+impl Settings {
+    /// The second factors' keys: from `--second-factor-key-file`, else from the
+    /// key-encryption key; none when neither is configured (a generated development
+    /// key-encryption key does not turn second factors on).
+    pub fn second_factor_keys(&self) -> Result<Option<SecondFactorKeys>, ShortKey> {
+        self.auth
+            .second_factor_key
+            .as_deref()
+            .or(self.keys.key_encryption_key.as_deref())
+            .map(SecondFactorKeys::new)
+            .transpose()
+    }
 }
 
 /// The listener, its guard on connections, and the HTTP/2 server over it.
@@ -87,6 +102,16 @@ pub struct HealthSettings {
     pub database_startup_wait: Option<Duration>,
 }
 
+/// The service's own signing keys, and what seals them.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// Key material that seals private keys at rest (`None`: generated on loopback).
+    pub key_encryption_key: Option<Vec<u8>>,
+    pub algorithm: crate::oidc::keys::SigningAlgorithm,
+    pub publish_ahead: Duration,
+    pub rotation: Duration,
+}
+
 /// Tokens, passwords, sessions, and the limits on logins and sign-ups.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
@@ -126,14 +151,6 @@ impl AuthSettings {
     pub fn signup_limit(&self) -> Option<Arc<SignupLimit>> {
         self.allow_signup
             .then(|| Arc::new(SignupLimit::new(self.signups_per_hour)))
-    }
-
-    /// The second factors' keys, when key material is configured.
-    pub fn second_factor_keys(&self) -> Result<Option<SecondFactorKeys>, ShortKey> {
-        self.second_factor_key
-            .as_deref()
-            .map(SecondFactorKeys::new)
-            .transpose()
     }
 
     pub fn login_limits(&self) -> Arc<LoginLimits> {

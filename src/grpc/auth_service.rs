@@ -5,10 +5,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
-
 use tonic::{Request, Response, Status};
 
 use super::caller_of;
@@ -85,6 +81,8 @@ pub struct AuthServiceImpl {
     second_factor: Option<SecondFactorKeys>,
     /// Ends WatchDeliveries streams when the server stops.
     shutdown: Option<crate::shutdown::Shutdown>,
+    /// The service's signing keys, for RotateSigningKey.
+    signing_keys: Option<crate::oidc::keys::KeyRing>,
 }
 
 impl AuthServiceImpl {
@@ -107,7 +105,18 @@ impl AuthServiceImpl {
             strength,
             second_factor: None,
             shutdown: None,
+            signing_keys: None,
         }
+    }
+
+    /// RotateSigningKey rotates `ring`.
+    pub fn with_signing_keys(mut self, ring: crate::oidc::keys::KeyRing) -> Self {
+        self.signing_keys = Some(ring);
+        self
+    }
+
+    pub(super) fn signing_keys(&self) -> Option<&crate::oidc::keys::KeyRing> {
+        self.signing_keys.as_ref()
     }
 
     /// Streams end when `shutdown` begins.
@@ -133,18 +142,9 @@ impl AuthServiceImpl {
 
 const WRONG: &str = "the username or password is wrong";
 
-/// Bytes of randomness in a refresh token.
-const REFRESH_BYTES: usize = 32;
-
 /// A new refresh token, and the digest the database keeps of it.
 fn new_refresh_token() -> Result<(String, RefreshDigest), ServiceError> {
-    let mut bytes = [0u8; REFRESH_BYTES];
-    getrandom::fill(&mut bytes).map_err(|err| ServiceError::Internal(Box::new(err)))?;
-    Ok((URL_SAFE_NO_PAD.encode(bytes), digest(&bytes)))
-}
-
-fn digest(token: &[u8]) -> RefreshDigest {
-    RefreshDigest(Sha256::digest(token).into())
+    RefreshDigest::issue().map_err(|err| ServiceError::Internal(Box::new(err)))
 }
 
 /// The digest of a refresh token as a caller sent it.
@@ -153,12 +153,8 @@ fn parse_refresh_token(raw: &str) -> Result<RefreshDigest, ServiceError> {
     if raw.is_empty() {
         return Err(invalid("must not be empty"));
     }
-    match URL_SAFE_NO_PAD.decode(raw) {
-        Ok(bytes) if bytes.len() == REFRESH_BYTES => Ok(digest(&bytes)),
-        _ => Err(invalid(
-            "must be a refresh token as Login or Refresh returned it",
-        )),
-    }
+    RefreshDigest::of_token(raw)
+        .ok_or_else(|| invalid("must be a refresh token as Login or Refresh returned it"))
 }
 
 /// A password field, its violations named after the request field.
@@ -438,6 +434,14 @@ impl AuthService for AuthServiceImpl {
         request: Request<pb::RevokeServiceKeyRequest>,
     ) -> Result<Response<pb::RevokeServiceKeyResponse>, Status> {
         self.revoke_key(request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        self.rotate(request).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -10,6 +10,7 @@ pub mod page_token;
 mod recovery;
 mod second_factor;
 mod service_keys;
+mod signing_keys;
 pub mod signup;
 mod sync;
 mod watch;

@@ -15,8 +15,9 @@ use crate::error::ServiceError;
 use crate::pb;
 use crate::storage::now_ns;
 
-/// Admins alone manage keys; a caller without a token is told it needs one.
-fn allowed(caller: &Caller) -> Result<(), ServiceError> {
+/// Admins alone manage keys (service keys and signing keys); a caller without a token is
+/// told it needs one.
+pub(super) fn allowed(caller: &Caller) -> Result<(), ServiceError> {
     if *caller == Caller::Anonymous {
         return Err(Denied::NeedsToken.into());
     }

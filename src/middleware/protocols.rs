@@ -35,6 +35,8 @@ pub struct ProtocolLayer {
     pub body: BodyLimits,
     /// CORS for browser protocols, when origins are named.
     pub cors: Option<CorsLayer>,
+    /// Discovery, the JWKS, introspection and revocation.
+    pub oidc: Arc<crate::oidc::endpoints::Endpoints>,
 }
 
 impl<S> Layer<S> for ProtocolLayer {
@@ -63,6 +65,8 @@ enum Route {
     /// A CORS preflight (OPTIONS), when CORS is on.
     Preflight,
     Console(Console),
+    /// Discovery, the JWKS, introspection and revocation.
+    Oidc,
     /// `/`, to the console.
     Home,
     Refuse(&'static str),
@@ -91,6 +95,9 @@ impl<S: Clone> Protocols<S> {
     }
 
     fn route<B>(&self, request: &http::Request<B>) -> Route {
+        if crate::oidc::endpoints::Endpoints::serves(request.uri().path()) {
+            return Route::Oidc;
+        }
         let headers = request.headers();
         let content_type = headers
             .get(header::CONTENT_TYPE)
@@ -201,6 +208,14 @@ where
             }
             Route::Console(console) => {
                 ProtocolFuture::answer(console.answer(request.method(), request.uri().path()))
+            }
+            Route::Oidc => {
+                let oidc = self.web.oidc.clone();
+                let answer = tower::service_fn(move |request: http::Request<Body>| {
+                    let oidc = oidc.clone();
+                    async move { Ok::<_, S::Error>(oidc.answer(request).await) }
+                });
+                self.browser(answer, request)
             }
             Route::Home => ProtocolFuture::answer(console::redirect("/console/")),
             Route::Refuse(why) => {

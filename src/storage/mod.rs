@@ -21,6 +21,7 @@ pub mod server_secrets;
 pub mod service_keys;
 pub mod sessions;
 mod settings;
+pub mod signing_keys;
 mod sqlite;
 mod writes;
 
@@ -614,6 +615,36 @@ impl Store {
     }
 }
 
+/// Signing keys (`signing_keys`).
+impl Store {
+    /// Every key not yet removed, by the instant each starts signing.
+    pub async fn signing_keys(&self) -> StoreResult<Vec<signing_keys::StoredKey>> {
+        async { on_backend!(&self.backend, s => s.signing_keys(), s.signing_keys()) }
+            .instrument(self.span("signing_keys"))
+            .await
+    }
+
+    /// One rotation pass (`signing_keys::plan`), `fresh` added if a key is due (its instants
+    /// set here), and every key after it.
+    pub async fn advance_signing_keys(
+        &self,
+        policy: signing_keys::RotationPolicy,
+        asked: bool,
+        fresh: signing_keys::StoredKey,
+    ) -> StoreResult<Vec<signing_keys::StoredKey>> {
+        let now = now_ns();
+        async {
+            on_backend!(
+                &self.backend,
+                s => s.advance_signing_keys(policy, asked, fresh, now),
+                s.advance_signing_keys(policy, asked, fresh)
+            )
+        }
+        .instrument(self.span("advance_signing_keys"))
+        .await
+    }
+}
+
 /// Login limits every replica shares (`login_limits`).
 impl Store {
     /// Charges a login attempt to its buckets before its password is checked.
@@ -664,6 +695,17 @@ impl Store {
 impl Store {
     fn sessions(&self) -> &SessionCache {
         &self.published().sessions
+    }
+
+    /// The refresh token with `digest` as stored (its session, whether it was used, its
+    /// user's status), without using it: what introspection reads.
+    pub async fn refresh_token(
+        &self,
+        digest: RefreshDigest,
+    ) -> StoreResult<Option<sessions::Presented>> {
+        async { on_backend!(&self.backend, s => s.refresh_token(digest), s.refresh_token(digest)) }
+            .instrument(self.span("read_refresh_token"))
+            .await
     }
 
     /// Starts a session with its first refresh token.

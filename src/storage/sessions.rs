@@ -22,6 +22,35 @@ pub type SessionId = Uuid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshDigest(pub [u8; 32]);
 
+/// Bytes of randomness in a refresh token.
+const REFRESH_BYTES: usize = 32;
+
+impl RefreshDigest {
+    fn of_bytes(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        RefreshDigest(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// A new refresh token (32 random bytes, base64url), and the digest the database keeps.
+    pub fn issue() -> Result<(String, Self), getrandom::Error> {
+        use base64::Engine as _;
+        let mut bytes = [0u8; REFRESH_BYTES];
+        getrandom::fill(&mut bytes)?;
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        Ok((text, Self::of_bytes(&bytes)))
+    }
+
+    /// The digest of a refresh token as a caller sent it; `None` when it is not shaped like
+    /// one `issue` made.
+    pub fn of_token(text: &str) -> Option<Self> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        (bytes.len() == REFRESH_BYTES).then(|| Self::of_bytes(&bytes))
+    }
+}
+
 /// A session to start, with its first refresh token.
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -58,13 +87,21 @@ pub(super) const PRUNED_PER_LOGIN: i64 = 16;
 
 /// A refresh token as the database holds it, with its session.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Presented {
+pub struct Presented {
     pub session: SessionId,
     pub used: bool,
     pub user: UserId,
     pub expires_at_ns: i64,
     /// The user's status as stored (`None`: no such user any more).
     pub user_status: Option<crate::domain::UserStatus>,
+}
+
+/// Whether a refresh token as stored would rotate now: unused, its session not expired, its
+/// user active. What introspection answers, by the rule `rotate` applies.
+pub fn refresh_works(presented: &Presented, now_ns: i64) -> bool {
+    !presented.used
+        && presented.expires_at_ns > now_ns
+        && presented.user_status == Some(crate::domain::UserStatus::Active)
 }
 
 /// What a backend writes for a presented refresh token.

@@ -19,6 +19,7 @@ mod helpers;
 mod list;
 mod malformed;
 mod metrics;
+mod oidc;
 mod raw;
 mod readme;
 mod replicas;

@@ -290,7 +290,7 @@ fn without_a_key_the_server_refuses_to_listen_beyond_loopback() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("not a loopback address") && stderr.contains("--jwt-secret-file"),
+        stderr.contains("not a loopback address") && stderr.contains("--key-encryption-key-file"),
         "{stderr}"
     );
     assert!(

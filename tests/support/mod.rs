@@ -304,7 +304,7 @@ impl ServerProcess {
         Self::launch(database.url(), Some(TEST_SECRET), &[], &[])
     }
 
-    /// Starts the binary as `make run` would: with no key configured.
+    /// Starts the binary as `make run` would: with no key of any kind configured.
     pub fn start_without_key(database: &TestDatabase) -> Self {
         Self::launch(database.url(), None, &[], &[])
     }
@@ -371,10 +371,12 @@ impl ServerProcess {
             .env("USER_SERVICE_ARGON2_ITERATIONS", "1")
             .env("USER_SERVICE_SHUTDOWN_DRAIN_SECS", "0")
             // Tests use short, common passwords.
-            .env("USER_SERVICE_PASSWORD_MIN_STRENGTH", "0")
-            .env("USER_SERVICE_SECOND_FACTOR_KEY", SECOND_FACTOR_KEY);
+            .env("USER_SERVICE_PASSWORD_MIN_STRENGTH", "0");
+        // Without keys, as `make run`: no secret, no second-factor key, no key-encryption key.
         if let Some(secret) = secret {
-            command.env("USER_SERVICE_JWT_SECRET", secret);
+            command
+                .env("USER_SERVICE_JWT_SECRET", secret)
+                .env("USER_SERVICE_SECOND_FACTOR_KEY", SECOND_FACTOR_KEY);
         }
         command.envs(env.iter().copied());
         let mut child = command.spawn().expect("the server binary starts");
@@ -433,8 +435,7 @@ impl ServerProcess {
             token_ttl: Duration::from_secs(600),
             ..JwtSettings::default()
         })
-        .expect("the test secret is valid")
-        .0;
+        .expect("the test secret is valid");
         jwt.mint(subject, role, None).unwrap().0
     }
 

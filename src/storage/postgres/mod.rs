@@ -31,6 +31,7 @@ mod second_factors;
 mod server_secrets;
 mod service_keys;
 mod sessions;
+mod signing_keys;
 mod tail;
 mod write;
 

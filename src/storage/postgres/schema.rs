@@ -184,6 +184,18 @@ const MIGRATIONS: &[&str] = &[
         created_at bigint NOT NULL
     );
     "#,
+    // 12: signing keys (`signing_keys`): public JWKs, private keys sealed under the
+    // key-encryption key, and the instant each starts signing.
+    r#"
+    CREATE TABLE signing_keys (
+        kid          text   NOT NULL PRIMARY KEY,
+        algorithm    text   NOT NULL,
+        public_jwk   text   NOT NULL,
+        sealed       bytea  NOT NULL,
+        created_at   bigint NOT NULL,
+        activates_at bigint NOT NULL
+    );
+    "#,
 ];
 
 /// Brings the database to the newest schema in one transaction, holding the migration lock.

@@ -76,7 +76,50 @@ async fn end_all(tx: &Transaction<'_>, user: UserId, cutoff_ns: i64) -> StoreRes
     Ok(open)
 }
 
+/// The refresh token with `digest`, its session and its user's status, as stored; `lock` ends
+/// the query (`FOR UPDATE` or nothing).
+async fn presented_token(
+    client: &Transaction<'_>,
+    digest: RefreshDigest,
+    lock: &str,
+) -> StoreResult<Option<Presented>> {
+    let sql = format!(
+        "SELECT t.session_id, t.used, s.user_id, s.expires_at, u.status
+         FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+         LEFT JOIN users u ON u.id = s.user_id
+         WHERE t.digest = $1{lock}"
+    );
+    let statement = client.prepare_cached(&sql).await.map_err(pg_error)?;
+    let found = client
+        .query_opt(&statement, &[&digest.0.as_slice()])
+        .await
+        .map_err(pg_error)?;
+    found
+        .map(|row| {
+            Ok(Presented {
+                session: uuid_of(row.try_get(0).map_err(pg_error)?)?,
+                used: row.try_get(1).map_err(pg_error)?,
+                user: UserId::from_uuid(uuid_of(row.try_get(2).map_err(pg_error)?)?),
+                expires_at_ns: row.try_get(3).map_err(pg_error)?,
+                user_status: stored_status(row.try_get(4).map_err(pg_error)?)?,
+            })
+        })
+        .transpose()
+}
+
 impl PostgresStore {
+    pub(crate) async fn refresh_token(
+        &self,
+        digest: RefreshDigest,
+    ) -> StoreResult<Option<Presented>> {
+        let mut client = self.client().await?;
+        // A read-only transaction, so one statement helper serves this read and the rotation.
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let found = presented_token(&tx, digest, "").await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(found)
+    }
+
     pub(crate) async fn start_session(&self, session: &NewSession) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
@@ -118,29 +161,7 @@ impl PostgresStore {
         let tx = client.transaction().await.map_err(pg_error)?;
         // The token's row stays locked to commit: of two calls with one token, the second
         // reads it used.
-        let statement = tx
-            .prepare_cached(
-                "SELECT t.session_id, t.used, s.user_id, s.expires_at, u.status
-                 FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                 LEFT JOIN users u ON u.id = s.user_id
-                 WHERE t.digest = $1 FOR UPDATE OF t",
-            )
-            .await
-            .map_err(pg_error)?;
-        let found = tx
-            .query_opt(&statement, &[&presented.0.as_slice()])
-            .await
-            .map_err(pg_error)?;
-        let found = match found {
-            Some(row) => Some(Presented {
-                session: uuid_of(row.try_get(0).map_err(pg_error)?)?,
-                used: row.try_get(1).map_err(pg_error)?,
-                user: UserId::from_uuid(uuid_of(row.try_get(2).map_err(pg_error)?)?),
-                expires_at_ns: row.try_get(3).map_err(pg_error)?,
-                user_status: stored_status(row.try_get(4).map_err(pg_error)?)?,
-            }),
-            None => None,
-        };
+        let found = presented_token(&tx, presented, " FOR UPDATE OF t").await?;
         let (rotation, write) = rotate(found, now_ns);
         match write {
             RotationWrite::Nothing => return Ok(rotation),

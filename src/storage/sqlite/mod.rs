@@ -19,6 +19,7 @@ mod second_factors;
 mod server_secrets;
 mod service_keys;
 mod sessions;
+mod signing_keys;
 mod write;
 
 use std::fs::File;

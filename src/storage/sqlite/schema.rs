@@ -180,6 +180,18 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 12: signing keys (`signing_keys`): public JWKs, private keys sealed under the
+    // key-encryption key, and the instant each starts signing.
+    r#"
+    CREATE TABLE signing_keys (
+        kid          TEXT    NOT NULL PRIMARY KEY,
+        algorithm    TEXT    NOT NULL,
+        public_jwk   TEXT    NOT NULL,
+        sealed       BLOB    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        activates_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the newest schema; each step commits on its own.

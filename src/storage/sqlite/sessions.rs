@@ -43,7 +43,46 @@ fn end_one(tx: &Transaction<'_>, id: SessionId) -> StoreResult<bool> {
     Ok(ended == 1)
 }
 
+/// The refresh token with `digest`, its session and its user's status, as stored.
+fn presented_token(
+    conn: &rusqlite::Connection,
+    digest: RefreshDigest,
+) -> StoreResult<Option<Presented>> {
+    let found = conn
+        .prepare_cached(
+            "SELECT t.session_id, t.used, s.user_id, s.expires_at, u.status
+             FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+             LEFT JOIN users u ON u.id = s.user_id
+             WHERE t.digest = ?1",
+        )?
+        .query_row([digest.0], |row| {
+            Ok((
+                row.get::<_, [u8; 16]>(0)?,
+                row.get::<_, bool>(1)?,
+                row.get::<_, [u8; 16]>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, Option<i32>>(4)?,
+            ))
+        })
+        .optional()?;
+    found
+        .map(|(session, used, user, expires_at_ns, status)| {
+            Ok(Presented {
+                session: SessionId::from_bytes(session),
+                used,
+                user: UserId::from_uuid(uuid::Uuid::from_bytes(user)),
+                expires_at_ns,
+                user_status: stored_status(status)?,
+            })
+        })
+        .transpose()
+}
+
 impl SqliteStore {
+    pub(crate) fn refresh_token(&self, digest: RefreshDigest) -> StoreResult<Option<Presented>> {
+        self.readers.with(|conn| presented_token(conn, digest))
+    }
+
     pub(crate) fn start_session(&self, session: &NewSession) -> StoreResult<()> {
         self.write(|tx, _| {
             let user = session.user.as_uuid().as_bytes();
@@ -82,34 +121,7 @@ impl SqliteStore {
         now_ns: i64,
     ) -> StoreResult<Rotation> {
         self.write(|tx, _| {
-            let found = tx
-                .prepare_cached(
-                    "SELECT t.session_id, t.used, s.user_id, s.expires_at, u.status
-                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                     LEFT JOIN users u ON u.id = s.user_id
-                     WHERE t.digest = ?1",
-                )?
-                .query_row([presented.0], |row| {
-                    Ok((
-                        row.get::<_, [u8; 16]>(0)?,
-                        row.get::<_, bool>(1)?,
-                        row.get::<_, [u8; 16]>(2)?,
-                        row.get::<_, i64>(3)?,
-                        row.get::<_, Option<i32>>(4)?,
-                    ))
-                })
-                .optional()?;
-            let found = found
-                .map(|(session, used, user, expires_at_ns, status)| {
-                    Ok::<_, StoreError>(Presented {
-                        session: SessionId::from_bytes(session),
-                        used,
-                        user: UserId::from_uuid(uuid::Uuid::from_bytes(user)),
-                        expires_at_ns,
-                        user_status: stored_status(status)?,
-                    })
-                })
-                .transpose()?;
+            let found = presented_token(tx, presented)?;
             let (rotation, write) = rotate(found, now_ns);
             match write {
                 RotationWrite::Nothing => {}

@@ -3,7 +3,7 @@
 
 mod access_log;
 mod imported;
-mod keys;
+pub mod keys;
 mod limits;
 pub mod login;
 mod policy;

@@ -231,7 +231,7 @@ const ED25519_PUBLIC: &str = include_str!("../../fixtures/jwt/ed25519_public.pem
 const ED25519_PRIVATE: &str = include_str!("../../fixtures/jwt/ed25519_private.pem");
 
 #[tokio::test]
-async fn with_an_ed25519_key_pair_login_signs_eddsa_tokens_that_the_server_accepts() {
+async fn with_a_legacy_ed25519_key_its_tokens_verify_and_login_signs_with_the_services_own_keys() {
     let app = TestApp::spawn_with(|settings| {
         settings.auth.jwt.secret = None;
         settings.auth.jwt.public_key_pem = Some(ED25519_PUBLIC.as_bytes().to_vec());
@@ -250,7 +250,8 @@ async fn with_an_ed25519_key_pair_login_signs_eddsa_tokens_that_the_server_accep
         .await
         .expect("login signs");
     let header = jsonwebtoken::decode_header(&response.access_token).unwrap();
-    assert_eq!(header.alg, Algorithm::EdDSA);
+    assert_eq!(header.alg, Algorithm::ES256, "the service's own key signs");
+    assert!(header.kid.is_some(), "and names itself");
     let mut client = app.client_with(Some(&response.access_token)).await;
     assert_eq!(attempt(&mut client, Op::Get(user.id)).await, Code::Ok);
 }
