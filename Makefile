@@ -10,7 +10,8 @@ run:
 ## Unit, integration and snapshot tests, the integration suite once per backend: SQLite,
 ## then PostgreSQL at TEST_DATABASE_URL (each test creates and drops its own database; the
 ## replica and fault tests always run on PostgreSQL). With CI set, any snapshot diff fails.
-## Python's grpcio (for the compression test's second client) is installed when missing, and
+## Python's grpcio (for the compression test's second client) and PyJWT (an independent
+## verifier of the published JWKS) are installed when missing, and
 ## so are the Node packages of tests/web (the official Connect clients), with npm ci.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 PYTHON ?= python3
@@ -20,6 +21,7 @@ test:
 	@psql "$(TEST_DATABASE_URL)" -Atqc 'SELECT 1' >/dev/null 2>&1 || { \
 		echo "make test: PostgreSQL is unreachable at $(TEST_DATABASE_URL) (checked with psql): start it, or run make test TEST_DATABASE_URL=postgres://USER@HOST:PORT/DATABASE" >&2; exit 1; }
 	@$(PYTHON) -c 'import grpc' 2>/dev/null || $(PYTHON) -m pip install --quiet --disable-pip-version-check grpcio
+	@$(PYTHON) -c 'import jwt, cryptography' 2>/dev/null || $(PYTHON) -m pip install --quiet --disable-pip-version-check PyJWT cryptography
 	@$(MAKE) --no-print-directory web-packages
 	$(CARGO) test --locked --lib --bins --tests
 	TEST_BACKEND=postgres $(CARGO) test --locked --test integration -- --skip sqlite:: --skip replicas:: --skip grey::

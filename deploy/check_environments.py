@@ -96,7 +96,7 @@ class Stand:
     def secret(self, name):
         if "database" in name:
             return self.database_url
-        if "jwt" in name:
+        if "jwt" in name or "key" in name:
             return base64.b64encode(secrets.token_bytes(48)).decode()
         return secrets.token_hex(16)
 

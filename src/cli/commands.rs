@@ -646,6 +646,29 @@ pub async fn revoke_key(connection: &Connection, id: String, json: bool) -> Resu
     Ok(())
 }
 
+pub async fn rotate_signing_key(connection: &Connection, json: bool) -> Result<(), Failure> {
+    let response = connection
+        .auth()
+        .rotate_signing_key(connection.request(pb::RotateSigningKeyRequest {}))
+        .await?
+        .into_inner();
+    if json {
+        println!(
+            "{}",
+            to_json(&response, "userservice.RotateSigningKeyResponse")
+        );
+        return Ok(());
+    }
+    for key in &response.keys {
+        let signs_from = key.activates_at.as_ref().map(rfc3339).unwrap_or_default();
+        println!(
+            "{}  {}  {:<7}  signs from {signs_from}",
+            key.kid, key.algorithm, key.state
+        );
+    }
+    Ok(())
+}
+
 pub async fn clear_login_failures(
     connection: &Connection,
     user: String,

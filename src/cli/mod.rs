@@ -167,6 +167,9 @@ enum KeysAction {
         /// The key's id.
         id: String,
     },
+    /// Rotate the service's signing keys: a new key is published in the JWKS at once and
+    /// signs from --signing-key-publish-ahead on; prints every key and its state.
+    RotateSigning,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -295,7 +298,7 @@ Rows look like {\"user_id\":\"...\",\"status\":\"suspended\",\"metadata\":{\"tea
     },
     /// Manage service keys: credentials for machine callers (admins).
     #[command(
-        after_help = "Examples: userctl keys create ci-deploy --role moderator --expires-in 90d\n          userctl keys list\n          userctl keys revoke 0192a3b4-c5d6-7e8f-9012-3456789abcde"
+        after_help = "Examples: userctl keys create ci-deploy --role moderator --expires-in 90d\n          userctl keys list\n          userctl keys revoke 0192a3b4-c5d6-7e8f-9012-3456789abcde\n          userctl keys rotate-signing"
     )]
     Keys {
         #[command(subcommand)]
@@ -459,6 +462,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             KeysAction::Create(args) => commands::create_key(&connect()?, args, json).await,
             KeysAction::List => commands::list_keys(&connect()?, json).await,
             KeysAction::Revoke { id } => commands::revoke_key(&connect()?, id, json).await,
+            KeysAction::RotateSigning => commands::rotate_signing_key(&connect()?, json).await,
         },
         Command::Health { service } => commands::health(&connect()?, service, json).await,
         Command::Token(args) => commands::token(args, json),

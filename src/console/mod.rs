@@ -20,7 +20,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 
 #[derive(Debug, Clone, Copy)]
 pub struct Console {
-    /// The server signs tokens with a key generated for this run: the page says so.
+    /// The server's signing keys are sealed under a generated development key: the page says so.
     pub development_key: bool,
 }
 

@@ -529,3 +529,59 @@ async fn introspection_refuses_callers_without_a_service_key_and_names_what_is_m
     let get = http1(&app, "GET", "/oauth2/introspect", &[], "").await;
     assert_eq!(get.status, 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyjwt_verifies_login_tokens_against_the_published_jwks_across_a_rotation() {
+    let has_pyjwt = std::process::Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        has_pyjwt,
+        "Python's PyJWT is missing: make test installs it (python3 -m pip install PyJWT cryptography)"
+    );
+    const AHEAD: Duration = Duration::from_secs(1);
+    let app = TestApp::spawn_with(|settings| {
+        settings.keys.publish_ahead = AHEAD;
+        settings.keys.rotation = Duration::from_secs(3600);
+    })
+    .await;
+    let user = create(&mut app.client().await, "verified").await;
+    let first = login(&app, "verified", "correct horse battery")
+        .await
+        .unwrap()
+        .access_token;
+    let mut auth = AuthServiceClient::with_interceptor(
+        app.channel().await,
+        Bearer::new(Some(&app.token("test-admin", Role::Admin))).unwrap(),
+    );
+    auth.rotate_signing_key(RotateSigningKeyRequest {})
+        .await
+        .unwrap();
+    tokio::time::sleep(AHEAD + Duration::from_millis(200)).await;
+    let second = login(&app, "verified", "correct horse battery")
+        .await
+        .unwrap()
+        .access_token;
+    assert_ne!(kid_of(&first), kid_of(&second), "two keys signed them");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/pyjwt_jwks.py");
+    let issuer = format!("http://{}", app.addr);
+    let args = [script.to_owned(), issuer, first.clone(), second.clone()];
+    // The server answers PyJWT's JWKS request on this runtime while the script runs.
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").args(args).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let subjects: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(subjects, [user.id.clone(), user.id], "PyJWT verified both");
+}

@@ -1389,3 +1389,24 @@ async fn an_export_imported_into_an_empty_server_exports_the_same_apart_from_ids
             .unwrap_or_else(|err| panic!("{format}: the password works after the import: {err:?}"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_signing_publishes_a_next_key_beside_the_active_one() {
+    let app = TestApp::spawn().await;
+    let rotated = json(&app, &["keys", "rotate-signing"]);
+    let keys = rotated["keys"].as_array().expect("the keys");
+    let states: Vec<&str> = keys
+        .iter()
+        .map(|key| key["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["active", "next"], "{rotated}");
+    assert!(keys.iter().all(|key| key["algorithm"] == "ES256"));
+    let text = userctl(
+        &app,
+        Some(&app.token("ops", Role::Admin)),
+        &["keys", "rotate-signing"],
+    );
+    assert!(text.status.success());
+    let lines = String::from_utf8_lossy(&text.stdout).lines().count();
+    assert_eq!(lines, 2, "one line a key; the waiting rotation adds none");
+}
