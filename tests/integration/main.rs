@@ -19,7 +19,7 @@ mod helpers;
 mod list;
 mod malformed;
 mod metrics;
-mod oidc;
+pub mod oidc;
 mod raw;
 mod readme;
 mod replicas;

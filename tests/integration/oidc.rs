@@ -18,7 +18,7 @@ use crate::auth::login::login;
 use crate::helpers::{Bearer, TestApp, create};
 
 /// An HTTP/1.1 answer.
-struct Answer {
+pub struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
     body: String,
@@ -38,17 +38,17 @@ impl Answer {
 }
 
 /// One HTTP/1.1 request, its connection closed after the answer.
-async fn http1(
-    app: &TestApp,
+pub async fn http1(
+    addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
 ) -> Answer {
-    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        app.addr,
+        addr,
         body.len()
     );
     for (name, value) in headers {
@@ -84,10 +84,14 @@ async fn http1(
     }
 }
 
-async fn jwks(app: &TestApp) -> JwkSet {
-    let answer = http1(app, "GET", "/.well-known/jwks.json", &[], "").await;
+pub async fn jwks_at(addr: std::net::SocketAddr) -> JwkSet {
+    let answer = http1(addr, "GET", "/.well-known/jwks.json", &[], "").await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     serde_json::from_str(&answer.body).unwrap()
+}
+
+async fn jwks(app: &TestApp) -> JwkSet {
+    jwks_at(app.addr).await
 }
 
 /// `token` verified with the key its `kid` names in `set`, as any JWT library does it.
@@ -105,7 +109,7 @@ fn verified_by(set: &JwkSet, token: &str) -> Result<Value, String> {
         .map_err(|err| err.to_string())
 }
 
-fn kid_of(token: &str) -> String {
+pub fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
 
@@ -126,7 +130,7 @@ async fn login_tokens_are_es256_with_a_kid_that_the_published_jwks_verifies() {
         "the issuer is the server"
     );
 
-    let jwks = http1(&app, "GET", "/.well-known/jwks.json", &[], "").await;
+    let jwks = http1(app.addr, "GET", "/.well-known/jwks.json", &[], "").await;
     let key = &jwks.json()["keys"][0];
     assert_eq!(
         (key["kty"].as_str(), key["crv"].as_str()),
@@ -140,7 +144,7 @@ async fn login_tokens_are_es256_with_a_kid_that_the_published_jwks_verifies() {
     let etag = jwks.header("etag").expect("an ETag").to_owned();
     assert!(jwks.header("cache-control").unwrap().contains("max-age="));
     let again = http1(
-        &app,
+        app.addr,
         "GET",
         "/.well-known/jwks.json",
         &[("If-None-Match", &etag)],
@@ -150,7 +154,7 @@ async fn login_tokens_are_es256_with_a_kid_that_the_published_jwks_verifies() {
     assert_eq!(again.status, 304, "a verifier holding it is told so");
     assert!(again.body.is_empty());
     let other = http1(
-        &app,
+        app.addr,
         "GET",
         "/.well-known/jwks.json",
         &[("If-None-Match", "\"other\"")],
@@ -191,7 +195,14 @@ async fn the_jwks_and_discovery_are_served_over_http2_too() {
 #[tokio::test]
 async fn discovery_names_this_issuer_and_only_what_it_serves() {
     let app = TestApp::spawn().await;
-    let answer = http1(&app, "GET", "/.well-known/openid-configuration", &[], "").await;
+    let answer = http1(
+        app.addr,
+        "GET",
+        "/.well-known/openid-configuration",
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(answer.status, 200);
     let document = answer.json();
     let issuer = format!("http://{}", app.addr);
@@ -383,7 +394,7 @@ fn form(token: &str) -> String {
 async fn introspect(app: &TestApp, key: &str, token: &str) -> Value {
     let bearer = format!("Bearer {key}");
     let answer = http1(
-        app,
+        app.addr,
         "POST",
         "/oauth2/introspect",
         &[
@@ -425,7 +436,7 @@ async fn introspection_says_active_until_the_user_is_suspended_and_revocation_en
     // Revoking the refresh token ends its session: both tokens turn inactive.
     let bearer = format!("Bearer {key}");
     let revoked = http1(
-        &app,
+        app.addr,
         "POST",
         "/oauth2/revoke",
         &[
@@ -501,7 +512,7 @@ async fn introspection_refuses_callers_without_a_service_key_and_names_what_is_m
         if let Some(authorization) = &authorization {
             headers.push(("Authorization", authorization.as_str()));
         }
-        let answer = http1(&app, "POST", "/oauth2/introspect", &headers, body).await;
+        let answer = http1(app.addr, "POST", "/oauth2/introspect", &headers, body).await;
         assert_eq!(answer.status, 401, "{what}: {}", answer.body);
         assert_eq!(answer.json()["error"], "invalid_client", "{what}");
         assert!(answer.header("www-authenticate").is_some(), "{what}");
@@ -511,7 +522,7 @@ async fn introspection_refuses_callers_without_a_service_key_and_names_what_is_m
         .secret;
     let bearer = format!("Bearer {key}");
     let missing = http1(
-        &app,
+        app.addr,
         "POST",
         "/oauth2/introspect",
         &[("Authorization", &bearer), form_type],
@@ -526,7 +537,7 @@ async fn introspection_refuses_callers_without_a_service_key_and_names_what_is_m
             .unwrap()
             .contains("token")
     );
-    let get = http1(&app, "GET", "/oauth2/introspect", &[], "").await;
+    let get = http1(app.addr, "GET", "/oauth2/introspect", &[], "").await;
     assert_eq!(get.status, 405);
 }
 

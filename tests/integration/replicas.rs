@@ -700,3 +700,106 @@ async fn a_code_asked_for_on_one_replica_is_delivered_by_the_other() {
         .unwrap();
     assert_eq!(delivery.user_id, user.id);
 }
+
+async fn login_on(server: &ServerProcess, username: &str) -> String {
+    AuthServiceClient::new(server.channel().await.unwrap())
+        .login(LoginRequest {
+            username: username.into(),
+            password: "correct horse battery".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token
+}
+
+#[tokio::test]
+async fn a_rotation_started_on_one_replica_is_published_by_both_and_signs_on_both_from_its_instant()
+{
+    use user_service::pb::RotateSigningKeyRequest;
+
+    use crate::oidc::{jwks_at, kid_of};
+    const AHEAD: &str = "3s";
+    let database = TestDatabase::postgres();
+    let args = [
+        "--rate-limit-per-second",
+        "0",
+        "--signing-key-publish-ahead",
+        AHEAD,
+    ];
+    let (a, b) = (
+        ServerProcess::start_with(&database, &[], &args),
+        ServerProcess::start_with(&database, &[], &args),
+    );
+    let user = create(&mut a.client().await.unwrap(), "rotating").await;
+    let (old_a, old_b) = (
+        login_on(&a, "rotating").await,
+        login_on(&b, "rotating").await,
+    );
+    let old = kid_of(&old_a);
+    assert_eq!(
+        kid_of(&old_b),
+        old,
+        "both replicas sign with the key in the database"
+    );
+
+    let keys = AuthServiceClient::with_interceptor(
+        a.channel().await.unwrap(),
+        Bearer::new(Some(&a.token("test-admin", Role::Admin))).unwrap(),
+    )
+    .rotate_signing_key(RotateSigningKeyRequest {})
+    .await
+    .unwrap()
+    .into_inner()
+    .keys;
+    let next = keys
+        .iter()
+        .find(|key| key.state == "next")
+        .expect("a next key");
+    let at = next.activates_at.unwrap();
+    let activates = std::time::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(at.seconds).unwrap(),
+            u32::try_from(at.nanos).unwrap(),
+        );
+    // B reads the new key on its next pass (a quarter of the publish-ahead), well before it signs.
+    let published_by_b = loop {
+        if jwks_at(b.addr()).await.find(&next.kid).is_some() {
+            break std::time::SystemTime::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        published_by_b < activates,
+        "B publishes the key before it signs"
+    );
+    assert_eq!(
+        kid_of(&login_on(&b, "rotating").await),
+        old,
+        "not signing before its instant"
+    );
+
+    let wait = activates
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(300)).await;
+    for (name, server) in [("A", &a), ("B", &b)] {
+        assert_eq!(
+            kid_of(&login_on(server, "rotating").await),
+            next.kid,
+            "{name} signs with the new key"
+        );
+        for old_token in [&old_a, &old_b] {
+            client_as(server, old_token)
+                .await
+                .get_user(GetUserRequest {
+                    user_id: user.id.clone(),
+                })
+                .await
+                .unwrap_or_else(|status| {
+                    panic!("{name}: an old key's token still works: {status:?}")
+                });
+        }
+    }
+}
