@@ -171,7 +171,13 @@ impl Store {
         Box::pin(
             async {
                 match &self.backend {
-                    Backend::Sqlite(store) => store.load(id).map(Arc::new),
+                    // On the blocking pool, as every SQLite read: a read may wait out the
+                    // busy timeout, which must not hold a runtime worker.
+                    Backend::Sqlite(store) => store
+                        .clone()
+                        .blocking(move |store| store.load(id))
+                        .await
+                        .map(Arc::new),
                     Backend::Postgres(store) => store.bounded(store.get(id)).await,
                 }
             }
