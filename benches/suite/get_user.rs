@@ -89,7 +89,7 @@ impl UserService for Ceiling {
 
 /// h2load pinned to core 1, making gRPC GetUser calls to `url`; the caller says for how long
 /// (`-D`) or how many (`-n`).
-fn h2load_get_user(url: &str, body: &Path, token: &str) -> Command {
+pub(super) fn h2load_get_user(url: &str, body: &Path, token: &str) -> Command {
     h2load_get_user_as("application/grpc", url, body, token)
 }
 
@@ -145,7 +145,7 @@ fn full_stack_flags(access_log: &str) -> Vec<&str> {
 
 /// Starts the ceiling in a process of its own, run by `wrapper` when one is given, answering
 /// the user in the file `user` (encoded): the process and the address it serves on.
-fn start_ceiling(wrapper: &[String], user: &Path) -> (std::process::Child, String) {
+pub(super) fn start_ceiling(wrapper: &[String], user: &Path) -> (std::process::Child, String) {
     let mut ceiling = support::wrapped(wrapper, std::env::current_exe().unwrap())
         .arg(SERVE_CEILING)
         .arg(user)

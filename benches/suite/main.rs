@@ -25,6 +25,7 @@ use user_service::tokens::{Jwt, JwtSettings};
 mod binary;
 mod creates;
 mod get_user;
+mod issuer;
 mod listing;
 mod logins;
 mod postgres;
@@ -34,6 +35,7 @@ mod watch;
 use binary::the_binary_on_a_million_users;
 use creates::create_users;
 use get_user::{get_user_latency, get_user_with_h2load, serve_ceiling_forever};
+use issuer::issuer;
 use listing::list_users_at_a_million;
 use logins::logins;
 use postgres::postgres;
@@ -355,6 +357,9 @@ async fn suite(only: &str) {
     }
     if wanted("ten") {
         ten_million(&mut suite).await;
+    }
+    if wanted("issuer") {
+        issuer(&mut suite).await;
     }
     print_table(suite.rows);
 }
