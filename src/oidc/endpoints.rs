@@ -233,7 +233,10 @@ impl Endpoints {
     /// Introspection or revocation: the caller authenticated, the form read, then the work.
     async fn posted(&self, path: &str, request: http::Request<Body>) -> http::Response<Body> {
         let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-        match self.authenticate(authorization).await {
+        // The call's state names its client address: an unverified key is counted against it,
+        // as on every call, so guessing keys here is limited as it is anywhere.
+        let state = crate::call::CallState::of(request.extensions()).cloned();
+        match self.authenticate(authorization, state).await {
             Ok(Some(Caller::Key { .. })) => {}
             Ok(_) => {
                 return oauth_error(
@@ -267,21 +270,30 @@ impl Endpoints {
     async fn authenticate(
         &self,
         authorization: Option<HeaderValue>,
+        state: Option<Arc<crate::call::CallState>>,
     ) -> Result<Option<Caller>, http::Response<Body>> {
         let Some(authorization) = authorization else {
             return Ok(None);
         };
-        let probe = http::Request::builder()
+        let mut probe = http::Request::builder()
             .uri(PROBE)
             .header(header::AUTHORIZATION, authorization)
             .body(())
             .expect("a path and a header make a request");
+        if let Some(state) = state {
+            probe.extensions_mut().insert(state);
+        }
         match self.standing_of(&probe).await {
             Ok(Some(authenticated)) => Ok(Some(authenticated.caller)),
             Ok(None) => Err(oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "the Authorization header's service key is not valid",
+            )),
+            Err(ServiceError::ResourceExhausted(why)) => Err(oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                &why,
             )),
             Err(err) => Err(oauth_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -305,7 +317,9 @@ impl Endpoints {
             Ok(authenticated) => Ok(Some(authenticated)),
             Err(Rejected::Denied(ServiceError::Unauthenticated(_))) => Ok(None),
             Err(Rejected::Denied(err)) => Err(err),
-            Err(Rejected::TooSoon(_)) => Ok(None),
+            Err(Rejected::TooSoon(_)) => Err(ServiceError::ResourceExhausted(
+                "too many calls with unverified credentials from this address: retry later".into(),
+            )),
         }
     }
 

@@ -596,3 +596,33 @@ async fn pyjwt_verifies_login_tokens_against_the_published_jwks_across_a_rotatio
         .collect();
     assert_eq!(subjects, [user.id.clone(), user.id], "PyJWT verified both");
 }
+
+#[tokio::test]
+async fn guessing_service_keys_at_introspection_is_limited_per_address_as_on_calls() {
+    let app = TestApp::spawn_with(|settings| {
+        settings.limits.rate_limit_per_second = 1;
+        settings.limits.rate_limit_burst = 2;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for guess in 0..5 {
+        let bearer = format!("Bearer usk_{guess:032}_AAAA");
+        let answer = http1(
+            app.addr,
+            "POST",
+            "/oauth2/introspect",
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            "token=x",
+        )
+        .await;
+        statuses.push(answer.status);
+    }
+    assert_eq!(&statuses[..2], [401, 401], "{statuses:?}");
+    assert!(
+        statuses[2..].contains(&429),
+        "past the burst, refused: {statuses:?}"
+    );
+}
