@@ -440,7 +440,7 @@ async fn signing(
         return Err(StartupError::ShortKeyEncryptionKey(kek.len()));
     }
     let issuer = match &settings.auth.jwt.issuer {
-        Some(issuer) => issuer.trim_end_matches('/').to_owned(),
+        Some(issuer) => issuer.clone(),
         None if loopback => {
             let scheme = if settings.listener.tls.is_some() {
                 "https"

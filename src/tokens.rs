@@ -139,6 +139,14 @@ fn now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+        })
+}
+
 fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {
     if let Ok(key) = DecodingKey::from_ed_pem(pem) {
         return Ok((key, Algorithm::EdDSA));
@@ -244,15 +252,15 @@ impl Jwt {
     pub fn verify(&self, token: &str) -> Result<(Claims, Role), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let mut validation = self.validation.clone();
-        let key = match (&header.kid, &self.keys) {
-            (Some(kid), Some(keys)) => {
-                let key = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
-                validation.algorithms = vec![key.algorithm];
-                Some(key)
-            }
-            (Some(_), None) => return Err(TokenError::UnknownKey),
-            (None, _) => None,
-        };
+        // A kid of the service's own names its key; any other token (without a kid, or with
+        // another issuer's, as identity providers write) is the legacy key's to judge.
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.keys.as_ref()?.verifier(kid));
+        if let Some(key) = &key {
+            validation.algorithms = vec![key.algorithm];
+        }
         let decoding = match (&key, &self.legacy) {
             (Some(key), _) => &key.decoding,
             (None, Some(legacy)) => legacy,
@@ -337,14 +345,7 @@ impl Jwt {
         exp: u64,
         sid: Option<String>,
     ) -> Result<(String, u64), CannotSign> {
-        let own = self.keys.as_ref().and_then(|keys| {
-            let now_ns = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| {
-                    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
-                });
-            keys.signer(now_ns)
-        });
+        let own = self.keys.as_ref().and_then(|keys| keys.signer(now_ns()));
         let (key, header) = match (&own, &self.signing) {
             (Some(own), _) => {
                 let key = own.encoding.as_ref().ok_or(CannotSign)?;
@@ -375,7 +376,7 @@ impl Jwt {
     /// Whether this server can mint tokens now (it holds a signing key it can open).
     pub fn can_sign(&self) -> bool {
         match &self.keys {
-            Some(keys) => keys.signer(i64::MAX).is_some(),
+            Some(keys) => keys.signer(now_ns()).is_some(),
             None => self.signing.is_some(),
         }
     }

@@ -453,7 +453,11 @@ impl AuthArgs {
             secret: secret(self.jwt_secret_file.as_ref(), self.jwt_secret.as_ref())?,
             public_key_pem: read_optional(self.jwt_public_key.as_ref())?,
             private_key_pem: read_optional(self.jwt_private_key.as_ref())?,
-            issuer: self.jwt_issuer.clone(),
+            // One spelling everywhere: `https://id.example.com/` is `https://id.example.com`.
+            issuer: self
+                .jwt_issuer
+                .as_deref()
+                .map(|issuer| issuer.trim_end_matches('/').to_owned()),
             audience: self.jwt_audience.clone(),
             token_ttl: self.token_ttl,
         };

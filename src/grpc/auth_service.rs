@@ -240,6 +240,13 @@ impl AuthService for AuthServiceImpl {
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let presented = parse_refresh_token(&request.into_inner().refresh_token)?;
+        // Before the token is used up: a refresh that could not be signed would leave the
+        // caller only a used token, whose next use ends the session.
+        if !self.jwt.can_sign() {
+            return Err(
+                ServiceError::FailedPrecondition(crate::tokens::CannotSign.to_string()).into(),
+            );
+        }
         let (token, next) = new_refresh_token()?;
         let rotation = self
             .store

@@ -393,6 +393,13 @@ impl Endpoints {
     /// too (and with it every token the session issued); an unknown token is answered 200.
     async fn revoke(&self, asked: &Asked) -> Result<http::Response<Body>, ServiceError> {
         let done = || http::Response::new(Body::empty());
+        if crate::auth::keys::is_key(asked.token.as_bytes()) {
+            return Ok(oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_token_type",
+                "token: a service key is revoked with RevokeServiceKey (userctl keys revoke), by an admin",
+            ));
+        }
         if let Some(digest) = self.refresh_digest(asked) {
             if let Some(presented) = self.store.refresh_token(digest).await? {
                 self.store.end_session(presented.session).await?;
@@ -431,7 +438,11 @@ async fn read_form(request: http::Request<Body>) -> Result<Asked, String> {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+        .is_some_and(|value| {
+            value
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
     if !form {
         return Err("the body must be application/x-www-form-urlencoded".into());
     }

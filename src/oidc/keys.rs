@@ -159,6 +159,12 @@ impl LiveKey {
     fn read(stored: &StoredKey, sealer: &Sealer) -> Option<Self> {
         let algorithm = SigningAlgorithm::of(&stored.algorithm)?;
         let mut jwk: Value = serde_json::from_str(&stored.public_jwk).ok()?;
+        // The kid is the key's thumbprint: a row whose key is not the one it names is not
+        // published (nor trusted) at all.
+        if thumbprint(&jwk) != stored.kid {
+            tracing::error!(kid = %stored.kid, "a signing key's public key does not match its kid: ignored");
+            return None;
+        }
         let x = jwk["x"].as_str()?;
         let decoding = match algorithm {
             SigningAlgorithm::Es256 => DecodingKey::from_ec_components(x, jwk["y"].as_str()?),
@@ -307,14 +313,16 @@ impl KeyRing {
 }
 
 impl KeySource for KeyRing {
-    /// The latest key whose instant has come, of those this server can open.
+    /// The latest key whose instant has come, of those this server can open: when the
+    /// newest does not open here (another key-encryption key made it), an older published one
+    /// that does goes on signing rather than none.
     fn signer(&self, now_ns: i64) -> Option<Arc<RingKey>> {
         self.current()
             .keys
             .iter()
             .rev()
-            .find(|live| live.key.activates_at_ns <= now_ns)
-            .filter(|live| live.key.encoding.is_some())
+            .filter(|live| live.key.activates_at_ns <= now_ns)
+            .find(|live| live.key.encoding.is_some())
             .map(|live| live.key.clone())
     }
 
@@ -366,6 +374,15 @@ mod tests {
                 "another KEK cannot sign with it"
             );
         }
+    }
+
+    #[test]
+    fn a_row_whose_public_key_is_not_the_one_its_kid_names_is_not_read() {
+        let kek = sealer(&[3; 32]);
+        let mut stored = generate(SigningAlgorithm::Es256, &kek).unwrap();
+        let other = generate(SigningAlgorithm::Es256, &kek).unwrap();
+        stored.public_jwk = other.public_jwk;
+        assert!(LiveKey::read(&stored, &kek).is_none());
     }
 
     #[test]

@@ -341,7 +341,8 @@ async fn signing_keys_and_their_tokens_survive_a_restart() {
 }
 
 #[tokio::test]
-async fn a_token_that_names_a_key_with_another_algorithm_or_an_unknown_kid_is_refused() {
+async fn a_token_naming_our_key_with_another_algorithm_is_refused_and_other_kids_go_to_the_legacy_key()
+ {
     let app = TestApp::spawn().await;
     create(&mut app.client().await, "tricked").await;
     let token = login(&app, "tricked", "correct horse battery")
@@ -364,18 +365,25 @@ async fn a_token_that_names_a_key_with_another_algorithm_or_an_unknown_kid_is_re
         &jsonwebtoken::EncodingKey::from_secret(public.as_bytes()),
     )
     .unwrap();
-    let unknown = jsonwebtoken::encode(
-        &Header {
-            kid: Some("not-a-key".into()),
-            ..Header::new(Algorithm::HS256)
-        },
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::TEST_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let foreign = |secret: &str| {
+        jsonwebtoken::encode(
+            &Header {
+                kid: Some("another-issuers-key".into()),
+                ..Header::new(Algorithm::HS256)
+            },
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let forged = foreign("a secret that is not the legacy one, 32+ bytes long");
     for (what, token, says) in [
         ("alg confusion", confused, "algorithm"),
-        ("unknown kid", unknown, "kid"),
+        (
+            "a kid not ours, not signed by the legacy key",
+            forged,
+            "signature",
+        ),
     ] {
         let mut client = app.client_with(Some(&token)).await;
         let refused = client
@@ -385,6 +393,13 @@ async fn a_token_that_names_a_key_with_another_algorithm_or_an_unknown_kid_is_re
         assert_eq!(refused.code(), Code::Unauthenticated, "{what}");
         assert!(refused.message().contains(says), "{what}: {refused:?}");
     }
+    // A kid from another issuer (as identity providers write) is the legacy key's to judge.
+    let legacy = foreign(crate::helpers::TEST_SECRET);
+    app.client_with(Some(&legacy))
+        .await
+        .list_users(user_service::pb::ListUsersRequest::default())
+        .await
+        .expect("the legacy key verifies a token whatever kid it names");
 }
 
 fn form(token: &str) -> String {
@@ -447,6 +462,23 @@ async fn introspection_says_active_until_the_user_is_suspended_and_revocation_en
     )
     .await;
     assert_eq!(revoked.status, 200, "{}", revoked.body);
+    let a_key = http1(
+        app.addr,
+        "POST",
+        "/oauth2/revoke",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "Application/X-WWW-Form-Urlencoded"),
+        ],
+        &form(&key),
+    )
+    .await;
+    assert_eq!(
+        a_key.status, 400,
+        "a service key is not revoked here: {}",
+        a_key.body
+    );
+    assert_eq!(a_key.json()["error"], "unsupported_token_type");
     assert_eq!(
         introspect(&app, &key, &session.refresh_token).await["active"],
         false
