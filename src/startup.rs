@@ -193,6 +193,7 @@ impl Application {
             jwt.clone(),
             authenticator.clone(),
             store.clone(),
+            settings.limits.request_body_timeout,
         ));
         let every_call = tower::ServiceBuilder::new()
             .layer(ClientAddressLayer::new(&settings.limits.trusted_proxies))

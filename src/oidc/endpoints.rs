@@ -47,6 +47,8 @@ pub struct Endpoints {
     discovery: (Bytes, String),
     /// How long a verifier may cache the JWKS: well inside `publish_ahead`.
     jwks_max_age: Duration,
+    /// How long a posted form may take to arrive (`--request-body-timeout`).
+    body_timeout: Duration,
 }
 
 fn etag_of(body: &[u8]) -> String {
@@ -158,6 +160,7 @@ impl Endpoints {
         jwt: Arc<Jwt>,
         authenticator: Arc<Authenticator>,
         store: Store,
+        body_timeout: Duration,
     ) -> Self {
         let jwks_max_age = (ring.pass_every() * 2).min(Duration::from_secs(3600));
         let discovery = json!({
@@ -178,6 +181,7 @@ impl Endpoints {
             store,
             discovery: (Bytes::from(discovery), etag),
             jwks_max_age,
+            body_timeout,
         }
     }
 
@@ -247,9 +251,21 @@ impl Endpoints {
             }
             Err(response) => return response,
         }
-        let asked = match read_form(request).await {
-            Ok(asked) => asked,
-            Err(wrong) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &wrong),
+        let asked = match tokio::time::timeout(self.body_timeout, read_form(request)).await {
+            Ok(Ok(asked)) => asked,
+            Ok(Err(wrong)) => {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &wrong);
+            }
+            Err(_) => {
+                return oauth_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request",
+                    &format!(
+                        "the form did not arrive whole within {} (--request-body-timeout)",
+                        humantime::format_duration(self.body_timeout)
+                    ),
+                );
+            }
         };
         let answered = if path == INTROSPECT {
             self.introspect(&asked).await

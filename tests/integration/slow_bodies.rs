@@ -119,3 +119,29 @@ async fn a_sync_stream_may_pause_longer_than_the_bound_between_messages() {
         tokio::time::sleep(BOUND * 2).await;
     }
 }
+
+#[tokio::test]
+async fn an_introspection_form_that_stops_after_one_byte_is_answered_at_the_bound() {
+    let app = app().await;
+    let key = crate::auth::keys::create_key(&app, "slow", user_service::pb::UserRole::User, None)
+        .await
+        .secret;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /oauth2/introspect HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nt",
+        app.addr
+    );
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the server answers, not waiting for the rest")
+        .unwrap();
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--request-body-timeout"), "{answer}");
+    assert!(took >= BOUND && took < BOUND * 5, "{took:?}");
+}
