@@ -3,6 +3,15 @@
 
 use std::time::Duration;
 
+/// Now, in nanoseconds since the Unix epoch: how every stored and compared instant is kept.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX)
+        })
+}
+
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 #[derive(Debug, Clone)]

@@ -139,14 +139,6 @@ fn now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
-        })
-}
-
 fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {
     if let Ok(key) = DecodingKey::from_ed_pem(pem) {
         return Ok((key, Algorithm::EdDSA));
@@ -234,11 +226,6 @@ impl Jwt {
         self.keys = Some(keys);
         self.issuer = Some(issuer);
         self
-    }
-
-    /// The issuer tokens carry, when one is configured.
-    pub fn issuer(&self) -> Option<&str> {
-        self.issuer.as_deref()
     }
 
     /// Whether a verified token's `exp` has passed since, with the leeway verification allows.
@@ -345,7 +332,10 @@ impl Jwt {
         exp: u64,
         sid: Option<String>,
     ) -> Result<(String, u64), CannotSign> {
-        let own = self.keys.as_ref().and_then(|keys| keys.signer(now_ns()));
+        let own = self
+            .keys
+            .as_ref()
+            .and_then(|keys| keys.signer(crate::timing::now_ns()));
         let (key, header) = match (&own, &self.signing) {
             (Some(own), _) => {
                 let key = own.encoding.as_ref().ok_or(CannotSign)?;
@@ -376,7 +366,7 @@ impl Jwt {
     /// Whether this server can mint tokens now (it holds a signing key it can open).
     pub fn can_sign(&self) -> bool {
         match &self.keys {
-            Some(keys) => keys.signer(now_ns()).is_some(),
+            Some(keys) => keys.signer(crate::timing::now_ns()).is_some(),
             None => self.signing.is_some(),
         }
     }

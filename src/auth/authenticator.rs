@@ -202,7 +202,35 @@ impl Authenticator {
     /// Who `request` comes from: decided at once when the cache holds the caller as they are now
     /// (almost every call), else a future that reads it and borrows nothing from the request.
     pub fn authenticate<B>(self: &Arc<Self>, request: &http::Request<B>) -> Authentication {
-        let verified = match self.claimed(request) {
+        let open = OPEN_METHODS.contains(&request.uri().path());
+        self.authenticate_parts(
+            request.headers().get(http::header::AUTHORIZATION),
+            open,
+            request.extensions(),
+        )
+    }
+
+    /// Who a bearer credential stands for now, judged as a call bearing it would be, its
+    /// unverified tokens counted against the client address in `extensions` (introspection
+    /// judges tokens and its own callers this way).
+    pub fn authenticate_bearer(
+        self: &Arc<Self>,
+        authorization: &http::HeaderValue,
+        extensions: &http::Extensions,
+    ) -> Authentication {
+        self.authenticate_parts(Some(authorization), false, extensions)
+    }
+
+    /// `authenticate`, from the parts of a request it reads: its `authorization`, whether its
+    /// method is open to anyone, and its extensions (the client address).
+    #[inline]
+    fn authenticate_parts(
+        self: &Arc<Self>,
+        authorization: Option<&http::HeaderValue>,
+        open: bool,
+        extensions: &http::Extensions,
+    ) -> Authentication {
+        let verified = match self.claimed(authorization, open, extensions) {
             Ok(Claim::Verified(verified)) => verified,
             Ok(Claim::Anonymous) => {
                 return Authentication::Now(Ok(Authenticated {
@@ -263,17 +291,22 @@ impl Authenticator {
     }
 
     /// What the request's token says, checked; `None` for a call that goes on anonymous.
-    fn claimed<B>(&self, request: &http::Request<B>) -> Result<Claim, Rejected> {
-        let authorization = request.headers().get(http::header::AUTHORIZATION);
+    fn claimed(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+        open: bool,
+        extensions: &http::Extensions,
+    ) -> Result<Claim, Rejected> {
         let token = authorization.map(|value| bearer(value.as_bytes()));
         let known = match &token {
             Some(Ok(token)) => self.cached(token),
             _ => None,
         };
         if known.is_none() {
-            self.admit_unverified(request).map_err(Rejected::TooSoon)?;
+            self.admit_unverified(extensions)
+                .map_err(Rejected::TooSoon)?;
         }
-        if OPEN_METHODS.contains(&request.uri().path()) {
+        if open {
             return Ok(Claim::Anonymous);
         }
         let Some(token) = token else {
@@ -334,8 +367,8 @@ impl Authenticator {
 
     /// Counts a call whose token is not verified yet (none, malformed, new or bad) against
     /// its client address.
-    fn admit_unverified<B>(&self, request: &http::Request<B>) -> Result<(), Duration> {
-        let key = CallerKey::of(&Caller::Anonymous, request.extensions());
+    fn admit_unverified(&self, extensions: &http::Extensions) -> Result<(), Duration> {
+        let key = CallerKey::of(&Caller::Anonymous, extensions);
         match key {
             Some(key) => self.limiter.check(&key),
             None => Ok(()),

@@ -32,9 +32,6 @@ pub const REVOKE: &str = "/oauth2/revoke";
 /// The largest form a caller may post.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
-/// A path no call is open on, so that the authenticator judges the token it is given.
-const PROBE: &str = "/userservice.UserService/GetUser";
-
 /// The endpoints, with what they read.
 pub struct Endpoints {
     ring: KeyRing,
@@ -185,11 +182,6 @@ impl Endpoints {
         }
     }
 
-    /// The issuer's public URL.
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
     /// Whether a request is one of these endpoints'.
     pub fn serves(path: &str) -> bool {
         matches!(path, DISCOVERY | JWKS | INTROSPECT | REVOKE)
@@ -236,11 +228,14 @@ impl Endpoints {
 
     /// Introspection or revocation: the caller authenticated, the form read, then the work.
     async fn posted(&self, path: &str, request: http::Request<Body>) -> http::Response<Body> {
-        let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-        // The call's state names its client address: an unverified key is counted against it,
-        // as on every call, so guessing keys here is limited as it is anywhere.
-        let state = crate::call::CallState::of(request.extensions()).cloned();
-        match self.authenticate(authorization, state).await {
+        let judged = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|authorization| {
+                self.authenticator
+                    .authenticate_bearer(authorization, request.extensions())
+            });
+        match authenticate(judged).await {
             Ok(Some(Caller::Key { .. })) => {}
             Ok(_) => {
                 return oauth_error(
@@ -282,63 +277,6 @@ impl Endpoints {
         })
     }
 
-    /// The caller of the endpoint itself, from its own `Authorization` header.
-    async fn authenticate(
-        &self,
-        authorization: Option<HeaderValue>,
-        state: Option<Arc<crate::call::CallState>>,
-    ) -> Result<Option<Caller>, http::Response<Body>> {
-        let Some(authorization) = authorization else {
-            return Ok(None);
-        };
-        let mut probe = http::Request::builder()
-            .uri(PROBE)
-            .header(header::AUTHORIZATION, authorization)
-            .body(())
-            .expect("a path and a header make a request");
-        if let Some(state) = state {
-            probe.extensions_mut().insert(state);
-        }
-        match self.standing_of(&probe).await {
-            Ok(Some(authenticated)) => Ok(Some(authenticated.caller)),
-            Ok(None) => Err(oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                "the Authorization header's service key is not valid",
-            )),
-            Err(ServiceError::ResourceExhausted(why)) => Err(oauth_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "temporarily_unavailable",
-                &why,
-            )),
-            Err(err) => Err(oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                &err.to_string(),
-            )),
-        }
-    }
-
-    /// Who a request bearing a token stands for now: `None` when a call with it would be
-    /// refused as unauthenticated.
-    async fn standing_of(
-        &self,
-        probe: &http::Request<()>,
-    ) -> Result<Option<Authenticated>, ServiceError> {
-        let decided = match self.authenticator.authenticate(probe) {
-            Authentication::Now(decided) => decided,
-            Authentication::Later(deciding) => deciding.await,
-        };
-        match decided {
-            Ok(authenticated) => Ok(Some(authenticated)),
-            Err(Rejected::Denied(ServiceError::Unauthenticated(_))) => Ok(None),
-            Err(Rejected::Denied(err)) => Err(err),
-            Err(Rejected::TooSoon(_)) => Err(ServiceError::ResourceExhausted(
-                "too many calls with unverified credentials from this address: retry later".into(),
-            )),
-        }
-    }
-
     /// RFC 7662: `{"active": false}` and nothing else for any token a call could not use.
     async fn introspect(&self, asked: &Asked) -> Result<http::Response<Body>, ServiceError> {
         let inactive = || json_answer(StatusCode::OK, &json!({ "active": false }), "no-store");
@@ -347,7 +285,7 @@ impl Endpoints {
             let Some(presented) = self.store.refresh_token(digest).await? else {
                 return Ok(inactive());
             };
-            if !crate::storage::sessions::refresh_works(&presented, now_ns()) {
+            if !crate::storage::sessions::refresh_works(&presented, crate::timing::now_ns()) {
                 return Ok(inactive());
             }
             return Ok(json_answer(
@@ -363,14 +301,13 @@ impl Endpoints {
                 "no-store",
             ));
         }
-        let probe = http::Request::builder()
-            .uri(PROBE)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(());
-        let Ok(probe) = probe else {
+        let Ok(authorization) = HeaderValue::try_from(format!("Bearer {token}")) else {
             return Ok(inactive());
         };
-        let Some(authenticated) = self.standing_of(&probe).await? else {
+        let judged = self
+            .authenticator
+            .authenticate_bearer(&authorization, &http::Extensions::new());
+        let Some(authenticated) = standing(judged).await? else {
             return Ok(inactive());
         };
         let role = authenticated.caller.role().map(|role| role.name());
@@ -447,6 +384,52 @@ impl Endpoints {
     }
 }
 
+/// The caller of the endpoint itself, as the authenticator judged its own `Authorization`
+/// header (`None`: it sent none). An unverified key was counted against the request's client
+/// address, as on every call, so guessing keys here is limited as it is anywhere.
+async fn authenticate(
+    judged: Option<Authentication>,
+) -> Result<Option<Caller>, http::Response<Body>> {
+    let Some(judged) = judged else {
+        return Ok(None);
+    };
+    match standing(judged).await {
+        Ok(Some(authenticated)) => Ok(Some(authenticated.caller)),
+        Ok(None) => Err(oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "the Authorization header's service key is not valid",
+        )),
+        Err(ServiceError::ResourceExhausted(why)) => Err(oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            &why,
+        )),
+        Err(err) => Err(oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            &err.to_string(),
+        )),
+    }
+}
+
+/// What the authenticator decided, once decided: `None` when a call with the credential would
+/// be refused as unauthenticated.
+async fn standing(judged: Authentication) -> Result<Option<Authenticated>, ServiceError> {
+    let decided = match judged {
+        Authentication::Now(decided) => decided,
+        Authentication::Later(deciding) => deciding.await,
+    };
+    match decided {
+        Ok(authenticated) => Ok(Some(authenticated)),
+        Err(Rejected::Denied(ServiceError::Unauthenticated(_))) => Ok(None),
+        Err(Rejected::Denied(err)) => Err(err),
+        Err(Rejected::TooSoon(_)) => Err(ServiceError::ResourceExhausted(
+            "too many calls with unverified credentials from this address: retry later".into(),
+        )),
+    }
+}
+
 /// The `token` (and `token_type_hint`) of a posted form; else what is wrong with it, for an
 /// `invalid_request`.
 async fn read_form(request: http::Request<Body>) -> Result<Asked, String> {
@@ -483,14 +466,6 @@ async fn read_form(request: http::Request<Body>) -> Result<Asked, String> {
         token,
         hint: one("token_type_hint")?,
     })
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
-        })
 }
 
 #[cfg(test)]

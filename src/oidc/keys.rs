@@ -250,7 +250,7 @@ impl KeyRing {
             .advance_signing_keys(self.policy, asked, fresh)
             .await?;
         self.load(&stored);
-        let now = now_ns();
+        let now = crate::timing::now_ns();
         Ok(states(&stored, now)
             .into_iter()
             .map(|(key, state)| KeyReport {
@@ -333,14 +333,6 @@ impl KeySource for KeyRing {
             .find(|live| live.key.kid == kid)
             .map(|live| live.key.clone())
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
-        })
 }
 
 #[cfg(test)]

@@ -10,13 +10,7 @@ use crate::domain::{
     ValidationError,
 };
 
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX)
-        })
-}
+pub(crate) use crate::timing::now_ns;
 
 /// The columns of a user row, in the order both backends read them (a macro, so that
 /// statements can be `concat!`ed at compile time rather than formatted on each call).

@@ -13,9 +13,9 @@ use user_service::domain::Role;
 use user_service::pb::auth_service_client::AuthServiceClient;
 use user_service::pb::{GetUserRequest, RefreshRequest, RotateSigningKeyRequest, UserRole};
 
-use crate::auth::keys::create_key;
+use crate::auth::keys::{admin_auth, auth_as, create_key};
 use crate::auth::login::login;
-use crate::helpers::{Bearer, TestApp, create};
+use crate::helpers::{TestApp, create};
 
 /// An HTTP/1.1 answer.
 pub struct Answer {
@@ -244,10 +244,7 @@ async fn a_rotation_publishes_the_next_key_at_once_and_signs_with_it_only_after_
         .unwrap();
     let old = kid_of(&before.access_token);
 
-    let mut auth = AuthServiceClient::with_interceptor(
-        app.channel().await,
-        Bearer::new(Some(&app.token("test-admin", Role::Admin))).unwrap(),
-    );
+    let mut auth = admin_auth(&app).await;
     let keys = auth
         .rotate_signing_key(RotateSigningKeyRequest {})
         .await
@@ -303,10 +300,7 @@ async fn a_rotation_publishes_the_next_key_at_once_and_signs_with_it_only_after_
         .await
         .expect("a token signed by the retired key still works");
 
-    let mut user_auth = AuthServiceClient::with_interceptor(
-        app.channel().await,
-        Bearer::new(Some(&after.access_token)).unwrap(),
-    );
+    let mut user_auth = auth_as(&app, &after.access_token).await;
     let refused = user_auth
         .rotate_signing_key(RotateSigningKeyRequest {})
         .await
@@ -594,10 +588,7 @@ async fn pyjwt_verifies_login_tokens_against_the_published_jwks_across_a_rotatio
         .await
         .unwrap()
         .access_token;
-    let mut auth = AuthServiceClient::with_interceptor(
-        app.channel().await,
-        Bearer::new(Some(&app.token("test-admin", Role::Admin))).unwrap(),
-    );
+    let mut auth = admin_auth(&app).await;
     auth.rotate_signing_key(RotateSigningKeyRequest {})
         .await
         .unwrap();

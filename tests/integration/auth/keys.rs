@@ -19,11 +19,11 @@ use crate::helpers::{Bearer, TestApp, create, new_user};
 
 type Auth = AuthServiceClient<InterceptedService<Channel, Bearer>>;
 
-async fn auth_as(app: &TestApp, token: &str) -> Auth {
+pub async fn auth_as(app: &TestApp, token: &str) -> Auth {
     AuthServiceClient::with_interceptor(app.channel().await, Bearer::new(Some(token)).unwrap())
 }
 
-async fn admin_auth(app: &TestApp) -> Auth {
+pub async fn admin_auth(app: &TestApp) -> Auth {
     auth_as(app, &app.token("test-admin", Role::Admin)).await
 }
 
