@@ -109,6 +109,15 @@ fn verified_by(set: &JwkSet, token: &str) -> Result<Value, String> {
         .map_err(|err| err.to_string())
 }
 
+/// A new user's access token from Login.
+async fn signed_in(app: &TestApp, username: &str) -> String {
+    create(&mut app.client().await, username).await;
+    login(app, username, "correct horse battery")
+        .await
+        .unwrap()
+        .access_token
+}
+
 pub fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
 }
@@ -116,11 +125,7 @@ pub fn kid_of(token: &str) -> String {
 #[tokio::test]
 async fn login_tokens_are_es256_with_a_kid_that_the_published_jwks_verifies() {
     let app = TestApp::spawn().await;
-    create(&mut app.client().await, "issued").await;
-    let token = login(&app, "issued", "correct horse battery")
-        .await
-        .unwrap()
-        .access_token;
+    let token = signed_in(&app, "issued").await;
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.alg, Algorithm::ES256);
     let claims = verified_by(&jwks(&app).await, &token).expect("the JWKS verifies the token");
@@ -311,11 +316,7 @@ async fn a_rotation_publishes_the_next_key_at_once_and_signs_with_it_only_after_
 #[tokio::test]
 async fn signing_keys_and_their_tokens_survive_a_restart() {
     let app = TestApp::spawn().await;
-    create(&mut app.client().await, "restarted").await;
-    let token = login(&app, "restarted", "correct horse battery")
-        .await
-        .unwrap()
-        .access_token;
+    let token = signed_in(&app, "restarted").await;
     let app = app.restart().await;
     assert!(
         jwks(&app).await.find(&kid_of(&token)).is_some(),
@@ -338,11 +339,7 @@ async fn signing_keys_and_their_tokens_survive_a_restart() {
 async fn a_token_naming_our_key_with_another_algorithm_is_refused_and_other_kids_go_to_the_legacy_key()
  {
     let app = TestApp::spawn().await;
-    create(&mut app.client().await, "tricked").await;
-    let token = login(&app, "tricked", "correct horse battery")
-        .await
-        .unwrap()
-        .access_token;
+    let token = signed_in(&app, "tricked").await;
     let kid = kid_of(&token);
     let claims = serde_json::json!({
         "sub": "intruder", "role": "admin",
